@@ -1,0 +1,50 @@
+//! Errors of the registry and the warehouse.
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in the registry or the warehouse.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("table `{name}` not found; SHOW TABLES lists the tables of the warehouse")]
+    TableNotFound { name: String },
+
+    #[error("table `{name}` already exists; use CREATE TABLE IF NOT EXISTS, or DROP TABLE `{name}` first")]
+    TableExists { name: String },
+
+    #[error("table `{name}` has no version {version}; its latest version is {latest}")]
+    VersionNotFound { name: String, version: u64, latest: u64 },
+
+    #[error("table `{name}` has no version at or before {timestamp}: {reason}")]
+    TimestampNotFound { name: String, timestamp: String, reason: String },
+
+    #[error("`{location}` is not a Delta table (no _delta_log found): {reason}")]
+    NotADeltaTable { location: String, reason: String },
+
+    #[error("invalid warehouse location `{location}`: {reason}")]
+    InvalidLocation { location: String, reason: String },
+
+    #[error("the warehouse registry at `{location}` is unreadable: {reason}")]
+    CorruptRegistry { location: String, reason: String },
+
+    #[error(transparent)]
+    Delta(#[from] deltalake::DeltaTableError),
+
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    #[error("i/o error on {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+impl From<Error> for datafusion::error::DataFusionError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::DataFusion(inner) => inner,
+            other => datafusion::error::DataFusionError::External(Box::new(other)),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Flywheel's registry: which tables (and, later, feature objects) a warehouse holds.
+//!
+//! A [`Warehouse`] is a folder (or object-store URL) of Delta tables. Its [`Registry`] is itself a Delta
+//! table (`_flywheel/registry`): an append-only log where every DDL statement is one atomic commit of
+//! one row, so two servers on one warehouse see each other's objects and a crash mid-statement leaves
+//! the registry as it was. [`FlywheelCatalogProvider`] exposes the registry to DataFusion: the `public`
+//! schema resolves table names to Delta table providers, and a hidden schema resolves the time-travel
+//! references that the engine rewrites `t VERSION AS OF n` into.
+
+mod catalog_provider;
+mod error;
+mod registry;
+mod schema_provider;
+mod time_travel;
+mod warehouse;
+
+pub use catalog_provider::{DEFAULT_CATALOG, DEFAULT_SCHEMA, FlywheelCatalogProvider};
+pub use error::{Error, Result};
+pub use registry::{Registry, TableEntry, TableKind};
+pub use schema_provider::{WarehouseSchemaProvider, load_table};
+pub use time_travel::{TIME_TRAVEL_SCHEMA, TimeTravelSchemaProvider, TravelTarget};
+pub use warehouse::Warehouse;

@@ -1,0 +1,389 @@
+//! [`Registry`]: the warehouse's object registry, an append-only Delta table.
+//!
+//! Every DDL statement appends one row (`create` or `drop` of a named object) in one Delta commit.
+//! The current state is the fold of all rows in commit order; older definitions stay in the log as
+//! history. Readers call [`Registry::refresh`] before each statement, which re-reads the log only when
+//! another writer (this server or another one on the same warehouse) committed since.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::prelude::SessionContext;
+use deltalake::kernel::{DataType as DeltaType, PrimitiveType, StructField};
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::{Error, Result, Warehouse};
+
+/// Whether Flywheel owns a table's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableKind {
+    /// Created by `CREATE TABLE` under the warehouse's `tables/`; `DROP TABLE` deletes its files.
+    Managed,
+    /// Registered by `CREATE EXTERNAL TABLE ... LOCATION`; `DROP TABLE` only forgets it.
+    External,
+}
+
+/// A table the registry knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableEntry {
+    pub name: String,
+    pub location: Url,
+    pub kind: TableKind,
+}
+
+/// The JSON definition stored with a table row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TableDefinition {
+    kind: TableKind,
+}
+
+const KIND_TABLE: &str = "table";
+const OP_CREATE: &str = "create";
+const OP_DROP: &str = "drop";
+
+/// One row of the registry log.
+#[derive(Debug, Clone)]
+struct Record {
+    kind: String,
+    name: String,
+    op: String,
+    location: Option<String>,
+    definition: Option<String>,
+    created_at_us: i64,
+    writer: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    version: Option<u64>,
+    /// Live objects by (kind, name): the latest `create` not followed by a `drop`.
+    live: BTreeMap<(String, String), Record>,
+}
+
+/// The registry of one warehouse.
+#[derive(Debug)]
+pub struct Registry {
+    warehouse: Warehouse,
+    location: Url,
+    /// Serializes this process's writes and refreshes of the log.
+    table: Mutex<DeltaTable>,
+    state: RwLock<State>,
+    writer: String,
+}
+
+fn log_schema() -> SchemaRef {
+    let s = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        s("kind", false),
+        s("name", false),
+        s("op", false),
+        s("location", true),
+        s("definition", true),
+        Field::new("created_at_us", DataType::Int64, false),
+        s("writer", false),
+    ]))
+}
+
+fn delta_columns() -> Vec<StructField> {
+    let string = || DeltaType::Primitive(PrimitiveType::String);
+    vec![
+        StructField::new("kind", string(), false),
+        StructField::new("name", string(), false),
+        StructField::new("op", string(), false),
+        StructField::new("location", string(), true),
+        StructField::new("definition", string(), true),
+        StructField::new("created_at_us", DeltaType::Primitive(PrimitiveType::Long), false),
+        StructField::new("writer", string(), false),
+    ]
+}
+
+impl Registry {
+    /// Opens the registry of `warehouse`, creating an empty one on first use.
+    pub async fn open(warehouse: Warehouse) -> Result<Self> {
+        let location = warehouse.registry_location()?;
+        Warehouse::ensure_dir(&location)?;
+        let mut table = DeltaTable::try_from_url(location.clone()).await?;
+        if table.version().is_none() {
+            let created = table
+                .create()
+                .with_table_name("flywheel_registry")
+                .with_comment("Flywheel object registry: one row per DDL statement")
+                .with_columns(delta_columns())
+                .with_save_mode(SaveMode::Ignore)
+                .await;
+            table = match created {
+                Ok(t) => t,
+                // Another server created it at the same moment: use theirs.
+                Err(_) => deltalake::open_table(location.clone()).await?,
+            };
+        }
+        let registry = Self {
+            warehouse,
+            location,
+            table: Mutex::new(table),
+            state: RwLock::new(State::default()),
+            writer: uuid::Uuid::new_v4().to_string(),
+        };
+        registry.refresh().await?;
+        Ok(registry)
+    }
+
+    /// The warehouse this registry describes.
+    pub fn warehouse(&self) -> &Warehouse {
+        &self.warehouse
+    }
+
+    /// Re-reads the log if any writer committed since the last read.
+    pub async fn refresh(&self) -> Result<()> {
+        let mut table = self.table.lock().await;
+        self.refresh_locked(&mut table).await
+    }
+
+    async fn refresh_locked(&self, table: &mut DeltaTable) -> Result<()> {
+        let latest = table.get_latest_version().await?;
+        if self.read_state().version == Some(latest) {
+            return Ok(());
+        }
+        table.update_incremental(None).await?;
+        let records = self.read_records(table).await?;
+        let mut live = BTreeMap::new();
+        for r in records {
+            let key = (r.kind.clone(), r.name.clone());
+            if r.op == OP_DROP {
+                live.remove(&key);
+            } else {
+                live.insert(key, r);
+            }
+        }
+        let mut state = self.state.write().map_err(|_| self.poisoned())?;
+        state.version = table.version();
+        state.live = live;
+        Ok(())
+    }
+
+    fn poisoned(&self) -> Error {
+        Error::CorruptRegistry {
+            location: self.location.to_string(),
+            reason: "a writer panicked while holding the registry lock".into(),
+        }
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        // A poisoned lock still holds a consistent state: it is only replaced whole.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads every row of the log, in commit order.
+    async fn read_records(&self, table: &DeltaTable) -> Result<Vec<Record>> {
+        let ctx = SessionContext::new();
+        let provider = table.table_provider().await?;
+        let batches = ctx.read_table(provider)?.collect().await?;
+        let corrupt = |reason: String| Error::CorruptRegistry {
+            location: self.location.to_string(),
+            reason,
+        };
+        let mut out = Vec::new();
+        for batch in batches {
+            let col = |name: &str| -> Result<ArrayRef> {
+                let a = batch
+                    .column_by_name(name)
+                    .ok_or_else(|| corrupt(format!("missing column `{name}`")))?;
+                if name == "created_at_us" {
+                    Ok(arrow::compute::cast(a, &DataType::Int64)?)
+                } else {
+                    Ok(arrow::compute::cast(a, &DataType::Utf8)?)
+                }
+            };
+            let strings = |name: &str| -> Result<StringArray> {
+                let a = col(name)?;
+                a.as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned()
+                    .ok_or_else(|| corrupt(format!("column `{name}` is not a string")))
+            };
+            let (kind, name, op, location, definition, writer) = (
+                strings("kind")?,
+                strings("name")?,
+                strings("op")?,
+                strings("location")?,
+                strings("definition")?,
+                strings("writer")?,
+            );
+            let created = col("created_at_us")?;
+            let created = created
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| corrupt("column `created_at_us` is not an integer".into()))?;
+            let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
+            for i in 0..batch.num_rows() {
+                out.push(Record {
+                    kind: kind.value(i).to_string(),
+                    name: name.value(i).to_string(),
+                    op: op.value(i).to_string(),
+                    location: opt(&location, i),
+                    definition: opt(&definition, i),
+                    created_at_us: created.value(i),
+                    writer: writer.value(i).to_string(),
+                });
+            }
+        }
+        out.sort_by(|a, b| (a.created_at_us, &a.writer).cmp(&(b.created_at_us, &b.writer)));
+        Ok(out)
+    }
+
+    /// Appends one row in one commit, then refreshes.
+    async fn append(&self, table: &mut DeltaTable, record: Record) -> Result<()> {
+        let opt = |v: Option<String>| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+        let one = |v: String| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+        let batch = RecordBatch::try_new(
+            log_schema(),
+            vec![
+                one(record.kind),
+                one(record.name),
+                one(record.op),
+                opt(record.location),
+                opt(record.definition),
+                Arc::new(Int64Array::from(vec![record.created_at_us])),
+                one(record.writer),
+            ],
+        )?;
+        let written = table
+            .clone()
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .await;
+        match written {
+            Ok(t) => *table = t,
+            Err(e) => return Err(e.into()),
+        }
+        self.refresh_locked(table).await
+    }
+
+    fn now_us(&self) -> i64 {
+        chrono::Utc::now().timestamp_micros()
+    }
+
+    /// Names of the live tables, sorted.
+    pub fn table_names(&self) -> Vec<String> {
+        self.read_state()
+            .live
+            .keys()
+            .filter(|(k, _)| k == KIND_TABLE)
+            .map(|(_, n)| n.clone())
+            .collect()
+    }
+
+    /// The live table `name`, if any.
+    pub fn table(&self, name: &str) -> Option<TableEntry> {
+        let state = self.read_state();
+        let r = state.live.get(&(KIND_TABLE.to_string(), name.to_string()))?;
+        entry_of(r)
+    }
+
+    /// Records a new table. Fails with [`Error::TableExists`] if the name is taken.
+    pub async fn create_table(&self, entry: &TableEntry) -> Result<()> {
+        let mut table = self.table.lock().await;
+        self.refresh_locked(&mut table).await?;
+        if self.table(&entry.name).is_some() {
+            return Err(Error::TableExists {
+                name: entry.name.clone(),
+            });
+        }
+        let definition = serde_json::to_string(&TableDefinition { kind: entry.kind })
+            .map_err(|e| Error::CorruptRegistry {
+                location: self.location.to_string(),
+                reason: e.to_string(),
+            })?;
+        let record = Record {
+            kind: KIND_TABLE.into(),
+            name: entry.name.clone(),
+            op: OP_CREATE.into(),
+            location: Some(entry.location.to_string()),
+            definition: Some(definition),
+            created_at_us: self.now_us(),
+            writer: self.writer.clone(),
+        };
+        self.append(&mut table, record).await
+    }
+
+    /// Forgets the table `name` and returns what it was. Fails with [`Error::TableNotFound`].
+    pub async fn drop_table(&self, name: &str) -> Result<TableEntry> {
+        let mut table = self.table.lock().await;
+        self.refresh_locked(&mut table).await?;
+        let entry = self.table(name).ok_or_else(|| Error::TableNotFound {
+            name: name.to_string(),
+        })?;
+        let record = Record {
+            kind: KIND_TABLE.into(),
+            name: name.to_string(),
+            op: OP_DROP.into(),
+            location: None,
+            definition: None,
+            created_at_us: self.now_us(),
+            writer: self.writer.clone(),
+        };
+        self.append(&mut table, record).await?;
+        Ok(entry)
+    }
+}
+
+fn entry_of(r: &Record) -> Option<TableEntry> {
+    let location = Url::parse(r.location.as_deref()?).ok()?;
+    let def: TableDefinition = serde_json::from_str(r.definition.as_deref()?).ok()?;
+    Some(TableEntry {
+        name: r.name.clone(),
+        location,
+        kind: def.kind,
+    })
+}
+
+/// Whether an error means "there is no Delta table here".
+pub(crate) fn is_not_a_table(e: &DeltaTableError) -> bool {
+    matches!(e, DeltaTableError::NotATable(_) | DeltaTableError::InvalidTableLocation(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn registry(dir: &std::path::Path) -> Registry {
+        let wh = Warehouse::open(dir.to_str().expect("utf8")).expect("warehouse");
+        Registry::open(wh).await.expect("registry")
+    }
+
+    fn entry(name: &str) -> TableEntry {
+        TableEntry {
+            name: name.into(),
+            location: Url::parse(&format!("file:///tmp/x/{name}/")).expect("url"),
+            kind: TableKind::External,
+        }
+    }
+
+    #[tokio::test]
+    async fn create_drop_and_persist() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = registry(dir.path()).await;
+        r.create_table(&entry("a")).await.expect("create a");
+        r.create_table(&entry("b")).await.expect("create b");
+        assert!(matches!(r.create_table(&entry("a")).await, Err(Error::TableExists { .. })));
+        r.drop_table("a").await.expect("drop a");
+        assert!(matches!(r.drop_table("a").await, Err(Error::TableNotFound { .. })));
+        assert_eq!(r.table_names(), vec!["b".to_string()]);
+
+        // A second registry on the same warehouse (another server) sees the same objects,
+        // and sees what the first one writes after a refresh.
+        let other = registry(dir.path()).await;
+        assert_eq!(other.table_names(), vec!["b".to_string()]);
+        r.create_table(&entry("c")).await.expect("create c");
+        other.refresh().await.expect("refresh");
+        assert_eq!(other.table_names(), vec!["b".to_string(), "c".to_string()]);
+        assert_eq!(other.table("c"), Some(entry("c")));
+    }
+}

@@ -1,0 +1,107 @@
+//! [`WarehouseSchemaProvider`]: the registry's tables as a DataFusion schema.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::error::Result as DFResult;
+use deltalake::DeltaTable;
+
+use crate::registry::is_not_a_table;
+use crate::time_travel::TravelTarget;
+use crate::{Error, Registry, Result, TableEntry};
+
+/// Resolves table names to Delta table providers at their latest version.
+#[derive(Debug)]
+pub struct WarehouseSchemaProvider {
+    registry: Arc<Registry>,
+}
+
+impl WarehouseSchemaProvider {
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self { registry }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for WarehouseSchemaProvider {
+    fn table_names(&self) -> Vec<String> {
+        self.registry.table_names()
+    }
+
+    async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        match self.registry.table(name) {
+            None => Ok(None),
+            Some(entry) => Ok(Some(open_provider(&entry, None).await?)),
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.registry.table(name).is_some()
+    }
+}
+
+/// Loads `entry` at its latest version, or at `target`, as a table provider.
+pub(crate) async fn open_provider(
+    entry: &TableEntry,
+    target: Option<&TravelTarget>,
+) -> Result<Arc<dyn TableProvider>> {
+    let table = load_table(entry, target).await?;
+    Ok(table.table_provider().await?)
+}
+
+/// Loads the Delta table of `entry`, at its latest version or at `target`.
+pub async fn load_table(entry: &TableEntry, target: Option<&TravelTarget>) -> Result<DeltaTable> {
+    let not_a_table = |e: deltalake::DeltaTableError| {
+        if is_not_a_table(&e) {
+            Error::NotADeltaTable {
+                location: entry.location.to_string(),
+                reason: e.to_string(),
+            }
+        } else {
+            Error::Delta(e)
+        }
+    };
+    let mut table = deltalake::open_table(entry.location.clone())
+        .await
+        .map_err(not_a_table)?;
+    match target {
+        None => {}
+        Some(TravelTarget::Version(v)) => {
+            let latest = table.version().unwrap_or_default();
+            if *v > latest {
+                return Err(Error::VersionNotFound {
+                    name: entry.name.clone(),
+                    version: *v,
+                    latest,
+                });
+            }
+            table.load_version(*v).await.map_err(|e| match e {
+                deltalake::DeltaTableError::InvalidVersion(_) => Error::VersionNotFound {
+                    name: entry.name.clone(),
+                    version: *v,
+                    latest,
+                },
+                other => Error::Delta(other),
+            })?;
+        }
+        Some(TravelTarget::Timestamp(ts)) => {
+            let parsed = chrono::DateTime::parse_from_rfc3339(ts)
+                .map_err(|e| Error::TimestampNotFound {
+                    name: entry.name.clone(),
+                    timestamp: ts.clone(),
+                    reason: format!("not an RFC 3339 timestamp ({e})"),
+                })?
+                .with_timezone(&chrono::Utc);
+            table
+                .load_with_datetime(parsed)
+                .await
+                .map_err(|e| Error::TimestampNotFound {
+                    name: entry.name.clone(),
+                    timestamp: ts.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+    }
+    Ok(table)
+}

@@ -1,0 +1,141 @@
+//! The statement parser: Flywheel's statements first, DataFusion's parser for everything else.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatement};
+use sqlparser::tokenizer::Token;
+
+use crate::{FlywheelDialect, Result};
+
+/// One parsed statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlywheelStatement {
+    /// A statement of DataFusion's SQL (queries, DML, tables, `EXPLAIN`, ...), parsed by `DFParser`.
+    DataFusion(Box<DFStatement>),
+}
+
+impl fmt::Display for FlywheelStatement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FlywheelStatement::DataFusion(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// Parses SQL text into Flywheel statements; see [`parse_sql`].
+pub struct FlywheelParser<'a> {
+    df: DFParser<'a>,
+}
+
+const DIALECT: FlywheelDialect = FlywheelDialect;
+
+impl<'a> FlywheelParser<'a> {
+    /// A parser over `sql`, tokenized with [`FlywheelDialect`].
+    pub fn new(sql: &'a str) -> Result<Self> {
+        let df = DFParserBuilder::new(sql).with_dialect(&DIALECT).build()?;
+        Ok(Self { df })
+    }
+
+    /// Parses every statement in the text; empty statements (`;;`) are skipped.
+    pub fn parse_statements(&mut self) -> Result<VecDeque<FlywheelStatement>> {
+        let mut out = VecDeque::new();
+        let mut expecting_delimiter = false;
+        loop {
+            while self.df.parser.consume_token(&Token::SemiColon) {
+                expecting_delimiter = false;
+            }
+            let next = self.df.parser.peek_token();
+            if next.token == Token::EOF {
+                break;
+            }
+            if expecting_delimiter {
+                return Err(crate::Error::Syntax {
+                    message: format!("Expected: end of statement, found: {next}{}", next.span.start),
+                });
+            }
+            out.push_back(self.parse_statement()?);
+            expecting_delimiter = true;
+        }
+        Ok(out)
+    }
+
+    /// Parses one statement at the current position.
+    pub fn parse_statement(&mut self) -> Result<FlywheelStatement> {
+        Ok(FlywheelStatement::DataFusion(Box::new(self.df.parse_statement()?)))
+    }
+}
+
+/// Parses `sql` (one or more statements separated by `;`).
+pub fn parse_sql(sql: &str) -> Result<VecDeque<FlywheelStatement>> {
+    FlywheelParser::new(sql)?.parse_statements()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlparser::ast::{Statement, TableFactor, TableVersion};
+
+    fn one(sql: &str) -> FlywheelStatement {
+        let mut v = parse_sql(sql).expect("parses");
+        assert_eq!(v.len(), 1, "{sql}");
+        v.pop_front().expect("one statement")
+    }
+
+    fn roundtrip(sql: &str) {
+        let first = one(sql);
+        let printed = first.to_string();
+        let second = one(&printed);
+        assert_eq!(first, second, "`{sql}` printed as `{printed}`");
+    }
+
+    fn table_version(sql: &str) -> Option<TableVersion> {
+        let FlywheelStatement::DataFusion(s) = one(sql);
+        let DFStatement::Statement(s) = *s else { panic!("not a sqlparser statement") };
+        let Statement::Query(q) = *s else { panic!("not a query") };
+        let sqlparser::ast::SetExpr::Select(sel) = *q.body else { panic!("not a select") };
+        match &sel.from[0].relation {
+            TableFactor::Table { version, .. } => version.clone(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn version_as_of_parses() {
+        assert!(matches!(table_version("SELECT * FROM t VERSION AS OF 3"), Some(TableVersion::VersionAsOf(_))));
+        assert!(matches!(
+            table_version("SELECT * FROM t TIMESTAMP AS OF '2026-11-01T00:00:00Z'"),
+            Some(TableVersion::TimestampAsOf(_))
+        ));
+        assert_eq!(table_version("SELECT * FROM t"), None);
+    }
+
+    #[test]
+    fn statements_roundtrip() {
+        for sql in [
+            "SELECT a, b FROM t WHERE a > 1",
+            "SELECT * FROM t VERSION AS OF 3",
+            "SELECT * FROM t TIMESTAMP AS OF '2026-11-01T00:00:00Z'",
+            "CREATE TABLE t (a BIGINT, b VARCHAR)",
+            "CREATE TABLE t AS SELECT 1 AS a",
+            "INSERT INTO t VALUES (1, 'x'), (2, 'y')",
+            "DROP TABLE IF EXISTS t",
+            "CREATE EXTERNAL TABLE x STORED AS DELTA LOCATION '/tmp/x'",
+            "EXPLAIN SELECT 1",
+        ] {
+            roundtrip(sql);
+        }
+    }
+
+    #[test]
+    fn several_statements_and_empty_ones() {
+        assert_eq!(parse_sql("SELECT 1;; SELECT 2;").expect("parses").len(), 2);
+        assert!(parse_sql("").expect("parses").is_empty());
+    }
+
+    #[test]
+    fn syntax_error_names_the_position() {
+        let e = parse_sql("SELECT * FORM t").expect_err("bad sql").to_string();
+        assert!(e.contains("Line: 1, Column"), "{e}");
+    }
+}
