@@ -1,1 +1,5 @@
-fn main() {}
+//! The `flywheel` binary: see [`flywheel::cli`].
+
+fn main() -> std::process::ExitCode {
+    flywheel::cli::main()
+}

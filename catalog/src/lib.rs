@@ -19,4 +19,4 @@ pub use error::{Error, Result};
 pub use registry::{Registry, TableEntry, TableKind};
 pub use schema_provider::{WarehouseSchemaProvider, load_table};
 pub use time_travel::{TIME_TRAVEL_SCHEMA, TimeTravelSchemaProvider, TravelTarget};
-pub use warehouse::Warehouse;
+pub use warehouse::{Warehouse, resolve_location};

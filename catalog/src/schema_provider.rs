@@ -93,14 +93,28 @@ pub async fn load_table(entry: &TableEntry, target: Option<&TravelTarget>) -> Re
                     reason: format!("not an RFC 3339 timestamp ({e})"),
                 })?
                 .with_timezone(&chrono::Utc);
+            let not_found = |reason: String| Error::TimestampNotFound {
+                name: entry.name.clone(),
+                timestamp: ts.clone(),
+                reason,
+            };
             table
                 .load_with_datetime(parsed)
                 .await
-                .map_err(|e| Error::TimestampNotFound {
-                    name: entry.name.clone(),
-                    timestamp: ts.clone(),
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| not_found(e.to_string()))?;
+            // deltalake falls back to the first version when the timestamp precedes the table.
+            let version = table.version().unwrap_or_default();
+            let committed_ms = table.snapshot()?.version_timestamp(version);
+            if let Some(ms) = committed_ms
+                && ms > parsed.timestamp_millis()
+            {
+                let first = chrono::DateTime::from_timestamp_millis(ms)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| ms.to_string());
+                return Err(not_found(format!(
+                    "its earliest readable version {version} was committed at {first}"
+                )));
+            }
         }
     }
     Ok(table)

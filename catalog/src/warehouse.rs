@@ -92,7 +92,7 @@ impl Warehouse {
 }
 
 /// Turns a user-given location (URL or local path) into a URL that ends in `/`.
-pub(crate) fn resolve_location(location: &str) -> Result<Url> {
+pub fn resolve_location(location: &str) -> Result<Url> {
     let invalid = |reason: String| Error::InvalidLocation {
         location: location.to_string(),
         reason,

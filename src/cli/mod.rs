@@ -1,0 +1,124 @@
+//! The `flywheel` command line: `flywheel sql` (shell and scripts) and `flywheel serve`.
+
+mod print;
+mod shell;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, Overrides};
+use crate::{Engine, Result, server};
+
+/// Flywheel: a SQL-native feature platform over Delta Lake and Arrow Flight.
+#[derive(Debug, Parser)]
+#[command(name = "flywheel", version, about)]
+pub struct Cli {
+    /// TOML config file (keys: listen, warehouse, log). Also FLYWHEEL_CONFIG.
+    #[arg(long, global = true)]
+    config: Option<String>,
+    /// Warehouse root: a folder or an object-store URL [default: ./warehouse]. Also FLYWHEEL_WAREHOUSE.
+    #[arg(long, global = true)]
+    warehouse: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run SQL: an interactive shell, or statements from -e / -f.
+    Sql {
+        /// Run these statements and exit.
+        #[arg(short = 'e', long = "execute", conflicts_with = "file")]
+        execute: Option<String>,
+        /// Run the statements of this file and exit.
+        #[arg(short = 'f', long = "file")]
+        file: Option<String>,
+    },
+    /// Serve Arrow Flight SQL.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:50051]. Also FLYWHEEL_LISTEN.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let listen = match &cli.command {
+        Command::Serve { listen } => listen.clone(),
+        Command::Sql { .. } => None,
+    };
+    let overrides = Overrides {
+        config_file: cli.config.clone(),
+        listen,
+        warehouse: cli.warehouse.clone(),
+    };
+    let config = match Config::resolve(&overrides, |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config, matches!(cli.command, Command::Serve { .. }));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli.command, config));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {}", e.user_message());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config, serving: bool) {
+    // The shell logs warnings only, so its output stays clean; the server logs at `config.log`.
+    let level = if serving { config.log.as_str() } else { "warn" };
+    // delta-kernel logs an ERROR whenever it probes a folder that holds no table yet, which is how
+    // every CREATE TABLE starts; that is not an error of ours.
+    let default = format!("{level},buoyant_kernel::snapshot::builder=off");
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(command: Command, config: Config) -> Result<ExitCode> {
+    let engine = Engine::open(&config.warehouse).await?;
+    match command {
+        Command::Sql { execute, file } => {
+            let script = match (execute, file) {
+                (Some(sql), _) => Some(sql),
+                (None, Some(path)) => Some(std::fs::read_to_string(&path).map_err(|e| {
+                    crate::Error::Config(format!("cannot read SQL file `{path}`: {e}"))
+                })?),
+                (None, None) => None,
+            };
+            match script {
+                Some(sql) => Ok(shell::run_script(&engine, &sql).await),
+                None => shell::interactive(&engine, &config).await,
+            }
+        }
+        Command::Serve { .. } => {
+            let listener = server::bind(config.listen_addr()?).await?;
+            println!(
+                "Flywheel serving Flight SQL on grpc://{} (warehouse {})",
+                listener.local_addr()?,
+                engine.registry().warehouse().root()
+            );
+            server::serve(engine, listener, server::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

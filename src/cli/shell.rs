@@ -1,0 +1,118 @@
+//! `flywheel sql`: the interactive shell and the script runner.
+//!
+//! The shell reads lines with editing and history until a statement ends with `;`, runs it in the
+//! shared engine and prints an aligned table with the row count and time. Scripts (`-e`, `-f`) run
+//! statement by statement and stop at the first error, which goes to stderr with a non-zero exit.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use rustyline::DefaultEditor;
+use rustyline::error::ReadlineError;
+
+use super::print::render;
+use crate::{Config, Engine, Result};
+
+/// Runs every statement of `sql`; returns the exit code (1 at the first error).
+pub(super) async fn run_script(engine: &Engine, sql: &str) -> ExitCode {
+    let statements = match engine.parse(sql) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("Error: {}", e.user_message());
+            return ExitCode::FAILURE;
+        }
+    };
+    for statement in statements {
+        let start = Instant::now();
+        let rendered = match engine.execute(statement).await {
+            Ok(output) => render(output, start.elapsed(), start).await,
+            Err(e) => Err(e),
+        };
+        match rendered {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("Error: {}", e.user_message());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn history_path() -> Option<std::path::PathBuf> {
+    std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".flywheel_history"))
+}
+
+/// The interactive shell.
+pub(super) async fn interactive(engine: &Engine, config: &Config) -> Result<ExitCode> {
+    let mut editor = DefaultEditor::new().map_err(|e| crate::Error::Config(format!("cannot start the line editor: {e}")))?;
+    let history = history_path();
+    if let Some(h) = &history {
+        let _ = editor.load_history(h);
+    }
+    println!(
+        "Flywheel {} SQL shell on warehouse {}\nEnd statements with `;`. \\q quits.",
+        env!("CARGO_PKG_VERSION"),
+        config.warehouse
+    );
+    let mut buffer = String::new();
+    loop {
+        let prompt = if buffer.is_empty() { "flywheel> " } else { "       -> " };
+        match editor.readline(prompt) {
+            Ok(line) => {
+                let trimmed = line.trim();
+                if buffer.is_empty() && matches!(trimmed, "\\q" | "quit" | "exit" | "quit;" | "exit;") {
+                    break;
+                }
+                if trimmed.is_empty() && buffer.is_empty() {
+                    continue;
+                }
+                buffer.push_str(&line);
+                buffer.push('\n');
+                if !trimmed.ends_with(';') {
+                    continue;
+                }
+                let sql = std::mem::take(&mut buffer);
+                let _ = editor.add_history_entry(sql.trim());
+                run_interactive(engine, &sql).await;
+            }
+            Err(ReadlineError::Interrupted) => {
+                // Ctrl-C clears the statement being typed.
+                buffer.clear();
+            }
+            Err(ReadlineError::Eof) => break,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                break;
+            }
+        }
+    }
+    if let Some(h) = &history {
+        let _ = editor.save_history(h);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_interactive(engine: &Engine, sql: &str) {
+    let statements = match engine.parse(sql) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("Error: {}", e.user_message());
+            return;
+        }
+    };
+    for statement in statements {
+        let start = Instant::now();
+        let rendered = match engine.execute(statement).await {
+            Ok(output) => render(output, start.elapsed(), start).await,
+            Err(e) => Err(e),
+        };
+        match rendered {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("Error: {}", e.user_message());
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! DDL on the warehouse: `CREATE TABLE [AS]`, `CREATE EXTERNAL TABLE ... STORED AS DELTA`, `DROP TABLE`.
+//!
+//! Each statement is at most one Delta commit of table data plus one registry commit. A managed table
+//! is written first and registered last, so a failure at any step leaves no registered half-table;
+//! a failed write's files are removed.
+
+use std::sync::Arc;
+
+use datafusion::logical_expr::{CreateExternalTable, CreateMemoryTable, DropTable, LogicalPlan};
+use datafusion::common::TableReference;
+use deltalake::DeltaTable;
+use deltalake::kernel::StructField;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::operations::write::WriteBuilder;
+use deltalake::protocol::SaveMode;
+use flywheel_catalog::{DEFAULT_CATALOG, DEFAULT_SCHEMA, TableEntry, TableKind, Warehouse, load_table};
+use tracing::info;
+
+use super::{Engine, Output};
+use crate::{Error, Result};
+
+/// The bare table name of a reference in the warehouse's schema; other schemas are refused.
+fn table_name(r: &TableReference) -> Result<String> {
+    let ok = match r {
+        TableReference::Bare { .. } => true,
+        TableReference::Partial { schema, .. } => schema.as_ref() == DEFAULT_SCHEMA,
+        TableReference::Full { catalog, schema, .. } => {
+            catalog.as_ref() == DEFAULT_CATALOG && schema.as_ref() == DEFAULT_SCHEMA
+        }
+    };
+    if !ok {
+        return Err(Error::Unsupported {
+            what: format!("table `{r}` outside the warehouse"),
+            hint: format!("tables live in `{DEFAULT_CATALOG}.{DEFAULT_SCHEMA}`; use a bare name"),
+        });
+    }
+    Ok(r.table().to_string())
+}
+
+/// `CREATE TABLE t (...)` and `CREATE TABLE t AS SELECT ...`: a managed Delta table.
+pub(super) async fn create_table(engine: &Engine, c: CreateMemoryTable) -> Result<Output> {
+    let name = table_name(&c.name)?;
+    if c.temporary {
+        return Err(Error::Unsupported {
+            what: "CREATE TEMPORARY TABLE".into(),
+            hint: "every table is a Delta table in the warehouse; create a regular table".into(),
+        });
+    }
+    if !c.column_defaults.is_empty() {
+        return Err(Error::Unsupported {
+            what: format!("column DEFAULT values (table `{name}`)"),
+            hint: "give every column's value in INSERT".into(),
+        });
+    }
+    let registry = engine.registry();
+    if let Some(existing) = registry.table(&name) {
+        if c.if_not_exists {
+            return Ok(Output::empty());
+        }
+        if c.or_replace && existing.kind == TableKind::Managed {
+            return replace_table(engine, &existing, &c.input).await;
+        }
+        return Err(flywheel_catalog::Error::TableExists { name }.into());
+    }
+    let warehouse = registry.warehouse();
+    let location = warehouse.managed_table_location(&name)?;
+    // Files left by an earlier failed statement belong to no registered table.
+    warehouse.remove_table_files(&location)?;
+    Warehouse::ensure_dir(&location)?;
+    let written = write_new_table(engine, &name, &location, &c.input).await;
+    let registered = match written {
+        Ok(()) => registry
+            .create_table(&TableEntry {
+                name: name.clone(),
+                location: location.clone(),
+                kind: TableKind::Managed,
+            })
+            .await
+            .map_err(Error::from),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = registered {
+        if let Err(cleanup) = warehouse.remove_table_files(&location) {
+            tracing::warn!(table = %name, error = %cleanup, "could not remove the files of a failed CREATE TABLE");
+        }
+        return Err(e);
+    }
+    info!(table = %name, %location, "created table");
+    Ok(Output::empty())
+}
+
+/// Whether a CREATE TABLE's input is a bare column list (no rows to write).
+fn is_column_list(input: &LogicalPlan) -> bool {
+    matches!(input, LogicalPlan::EmptyRelation(e) if !e.produce_one_row)
+}
+
+async fn write_new_table(engine: &Engine, name: &str, location: &url::Url, input: &LogicalPlan) -> Result<()> {
+    let table = DeltaTable::try_from_url(location.clone()).await?;
+    if is_column_list(input) {
+        table
+            .create()
+            .with_table_name(name)
+            .with_columns(delta_columns(input)?)
+            .with_save_mode(SaveMode::ErrorIfExists)
+            .await?;
+    } else {
+        WriteBuilder::new(table.log_store(), None)
+            .with_input_plan(input.clone())
+            .with_table_name(name)
+            .with_save_mode(SaveMode::ErrorIfExists)
+            .with_session_state(Arc::new(engine.context().state()))
+            .await?;
+    }
+    Ok(())
+}
+
+/// `CREATE OR REPLACE TABLE` on a managed table: one overwrite commit (schema included), so readers
+/// see the old or the new table, and the old data stays reachable by time travel.
+async fn replace_table(engine: &Engine, existing: &TableEntry, input: &LogicalPlan) -> Result<Output> {
+    let table = load_table(existing, None).await?;
+    let plan = if is_column_list(input) {
+        // No rows: an empty relation with the new schema.
+        LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+            produce_one_row: false,
+            schema: Arc::clone(input.schema()),
+        })
+    } else {
+        input.clone()
+    };
+    let snapshot = table.snapshot()?.snapshot().clone();
+    WriteBuilder::new(table.log_store(), Some(snapshot))
+        .with_input_plan(plan)
+        .with_save_mode(SaveMode::Overwrite)
+        .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+        .with_session_state(Arc::new(engine.context().state()))
+        .await?;
+    Ok(Output::empty())
+}
+
+fn delta_columns(input: &LogicalPlan) -> Result<Vec<StructField>> {
+    let arrow_schema = input.schema().as_arrow();
+    let st: deltalake::kernel::StructType = arrow_schema.try_into_kernel().map_err(|e| {
+        Error::Invalid(format!("a column type has no Delta Lake equivalent: {e}"))
+    })?;
+    Ok(st.fields().cloned().collect())
+}
+
+/// `CREATE EXTERNAL TABLE x STORED AS DELTA LOCATION 'path'`: registers an existing Delta table.
+pub(super) async fn create_external_table(engine: &Engine, c: CreateExternalTable) -> Result<Output> {
+    let name = table_name(&c.name)?;
+    let format = c.file_type.to_ascii_uppercase();
+    if format != "DELTA" && format != "DELTATABLE" {
+        return Err(Error::Unsupported {
+            what: format!("STORED AS {} (table `{name}`)", c.file_type),
+            hint: "external tables are Delta tables: STORED AS DELTA LOCATION '<path or URL>'".into(),
+        });
+    }
+    let [location] = c.locations.as_slice() else {
+        return Err(Error::Invalid(format!(
+            "external table `{name}` needs exactly one LOCATION, found {}",
+            c.locations.len()
+        )));
+    };
+    let registry = engine.registry();
+    if registry.table(&name).is_some() {
+        if c.if_not_exists {
+            return Ok(Output::empty());
+        }
+        return Err(flywheel_catalog::Error::TableExists { name }.into());
+    }
+    let url = flywheel_catalog::resolve_location(location)?;
+    let entry = TableEntry {
+        name: name.clone(),
+        location: url,
+        kind: TableKind::External,
+    };
+    // Refuse a location that holds no Delta table now, rather than at the first query.
+    load_table(&entry, None).await?;
+    registry.create_table(&entry).await?;
+    info!(table = %name, location = %entry.location, "registered external table");
+    Ok(Output::empty())
+}
+
+/// `DROP TABLE [IF EXISTS] t`: forgets the table; a managed table's files are deleted too.
+pub(super) async fn drop_table(engine: &Engine, d: DropTable) -> Result<Output> {
+    let name = table_name(&d.name)?;
+    let registry = engine.registry();
+    let entry = match registry.drop_table(&name).await {
+        Ok(entry) => entry,
+        Err(flywheel_catalog::Error::TableNotFound { .. }) if d.if_exists => return Ok(Output::empty()),
+        Err(e) => return Err(e.into()),
+    };
+    if entry.kind == TableKind::Managed {
+        registry.warehouse().remove_table_files(&entry.location)?;
+    }
+    info!(table = %name, "dropped table");
+    Ok(Output::empty())
+}

@@ -1,0 +1,204 @@
+//! The engine: one DataFusion session over a warehouse.
+//!
+//! SQL text enters through [`Engine::sql`] (one statement) or [`Engine::parse`] + [`Engine::execute`].
+//! Each statement is parsed by `flywheel-sql`, its time-travel references are rewritten
+//! ([`time_travel`]), and it is planned by DataFusion. Queries leave as lazy [`Output::Query`]
+//! streams; DDL and DML run to completion here (each one Delta commit) and leave as a small
+//! [`Output::Batch`]. The shell and the server share this code, so a statement gives the same answer
+//! in both.
+
+mod ddl;
+mod insert;
+mod output;
+mod planner;
+mod session;
+mod time_travel;
+
+use std::sync::Arc;
+
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DFStatement;
+use flywheel_catalog::{Registry, Warehouse};
+use flywheel_sql::FlywheelStatement;
+use tracing::instrument;
+
+pub use output::Output;
+
+use crate::{Error, Result};
+
+/// A planned statement, not yet run.
+#[derive(Debug)]
+pub enum Planned {
+    /// A query: runs lazily when its output is streamed.
+    Query(LogicalPlan),
+    /// DDL, DML or a session statement: runs in [`Engine::run`].
+    Command(LogicalPlan),
+}
+
+impl Planned {
+    /// The schema of the rows the statement returns.
+    pub fn schema(&self) -> arrow::datatypes::SchemaRef {
+        match self {
+            Planned::Query(p) | Planned::Command(p) => Arc::clone(p.schema().inner()),
+        }
+    }
+}
+
+/// One DataFusion session over one warehouse, shared by every client.
+#[derive(Clone)]
+pub struct Engine {
+    ctx: SessionContext,
+    registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("session_id", &self.ctx.session_id())
+            .field("warehouse", self.registry.warehouse().root())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Opens (or creates) the warehouse at `location` and builds the session over it.
+    pub async fn open(location: &str) -> Result<Self> {
+        let warehouse = Warehouse::open(location)?;
+        let registry = Arc::new(Registry::open(warehouse).await?);
+        let ctx = session::build(Arc::clone(&registry));
+        Ok(Self { ctx, registry })
+    }
+
+    /// The DataFusion session (for embedding and tests).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The warehouse's registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Parses SQL text into statements.
+    pub fn parse(&self, sql: &str) -> Result<Vec<FlywheelStatement>> {
+        Ok(flywheel_sql::parse_sql(sql)?.into_iter().collect())
+    }
+
+    /// Parses, plans and runs exactly one statement.
+    pub async fn sql(&self, sql: &str) -> Result<Output> {
+        let mut statements = self.parse(sql)?;
+        if statements.len() != 1 {
+            return Err(Error::NotOneStatement {
+                found: statements.len(),
+            });
+        }
+        let statement = statements.remove(0);
+        self.execute(statement).await
+    }
+
+    /// Plans then runs one statement.
+    pub async fn execute(&self, statement: FlywheelStatement) -> Result<Output> {
+        let planned = self.plan(statement).await?;
+        self.run(planned).await
+    }
+
+    /// Plans one statement without running it (nothing is written).
+    #[instrument(skip_all)]
+    pub async fn plan(&self, statement: FlywheelStatement) -> Result<Planned> {
+        // Another server (or the shell) may have changed the warehouse since the last statement.
+        self.registry.refresh().await?;
+        let FlywheelStatement::DataFusion(statement) = statement;
+        let mut statement = *statement;
+        time_travel::rewrite(&mut statement)?;
+        let is_query = matches!(&statement, DFStatement::Statement(s) if is_query_statement(s))
+            || matches!(&statement, DFStatement::Explain(_));
+        let state = self.ctx.state();
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(Error::from_datafusion)?;
+        Ok(match plan {
+            LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) | LogicalPlan::Statement(_) => {
+                Planned::Command(plan)
+            }
+            _ if is_query => Planned::Query(plan),
+            _ => Planned::Command(plan),
+        })
+    }
+
+    /// Runs a planned statement: commands complete here, queries return a lazy stream.
+    #[instrument(skip_all)]
+    pub async fn run(&self, planned: Planned) -> Result<Output> {
+        match planned {
+            Planned::Query(plan) => {
+                let df = self
+                    .ctx
+                    .execute_logical_plan(plan)
+                    .await
+                    .map_err(Error::from_datafusion)?;
+                Ok(Output::Query(df))
+            }
+            Planned::Command(LogicalPlan::Ddl(ddl)) => self.run_ddl(ddl).await,
+            Planned::Command(plan) => {
+                let insert = insert::InsertContext::of(&plan);
+                let result = async {
+                    let df = self.ctx.execute_logical_plan(plan).await?;
+                    let schema = Arc::clone(df.schema().inner());
+                    Ok::<_, datafusion::error::DataFusionError>((schema, df.collect().await?))
+                }
+                .await;
+                match result {
+                    Ok((schema, batches)) => Ok(Output::batches(schema, batches)?),
+                    Err(e) => match insert {
+                        Some(insert) => Err(insert.explain(&self.ctx, e).await),
+                        None => Err(Error::from_datafusion(e)),
+                    },
+                }
+            }
+        }
+    }
+
+    async fn run_ddl(&self, ddl: DdlStatement) -> Result<Output> {
+        match ddl {
+            DdlStatement::CreateMemoryTable(c) => ddl::create_table(self, c).await,
+            DdlStatement::CreateExternalTable(c) => ddl::create_external_table(self, *c).await,
+            DdlStatement::DropTable(d) => ddl::drop_table(self, d).await,
+            DdlStatement::CreateView(_) | DdlStatement::DropView(_) => Err(Error::Unsupported {
+                what: "CREATE VIEW".into(),
+                hint: "materialize it with CREATE TABLE name AS SELECT ...".into(),
+            }),
+            DdlStatement::CreateCatalogSchema(_)
+            | DdlStatement::CreateCatalog(_)
+            | DdlStatement::DropCatalogSchema(_) => Err(Error::Unsupported {
+                what: "creating or dropping schemas and catalogs".into(),
+                hint: "tables live in schema `flywheel.public`".into(),
+            }),
+            other => {
+                let df = self
+                    .ctx
+                    .execute_logical_plan(LogicalPlan::Ddl(other))
+                    .await
+                    .map_err(Error::from_datafusion)?;
+                let schema = Arc::clone(df.schema().inner());
+                let batches = df.collect().await.map_err(Error::from_datafusion)?;
+                Ok(Output::batches(schema, batches)?)
+            }
+        }
+    }
+}
+
+/// Whether a sqlparser statement only reads (its output is a result set to stream).
+fn is_query_statement(s: &sqlparser::ast::Statement) -> bool {
+    use sqlparser::ast::Statement as S;
+    matches!(
+        s,
+        S::Query(_)
+            | S::ShowTables { .. }
+            | S::ShowColumns { .. }
+            | S::ShowVariable { .. }
+            | S::ShowFunctions { .. }
+            | S::ExplainTable { .. }
+            | S::Explain { .. }
+    )
+}

@@ -1,0 +1,73 @@
+//! [`Output`]: what a statement returns.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::stream;
+
+use crate::{Error, Result};
+
+/// The result of one statement.
+#[derive(Debug)]
+pub enum Output {
+    /// A query, not yet executed: stream it with [`Output::into_stream`].
+    Query(DataFrame),
+    /// The (small) result of a statement that already ran: row counts of DML, nothing for DDL.
+    Batch(RecordBatch),
+}
+
+impl Output {
+    /// A finished result from collected batches.
+    pub fn batches(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Self> {
+        Ok(Output::Batch(arrow::compute::concat_batches(&schema, &batches)?))
+    }
+
+    /// An empty result (DDL).
+    pub fn empty() -> Self {
+        Output::Batch(RecordBatch::new_empty(Arc::new(arrow::datatypes::Schema::empty())))
+    }
+
+    /// The schema of the rows.
+    pub fn schema(&self) -> SchemaRef {
+        match self {
+            Output::Query(df) => Arc::clone(df.schema().inner()),
+            Output::Batch(b) => b.schema(),
+        }
+    }
+
+    /// Whether this is an unexecuted query.
+    pub fn is_query(&self) -> bool {
+        matches!(self, Output::Query(_))
+    }
+
+    /// The rows as a stream; a query starts executing here.
+    pub async fn into_stream(self) -> Result<SendableRecordBatchStream> {
+        match self {
+            Output::Query(df) => df.execute_stream().await.map_err(Error::from_datafusion),
+            Output::Batch(b) => {
+                let schema = b.schema();
+                Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream::iter([Ok(b)]))))
+            }
+        }
+    }
+
+    /// Every row, collected (for small results, the shell and tests).
+    pub async fn collect(self) -> Result<Vec<RecordBatch>> {
+        match self {
+            Output::Query(df) => df.collect().await.map_err(Error::from_datafusion),
+            Output::Batch(b) => Ok(vec![b]),
+        }
+    }
+
+    /// The affected-row count of DML (`count` column), if this is one.
+    pub fn row_count(&self) -> Option<u64> {
+        let Output::Batch(b) = self else { return None };
+        let col = b.column_by_name("count")?;
+        let counts = col.as_any().downcast_ref::<arrow::array::UInt64Array>()?;
+        Some(counts.iter().flatten().sum())
+    }
+}

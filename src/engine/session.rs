@@ -1,0 +1,28 @@
+//! Builds the DataFusion session the engine runs in.
+
+use std::sync::Arc;
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use super::planner::FlywheelQueryPlanner;
+use flywheel_catalog::{DEFAULT_CATALOG, DEFAULT_SCHEMA, FlywheelCatalogProvider, Registry};
+
+/// A session whose default catalog is the warehouse (`flywheel.public`), with `information_schema`.
+pub(super) fn build(registry: Arc<Registry>) -> SessionContext {
+    let mut config = SessionConfig::new()
+        .with_default_catalog_and_schema(DEFAULT_CATALOG, DEFAULT_SCHEMA)
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(true);
+    // Delta's string type is plain UTF-8; keep declared VARCHAR columns as `Utf8` so that created
+    // tables, inserted values and read-back values agree.
+    config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_query_planner(Arc::new(FlywheelQueryPlanner))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    ctx.register_catalog(DEFAULT_CATALOG, Arc::new(FlywheelCatalogProvider::new(registry)));
+    flywheel_udfs::register_all(&ctx);
+    ctx
+}

@@ -1,0 +1,94 @@
+//! The root crate's error type: everything a statement or the server can fail with.
+
+use datafusion::error::DataFusionError;
+
+/// Result alias of the root crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error of the engine, the server or the CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Sql(#[from] flywheel_sql::Error),
+
+    #[error(transparent)]
+    Catalog(#[from] flywheel_catalog::Error),
+
+    #[error("{0}")]
+    DataFusion(#[from] DataFusionError),
+
+    #[error(transparent)]
+    Delta(#[from] deltalake::DeltaTableError),
+
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    /// A statement or clause Flywheel does not support; `hint` says what to do instead.
+    #[error("{what} is not supported: {hint}")]
+    Unsupported { what: String, hint: String },
+
+    /// A statement that is well-formed SQL but invalid for Flywheel.
+    #[error("{0}")]
+    Invalid(String),
+
+    #[error("expected exactly one statement, found {found}")]
+    NotOneStatement { found: usize },
+
+    #[error("configuration error: {0}")]
+    Config(String),
+
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+
+    #[error("server error: {0}")]
+    Transport(String),
+}
+
+impl Error {
+    /// Recovers Flywheel's own errors that travelled through DataFusion as `External`.
+    pub fn from_datafusion(e: DataFusionError) -> Self {
+        match e {
+            DataFusionError::External(inner) => match inner.downcast::<flywheel_catalog::Error>() {
+                Ok(c) => Error::Catalog(*c),
+                Err(inner) => match inner.downcast::<Error>() {
+                    Ok(own) => *own,
+                    Err(inner) => Error::DataFusion(DataFusionError::External(inner)),
+                },
+            },
+            DataFusionError::Context(ctx, inner) => match Self::from_datafusion(*inner) {
+                Error::DataFusion(inner) => Error::DataFusion(DataFusionError::Context(ctx, Box::new(inner))),
+                own => own,
+            },
+            other => Error::DataFusion(other),
+        }
+    }
+
+    /// The message a user sees: DataFusion's nested prefixes stripped down to the cause.
+    pub fn user_message(&self) -> String {
+        match self {
+            Error::DataFusion(e) => datafusion_message(e),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// DataFusion prints errors as `Error during planning: ...`, `External error: ...`, with diagnostics;
+/// keep the kind and the message, drop wrappers that add nothing for a user.
+fn datafusion_message(e: &DataFusionError) -> String {
+    match e {
+        DataFusionError::External(inner) => inner.to_string(),
+        DataFusionError::Context(_, inner) => datafusion_message(inner),
+        DataFusionError::Diagnostic(_, inner) => datafusion_message(inner),
+        DataFusionError::Shared(inner) => datafusion_message(inner),
+        other => other.strip_backtrace(),
+    }
+}
+
+impl From<Error> for DataFusionError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::DataFusion(inner) => inner,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}

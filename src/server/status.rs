@@ -1,0 +1,47 @@
+//! The one place where engine errors become gRPC status codes.
+
+use datafusion::error::DataFusionError;
+use tonic::Status;
+
+use crate::Error;
+
+/// Maps an engine error to the status a client sees: user errors carry their message; internal
+/// errors are logged with detail and reported without internals.
+pub fn to_status(e: Error) -> Status {
+    use flywheel_catalog::Error as C;
+    let message = e.user_message();
+    match &e {
+        Error::Sql(_) | Error::Invalid(_) | Error::NotOneStatement { .. } | Error::Arrow(_) => {
+            Status::invalid_argument(message)
+        }
+        Error::Unsupported { .. } => Status::unimplemented(message),
+        Error::Catalog(c) => match c {
+            C::TableNotFound { .. } | C::VersionNotFound { .. } | C::TimestampNotFound { .. } => {
+                Status::not_found(message)
+            }
+            C::TableExists { .. } => Status::already_exists(message),
+            C::NotADeltaTable { .. } | C::InvalidLocation { .. } => Status::invalid_argument(message),
+            _ => internal(&e),
+        },
+        Error::DataFusion(df) => datafusion_status(df, message, &e),
+        Error::Config(_) => Status::invalid_argument(message),
+        Error::Delta(_) | Error::Io(_) | Error::Transport(_) => internal(&e),
+    }
+}
+
+fn datafusion_status(df: &DataFusionError, message: String, e: &Error) -> Status {
+    match df.find_root() {
+        DataFusionError::SQL(..) => Status::invalid_argument(message),
+        DataFusionError::Plan(m) if m.contains("not found") => Status::not_found(message),
+        DataFusionError::SchemaError(..) | DataFusionError::Plan(_) => Status::invalid_argument(message),
+        DataFusionError::NotImplemented(_) => Status::unimplemented(message),
+        DataFusionError::ArrowError(..) | DataFusionError::Execution(_) => Status::invalid_argument(message),
+        DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(message),
+        _ => internal(e),
+    }
+}
+
+fn internal(e: &Error) -> Status {
+    tracing::error!(error = ?e, "internal error");
+    Status::internal(format!("internal error: {}", e.user_message()))
+}
