@@ -12,11 +12,14 @@ mod tickets;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
-use tracing::info;
+use tokio::sync::Notify;
+use tracing::{info, warn};
 
 pub use service::FlywheelFlightSqlService;
 pub use status::to_status;
@@ -39,14 +42,30 @@ pub async fn serve(engine: Engine, listener: TcpListener, shutdown: impl Future<
         .max_decoding_message_size(256 * 1024 * 1024)
         .max_encoding_message_size(256 * 1024 * 1024);
     info!(%addr, "Flight SQL server listening");
-    tonic::transport::Server::builder()
+    let stop = Arc::new(Notify::new());
+    let serving = tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(|e| Error::Transport(e.to_string()))?;
+        .serve_with_incoming_shutdown(incoming, {
+            let stop = Arc::clone(&stop);
+            async move { stop.notified().await }
+        });
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => return result.map_err(|e| Error::Transport(e.to_string())),
+        () = shutdown => stop.notify_one(),
+    }
+    // Stop accepting; let calls in flight finish, but do not wait forever on clients that keep
+    // idle connections open.
+    match tokio::time::timeout(SHUTDOWN_GRACE, serving).await {
+        Ok(result) => result.map_err(|e| Error::Transport(e.to_string()))?,
+        Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them"),
+    }
     info!("Flight SQL server stopped");
     Ok(())
 }
+
+/// How long a shutdown waits for calls in flight.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Completes on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

@@ -1,0 +1,57 @@
+"""Fixtures: a real `flywheel serve` process on 127.0.0.1 port 0 over a temp warehouse."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def flywheel_bin() -> str:
+    path = os.environ.get("FLYWHEEL_BIN")
+    if not path or not Path(path).exists():
+        pytest.exit("FLYWHEEL_BIN must point at a built `flywheel` binary (run through .ci/run)", 2)
+    return path
+
+
+class Server:
+    def __init__(self, warehouse: Path):
+        self.warehouse = warehouse
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+        self.proc = subprocess.Popen(
+            [flywheel_bin(), "--warehouse", str(warehouse), "serve", "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            stderr=sys.stderr,
+            env=env,
+            text=True,
+        )
+        banner = self.proc.stdout.readline()
+        if "grpc://" not in banner:
+            self.proc.kill()
+            raise RuntimeError(f"flywheel serve did not start: {banner!r}")
+        self.address = banner.split("grpc://", 1)[1].split()[0]
+        self.uri = f"grpc://{self.address}"
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Path:
+    return tmp_path / "warehouse"
+
+
+@pytest.fixture
+def server(warehouse: Path):
+    s = Server(warehouse)
+    yield s
+    assert s.stop() == 0, "flywheel serve did not shut down cleanly on SIGTERM"

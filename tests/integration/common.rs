@@ -1,0 +1,102 @@
+//! Test harness: a real Flight SQL server on 127.0.0.1 port 0, and clients for it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use arrow::array::RecordBatch;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use flywheel::{Engine, server};
+use futures::TryStreamExt;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// A running server; dropping it without [`TestServer::stop`] aborts it.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<flywheel::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts a server over the warehouse at `warehouse`; returns once it is listening.
+    pub async fn start(warehouse: &Path) -> Self {
+        let engine = Engine::open(warehouse.to_str().expect("utf-8 path")).await.expect("engine opens");
+        let listener = server::bind("127.0.0.1:0".parse().expect("addr")).await.expect("binds");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server::serve(engine, listener, async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connects")
+    }
+
+    /// A Flight SQL client.
+    pub async fn sql_client(&self) -> FlightSqlServiceClient<Channel> {
+        FlightSqlServiceClient::new(self.channel().await)
+    }
+
+    /// A raw Flight client, to see gRPC status codes.
+    pub async fn flight_client(&self) -> FlightServiceClient<Channel> {
+        FlightServiceClient::new(self.channel().await)
+    }
+
+    /// Graceful shutdown; returns what `serve` returned.
+    pub async fn stop(mut self) -> flywheel::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.handle.take() {
+            Some(h) => h.await.expect("server task joins"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
+}
+
+/// Runs a query through Flight SQL (`GetFlightInfo` + `DoGet` of every endpoint).
+pub async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Vec<RecordBatch> {
+    let info = client.execute(sql.to_string(), None).await.expect("get_flight_info");
+    let mut out = Vec::new();
+    for endpoint in info.endpoint {
+        let ticket = endpoint.ticket.expect("endpoint has a ticket");
+        let stream = client.do_get(ticket).await.expect("do_get");
+        out.extend(stream.try_collect::<Vec<_>>().await.expect("stream"));
+    }
+    out
+}
+
+/// The batches as the sorted lines of a pretty table, for order-independent comparisons.
+pub fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
+    let text = arrow::util::pretty::pretty_format_batches(batches).expect("formats").to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    // Skip the header (border, names, border) and the closing border.
+    let mut rows: Vec<String> = lines
+        .iter()
+        .skip(3)
+        .filter(|l| !l.starts_with('+'))
+        .map(|l| l.split('|').map(str::trim).filter(|c| !c.is_empty()).collect::<Vec<_>>().join(","))
+        .collect();
+    rows.sort();
+    rows
+}
