@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn bad_versions_are_explained() {
-        let e = rewritten("SELECT * FROM t VERSION AS OF 'x'").expect_err("bad").to_string();
+        let e = rewritten("SELECT * FROM t VERSION AS OF 1.5").expect_err("bad").to_string();
         assert!(e.contains("non-negative integer"), "{e}");
         let e = rewritten("SELECT * FROM t TIMESTAMP AS OF 'yesterday'").expect_err("bad").to_string();
         assert!(e.contains("timestamp literal"), "{e}");
