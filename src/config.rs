@@ -95,7 +95,11 @@ mod tests {
     fn layers_apply_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("flywheel.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:1\"\nwarehouse = \"/from/file\"\n").expect("write");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1\"\nwarehouse = \"/from/file\"\n",
+        )
+        .expect("write");
         let env: HashMap<&str, &str> = [("FLYWHEEL_WAREHOUSE", "/from/env")].into();
         let flags = Overrides {
             config_file: Some(file.display().to_string()),
@@ -120,6 +124,11 @@ mod tests {
             listen: "localhost".into(),
             ..Config::default()
         };
-        assert!(c.listen_addr().expect_err("bad").to_string().contains("HOST:PORT"));
+        assert!(
+            c.listen_addr()
+                .expect_err("bad")
+                .to_string()
+                .contains("HOST:PORT")
+        );
     }
 }

@@ -56,7 +56,9 @@ impl Error {
                 },
             },
             DataFusionError::Context(ctx, inner) => match Self::from_datafusion(*inner) {
-                Error::DataFusion(inner) => Error::DataFusion(DataFusionError::Context(ctx, Box::new(inner))),
+                Error::DataFusion(inner) => {
+                    Error::DataFusion(DataFusionError::Context(ctx, Box::new(inner)))
+                }
                 own => own,
             },
             other => Error::DataFusion(other),

@@ -51,8 +51,16 @@ fn rows_of(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, SltError> {
         for row in 0..batch.num_rows() {
             let mut cells = Vec::with_capacity(formatters.len());
             for (f, col) in formatters.iter().zip(batch.columns()) {
-                let cell = if col.is_null(row) { "NULL".to_string() } else { f.value(row).to_string() };
-                cells.push(if cell.is_empty() { "(empty)".to_string() } else { cell });
+                let cell = if col.is_null(row) {
+                    "NULL".to_string()
+                } else {
+                    f.value(row).to_string()
+                };
+                cells.push(if cell.is_empty() {
+                    "(empty)".to_string()
+                } else {
+                    cell
+                });
             }
             rows.push(cells);
         }
@@ -66,11 +74,18 @@ impl AsyncDB for FlywheelDb {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
-        let output = self.engine.sql(sql).await.map_err(|e| SltError(e.user_message()))?;
+        let output = self
+            .engine
+            .sql(sql)
+            .await
+            .map_err(|e| SltError(e.user_message()))?;
         let was_query = output.is_query();
         let count = output.row_count();
         let schema = output.schema();
-        let batches = output.collect().await.map_err(|e| SltError(e.user_message()))?;
+        let batches = output
+            .collect()
+            .await
+            .map_err(|e| SltError(e.user_message()))?;
         if !was_query && schema.fields().is_empty() {
             return Ok(DBOutput::StatementComplete(0));
         }
@@ -78,7 +93,11 @@ impl AsyncDB for FlywheelDb {
             return Ok(DBOutput::StatementComplete(n));
         }
         Ok(DBOutput::Rows {
-            types: schema.fields().iter().map(|f| column_type(f.data_type())).collect(),
+            types: schema
+                .fields()
+                .iter()
+                .map(|f| column_type(f.data_type()))
+                .collect(),
             rows: rows_of(&batches)?,
         })
     }
@@ -119,7 +138,10 @@ fn slt_files(filter: Option<&str>) -> Vec<PathBuf> {
         .unwrap_or_default();
     files.retain(|p| p.extension().is_some_and(|e| e == "slt"));
     if let Some(f) = filter {
-        files.retain(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(f)));
+        files.retain(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(f))
+        });
     }
     files.sort();
     files
@@ -132,7 +154,10 @@ async fn main() -> std::process::ExitCode {
     let files = slt_files(filter.as_deref());
     let (mut passed, mut failed) = (0, 0);
     for file in &files {
-        let name = file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         match run_file(file).await {
             Ok(()) => {
                 passed += 1;

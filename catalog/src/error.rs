@@ -9,14 +9,24 @@ pub enum Error {
     #[error("table `{name}` not found; SHOW TABLES lists the tables of the warehouse")]
     TableNotFound { name: String },
 
-    #[error("table `{name}` already exists; use CREATE TABLE IF NOT EXISTS, or DROP TABLE `{name}` first")]
+    #[error(
+        "table `{name}` already exists; use CREATE TABLE IF NOT EXISTS, or DROP TABLE `{name}` first"
+    )]
     TableExists { name: String },
 
     #[error("table `{name}` has no version {version}; its latest version is {latest}")]
-    VersionNotFound { name: String, version: u64, latest: u64 },
+    VersionNotFound {
+        name: String,
+        version: u64,
+        latest: u64,
+    },
 
     #[error("table `{name}` has no version at or before {timestamp}: {reason}")]
-    TimestampNotFound { name: String, timestamp: String, reason: String },
+    TimestampNotFound {
+        name: String,
+        timestamp: String,
+        reason: String,
+    },
 
     #[error("`{location}` is not a Delta table (no _delta_log found): {reason}")]
     NotADeltaTable { location: String, reason: String },
@@ -37,7 +47,10 @@ pub enum Error {
     Arrow(#[from] arrow::error::ArrowError),
 
     #[error("i/o error on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl From<Error> for datafusion::error::DataFusionError {

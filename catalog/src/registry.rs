@@ -99,7 +99,11 @@ fn delta_columns() -> Vec<StructField> {
         StructField::new("op", string(), false),
         StructField::new("location", string(), true),
         StructField::new("definition", string(), true),
-        StructField::new("created_at_us", DeltaType::Primitive(PrimitiveType::Long), false),
+        StructField::new(
+            "created_at_us",
+            DeltaType::Primitive(PrimitiveType::Long),
+            false,
+        ),
         StructField::new("writer", string(), false),
     ]
 }
@@ -283,7 +287,9 @@ impl Registry {
     /// The live table `name`, if any.
     pub fn table(&self, name: &str) -> Option<TableEntry> {
         let state = self.read_state();
-        let r = state.live.get(&(KIND_TABLE.to_string(), name.to_string()))?;
+        let r = state
+            .live
+            .get(&(KIND_TABLE.to_string(), name.to_string()))?;
         entry_of(r)
     }
 
@@ -296,10 +302,12 @@ impl Registry {
                 name: entry.name.clone(),
             });
         }
-        let definition = serde_json::to_string(&TableDefinition { kind: entry.kind })
-            .map_err(|e| Error::CorruptRegistry {
-                location: self.location.to_string(),
-                reason: e.to_string(),
+        let definition =
+            serde_json::to_string(&TableDefinition { kind: entry.kind }).map_err(|e| {
+                Error::CorruptRegistry {
+                    location: self.location.to_string(),
+                    reason: e.to_string(),
+                }
             })?;
         let record = Record {
             kind: KIND_TABLE.into(),
@@ -346,7 +354,10 @@ fn entry_of(r: &Record) -> Option<TableEntry> {
 
 /// Whether an error means "there is no Delta table here".
 pub(crate) fn is_not_a_table(e: &DeltaTableError) -> bool {
-    matches!(e, DeltaTableError::NotATable(_) | DeltaTableError::InvalidTableLocation(_))
+    matches!(
+        e,
+        DeltaTableError::NotATable(_) | DeltaTableError::InvalidTableLocation(_)
+    )
 }
 
 #[cfg(test)]
@@ -372,9 +383,15 @@ mod tests {
         let r = registry(dir.path()).await;
         r.create_table(&entry("a")).await.expect("create a");
         r.create_table(&entry("b")).await.expect("create b");
-        assert!(matches!(r.create_table(&entry("a")).await, Err(Error::TableExists { .. })));
+        assert!(matches!(
+            r.create_table(&entry("a")).await,
+            Err(Error::TableExists { .. })
+        ));
         r.drop_table("a").await.expect("drop a");
-        assert!(matches!(r.drop_table("a").await, Err(Error::TableNotFound { .. })));
+        assert!(matches!(
+            r.drop_table("a").await,
+            Err(Error::TableNotFound { .. })
+        ));
         assert_eq!(r.table_names(), vec!["b".to_string()]);
 
         // A second registry on the same warehouse (another server) sees the same objects,

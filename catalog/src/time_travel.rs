@@ -68,9 +68,12 @@ impl SchemaProvider for TimeTravelSchemaProvider {
         let Some((table, target)) = TravelTarget::decode(name) else {
             return Ok(None);
         };
-        let entry = self.registry.table(table).ok_or_else(|| Error::TableNotFound {
-            name: table.to_string(),
-        })?;
+        let entry = self
+            .registry
+            .table(table)
+            .ok_or_else(|| Error::TableNotFound {
+                name: table.to_string(),
+            })?;
         Ok(Some(open_provider(&entry, Some(&target)).await?))
     }
 

@@ -58,13 +58,13 @@ impl Warehouse {
 
     /// Creates the folder of a local location (deltalake requires local table folders to exist).
     pub fn ensure_dir(location: &Url) -> Result<()> {
-        if location.scheme() == "file" {
-            if let Ok(path) = location.to_file_path() {
-                std::fs::create_dir_all(&path).map_err(|source| Error::Io {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-            }
+        if location.scheme() == "file"
+            && let Ok(path) = location.to_file_path()
+        {
+            std::fs::create_dir_all(&path).map_err(|source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
         }
         Ok(())
     }

@@ -51,7 +51,10 @@ impl<'a> FlywheelParser<'a> {
             }
             if expecting_delimiter {
                 return Err(crate::Error::Syntax {
-                    message: format!("Expected: end of statement, found: {next}{}", next.span.start),
+                    message: format!(
+                        "Expected: end of statement, found: {next}{}",
+                        next.span.start
+                    ),
                 });
             }
             out.push_back(self.parse_statement()?);
@@ -62,7 +65,9 @@ impl<'a> FlywheelParser<'a> {
 
     /// Parses one statement at the current position.
     pub fn parse_statement(&mut self) -> Result<FlywheelStatement> {
-        Ok(FlywheelStatement::DataFusion(Box::new(self.df.parse_statement()?)))
+        Ok(FlywheelStatement::DataFusion(Box::new(
+            self.df.parse_statement()?,
+        )))
     }
 }
 
@@ -91,9 +96,15 @@ mod tests {
 
     fn table_version(sql: &str) -> Option<TableVersion> {
         let FlywheelStatement::DataFusion(s) = one(sql);
-        let DFStatement::Statement(s) = *s else { panic!("not a sqlparser statement") };
-        let Statement::Query(q) = *s else { panic!("not a query") };
-        let sqlparser::ast::SetExpr::Select(sel) = *q.body else { panic!("not a select") };
+        let DFStatement::Statement(s) = *s else {
+            panic!("not a sqlparser statement")
+        };
+        let Statement::Query(q) = *s else {
+            panic!("not a query")
+        };
+        let sqlparser::ast::SetExpr::Select(sel) = *q.body else {
+            panic!("not a select")
+        };
         match &sel.from[0].relation {
             TableFactor::Table { version, .. } => version.clone(),
             _ => None,
@@ -102,7 +113,10 @@ mod tests {
 
     #[test]
     fn version_as_of_parses() {
-        assert!(matches!(table_version("SELECT * FROM t VERSION AS OF 3"), Some(TableVersion::VersionAsOf(_))));
+        assert!(matches!(
+            table_version("SELECT * FROM t VERSION AS OF 3"),
+            Some(TableVersion::VersionAsOf(_))
+        ));
         assert!(matches!(
             table_version("SELECT * FROM t TIMESTAMP AS OF '2026-11-01T00:00:00Z'"),
             Some(TableVersion::TimestampAsOf(_))
@@ -135,7 +149,9 @@ mod tests {
 
     #[test]
     fn syntax_error_names_the_position() {
-        let e = parse_sql("SELECT * FORM t").expect_err("bad sql").to_string();
+        let e = parse_sql("SELECT * FORM t")
+            .expect_err("bad sql")
+            .to_string();
         assert!(e.contains("Line: 1, Column"), "{e}");
     }
 }

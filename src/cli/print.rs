@@ -1,6 +1,6 @@
 //! Prints statement results as aligned tables.
 
-use std::time::Duration;
+use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
@@ -8,7 +8,11 @@ use arrow::util::pretty::pretty_format_batches;
 use crate::Output;
 
 /// Renders the result of one statement and its timing, as the shell prints it.
-pub(super) async fn render(output: Output, elapsed_before: Duration, start: std::time::Instant) -> crate::Result<String> {
+pub(super) async fn render(
+    output: Output,
+    elapsed_before: Duration,
+    start: std::time::Instant,
+) -> crate::Result<String> {
     let _ = elapsed_before;
     let was_query = output.is_query();
     let count = output.row_count();

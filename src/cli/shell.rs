@@ -25,7 +25,7 @@ pub(super) async fn run_script(engine: &Engine, sql: &str) -> ExitCode {
     for statement in statements {
         let start = Instant::now();
         let rendered = match engine.execute(statement).await {
-            Ok(output) => render(output, start.elapsed(), start).await,
+            Ok(output) => render(output, start).await,
             Err(e) => Err(e),
         };
         match rendered {
@@ -45,7 +45,8 @@ fn history_path() -> Option<std::path::PathBuf> {
 
 /// The interactive shell.
 pub(super) async fn interactive(engine: &Engine, config: &Config) -> Result<ExitCode> {
-    let mut editor = DefaultEditor::new().map_err(|e| crate::Error::Config(format!("cannot start the line editor: {e}")))?;
+    let mut editor = DefaultEditor::new()
+        .map_err(|e| crate::Error::Config(format!("cannot start the line editor: {e}")))?;
     let history = history_path();
     if let Some(h) = &history {
         let _ = editor.load_history(h);
@@ -57,11 +58,17 @@ pub(super) async fn interactive(engine: &Engine, config: &Config) -> Result<Exit
     );
     let mut buffer = String::new();
     loop {
-        let prompt = if buffer.is_empty() { "flywheel> " } else { "       -> " };
+        let prompt = if buffer.is_empty() {
+            "flywheel> "
+        } else {
+            "       -> "
+        };
         match editor.readline(prompt) {
             Ok(line) => {
                 let trimmed = line.trim();
-                if buffer.is_empty() && matches!(trimmed, "\\q" | "quit" | "exit" | "quit;" | "exit;") {
+                if buffer.is_empty()
+                    && matches!(trimmed, "\\q" | "quit" | "exit" | "quit;" | "exit;")
+                {
                     break;
                 }
                 if trimmed.is_empty() && buffer.is_empty() {
@@ -104,7 +111,7 @@ async fn run_interactive(engine: &Engine, sql: &str) {
     for statement in statements {
         let start = Instant::now();
         let rendered = match engine.execute(statement).await {
-            Ok(output) => render(output, start.elapsed(), start).await,
+            Ok(output) => render(output, start).await,
             Err(e) => Err(e),
         };
         match rendered {

@@ -6,14 +6,16 @@
 
 use std::sync::Arc;
 
-use datafusion::logical_expr::{CreateExternalTable, CreateMemoryTable, DropTable, LogicalPlan};
 use datafusion::common::TableReference;
+use datafusion::logical_expr::{CreateExternalTable, CreateMemoryTable, DropTable, LogicalPlan};
 use deltalake::DeltaTable;
 use deltalake::kernel::StructField;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::operations::write::WriteBuilder;
 use deltalake::protocol::SaveMode;
-use flywheel_catalog::{DEFAULT_CATALOG, DEFAULT_SCHEMA, TableEntry, TableKind, Warehouse, load_table};
+use flywheel_catalog::{
+    DEFAULT_CATALOG, DEFAULT_SCHEMA, TableEntry, TableKind, Warehouse, load_table,
+};
 use tracing::info;
 
 use super::{Engine, Output};
@@ -24,9 +26,9 @@ fn table_name(r: &TableReference) -> Result<String> {
     let ok = match r {
         TableReference::Bare { .. } => true,
         TableReference::Partial { schema, .. } => schema.as_ref() == DEFAULT_SCHEMA,
-        TableReference::Full { catalog, schema, .. } => {
-            catalog.as_ref() == DEFAULT_CATALOG && schema.as_ref() == DEFAULT_SCHEMA
-        }
+        TableReference::Full {
+            catalog, schema, ..
+        } => catalog.as_ref() == DEFAULT_CATALOG && schema.as_ref() == DEFAULT_SCHEMA,
     };
     if !ok {
         return Err(Error::Unsupported {
@@ -94,7 +96,12 @@ fn is_column_list(input: &LogicalPlan) -> bool {
     matches!(input, LogicalPlan::EmptyRelation(e) if !e.produce_one_row)
 }
 
-async fn write_new_table(engine: &Engine, name: &str, location: &url::Url, input: &LogicalPlan) -> Result<()> {
+async fn write_new_table(
+    engine: &Engine,
+    name: &str,
+    location: &url::Url,
+    input: &LogicalPlan,
+) -> Result<()> {
     let table = DeltaTable::try_from_url(location.clone()).await?;
     if is_column_list(input) {
         table
@@ -116,7 +123,11 @@ async fn write_new_table(engine: &Engine, name: &str, location: &url::Url, input
 
 /// `CREATE OR REPLACE TABLE` on a managed table: one overwrite commit (schema included), so readers
 /// see the old or the new table, and the old data stays reachable by time travel.
-async fn replace_table(engine: &Engine, existing: &TableEntry, input: &LogicalPlan) -> Result<Output> {
+async fn replace_table(
+    engine: &Engine,
+    existing: &TableEntry,
+    input: &LogicalPlan,
+) -> Result<Output> {
     let table = load_table(existing, None).await?;
     let plan = if is_column_list(input) {
         // No rows: an empty relation with the new schema.
@@ -139,20 +150,24 @@ async fn replace_table(engine: &Engine, existing: &TableEntry, input: &LogicalPl
 
 fn delta_columns(input: &LogicalPlan) -> Result<Vec<StructField>> {
     let arrow_schema = input.schema().as_arrow();
-    let st: deltalake::kernel::StructType = arrow_schema.try_into_kernel().map_err(|e| {
-        Error::Invalid(format!("a column type has no Delta Lake equivalent: {e}"))
-    })?;
+    let st: deltalake::kernel::StructType = arrow_schema
+        .try_into_kernel()
+        .map_err(|e| Error::Invalid(format!("a column type has no Delta Lake equivalent: {e}")))?;
     Ok(st.fields().cloned().collect())
 }
 
 /// `CREATE EXTERNAL TABLE x STORED AS DELTA LOCATION 'path'`: registers an existing Delta table.
-pub(super) async fn create_external_table(engine: &Engine, c: CreateExternalTable) -> Result<Output> {
+pub(super) async fn create_external_table(
+    engine: &Engine,
+    c: CreateExternalTable,
+) -> Result<Output> {
     let name = table_name(&c.name)?;
     let format = c.file_type.to_ascii_uppercase();
     if format != "DELTA" && format != "DELTATABLE" {
         return Err(Error::Unsupported {
             what: format!("STORED AS {} (table `{name}`)", c.file_type),
-            hint: "external tables are Delta tables: STORED AS DELTA LOCATION '<path or URL>'".into(),
+            hint: "external tables are Delta tables: STORED AS DELTA LOCATION '<path or URL>'"
+                .into(),
         });
     }
     let [location] = c.locations.as_slice() else {
@@ -187,7 +202,9 @@ pub(super) async fn drop_table(engine: &Engine, d: DropTable) -> Result<Output> 
     let registry = engine.registry();
     let entry = match registry.drop_table(&name).await {
         Ok(entry) => entry,
-        Err(flywheel_catalog::Error::TableNotFound { .. }) if d.if_exists => return Ok(Output::empty()),
+        Err(flywheel_catalog::Error::TableNotFound { .. }) if d.if_exists => {
+            return Ok(Output::empty());
+        }
         Err(e) => return Err(e.into()),
     };
     if entry.kind == TableKind::Managed {

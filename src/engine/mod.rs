@@ -119,9 +119,10 @@ impl Engine {
             .await
             .map_err(Error::from_datafusion)?;
         Ok(match plan {
-            LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) | LogicalPlan::Statement(_) => {
-                Planned::Command(plan)
-            }
+            LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::Statement(_) => Planned::Command(plan),
             _ if is_query => Planned::Query(plan),
             _ => Planned::Command(plan),
         })

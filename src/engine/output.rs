@@ -23,12 +23,16 @@ pub enum Output {
 impl Output {
     /// A finished result from collected batches.
     pub fn batches(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Self> {
-        Ok(Output::Batch(arrow::compute::concat_batches(&schema, &batches)?))
+        Ok(Output::Batch(arrow::compute::concat_batches(
+            &schema, &batches,
+        )?))
     }
 
     /// An empty result (DDL).
     pub fn empty() -> Self {
-        Output::Batch(RecordBatch::new_empty(Arc::new(arrow::datatypes::Schema::empty())))
+        Output::Batch(RecordBatch::new_empty(Arc::new(
+            arrow::datatypes::Schema::empty(),
+        )))
     }
 
     /// The schema of the rows.
@@ -50,7 +54,10 @@ impl Output {
             Output::Query(df) => df.execute_stream().await.map_err(Error::from_datafusion),
             Output::Batch(b) => {
                 let schema = b.schema();
-                Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream::iter([Ok(b)]))))
+                Ok(Box::pin(RecordBatchStreamAdapter::new(
+                    schema,
+                    stream::iter([Ok(b)]),
+                )))
             }
         }
     }

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use super::planner::FlywheelQueryPlanner;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use super::planner::FlywheelQueryPlanner;
 use flywheel_catalog::{DEFAULT_CATALOG, DEFAULT_SCHEMA, FlywheelCatalogProvider, Registry};
 
 /// A session whose default catalog is the warehouse (`flywheel.public`), with `information_schema`.
@@ -22,7 +22,10 @@ pub(super) fn build(registry: Arc<Registry>) -> SessionContext {
         .with_query_planner(Arc::new(FlywheelQueryPlanner))
         .build();
     let ctx = SessionContext::new_with_state(state);
-    ctx.register_catalog(DEFAULT_CATALOG, Arc::new(FlywheelCatalogProvider::new(registry)));
+    ctx.register_catalog(
+        DEFAULT_CATALOG,
+        Arc::new(FlywheelCatalogProvider::new(registry)),
+    );
     flywheel_udfs::register_all(&ctx);
     ctx
 }

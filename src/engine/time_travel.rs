@@ -10,8 +10,8 @@ use std::ops::ControlFlow;
 use datafusion::sql::parser::Statement as DFStatement;
 use flywheel_catalog::{DEFAULT_CATALOG, DEFAULT_SCHEMA, TIME_TRAVEL_SCHEMA, TravelTarget};
 use sqlparser::ast::{
-    Expr, Ident, ObjectName, ObjectNamePart, TableAlias, TableFactor, TableVersion, Value, VisitMut,
-    VisitorMut,
+    Expr, Ident, ObjectName, ObjectNamePart, TableAlias, TableFactor, TableVersion, Value,
+    VisitMut, VisitorMut,
 };
 
 use crate::{Error, Result};
@@ -58,14 +58,20 @@ impl VisitorMut for Rewriter {
     }
 }
 
-fn rewrite_one(name: &mut ObjectName, alias: &mut Option<TableAlias>, version: TableVersion) -> Result<()> {
+fn rewrite_one(
+    name: &mut ObjectName,
+    alias: &mut Option<TableAlias>,
+    version: TableVersion,
+) -> Result<()> {
     let target = target_of(&version)?;
     let parts: Vec<Ident> = name
         .0
         .iter()
         .map(|p| match p {
             ObjectNamePart::Identifier(i) => Ok(i.clone()),
-            other => Err(Error::Invalid(format!("time travel needs a plain table name, found `{other}`"))),
+            other => Err(Error::Invalid(format!(
+                "time travel needs a plain table name, found `{other}`"
+            ))),
         })
         .collect::<Result<_>>()?;
     let Some(table) = parts.last().cloned() else {
@@ -81,7 +87,9 @@ fn rewrite_one(name: &mut ObjectName, alias: &mut Option<TableAlias>, version: T
     if !ok_prefix {
         return Err(Error::Unsupported {
             what: format!("time travel on `{name}`"),
-            hint: format!("only tables of the warehouse ({DEFAULT_CATALOG}.{DEFAULT_SCHEMA}) have versions"),
+            hint: format!(
+                "only tables of the warehouse ({DEFAULT_CATALOG}.{DEFAULT_SCHEMA}) have versions"
+            ),
         });
     }
     let encoded = target.encode(&normalize(&table));
@@ -114,7 +122,10 @@ fn target_of(version: &TableVersion) -> Result<TravelTarget> {
     match version {
         TableVersion::VersionAsOf(e) => match e {
             Expr::Value(v) => match &v.value {
-                Value::Number(n, _) => n.parse::<u64>().map(TravelTarget::Version).map_err(|_| bad_version(e)),
+                Value::Number(n, _) => n
+                    .parse::<u64>()
+                    .map(TravelTarget::Version)
+                    .map_err(|_| bad_version(e)),
                 _ => Err(bad_version(e)),
             },
             _ => Err(bad_version(e)),
@@ -131,7 +142,9 @@ fn target_of(version: &TableVersion) -> Result<TravelTarget> {
                 },
                 _ => return Err(bad_timestamp(e)),
             };
-            Ok(TravelTarget::Timestamp(parse_timestamp(&text).ok_or_else(|| bad_timestamp(e))?))
+            Ok(TravelTarget::Timestamp(
+                parse_timestamp(&text).ok_or_else(|| bad_timestamp(e))?,
+            ))
         }
         other => Err(Error::Unsupported {
             what: format!("`{other}`"),
@@ -151,7 +164,10 @@ fn parse_timestamp(text: &str) -> Option<String> {
     {
         dt.and_utc()
     } else {
-        NaiveDate::parse_from_str(t, "%Y-%m-%d").ok()?.and_hms_opt(0, 0, 0)?.and_utc()
+        NaiveDate::parse_from_str(t, "%Y-%m-%d")
+            .ok()?
+            .and_hms_opt(0, 0, 0)?
+            .and_utc()
     };
     Some(utc.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
@@ -182,18 +198,28 @@ mod tests {
     #[test]
     fn versions_become_hidden_schema_names() {
         let s = rewritten("SELECT t.a FROM t VERSION AS OF 3").expect("ok");
-        assert!(s.contains("flywheel.__flywheel_time_travel.\"t@v3\" t"), "{s}");
-        let s = rewritten("SELECT * FROM public.T TIMESTAMP AS OF '2026-11-01 00:00:00' AS x").expect("ok");
+        assert!(
+            s.contains("flywheel.__flywheel_time_travel.\"t@v3\" t"),
+            "{s}"
+        );
+        let s = rewritten("SELECT * FROM public.T TIMESTAMP AS OF '2026-11-01 00:00:00' AS x")
+            .expect("ok");
         assert!(s.contains("\"t@ts2026-11-01T00:00:00Z\" AS x"), "{s}");
     }
 
     #[test]
     fn bad_versions_are_explained() {
-        let e = rewritten("SELECT * FROM t VERSION AS OF 1.5").expect_err("bad").to_string();
+        let e = rewritten("SELECT * FROM t VERSION AS OF 1.5")
+            .expect_err("bad")
+            .to_string();
         assert!(e.contains("non-negative integer"), "{e}");
-        let e = rewritten("SELECT * FROM t TIMESTAMP AS OF 'yesterday'").expect_err("bad").to_string();
+        let e = rewritten("SELECT * FROM t TIMESTAMP AS OF 'yesterday'")
+            .expect_err("bad")
+            .to_string();
         assert!(e.contains("timestamp literal"), "{e}");
-        let e = rewritten("SELECT * FROM other.t VERSION AS OF 1").expect_err("bad").to_string();
+        let e = rewritten("SELECT * FROM other.t VERSION AS OF 1")
+            .expect_err("bad")
+            .to_string();
         assert!(e.contains("only tables of the warehouse"), "{e}");
     }
 }

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tokio::sync::Notify;
+use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 pub use service::FlywheelFlightSqlService;
@@ -35,7 +35,11 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 
 /// Serves Flight SQL on `listener` until `shutdown` completes, then finishes in-flight calls and
 /// returns.
-pub async fn serve(engine: Engine, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+pub async fn serve(
+    engine: Engine,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     let addr = listener.local_addr()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let service = FlightServiceServer::new(FlywheelFlightSqlService::new(engine))
@@ -58,7 +62,9 @@ pub async fn serve(engine: Engine, listener: TcpListener, shutdown: impl Future<
     // idle connections open.
     match tokio::time::timeout(SHUTDOWN_GRACE, serving).await {
         Ok(result) => result.map_err(|e| Error::Transport(e.to_string()))?,
-        Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them"),
+        Err(_) => {
+            warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them")
+        }
     }
     info!("Flight SQL server stopped");
     Ok(())

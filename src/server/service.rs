@@ -44,7 +44,11 @@ impl FlywheelFlightSqlService {
 
     /// Plans `sql`; a query becomes a ticket to run it later, anything else runs now and its result
     /// travels in the ticket.
-    async fn flight_info_for_sql(&self, sql: &str, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
+    async fn flight_info_for_sql(
+        &self,
+        sql: &str,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
         let statement = one_statement(&self.engine, sql)?;
         let planned = self.engine.plan(statement).await.map_err(to_status)?;
         let (schema, ticket) = match planned {
@@ -53,7 +57,8 @@ impl FlywheelFlightSqlService {
                 let output = self.engine.run(command).await.map_err(to_status)?;
                 let batch = output.collect().await.map_err(to_status)?;
                 let schema = output_schema(&batch);
-                let batch = arrow::compute::concat_batches(&schema, &batch).map_err(|e| to_status(e.into()))?;
+                let batch = arrow::compute::concat_batches(&schema, &batch)
+                    .map_err(|e| to_status(e.into()))?;
                 (schema, StatementTicket::Result(batch))
             }
         };
@@ -61,7 +66,8 @@ impl FlywheelFlightSqlService {
         let ticket = TicketStatementQuery {
             statement_handle: handle,
         };
-        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
         FlightInfo::new()
             .try_with_schema(&schema)
             .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))
@@ -122,7 +128,10 @@ impl FlightSqlService for FlywheelFlightSqlService {
     async fn do_handshake(
         &self,
         _request: Request<Streaming<HandshakeRequest>>,
-    ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>, Status> {
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
         let response = HandshakeResponse {
             protocol_version: 0,
             payload: Default::default(),
@@ -136,7 +145,9 @@ impl FlightSqlService for FlywheelFlightSqlService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let info = self.flight_info_for_sql(&query.query, request.into_inner()).await?;
+        let info = self
+            .flight_info_for_sql(&query.query, request.into_inner())
+            .await?;
         Ok(Response::new(info))
     }
 
@@ -225,7 +236,8 @@ impl FlightSqlService for FlywheelFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let info_data = sql_info()?;
-        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(query.as_any().encode_to_vec()));
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(query.as_any().encode_to_vec()));
         let info = FlightInfo::new()
             .try_with_schema(query.into_builder(info_data).schema().as_ref())
             .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
@@ -241,7 +253,7 @@ impl FlightSqlService for FlywheelFlightSqlService {
     ) -> Result<Response<DoGetStream>, Status> {
         let builder = query.into_builder(sql_info()?);
         let schema = builder.schema();
-        let batch = builder.build().map_err(FlightError::from);
+        let batch = builder.build();
         Ok(Response::new(encode(schema, stream::iter([batch]))))
     }
 
@@ -257,6 +269,9 @@ fn sql_info() -> Result<&'static arrow_flight::sql::metadata::SqlInfoData, Statu
 }
 
 fn prepared_sql(handle: &[u8]) -> Result<String, Status> {
-    String::from_utf8(handle.to_vec())
-        .map_err(|_| Status::invalid_argument("malformed prepared statement handle: it was not issued by Flywheel"))
+    String::from_utf8(handle.to_vec()).map_err(|_| {
+        Status::invalid_argument(
+            "malformed prepared statement handle: it was not issued by Flywheel",
+        )
+    })
 }

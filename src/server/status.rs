@@ -20,7 +20,9 @@ pub fn to_status(e: Error) -> Status {
                 Status::not_found(message)
             }
             C::TableExists { .. } => Status::already_exists(message),
-            C::NotADeltaTable { .. } | C::InvalidLocation { .. } => Status::invalid_argument(message),
+            C::NotADeltaTable { .. } | C::InvalidLocation { .. } => {
+                Status::invalid_argument(message)
+            }
             _ => internal(&e),
         },
         Error::DataFusion(df) => datafusion_status(df, message, &e),
@@ -33,9 +35,13 @@ fn datafusion_status(df: &DataFusionError, message: String, e: &Error) -> Status
     match df.find_root() {
         DataFusionError::SQL(..) => Status::invalid_argument(message),
         DataFusionError::Plan(m) if m.contains("not found") => Status::not_found(message),
-        DataFusionError::SchemaError(..) | DataFusionError::Plan(_) => Status::invalid_argument(message),
+        DataFusionError::SchemaError(..) | DataFusionError::Plan(_) => {
+            Status::invalid_argument(message)
+        }
         DataFusionError::NotImplemented(_) => Status::unimplemented(message),
-        DataFusionError::ArrowError(..) | DataFusionError::Execution(_) => Status::invalid_argument(message),
+        DataFusionError::ArrowError(..) | DataFusionError::Execution(_) => {
+            Status::invalid_argument(message)
+        }
         DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(message),
         _ => internal(e),
     }

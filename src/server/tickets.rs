@@ -45,7 +45,8 @@ impl StatementTicket {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let invalid = || Error::Invalid("malformed statement ticket: it was not issued by Flywheel".into());
+        let invalid =
+            || Error::Invalid("malformed statement ticket: it was not issued by Flywheel".into());
         match bytes.split_first() {
             Some((b'Q', sql)) => Ok(StatementTicket::Query(
                 String::from_utf8(sql.to_vec()).map_err(|_| invalid())?,
@@ -72,14 +73,20 @@ mod tests {
     #[test]
     fn roundtrip() {
         let q = StatementTicket::Query("SELECT 1".into());
-        assert_eq!(StatementTicket::decode(&q.encode().expect("enc")).expect("dec"), q);
+        assert_eq!(
+            StatementTicket::decode(&q.encode().expect("enc")).expect("dec"),
+            q
+        );
         let batch = RecordBatch::try_from_iter([(
             "count",
             Arc::new(arrow::array::UInt64Array::from(vec![3])) as _,
         )])
         .expect("batch");
         let r = StatementTicket::Result(batch);
-        assert_eq!(StatementTicket::decode(&r.encode().expect("enc")).expect("dec"), r);
+        assert_eq!(
+            StatementTicket::decode(&r.encode().expect("enc")).expect("dec"),
+            r
+        );
         assert!(StatementTicket::decode(b"garbage").is_err());
     }
 }

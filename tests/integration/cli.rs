@@ -9,7 +9,9 @@ use crate::common::{query, sorted_rows};
 fn flywheel(warehouse: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flywheel"));
     c.arg("--warehouse").arg(warehouse);
-    c.env_remove("FLYWHEEL_CONFIG").env_remove("FLYWHEEL_WAREHOUSE").env_remove("FLYWHEEL_LISTEN");
+    c.env_remove("FLYWHEEL_CONFIG")
+        .env_remove("FLYWHEEL_WAREHOUSE")
+        .env_remove("FLYWHEEL_LISTEN");
     c
 }
 
@@ -22,20 +24,34 @@ fn sql_execute_prints_tables_and_fails_on_the_first_error() {
         .output()
         .expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("| total |"), "{stdout}");
     assert!(stdout.contains("| 42    |"), "{stdout}");
     assert!(stdout.contains("2 rows affected"), "{stdout}");
 
     // The first failing statement stops the script: the INSERT after it never runs.
     let out = flywheel(&wh)
-        .args(["sql", "-e", "SELECT * FROM nope; INSERT INTO t VALUES (100);"])
+        .args([
+            "sql",
+            "-e",
+            "SELECT * FROM nope; INSERT INTO t VALUES (100);",
+        ])
         .output()
         .expect("runs");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("Error:") && stderr.contains("nope"), "{stderr}");
-    let out = flywheel(&wh).args(["sql", "-e", "SELECT count(*) AS n FROM t"]).output().expect("runs");
+    assert!(
+        stderr.contains("Error:") && stderr.contains("nope"),
+        "{stderr}"
+    );
+    let out = flywheel(&wh)
+        .args(["sql", "-e", "SELECT count(*) AS n FROM t"])
+        .output()
+        .expect("runs");
     assert!(String::from_utf8_lossy(&out.stdout).contains("| 2 |"));
 }
 
@@ -53,7 +69,11 @@ fn sql_file_runs_a_script() {
         .arg(&script)
         .output()
         .expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("| x |"));
 
     let out = flywheel(&dir.path().join("wh"))
@@ -72,7 +92,11 @@ async fn serve_answers_what_the_shell_wrote_and_stops_on_sigterm() {
         .args(["sql", "-e", "CREATE TABLE t AS SELECT 6 * 7 AS answer"])
         .output()
         .expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut child = flywheel(&wh)
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -82,7 +106,9 @@ async fn serve_answers_what_the_shell_wrote_and_stops_on_sigterm() {
         .expect("spawns");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("reads the banner");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("reads the banner");
     let addr = line
         .split("grpc://")
         .nth(1)
@@ -96,11 +122,20 @@ async fn serve_answers_what_the_shell_wrote_and_stops_on_sigterm() {
         .await
         .expect("connects");
     let mut client = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
-    assert_eq!(sorted_rows(&query(&mut client, "SELECT answer FROM t").await), vec!["42"]);
+    assert_eq!(
+        sorted_rows(&query(&mut client, "SELECT answer FROM t").await),
+        vec!["42"]
+    );
     drop(client);
 
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
     assert!(killed.success());
     let status = child.wait().expect("waits");
-    assert!(status.success(), "serve exits cleanly on SIGTERM: {status:?}");
+    assert!(
+        status.success(),
+        "serve exits cleanly on SIGTERM: {status:?}"
+    );
 }

@@ -22,8 +22,12 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server over the warehouse at `warehouse`; returns once it is listening.
     pub async fn start(warehouse: &Path) -> Self {
-        let engine = Engine::open(warehouse.to_str().expect("utf-8 path")).await.expect("engine opens");
-        let listener = server::bind("127.0.0.1:0".parse().expect("addr")).await.expect("binds");
+        let engine = Engine::open(warehouse.to_str().expect("utf-8 path"))
+            .await
+            .expect("engine opens");
+        let listener = server::bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("binds");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(server::serve(engine, listener, async {
@@ -76,7 +80,10 @@ impl Drop for TestServer {
 
 /// Runs a query through Flight SQL (`GetFlightInfo` + `DoGet` of every endpoint).
 pub async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Vec<RecordBatch> {
-    let info = client.execute(sql.to_string(), None).await.expect("get_flight_info");
+    let info = client
+        .execute(sql.to_string(), None)
+        .await
+        .expect("get_flight_info");
     let mut out = Vec::new();
     for endpoint in info.endpoint {
         let ticket = endpoint.ticket.expect("endpoint has a ticket");
@@ -88,14 +95,22 @@ pub async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> V
 
 /// The batches as the sorted lines of a pretty table, for order-independent comparisons.
 pub fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
-    let text = arrow::util::pretty::pretty_format_batches(batches).expect("formats").to_string();
+    let text = arrow::util::pretty::pretty_format_batches(batches)
+        .expect("formats")
+        .to_string();
     let lines: Vec<&str> = text.lines().collect();
     // Skip the header (border, names, border) and the closing border.
     let mut rows: Vec<String> = lines
         .iter()
         .skip(3)
         .filter(|l| !l.starts_with('+'))
-        .map(|l| l.split('|').map(str::trim).filter(|c| !c.is_empty()).collect::<Vec<_>>().join(","))
+        .map(|l| {
+            l.split('|')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .collect();
     rows.sort();
     rows

@@ -1,7 +1,7 @@
 //! Flight SQL against a real server: queries, DDL/DML, prepared statements, status codes.
 
 use arrow_flight::FlightDescriptor;
-use arrow_flight::sql::{CommandGetSqlInfo, CommandStatementQuery, ProstMessageExt, SqlInfo};
+use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt, SqlInfo};
 use futures::TryStreamExt;
 use prost::Message;
 use tonic::Code;
@@ -20,12 +20,19 @@ async fn ddl_dml_and_queries() {
         .expect("create");
     assert_eq!(n, 0);
     let n = client
-        .execute_update("INSERT INTO users VALUES (1, 'ada'), (2, 'bob'), (3, 'cy')".into(), None)
+        .execute_update(
+            "INSERT INTO users VALUES (1, 'ada'), (2, 'bob'), (3, 'cy')".into(),
+            None,
+        )
         .await
         .expect("insert");
     assert_eq!(n, 3);
 
-    let batches = query(&mut client, "SELECT id, upper(name) AS n FROM users WHERE id >= 2").await;
+    let batches = query(
+        &mut client,
+        "SELECT id, upper(name) AS n FROM users WHERE id >= 2",
+    )
+    .await;
     assert_eq!(sorted_rows(&batches), vec!["2,BOB", "3,CY"]);
 
     // DDL sent as a query (what DB-API clients do) runs once, not once per call.
@@ -49,11 +56,17 @@ async fn prepared_statements_without_parameters() {
 
     // Preparing DDL does not run it; executing does, once.
     let mut create = client
-        .prepare("CREATE TABLE p AS SELECT 1 AS x UNION ALL SELECT 2".into(), None)
+        .prepare(
+            "CREATE TABLE p AS SELECT 1 AS x UNION ALL SELECT 2".into(),
+            None,
+        )
         .await
         .expect("prepare create");
     let batches = query(&mut client, "SHOW TABLES").await;
-    assert!(!sorted_rows(&batches).iter().any(|r| r.contains(",p,")), "prepare ran the DDL");
+    assert!(
+        !sorted_rows(&batches).iter().any(|r| r.contains(",p,")),
+        "prepare ran the DDL"
+    );
     create.execute_update().await.expect("execute create");
 
     let mut select = client
@@ -97,7 +110,11 @@ async fn errors_map_to_status_codes() {
 
     let s = status_of(&server, "SELEC 1").await;
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
-    assert!(s.message().contains("Line: 1, Column: 1"), "{}", s.message());
+    assert!(
+        s.message().contains("Line: 1, Column: 1"),
+        "{}",
+        s.message()
+    );
 
     let s = status_of(&server, "SELECT * FROM missing").await;
     assert_eq!(s.code(), Code::NotFound, "{s:?}");
@@ -127,14 +144,24 @@ async fn sql_info_answers_server_name_and_transactions() {
     let server = TestServer::start(dir.path()).await;
     let mut client = server.sql_client().await;
     let info = client
-        .get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::FlightSqlServerTransaction])
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::FlightSqlServerTransaction,
+        ])
         .await
         .expect("sql info");
     let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-    let batches: Vec<_> = client.do_get(ticket).await.expect("do_get").try_collect().await.expect("stream");
+    let batches: Vec<_> = client
+        .do_get(ticket)
+        .await
+        .expect("do_get")
+        .try_collect()
+        .await
+        .expect("stream");
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(rows, 2);
-    let text = arrow::util::pretty::pretty_format_batches(&batches).expect("format").to_string();
+    let text = arrow::util::pretty::pretty_format_batches(&batches)
+        .expect("format")
+        .to_string();
     assert!(text.contains("Flywheel"), "{text}");
-    let _ = CommandGetSqlInfo::default();
 }

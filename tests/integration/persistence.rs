@@ -21,8 +21,14 @@ async fn tables_survive_a_restart() {
 
     let server = TestServer::start(dir.path()).await;
     let mut client = server.sql_client().await;
-    assert_eq!(sorted_rows(&query(&mut client, "SELECT sum(x) FROM a").await), vec!["3"]);
-    assert_eq!(sorted_rows(&query(&mut client, "SELECT s FROM b").await), vec!["kept"]);
+    assert_eq!(
+        sorted_rows(&query(&mut client, "SELECT sum(x) FROM a").await),
+        vec!["3"]
+    );
+    assert_eq!(
+        sorted_rows(&query(&mut client, "SELECT s FROM b").await),
+        vec!["kept"]
+    );
     let tables = query(
         &mut client,
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
@@ -30,7 +36,10 @@ async fn tables_survive_a_restart() {
     .await;
     assert_eq!(sorted_rows(&tables), vec!["a", "b"]);
     // History persists too.
-    assert_eq!(sorted_rows(&query(&mut client, "SELECT count(*) FROM a VERSION AS OF 0").await), vec!["0"]);
+    assert_eq!(
+        sorted_rows(&query(&mut client, "SELECT count(*) FROM a VERSION AS OF 0").await),
+        vec!["0"]
+    );
     server.stop().await.expect("clean shutdown");
 }
 
@@ -42,10 +51,19 @@ async fn two_servers_share_one_warehouse() {
     let mut c1 = first.sql_client().await;
     let mut c2 = second.sql_client().await;
 
-    c1.execute_update("CREATE TABLE shared (v BIGINT)".into(), None).await.expect("create");
-    c2.execute_update("INSERT INTO shared VALUES (7)".into(), None).await.expect("insert via second");
-    assert_eq!(sorted_rows(&query(&mut c1, "SELECT v FROM shared").await), vec!["7"]);
-    c2.execute_update("DROP TABLE shared".into(), None).await.expect("drop via second");
+    c1.execute_update("CREATE TABLE shared (v BIGINT)".into(), None)
+        .await
+        .expect("create");
+    c2.execute_update("INSERT INTO shared VALUES (7)".into(), None)
+        .await
+        .expect("insert via second");
+    assert_eq!(
+        sorted_rows(&query(&mut c1, "SELECT v FROM shared").await),
+        vec!["7"]
+    );
+    c2.execute_update("DROP TABLE shared".into(), None)
+        .await
+        .expect("drop via second");
     let info = c1.execute("SELECT v FROM shared".into(), None).await;
     assert!(info.is_err(), "the first server still sees a dropped table");
 }
