@@ -8,12 +8,7 @@ use arrow::util::pretty::pretty_format_batches;
 use crate::Output;
 
 /// Renders the result of one statement and its timing, as the shell prints it.
-pub(super) async fn render(
-    output: Output,
-    elapsed_before: Duration,
-    start: std::time::Instant,
-) -> crate::Result<String> {
-    let _ = elapsed_before;
+pub(super) async fn render(output: Output, start: Instant) -> crate::Result<String> {
     let was_query = output.is_query();
     let count = output.row_count();
     let batches: Vec<RecordBatch> = output.collect().await?;
