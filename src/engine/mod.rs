@@ -111,6 +111,7 @@ impl Engine {
         let FlywheelStatement::DataFusion(statement) = statement;
         let mut statement = *statement;
         time_travel::rewrite(&mut statement)?;
+        crate::asof::rewrite_asof_joins(&mut statement)?;
         let is_query = matches!(&statement, DFStatement::Statement(s) if is_query_statement(s))
             || matches!(&statement, DFStatement::Explain(_));
         let state = self.ctx.state();

@@ -15,13 +15,15 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use deltalake::delta_datafusion::planner::DeltaExtensionPlanner;
 
+use crate::asof::AsOfJoinPlanner;
+
 /// Plans logical plans with DataFusion's default planner plus the extension planners.
 #[derive(Debug, Default)]
 pub struct FlywheelQueryPlanner;
 
 impl FlywheelQueryPlanner {
     fn extension_planners() -> Vec<Arc<dyn ExtensionPlanner + Send + Sync>> {
-        vec![DeltaExtensionPlanner::new()]
+        vec![Arc::new(AsOfJoinPlanner), DeltaExtensionPlanner::new()]
     }
 }
 

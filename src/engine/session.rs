@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use super::planner::FlywheelQueryPlanner;
+use crate::asof::{AsOfJoinAnalyzer, AsOfMatchUdf};
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use flywheel_catalog::{DEFAULT_CATALOG, DEFAULT_SCHEMA, FlywheelCatalogProvider, Registry};
@@ -21,11 +23,15 @@ pub(super) fn build(registry: Arc<Registry>) -> SessionContext {
         .with_default_features()
         .with_query_planner(Arc::new(FlywheelQueryPlanner))
         .build();
+    let state = SessionStateBuilder::new_from_existing(state)
+        .with_analyzer_rule(Arc::new(AsOfJoinAnalyzer))
+        .build();
     let ctx = SessionContext::new_with_state(state);
     ctx.register_catalog(
         DEFAULT_CATALOG,
         Arc::new(FlywheelCatalogProvider::new(registry)),
     );
+    ctx.register_udf(ScalarUDF::new_from_impl(AsOfMatchUdf::default()));
     flywheel_udfs::register_all(&ctx);
     ctx
 }

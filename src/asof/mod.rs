@@ -1,0 +1,32 @@
+//! The point-in-time `ASOF JOIN`: for every left row, the right row with equal keys and the greatest
+//! right time at or before (or strictly before) the left time; left rows without one keep NULLs.
+//!
+//! ```sql
+//! SELECT l.user_id, l.ts, f.f0 FROM labels l
+//! ASOF JOIN features f MATCH_CONDITION (l.ts >= f.ts) ON l.user_id = f.user_id
+//! ```
+//!
+//! sqlparser parses Snowflake's syntax; DataFusion 55 refuses to plan it. The pieces, in the order a
+//! statement meets them:
+//! 1. [`rewrite`]: before planning, each `ASOF JOIN` in the AST becomes a `LEFT JOIN` whose `ON` carries
+//!    the match condition inside a marker function ([`marker`]);
+//! 2. [`analyzer`]: after type coercion, an analyzer rule turns every such join into an
+//!    [`AsOfJoinNode`] (and explains what is supported when the condition is not);
+//! 3. [`planner`]: the extension planner lowers the node to [`AsOfJoinExec`];
+//! 4. [`exec`] + [`index`]: the operator builds a per-key, time-sorted index of the right side once
+//!    and streams every left partition through it.
+
+mod analyzer;
+mod exec;
+mod index;
+mod marker;
+mod node;
+mod planner;
+mod rewrite;
+
+pub use analyzer::AsOfJoinAnalyzer;
+pub use exec::AsOfJoinExec;
+pub use marker::{ASOF_MATCH_FN, AsOfMatchUdf};
+pub use node::{AsOfJoinNode, MatchOp};
+pub use planner::AsOfJoinPlanner;
+pub use rewrite::rewrite_asof_joins;
