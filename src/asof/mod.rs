@@ -30,3 +30,6 @@ pub use marker::{ASOF_MATCH_FN, AsOfMatchUdf};
 pub use node::{AsOfJoinNode, MatchOp};
 pub use planner::AsOfJoinPlanner;
 pub use rewrite::rewrite_asof_joins;
+
+#[cfg(test)]
+mod tests;

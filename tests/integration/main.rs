@@ -3,6 +3,7 @@
 //! Servers are real: bound on 127.0.0.1 port 0, over a warehouse in a temp dir, driven by the
 //! arrow-flight Flight SQL client or by the `flywheel` binary itself.
 
+mod asof;
 mod cli;
 mod common;
 mod flight_sql;
