@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flywheel-target}"
 VENV="${FLYWHEEL_VENV:-$HOME/.cache/flywheel-venv}"
 
 echo "== Rust: unit, integration and sqllogictest (target dir $CARGO_TARGET_DIR)"
-cargo test --workspace --all-targets
+cargo test --workspace
 
 echo "== Python client tests (venv $VENV)"
 if [ ! -x "$VENV/bin/python" ]; then

@@ -6,6 +6,8 @@
 //! recognized here by peeking at the leading tokens. Every statement prints back as SQL that re-parses
 //! to an equal statement.
 
+pub mod ast;
+mod ddl_parser;
 mod dialect;
 mod error;
 mod parser;

@@ -6,6 +6,7 @@ use std::fmt;
 use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatement};
 use sqlparser::tokenizer::Token;
 
+use crate::ast::FlywheelDdl;
 use crate::{FlywheelDialect, Result};
 
 /// One parsed statement.
@@ -13,12 +14,15 @@ use crate::{FlywheelDialect, Result};
 pub enum FlywheelStatement {
     /// A statement of DataFusion's SQL (queries, DML, tables, `EXPLAIN`, ...), parsed by `DFParser`.
     DataFusion(Box<DFStatement>),
+    /// One of Flywheel's statements (entities, feature views, labels, training sets).
+    Flywheel(Box<FlywheelDdl>),
 }
 
 impl fmt::Display for FlywheelStatement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FlywheelStatement::DataFusion(s) => write!(f, "{s}"),
+            FlywheelStatement::Flywheel(s) => write!(f, "{s}"),
         }
     }
 }
@@ -65,6 +69,18 @@ impl<'a> FlywheelParser<'a> {
 
     /// Parses one statement at the current position.
     pub fn parse_statement(&mut self) -> Result<FlywheelStatement> {
+        let ours = crate::ddl_parser::try_parse(&mut self.df.parser).map_err(|e| {
+            crate::Error::Syntax {
+                message: match e {
+                    sqlparser::parser::ParserError::ParserError(m)
+                    | sqlparser::parser::ParserError::TokenizerError(m) => m,
+                    other => other.to_string(),
+                },
+            }
+        })?;
+        if let Some(ddl) = ours {
+            return Ok(FlywheelStatement::Flywheel(Box::new(ddl)));
+        }
         Ok(FlywheelStatement::DataFusion(Box::new(
             self.df.parse_statement()?,
         )))
@@ -95,7 +111,9 @@ mod tests {
     }
 
     fn table_version(sql: &str) -> Option<TableVersion> {
-        let FlywheelStatement::DataFusion(s) = one(sql);
+        let FlywheelStatement::DataFusion(s) = one(sql) else {
+            panic!("not a DataFusion statement")
+        };
         let DFStatement::Statement(s) = *s else {
             panic!("not a sqlparser statement")
         };
@@ -136,9 +154,56 @@ mod tests {
             "DROP TABLE IF EXISTS t",
             "CREATE EXTERNAL TABLE x STORED AS DELTA LOCATION '/tmp/x'",
             "EXPLAIN SELECT 1",
+            "CREATE ENTITY user (user_id BIGINT)",
+            "CREATE OR REPLACE ENTITY IF NOT EXISTS merchant_user (merchant_id VARCHAR, user_id BIGINT)",
+            "CREATE FEATURE VIEW user_txn ENTITY user EVENT TIME ts TTL INTERVAL '30 days' AS SELECT user_id, ts, amount FROM transactions",
+            "CREATE FEATURE VIEW s ENTITY user EVENT TIME ts WITH (online = true, refresh = 'every 15 minutes') AS SELECT * FROM t",
+            "CREATE LABEL is_fraud ENTITY user EVENT TIME ts FROM (SELECT user_id, ts, is_fraud FROM chargebacks)",
+            "CREATE LABEL churned ENTITY user EVENT TIME ts FROM churn_events",
+            "CREATE TRAINING SET fraud_train LABEL is_fraud FEATURES user_txn, user_profile.age",
+            "REFRESH FEATURE VIEW user_txn",
+            "REFRESH TRAINING SET fraud_train",
+            "SHOW ENTITIES",
+            "SHOW FEATURE VIEWS",
+            "SHOW LABELS",
+            "SHOW TRAINING SETS",
+            "DESCRIBE FEATURE VIEW user_txn",
+            "DROP FEATURE VIEW IF EXISTS user_txn CASCADE",
+            "DROP ENTITY user",
         ] {
             roundtrip(sql);
         }
+    }
+
+    #[test]
+    fn flywheel_statements_are_recognized_and_others_are_not() {
+        assert!(matches!(
+            one("create feature view v entity e event time ts as select 1"),
+            FlywheelStatement::Flywheel(_)
+        ));
+        assert!(matches!(
+            one("SHOW TABLES"),
+            FlywheelStatement::DataFusion(_)
+        ));
+        assert!(matches!(
+            one("CREATE VIEW v AS SELECT 1"),
+            FlywheelStatement::DataFusion(_)
+        ));
+        assert!(matches!(
+            one("DROP TABLE t"),
+            FlywheelStatement::DataFusion(_)
+        ));
+        let e = parse_sql("CREATE FEATURE VIEW v ENTITY e AS SELECT 1")
+            .expect_err("no event time")
+            .to_string();
+        assert!(e.contains("Expected: EVENT"), "{e}");
+        let e = parse_sql("REFRESH ENTITY e")
+            .expect_err("not refreshable")
+            .to_string();
+        assert!(
+            e.contains("REFRESH applies to FEATURE VIEW and TRAINING SET"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, Result, plan_err};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::utils::split_conjunction_owned;
-use datafusion::logical_expr::{BinaryExpr, Expr, Extension, Join, JoinType, LogicalPlan, Operator};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, Extension, Join, JoinType, LogicalPlan, Operator,
+};
 use datafusion::optimizer::AnalyzerRule;
 
 use super::{ASOF_MATCH_FN, AsOfJoinNode, MatchOp};
@@ -91,11 +93,18 @@ fn match_condition(e: &Expr, left: &DFSchema, right: &DFSchema) -> Result<(Expr,
         Expr::ScalarFunction(ScalarFunction { args, .. }) if args.len() == 1 => &args[0],
         _ => return plan_err!("{SUPPORTED_MATCH}"),
     };
-    let Expr::BinaryExpr(BinaryExpr { left: a, op, right: b }) = strip_alias(inner) else {
+    let Expr::BinaryExpr(BinaryExpr {
+        left: a,
+        op,
+        right: b,
+    }) = strip_alias(inner)
+    else {
         return plan_err!("{SUPPORTED_MATCH}; found `{inner}`");
     };
     if !is_column(a) || !is_column(b) {
-        return plan_err!("{SUPPORTED_MATCH}; found `{inner}`, which compares an expression, not columns");
+        return plan_err!(
+            "{SUPPORTED_MATCH}; found `{inner}`, which compares an expression, not columns"
+        );
     }
     let (sa, sb) = (side(a, left, right), side(b, left, right));
     let (l, r, op) = match (sa, *op, sb) {
@@ -127,12 +136,18 @@ const SUPPORTED_ON: &str = "the ON clause of an ASOF JOIN takes equalities betwe
 
 fn to_asof(join: Join) -> Result<LogicalPlan> {
     if join.join_type != JoinType::Left {
-        return plan_err!("ASOF JOIN is always a left outer join; it cannot be combined with another join type");
+        return plan_err!(
+            "ASOF JOIN is always a left outer join; it cannot be combined with another join type"
+        );
     }
     let (left_schema, right_schema) = (join.left.schema().clone(), join.right.schema().clone());
     let mut keys: Vec<(Expr, Expr)> = join.on.clone();
     let mut matched = None;
-    let conjuncts = join.filter.clone().map(split_conjunction_owned).unwrap_or_default();
+    let conjuncts = join
+        .filter
+        .clone()
+        .map(split_conjunction_owned)
+        .unwrap_or_default();
     for c in conjuncts {
         if is_marker(&c) {
             if matched.is_some() {
@@ -141,8 +156,16 @@ fn to_asof(join: Join) -> Result<LogicalPlan> {
             matched = Some(match_condition(&c, &left_schema, &right_schema)?);
             continue;
         }
-        if let Expr::BinaryExpr(BinaryExpr { left: a, op: Operator::Eq, right: b }) = strip_alias(&c) {
-            match (side(a, &left_schema, &right_schema), side(b, &left_schema, &right_schema)) {
+        if let Expr::BinaryExpr(BinaryExpr {
+            left: a,
+            op: Operator::Eq,
+            right: b,
+        }) = strip_alias(&c)
+        {
+            match (
+                side(a, &left_schema, &right_schema),
+                side(b, &left_schema, &right_schema),
+            ) {
                 (Side::Left, Side::Right) => {
                     keys.push(((**a).clone(), (**b).clone()));
                     continue;
@@ -155,7 +178,9 @@ fn to_asof(join: Join) -> Result<LogicalPlan> {
             }
         }
         if has_marker(&c) {
-            return plan_err!("an ASOF JOIN's MATCH_CONDITION cannot be combined with OR or negated");
+            return plan_err!(
+                "an ASOF JOIN's MATCH_CONDITION cannot be combined with OR or negated"
+            );
         }
         return plan_err!("{SUPPORTED_ON}; found `{c}`");
     }
@@ -170,7 +195,9 @@ fn to_asof(join: Join) -> Result<LogicalPlan> {
         right_time,
         op,
     )?;
-    Ok(LogicalPlan::Extension(Extension { node: Arc::new(node) }))
+    Ok(LogicalPlan::Extension(Extension {
+        node: Arc::new(node),
+    }))
 }
 
 fn has_marker(e: &Expr) -> bool {

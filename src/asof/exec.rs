@@ -1,7 +1,7 @@
 //! [`AsOfJoinExec`]: the physical `ASOF JOIN`.
 //!
 //! The right side is read once, every partition concurrently, and built into a [`RightIndex`]
-//! shared by all output partitions. Each left partition then streams through the index, batch by
+//! shared by all output partitions (its batches are kept as read, never copied into one). Each left partition then streams through the index, batch by
 //! batch: one output batch per left batch, the left columns untouched and the right columns taken
 //! by the matched row indices. Output partitioning follows the left input, so both cores work.
 
@@ -9,7 +9,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::compute::{concat_batches, take};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -19,8 +18,8 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties,
-    common::collect,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties, common::collect,
 };
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
@@ -68,7 +67,11 @@ impl AsOfJoinExec {
         op: MatchOp,
     ) -> Result<Self> {
         if left_keys.len() != right_keys.len() {
-            return internal_err!("AsOfJoinExec: {} left keys but {} right keys", left_keys.len(), right_keys.len());
+            return internal_err!(
+                "AsOfJoinExec: {} left keys but {} right keys",
+                left_keys.len(),
+                right_keys.len()
+            );
         }
         let mut fields: Vec<Arc<Field>> = left.schema().fields().iter().cloned().collect();
         fields.extend(
@@ -106,6 +109,7 @@ impl AsOfJoinExec {
         time: Arc<dyn PhysicalExpr>,
         context: Arc<TaskContext>,
     ) -> Result<Arc<RightIndex>> {
+        let started = std::time::Instant::now();
         let partitions = right.output_partitioning().partition_count();
         let mut tasks = Vec::with_capacity(partitions);
         for p in 0..partitions {
@@ -114,20 +118,28 @@ impl AsOfJoinExec {
         }
         let mut batches = Vec::new();
         for task in tasks {
-            let part = task.join().await.map_err(|e| DataFusionError::External(Box::new(e)))??;
+            let part = task
+                .join()
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))??;
             batches.extend(part);
         }
+        let read = started.elapsed();
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let schema = right.schema();
-        let all = concat_batches(&schema, &batches)?;
-        drop(batches);
-        let key_arrays = keys
-            .iter()
-            .map(|k| k.evaluate(&all)?.into_array(all.num_rows()))
-            .collect::<Result<Vec<_>>>()?;
-        let time_array = time.evaluate(&all)?.into_array(all.num_rows())?;
-        let index = tokio::task::spawn_blocking(move || RightIndex::build(all, key_arrays, &time_array))
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        let index = tokio::task::spawn_blocking(move || {
+            RightIndex::build(&schema, batches, |batch| {
+                let n = batch.num_rows();
+                let keys = keys
+                    .iter()
+                    .map(|k| k.evaluate(batch)?.into_array(n))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((keys, time.evaluate(batch)?.into_array(n)?))
+            })
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        tracing::debug!(rows, partitions, ?read, built = ?(started.elapsed() - read), "ASOF JOIN right side indexed");
         Ok(Arc::new(index))
     }
 }
@@ -149,15 +161,17 @@ fn probe_batch(
     let time_array = time.evaluate(&left)?.into_array(n)?;
     let matches = index.probe(&key_arrays, &time_array, op)?;
     let mut columns = left.columns().to_vec();
-    for column in index.batch.columns() {
-        columns.push(take(column.as_ref(), &matches, None)?);
-    }
+    columns.extend(index.gather(&matches)?);
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 impl DisplayAs for AsOfJoinExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "AsOfJoinExec: match=({} {} {})", self.left_time, self.op, self.right_time)?;
+        write!(
+            f,
+            "AsOfJoinExec: match=({} {} {})",
+            self.left_time, self.op, self.right_time
+        )?;
         if !self.left_keys.is_empty() {
             let keys: Vec<String> = self
                 .left_keys
@@ -201,7 +215,10 @@ impl ExecutionPlan for AsOfJoinExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let [left, right]: [Arc<dyn ExecutionPlan>; 2] = match children.try_into() {
             Ok(pair) => pair,
             Err(_) => return internal_err!("AsOfJoinExec takes exactly two children"),
@@ -227,7 +244,11 @@ impl ExecutionPlan for AsOfJoinExec {
         vec![true, false]
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         let shared = Arc::clone(&self.index);
         let right = Arc::clone(&self.right);
         let right_keys = self.right_keys.clone();
@@ -251,9 +272,13 @@ impl ExecutionPlan for AsOfJoinExec {
                 Err(e) => return Err(DataFusionError::Shared(Arc::clone(e))),
             };
             let left_stream = left.execute(partition, context)?;
-            Ok(left_stream.map(move |batch| probe_batch(&index, batch?, &left_keys, &left_time, op, &schema)))
+            Ok(left_stream
+                .map(move |batch| probe_batch(&index, batch?, &left_keys, &left_time, op, &schema)))
         })
         .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, stream.boxed())))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            out_schema,
+            stream.boxed(),
+        )))
     }
 }

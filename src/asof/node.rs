@@ -7,7 +7,8 @@ use std::hash::{Hash, Hasher};
 
 use datafusion::common::{DFSchemaRef, Result, plan_err};
 use datafusion::logical_expr::{
-    Expr, JoinType, LogicalPlan, UserDefinedLogicalNodeCore, logical_plan::builder::build_join_schema,
+    Expr, JoinType, LogicalPlan, UserDefinedLogicalNodeCore,
+    logical_plan::builder::build_join_schema,
 };
 
 /// How the right time must relate to the left time.
@@ -103,7 +104,10 @@ impl PartialOrd for AsOfJoinNode {
 }
 
 /// Indices (in `schema`) of the columns `exprs` reference.
-fn column_indices<'a>(plan: &LogicalPlan, exprs: impl Iterator<Item = &'a Expr>) -> Option<HashSet<usize>> {
+fn column_indices<'a>(
+    plan: &LogicalPlan,
+    exprs: impl Iterator<Item = &'a Expr>,
+) -> Option<HashSet<usize>> {
     let mut out = HashSet::new();
     for e in exprs {
         for c in e.column_refs() {
@@ -135,7 +139,11 @@ impl UserDefinedLogicalNodeCore for AsOfJoinNode {
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "AsOfJoin: match=({} {} {})", self.left_time, self.op, self.right_time)?;
+        write!(
+            f,
+            "AsOfJoin: match=({} {} {})",
+            self.left_time, self.op, self.right_time
+        )?;
         if !self.on.is_empty() {
             let keys: Vec<String> = self.on.iter().map(|(l, r)| format!("{l} = {r}")).collect();
             write!(f, ", on=[{}]", keys.join(", "))?;
@@ -150,9 +158,17 @@ impl UserDefinedLogicalNodeCore for AsOfJoinNode {
             Err(_) => return plan_err!("AsOfJoin takes exactly two inputs"),
         };
         if exprs.len() != 2 * n + 2 {
-            return plan_err!("AsOfJoin expected {} expressions, got {}", 2 * n + 2, exprs.len());
+            return plan_err!(
+                "AsOfJoin expected {} expressions, got {}",
+                2 * n + 2,
+                exprs.len()
+            );
         }
-        let on = exprs[..n].iter().cloned().zip(exprs[n..2 * n].iter().cloned()).collect();
+        let on = exprs[..n]
+            .iter()
+            .cloned()
+            .zip(exprs[n..2 * n].iter().cloned())
+            .collect();
         Self::try_new(
             left,
             right,

@@ -37,8 +37,16 @@ impl ExtensionPlanner for AsOfJoinPlanner {
         let physical = |e: &Expr, plan: &LogicalPlan| -> Result<Arc<dyn PhysicalExpr>> {
             planner.create_physical_expr(e, plan.schema(), session_state, planning_ctx)
         };
-        let left_keys = node.on.iter().map(|(l, _)| physical(l, left_plan)).collect::<Result<Vec<_>>>()?;
-        let right_keys = node.on.iter().map(|(_, r)| physical(r, right_plan)).collect::<Result<Vec<_>>>()?;
+        let left_keys = node
+            .on
+            .iter()
+            .map(|(l, _)| physical(l, left_plan))
+            .collect::<Result<Vec<_>>>()?;
+        let right_keys = node
+            .on
+            .iter()
+            .map(|(_, r)| physical(r, right_plan))
+            .collect::<Result<Vec<_>>>()?;
         let left_time = physical(&node.left_time, left_plan)?;
         let right_time = physical(&node.right_time, right_plan)?;
         let lt = left_time.data_type(&left.schema())?;

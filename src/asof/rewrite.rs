@@ -7,8 +7,8 @@ use std::ops::ControlFlow;
 use datafusion::sql::parser::Statement as DFStatement;
 use flywheel_sql::FlywheelDialect;
 use sqlparser::ast::{
-    BinaryOperator, Expr, JoinConstraint, JoinOperator, Query, SetExpr, TableFactor, TableWithJoins,
-    VisitMut, VisitorMut,
+    BinaryOperator, Expr, JoinConstraint, JoinOperator, Query, SetExpr, TableFactor,
+    TableWithJoins, VisitMut, VisitorMut,
 };
 use sqlparser::parser::Parser;
 
@@ -49,7 +49,10 @@ impl VisitorMut for Rewriter {
 
 fn rewrite_set_expr(body: &mut SetExpr) -> Result<()> {
     match body {
-        SetExpr::Select(select) => select.from.iter_mut().try_for_each(rewrite_table_with_joins),
+        SetExpr::Select(select) => select
+            .from
+            .iter_mut()
+            .try_for_each(rewrite_table_with_joins),
         SetExpr::SetOperation { left, right, .. } => {
             rewrite_set_expr(left)?;
             rewrite_set_expr(right)
@@ -80,7 +83,8 @@ fn rewrite_table_with_joins(twj: &mut TableWithJoins) -> Result<()> {
             JoinConstraint::Using(_) | JoinConstraint::Natural => {
                 return Err(Error::Unsupported {
                     what: "ASOF JOIN with USING or NATURAL".into(),
-                    hint: "name the keys: ASOF JOIN r MATCH_CONDITION (l.t >= r.t) ON l.k = r.k".into(),
+                    hint: "name the keys: ASOF JOIN r MATCH_CONDITION (l.t >= r.t) ON l.k = r.k"
+                        .into(),
                 });
             }
         };
@@ -104,7 +108,11 @@ fn marker_expr(condition: &Expr) -> Result<Expr> {
     Parser::new(&FlywheelDialect)
         .try_with_sql(&text)
         .and_then(|mut p| p.parse_expr())
-        .map_err(|e| Error::Invalid(format!("invalid ASOF JOIN MATCH_CONDITION `{condition}`: {e}")))
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "invalid ASOF JOIN MATCH_CONDITION `{condition}`: {e}"
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -113,14 +121,17 @@ mod tests {
 
     fn rewritten(sql: &str) -> String {
         let mut s = flywheel_sql::parse_sql(sql).expect("parses");
-        let flywheel_sql::FlywheelStatement::DataFusion(mut st) = s.pop_front().expect("one");
+        let Some(flywheel_sql::FlywheelStatement::DataFusion(mut st)) = s.pop_front() else {
+            panic!("not a DataFusion statement")
+        };
         rewrite_asof_joins(&mut st).expect("rewrites");
         st.to_string()
     }
 
     #[test]
     fn asof_becomes_a_marked_left_join() {
-        let s = rewritten("SELECT * FROM l ASOF JOIN r MATCH_CONDITION (l.ts >= r.ts) ON l.k = r.k");
+        let s =
+            rewritten("SELECT * FROM l ASOF JOIN r MATCH_CONDITION (l.ts >= r.ts) ON l.k = r.k");
         assert_eq!(
             s,
             "SELECT * FROM l LEFT OUTER JOIN r ON (l.k = r.k) AND __flywheel_asof_match(l.ts >= r.ts)"

@@ -19,7 +19,10 @@ type Row = (Option<String>, Option<i64>, Option<i64>);
 
 fn row_strategy(keys: i64, times: i64) -> impl Strategy<Value = Row> {
     (
-        prop::option::weighted(0.9, prop::sample::select(vec!["eu".to_string(), "us".to_string()])),
+        prop::option::weighted(
+            0.9,
+            prop::sample::select(vec!["eu".to_string(), "us".to_string()]),
+        ),
         prop::option::weighted(0.9, 0..keys),
         prop::option::weighted(0.9, 0..times),
     )
@@ -46,7 +49,9 @@ fn partitions(side: &str, rows: &[Row], parts: usize, batch: usize) -> Vec<Vec<R
             let region: StringArray = rows.iter().map(|r| r.0.clone()).collect();
             let k: Int64Array = rows.iter().map(|r| r.1).collect();
             let t: Int64Array = rows.iter().map(|r| r.2).collect();
-            let id: Int64Array = (start..start + rows.len()).map(|i| Some(i as i64)).collect();
+            let id: Int64Array = (start..start + rows.len())
+                .map(|i| Some(i as i64))
+                .collect();
             let batch = RecordBatch::try_new(
                 Arc::clone(&schema),
                 vec![Arc::new(region), Arc::new(k), Arc::new(t), Arc::new(id)],
@@ -74,7 +79,9 @@ fn naive(left: &[Row], right: &[Row], composite: bool, op: MatchOp) -> Vec<(i64,
                         (Some(a), Some(b)) => a == b,
                         _ => false,
                     });
-                let (Some(lt), Some(rt)) = (l.2, r.2) else { continue };
+                let (Some(lt), Some(rt)) = (l.2, r.2) else {
+                    continue;
+                };
                 let ok = match op {
                     MatchOp::AtOrBefore => rt <= lt,
                     MatchOp::StrictlyBefore => rt < lt,
@@ -104,25 +111,44 @@ fn run(
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let l = MemorySourceConfig::try_new_exec(&partitions("l", left, left_parts, batch), schema("l"), None)
-            .expect("left");
-        let r = MemorySourceConfig::try_new_exec(&partitions("r", right, right_parts, batch), schema("r"), None)
-            .expect("right");
+        let l = MemorySourceConfig::try_new_exec(
+            &partitions("l", left, left_parts, batch),
+            schema("l"),
+            None,
+        )
+        .expect("left");
+        let r = MemorySourceConfig::try_new_exec(
+            &partitions("r", right, right_parts, batch),
+            schema("r"),
+            None,
+        )
+        .expect("right");
         let col = |name: &str, i: usize| Arc::new(Column::new(name, i)) as Arc<dyn PhysicalExpr>;
         let (mut lk, mut rk) = (vec![col("l_k", 1)], vec![col("r_k", 1)]);
         if composite {
             lk.push(col("l_region", 0));
             rk.push(col("r_region", 0));
         }
-        let exec = AsOfJoinExec::try_new(l, r, lk, rk, col("l_t", 2), col("r_t", 2), op).expect("exec");
+        let exec =
+            AsOfJoinExec::try_new(l, r, lk, rk, col("l_t", 2), col("r_t", 2), op).expect("exec");
         let exec: Arc<dyn ExecutionPlan> = Arc::new(exec);
         let ctx = SessionContext::new().task_ctx();
         let mut out = Vec::new();
         for p in 0..exec.output_partitioning().partition_count() {
-            let batches = collect(exec.execute(p, Arc::clone(&ctx)).expect("execute")).await.expect("collect");
+            let batches = collect(exec.execute(p, Arc::clone(&ctx)).expect("execute"))
+                .await
+                .expect("collect");
             for b in batches {
-                let lid = b.column(3).as_any().downcast_ref::<Int64Array>().expect("l_id");
-                let rid = b.column(7).as_any().downcast_ref::<Int64Array>().expect("r_id");
+                let lid = b
+                    .column(3)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .expect("l_id");
+                let rid = b
+                    .column(7)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .expect("r_id");
                 for i in 0..b.num_rows() {
                     out.push((lid.value(i), rid.is_valid(i).then(|| rid.value(i))));
                 }

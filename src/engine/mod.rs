@@ -108,8 +108,16 @@ impl Engine {
     pub async fn plan(&self, statement: FlywheelStatement) -> Result<Planned> {
         // Another server (or the shell) may have changed the warehouse since the last statement.
         self.registry.refresh().await?;
-        let FlywheelStatement::DataFusion(statement) = statement;
-        let mut statement = *statement;
+        let mut statement = match statement {
+            FlywheelStatement::DataFusion(s) => *s,
+            FlywheelStatement::Flywheel(ddl) => {
+                return Err(Error::Unsupported {
+                    what: format!("`{ddl}`"),
+                    hint: "entities, feature views, labels and training sets are parsed but cannot be run yet"
+                        .into(),
+                });
+            }
+        };
         time_travel::rewrite(&mut statement)?;
         crate::asof::rewrite_asof_joins(&mut statement)?;
         let is_query = matches!(&statement, DFStatement::Statement(s) if is_query_statement(s))

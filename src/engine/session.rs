@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use super::planner::FlywheelQueryPlanner;
 use crate::asof::{AsOfJoinAnalyzer, AsOfMatchUdf};
-use datafusion::logical_expr::ScalarUDF;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use flywheel_catalog::{DEFAULT_CATALOG, DEFAULT_SCHEMA, FlywheelCatalogProvider, Registry};
 

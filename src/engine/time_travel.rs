@@ -190,7 +190,9 @@ mod tests {
 
     fn rewritten(sql: &str) -> Result<String> {
         let mut s = flywheel_sql::parse_sql(sql).expect("parses");
-        let flywheel_sql::FlywheelStatement::DataFusion(mut st) = s.pop_front().expect("one");
+        let Some(flywheel_sql::FlywheelStatement::DataFusion(mut st)) = s.pop_front() else {
+            panic!("not a DataFusion statement")
+        };
         rewrite(&mut st)?;
         Ok(st.to_string())
     }

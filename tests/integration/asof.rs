@@ -17,7 +17,10 @@ async fn explain_names_the_operator_and_the_server_runs_it() {
     }
     let sql = "SELECT s.k, s.t, f.v FROM spine s ASOF JOIN feats f MATCH_CONDITION (s.t >= f.t) ON s.k = f.k";
     let plan = sorted_rows(&query(&mut client, &format!("EXPLAIN {sql}")).await).join("\n");
-    assert!(plan.contains("AsOfJoin: match=(s.t >= f.t), on=[s.k = f.k]"), "{plan}");
+    assert!(
+        plan.contains("AsOfJoin: match=(s.t >= f.t), on=[s.k = f.k]"),
+        "{plan}"
+    );
     assert!(plan.contains("AsOfJoinExec: match="), "{plan}");
     assert_eq!(
         sorted_rows(&query(&mut client, sql).await),
