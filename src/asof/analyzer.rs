@@ -38,17 +38,7 @@ fn is_marker(e: &Expr) -> bool {
 }
 
 fn is_marked(join: &Join) -> bool {
-    let mut found = false;
-    if let Some(filter) = &join.filter {
-        let _ = filter.apply(|e| {
-            if is_marker(e) {
-                found = true;
-                return Ok(TreeNodeRecursion::Stop);
-            }
-            Ok(TreeNodeRecursion::Continue)
-        });
-    }
-    found
+    join.filter.as_ref().is_some_and(has_marker)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

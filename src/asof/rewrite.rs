@@ -8,28 +8,17 @@ use datafusion::sql::parser::Statement as DFStatement;
 use flywheel_sql::FlywheelDialect;
 use sqlparser::ast::{
     BinaryOperator, Expr, JoinConstraint, JoinOperator, Query, SetExpr, TableFactor,
-    TableWithJoins, VisitMut, VisitorMut,
+    TableWithJoins, VisitorMut,
 };
 use sqlparser::parser::Parser;
 
 use super::ASOF_MATCH_FN;
+use crate::engine::visit_statement_mut;
 use crate::{Error, Result};
 
 /// Rewrites every `ASOF JOIN` of `statement` in place.
 pub fn rewrite_asof_joins(statement: &mut DFStatement) -> Result<()> {
-    let mut visitor = Rewriter;
-    let flow = match statement {
-        DFStatement::Statement(s) => s.visit(&mut visitor),
-        DFStatement::Explain(e) => match e.statement.as_mut() {
-            DFStatement::Statement(s) => s.visit(&mut visitor),
-            _ => ControlFlow::Continue(()),
-        },
-        _ => ControlFlow::Continue(()),
-    };
-    match flow {
-        ControlFlow::Break(e) => Err(e),
-        ControlFlow::Continue(()) => Ok(()),
-    }
+    visit_statement_mut(statement, &mut Rewriter)
 }
 
 struct Rewriter;

@@ -15,11 +15,21 @@ use crate::{Config, Engine, Result};
 
 /// Runs every statement of `sql`; returns the exit code (1 at the first error).
 pub(super) async fn run_script(engine: &Engine, sql: &str) -> ExitCode {
+    if run_statements(engine, sql).await {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs the statements of `sql` in order, printing each result; stops at the first error, which
+/// goes to stderr. Returns whether every statement succeeded.
+async fn run_statements(engine: &Engine, sql: &str) -> bool {
     let statements = match engine.parse(sql) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("Error: {}", e.user_message());
-            return ExitCode::FAILURE;
+            return false;
         }
     };
     for statement in statements {
@@ -32,11 +42,11 @@ pub(super) async fn run_script(engine: &Engine, sql: &str) -> ExitCode {
             Ok(text) => println!("{text}"),
             Err(e) => {
                 eprintln!("Error: {}", e.user_message());
-                return ExitCode::FAILURE;
+                return false;
             }
         }
     }
-    ExitCode::SUCCESS
+    true
 }
 
 fn history_path() -> Option<std::path::PathBuf> {
@@ -81,7 +91,7 @@ pub(super) async fn interactive(engine: &Engine, config: &Config) -> Result<Exit
                 }
                 let sql = std::mem::take(&mut buffer);
                 let _ = editor.add_history_entry(sql.trim());
-                run_interactive(engine, &sql).await;
+                run_statements(engine, &sql).await;
             }
             Err(ReadlineError::Interrupted) => {
                 // Ctrl-C clears the statement being typed.
@@ -98,28 +108,4 @@ pub(super) async fn interactive(engine: &Engine, config: &Config) -> Result<Exit
         let _ = editor.save_history(h);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn run_interactive(engine: &Engine, sql: &str) {
-    let statements = match engine.parse(sql) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("Error: {}", e.user_message());
-            return;
-        }
-    };
-    for statement in statements {
-        let start = Instant::now();
-        let rendered = match engine.execute(statement).await {
-            Ok(output) => render(output, start).await,
-            Err(e) => Err(e),
-        };
-        match rendered {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("Error: {}", e.user_message());
-                return;
-            }
-        }
-    }
 }

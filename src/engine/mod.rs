@@ -24,6 +24,7 @@ use flywheel_sql::FlywheelStatement;
 use tracing::instrument;
 
 pub use output::Output;
+pub(crate) use time_travel::visit_statement_mut;
 
 use crate::{Error, Result};
 

@@ -18,11 +18,18 @@ use crate::{Error, Result};
 
 /// Rewrites every versioned table reference of `statement` in place.
 pub(super) fn rewrite(statement: &mut DFStatement) -> Result<()> {
-    let mut visitor = Rewriter;
+    visit_statement_mut(statement, &mut Rewriter)
+}
+
+/// Runs `visitor` over the SQL of `statement` (also inside `EXPLAIN`), stopping at its first error.
+pub(crate) fn visit_statement_mut<V: VisitorMut<Break = Error>>(
+    statement: &mut DFStatement,
+    visitor: &mut V,
+) -> Result<()> {
     let flow = match statement {
-        DFStatement::Statement(s) => s.visit(&mut visitor),
+        DFStatement::Statement(s) => s.visit(visitor),
         DFStatement::Explain(e) => match e.statement.as_mut() {
-            DFStatement::Statement(s) => s.visit(&mut visitor),
+            DFStatement::Statement(s) => s.visit(visitor),
             _ => ControlFlow::Continue(()),
         },
         _ => ControlFlow::Continue(()),
