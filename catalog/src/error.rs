@@ -14,6 +14,14 @@ pub enum Error {
     )]
     TableExists { name: String },
 
+    #[error("{kind} `{name}` not found")]
+    ObjectNotFound { kind: String, name: String },
+
+    #[error(
+        "{kind} `{name}` already exists; use CREATE OR REPLACE or IF NOT EXISTS, or DROP it first"
+    )]
+    ObjectExists { kind: String, name: String },
+
     #[error("table `{name}` has no version {version}; its latest version is {latest}")]
     VersionNotFound {
         name: String,

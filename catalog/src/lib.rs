@@ -9,14 +9,17 @@
 
 mod catalog_provider;
 mod error;
+pub mod objects;
 mod registry;
 mod schema_provider;
+mod system_schema;
 mod time_travel;
 mod warehouse;
 
 pub use catalog_provider::{DEFAULT_CATALOG, DEFAULT_SCHEMA, FlywheelCatalogProvider};
 pub use error::{Error, Result};
-pub use registry::{Registry, TableEntry, TableKind};
+pub use registry::{ObjectEntry, Registry, TableEntry, TableKind};
 pub use schema_provider::{WarehouseSchemaProvider, load_table};
+pub use system_schema::{SYSTEM_SCHEMA, SystemSchemaProvider};
 pub use time_travel::{TIME_TRAVEL_SCHEMA, TimeTravelSchemaProvider, TravelTarget};
 pub use warehouse::{Warehouse, resolve_location};

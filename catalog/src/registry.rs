@@ -65,6 +65,8 @@ struct State {
     version: Option<u64>,
     /// Live objects by (kind, name): the latest `create` not followed by a `drop`.
     live: BTreeMap<(String, String), Record>,
+    /// How many `create`s each (kind, name) has had since its last `drop`.
+    versions: BTreeMap<(String, String), u64>,
 }
 
 /// The registry of one warehouse.
@@ -158,17 +160,21 @@ impl Registry {
         table.update_incremental(None).await?;
         let records = self.read_records(table).await?;
         let mut live = BTreeMap::new();
+        let mut versions: BTreeMap<(String, String), u64> = BTreeMap::new();
         for r in records {
             let key = (r.kind.clone(), r.name.clone());
             if r.op == OP_DROP {
                 live.remove(&key);
+                versions.remove(&key);
             } else {
+                *versions.entry(key.clone()).or_default() += 1;
                 live.insert(key, r);
             }
         }
         let mut state = self.state.write().map_err(|_| self.poisoned())?;
         state.version = table.version();
         state.live = live;
+        state.versions = versions;
         Ok(())
     }
 
@@ -342,6 +348,109 @@ impl Registry {
     }
 }
 
+/// A Flywheel object (entity, feature view, ...) as the registry stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEntry {
+    pub kind: String,
+    pub name: String,
+    /// The object's definition, as JSON.
+    pub definition: String,
+    /// How many definitions the name has had (1 for the first `CREATE`; `CREATE OR REPLACE` adds one).
+    pub definition_version: u64,
+    /// When the current definition was committed, in microseconds since the epoch.
+    pub created_at_us: i64,
+}
+
+impl Registry {
+    /// The live objects of `kind`, sorted by name.
+    pub fn objects(&self, kind: &str) -> Vec<ObjectEntry> {
+        let state = self.read_state();
+        state
+            .live
+            .iter()
+            .filter(|((k, _), _)| k == kind)
+            .map(|((_, n), r)| {
+                object_of(
+                    r,
+                    state.versions.get(&(kind.to_string(), n.clone())).copied(),
+                )
+            })
+            .collect()
+    }
+
+    /// The live object `kind`/`name`, if any.
+    pub fn object(&self, kind: &str, name: &str) -> Option<ObjectEntry> {
+        let state = self.read_state();
+        let key = (kind.to_string(), name.to_string());
+        state
+            .live
+            .get(&key)
+            .map(|r| object_of(r, state.versions.get(&key).copied()))
+    }
+
+    /// Records the definition of an object; with `replace`, a new definition of an existing one
+    /// (the old one stays in the log). Fails with [`Error::ObjectExists`] when the name is taken.
+    pub async fn create_object(
+        &self,
+        kind: &str,
+        name: &str,
+        definition: String,
+        replace: bool,
+    ) -> Result<()> {
+        let mut table = self.table.lock().await;
+        self.refresh_locked(&mut table).await?;
+        if !replace && self.object(kind, name).is_some() {
+            return Err(Error::ObjectExists {
+                kind: kind.to_string(),
+                name: name.to_string(),
+            });
+        }
+        let record = Record {
+            kind: kind.into(),
+            name: name.into(),
+            op: OP_CREATE.into(),
+            location: None,
+            definition: Some(definition),
+            created_at_us: self.now_us(),
+            writer: self.writer.clone(),
+        };
+        self.append(&mut table, record).await
+    }
+
+    /// Forgets the object `kind`/`name` and returns what it was. Fails with [`Error::ObjectNotFound`].
+    pub async fn drop_object(&self, kind: &str, name: &str) -> Result<ObjectEntry> {
+        let mut table = self.table.lock().await;
+        self.refresh_locked(&mut table).await?;
+        let entry = self
+            .object(kind, name)
+            .ok_or_else(|| Error::ObjectNotFound {
+                kind: kind.to_string(),
+                name: name.to_string(),
+            })?;
+        let record = Record {
+            kind: kind.into(),
+            name: name.into(),
+            op: OP_DROP.into(),
+            location: None,
+            definition: None,
+            created_at_us: self.now_us(),
+            writer: self.writer.clone(),
+        };
+        self.append(&mut table, record).await?;
+        Ok(entry)
+    }
+}
+
+fn object_of(r: &Record, version: Option<u64>) -> ObjectEntry {
+    ObjectEntry {
+        kind: r.kind.clone(),
+        name: r.name.clone(),
+        definition: r.definition.clone().unwrap_or_default(),
+        definition_version: version.unwrap_or(1),
+        created_at_us: r.created_at_us,
+    }
+}
+
 fn entry_of(r: &Record) -> Option<TableEntry> {
     let location = Url::parse(r.location.as_deref()?).ok()?;
     let def: TableDefinition = serde_json::from_str(r.definition.as_deref()?).ok()?;
@@ -399,8 +508,31 @@ mod tests {
         let other = registry(dir.path()).await;
         assert_eq!(other.table_names(), vec!["b".to_string()]);
         r.create_table(&entry("c")).await.expect("create c");
+        r.create_object("entity", "user", "{}".into(), false)
+            .await
+            .expect("entity");
+        assert!(matches!(
+            r.create_object("entity", "user", "{}".into(), false).await,
+            Err(Error::ObjectExists { .. })
+        ));
+        r.create_object("entity", "user", "{\"v\":2}".into(), true)
+            .await
+            .expect("replace");
         other.refresh().await.expect("refresh");
         assert_eq!(other.table_names(), vec!["b".to_string(), "c".to_string()]);
         assert_eq!(other.table("c"), Some(entry("c")));
+        let user = other
+            .object("entity", "user")
+            .expect("entity visible to the other server");
+        assert_eq!(
+            (user.definition.as_str(), user.definition_version),
+            ("{\"v\":2}", 2)
+        );
+        assert_eq!(other.objects("entity").len(), 1);
+        other.drop_object("entity", "user").await.expect("drop");
+        assert!(matches!(
+            other.drop_object("entity", "user").await,
+            Err(Error::ObjectNotFound { .. })
+        ));
     }
 }

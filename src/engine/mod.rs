@@ -9,6 +9,7 @@
 
 mod ddl;
 mod insert;
+mod objects;
 mod output;
 mod planner;
 mod session;
@@ -35,6 +36,8 @@ pub enum Planned {
     Query(LogicalPlan),
     /// DDL, DML or a session statement: runs in [`Engine::run`].
     Command(LogicalPlan),
+    /// A statement on Flywheel's objects (entities, ...): runs in [`Engine::run`].
+    Flywheel(flywheel_sql::ast::FlywheelDdl),
 }
 
 impl Planned {
@@ -42,6 +45,7 @@ impl Planned {
     pub fn schema(&self) -> arrow::datatypes::SchemaRef {
         match self {
             Planned::Query(p) | Planned::Command(p) => Arc::clone(p.schema().inner()),
+            Planned::Flywheel(_) => Arc::new(arrow::datatypes::Schema::empty()),
         }
     }
 }
@@ -111,13 +115,7 @@ impl Engine {
         self.registry.refresh().await?;
         let mut statement = match statement {
             FlywheelStatement::DataFusion(s) => *s,
-            FlywheelStatement::Flywheel(ddl) => {
-                return Err(Error::Unsupported {
-                    what: format!("`{ddl}`"),
-                    hint: "entities, feature views, labels and training sets are parsed but cannot be run yet"
-                        .into(),
-                });
-            }
+            FlywheelStatement::Flywheel(ddl) => return Ok(Planned::Flywheel(*ddl)),
         };
         time_travel::rewrite(&mut statement)?;
         crate::asof::rewrite_asof_joins(&mut statement)?;
@@ -151,6 +149,7 @@ impl Engine {
                 Ok(Output::Query(df))
             }
             Planned::Command(LogicalPlan::Ddl(ddl)) => self.run_ddl(ddl).await,
+            Planned::Flywheel(ddl) => objects::execute(self, ddl).await,
             Planned::Command(plan) => {
                 let insert = insert::InsertContext::of(&plan);
                 let result = async {

@@ -53,7 +53,7 @@ impl FlywheelFlightSqlService {
         let planned = self.engine.plan(statement).await.map_err(to_status)?;
         let (schema, ticket) = match planned {
             Planned::Query(_) => (planned.schema(), StatementTicket::Query(sql.to_string())),
-            command @ Planned::Command(_) => {
+            command @ (Planned::Command(_) | Planned::Flywheel(_)) => {
                 let output = self.engine.run(command).await.map_err(to_status)?;
                 let batch = output.collect().await.map_err(to_status)?;
                 let schema = output_schema(&batch);
@@ -209,7 +209,7 @@ impl FlightSqlService for FlywheelFlightSqlService {
         let planned = self.engine.plan(statement).await.map_err(to_status)?;
         let schema = match &planned {
             Planned::Query(_) => planned.schema(),
-            Planned::Command(_) => std::sync::Arc::new(Schema::empty()),
+            Planned::Command(_) | Planned::Flywheel(_) => std::sync::Arc::new(Schema::empty()),
         };
         let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
             .try_into()

@@ -13,6 +13,7 @@ async fn tables_survive_a_restart() {
         "CREATE TABLE b AS SELECT 'kept' AS s",
         "CREATE TABLE gone (x BIGINT)",
         "DROP TABLE gone",
+        "CREATE ENTITY user (user_id BIGINT)",
     ] {
         client.execute_update(sql.into(), None).await.expect(sql);
     }
@@ -35,6 +36,19 @@ async fn tables_survive_a_restart() {
     )
     .await;
     assert_eq!(sorted_rows(&tables), vec!["a", "b"]);
+    // Registry objects persist, visible through SHOW and the system tables.
+    assert_eq!(
+        sorted_rows(&query(&mut client, "SELECT name, keys FROM flywheel.entities").await),
+        vec!["user,user_id BIGINT"]
+    );
+    assert_eq!(
+        query(&mut client, "SHOW ENTITIES")
+            .await
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        1
+    );
     // History persists too.
     assert_eq!(
         sorted_rows(&query(&mut client, "SELECT count(*) FROM a VERSION AS OF 0").await),

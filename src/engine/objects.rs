@@ -1,0 +1,145 @@
+//! Flywheel's own statements on registry objects. Entities today: `CREATE [OR REPLACE] ENTITY
+//! [IF NOT EXISTS]`, `DROP ENTITY [IF EXISTS]`, `SHOW ENTITIES`, `DESCRIBE ENTITY`; feature views,
+//! labels and training sets are parsed and refused with a clear error until they land.
+
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use flywheel_catalog::objects::{EntityDefinition, EntityKey, KIND_ENTITY, entities_batch};
+use flywheel_sql::ast::{CreateEntity, FlywheelDdl, ObjectKind};
+use sqlparser::ast::{DataType as SqlType, Ident};
+
+use super::{Engine, Output};
+use crate::{Error, Result};
+
+/// DataFusion folds unquoted identifiers to lower case; object names follow the same rule.
+fn object_name(i: &Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_lowercase()
+    }
+}
+
+/// Runs one Flywheel statement.
+pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output> {
+    match ddl {
+        FlywheelDdl::CreateEntity(c) => create_entity(engine, c).await,
+        FlywheelDdl::Show {
+            kind: ObjectKind::Entity,
+        } => Ok(Output::Batch(entities_batch(engine.registry())?)),
+        FlywheelDdl::Describe {
+            kind: ObjectKind::Entity,
+            name,
+        } => describe_entity(engine, &object_name(&name)),
+        FlywheelDdl::Drop {
+            kind: ObjectKind::Entity,
+            name,
+            if_exists,
+            cascade: _,
+        } => {
+            let name = object_name(&name);
+            match engine.registry().drop_object(KIND_ENTITY, &name).await {
+                Ok(_) => Ok(Output::empty()),
+                Err(flywheel_catalog::Error::ObjectNotFound { .. }) if if_exists => Ok(Output::empty()),
+                Err(flywheel_catalog::Error::ObjectNotFound { .. }) => Err(not_found(&name)),
+                Err(e) => Err(e.into()),
+            }
+        }
+        other => Err(Error::Unsupported {
+            what: format!("`{other}`"),
+            hint: "feature views, labels and training sets are parsed but cannot be run yet; entities can".into(),
+        }),
+    }
+}
+
+fn not_found(name: &str) -> Error {
+    Error::Invalid(format!(
+        "entity `{name}` not found; SHOW ENTITIES lists them"
+    ))
+}
+
+/// The Arrow type a SQL type maps to, as DataFusion's planner maps it.
+async fn arrow_type(engine: &Engine, column: &str, t: &SqlType) -> Result<DataType> {
+    let plan = engine
+        .context()
+        .state()
+        .create_logical_plan(&format!("SELECT CAST(NULL AS {t})"))
+        .await
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "entity key `{column}` has type {t}, which Flywheel does not know: {}",
+                Error::from_datafusion(e).user_message()
+            ))
+        })?;
+    Ok(plan.schema().field(0).data_type().clone())
+}
+
+async fn create_entity(engine: &Engine, c: CreateEntity) -> Result<Output> {
+    let name = object_name(&c.name);
+    let registry = engine.registry();
+    if c.mode.if_not_exists && registry.object(KIND_ENTITY, &name).is_some() {
+        return Ok(Output::empty());
+    }
+    if c.keys.is_empty() {
+        return Err(Error::Invalid(format!(
+            "entity `{name}` needs at least one key column, e.g. CREATE ENTITY {name} (id BIGINT)"
+        )));
+    }
+    let mut keys: Vec<EntityKey> = Vec::with_capacity(c.keys.len());
+    for k in &c.keys {
+        let column = object_name(&k.name);
+        if keys.iter().any(|x| x.name == column) {
+            return Err(Error::Invalid(format!(
+                "entity `{name}` names key `{column}` twice"
+            )));
+        }
+        let arrow = arrow_type(engine, &column, &k.data_type).await?;
+        keys.push(EntityKey {
+            name: column,
+            sql_type: k.data_type.to_string(),
+            arrow_type: arrow.to_string(),
+        });
+    }
+    let sql = FlywheelDdl::CreateEntity(c.clone()).to_string();
+    let definition = serde_json::to_string(&EntityDefinition { keys, sql })
+        .map_err(|e| Error::Invalid(format!("cannot store entity `{name}`: {e}")))?;
+    match registry
+        .create_object(KIND_ENTITY, &name, definition, c.mode.or_replace)
+        .await
+    {
+        Ok(()) => Ok(Output::empty()),
+        Err(flywheel_catalog::Error::ObjectExists { .. }) => Err(Error::Invalid(format!(
+            "entity `{name}` already exists; use CREATE OR REPLACE ENTITY, CREATE ENTITY IF NOT EXISTS, or DROP ENTITY {name} first"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn describe_entity(engine: &Engine, name: &str) -> Result<Output> {
+    let entry = engine
+        .registry()
+        .object(KIND_ENTITY, name)
+        .ok_or_else(|| not_found(name))?;
+    let def: EntityDefinition = serde_json::from_str(&entry.definition).map_err(|e| {
+        Error::Invalid(format!("entity `{name}` has an unreadable definition: {e}"))
+    })?;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("sql_type", DataType::Utf8, false),
+        Field::new("arrow_type", DataType::Utf8, false),
+    ]));
+    let col = |f: fn(&EntityKey) -> &str| -> StringArray {
+        def.keys.iter().map(|k| Some(f(k))).collect()
+    };
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(col(|k| &k.name)),
+            Arc::new(col(|k| &k.sql_type)),
+            Arc::new(col(|k| &k.arrow_type)),
+        ],
+    )?;
+    Ok(Output::Batch(batch))
+}
