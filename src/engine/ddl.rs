@@ -199,6 +199,11 @@ pub(super) async fn create_external_table(
 /// `DROP TABLE [IF EXISTS] t`: forgets the table; a managed table's files are deleted too.
 pub(super) async fn drop_table(engine: &Engine, d: DropTable) -> Result<Output> {
     let name = table_name(&d.name)?;
+    if super::feature_views::is_feature_view(engine, &name) {
+        return Err(Error::Invalid(format!(
+            "`{name}` is the table of a feature view; use DROP FEATURE VIEW {name}"
+        )));
+    }
     let registry = engine.registry();
     let entry = match registry.drop_table(&name).await {
         Ok(entry) => entry,

@@ -8,6 +8,7 @@
 //! in both.
 
 mod ddl;
+mod feature_views;
 mod insert;
 mod objects;
 mod output;

@@ -10,7 +10,7 @@ use flywheel_catalog::objects::{EntityDefinition, EntityKey, KIND_ENTITY, entiti
 use flywheel_sql::ast::{CreateEntity, FlywheelDdl, ObjectKind};
 use sqlparser::ast::{DataType as SqlType, Ident};
 
-use super::{Engine, Output};
+use super::{Engine, Output, feature_views};
 use crate::{Error, Result};
 
 /// DataFusion folds unquoted identifiers to lower case; object names follow the same rule.
@@ -40,6 +40,13 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
             cascade: _,
         } => {
             let name = object_name(&name);
+            let users = feature_views::using_entity(engine, &name);
+            if !users.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "entity `{name}` is used by feature view(s) {}; drop them first",
+                    users.join(", ")
+                )));
+            }
             match engine.registry().drop_object(KIND_ENTITY, &name).await {
                 Ok(_) => Ok(Output::empty()),
                 Err(flywheel_catalog::Error::ObjectNotFound { .. }) if if_exists => Ok(Output::empty()),
@@ -47,9 +54,27 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
                 Err(e) => Err(e.into()),
             }
         }
+        FlywheelDdl::CreateFeatureView(c) => feature_views::create(engine, *c).await,
+        FlywheelDdl::Refresh {
+            kind: ObjectKind::FeatureView,
+            name,
+        } => feature_views::refresh(engine, &object_name(&name)).await,
+        FlywheelDdl::Drop {
+            kind: ObjectKind::FeatureView,
+            name,
+            if_exists,
+            cascade: _,
+        } => feature_views::drop(engine, &object_name(&name), if_exists).await,
+        FlywheelDdl::Show {
+            kind: ObjectKind::FeatureView,
+        } => feature_views::show(engine),
+        FlywheelDdl::Describe {
+            kind: ObjectKind::FeatureView,
+            name,
+        } => feature_views::describe(engine, &object_name(&name)),
         other => Err(Error::Unsupported {
             what: format!("`{other}`"),
-            hint: "feature views, labels and training sets are parsed but cannot be run yet; entities can".into(),
+            hint: "labels and training sets are parsed but cannot be run yet; entities and feature views can".into(),
         }),
     }
 }

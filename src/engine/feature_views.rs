@@ -1,0 +1,367 @@
+//! Feature views: `CREATE [OR REPLACE] FEATURE VIEW`, `REFRESH FEATURE VIEW`, `DROP FEATURE VIEW`,
+//! `SHOW FEATURE VIEWS`, `DESCRIBE FEATURE VIEW`.
+//!
+//! A feature view is a query keyed by an entity and an event time. Creating one checks the query's
+//! columns against the entity, then materializes it into a managed Delta table of the same name
+//! (so `SELECT * FROM v` reads its latest materialization and `VERSION AS OF` its history); each
+//! `REFRESH` overwrites it as one new Delta version.
+
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::TableReference;
+use datafusion::logical_expr::{CreateMemoryTable, LogicalPlan};
+use flywheel_catalog::objects::{EntityDefinition, KIND_ENTITY};
+use flywheel_sql::ast::CreateFeatureView;
+use serde::{Deserialize, Serialize};
+
+use super::{Engine, Output, Planned, ddl};
+use crate::{Error, Result};
+
+/// Registry kind of feature views.
+pub(super) const KIND_FEATURE_VIEW: &str = "feature_view";
+
+/// A feature view's stored definition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct FeatureViewDefinition {
+    pub entity: String,
+    pub event_time: String,
+    pub ttl: Option<String>,
+    pub options: Vec<(String, String)>,
+    pub query: String,
+    pub sql: String,
+}
+
+fn is_integer_or_string(t: &DataType) -> Option<&'static str> {
+    if t.is_integer() {
+        Some("integer")
+    } else if matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8) {
+        Some("string")
+    } else {
+        None
+    }
+}
+
+/// Whether a column of type `found` can carry an entity key declared as `declared` (an Arrow type
+/// name): the same type, or the same family (integers, strings).
+fn key_type_fits(declared: &str, found: &DataType) -> bool {
+    if found.to_string() == declared {
+        return true;
+    }
+    let declared_family = match declared {
+        "Int8" | "Int16" | "Int32" | "Int64" | "UInt8" | "UInt16" | "UInt32" | "UInt64" => {
+            Some("integer")
+        }
+        "Utf8" | "Utf8View" | "LargeUtf8" => Some("string"),
+        _ => None,
+    };
+    declared_family.is_some() && declared_family == is_integer_or_string(found)
+}
+
+/// Plans the view's query and checks it against the entity; returns the plan.
+async fn plan_and_check(
+    engine: &Engine,
+    name: &str,
+    def: &FeatureViewDefinition,
+) -> Result<LogicalPlan> {
+    let entity = engine.registry().object(KIND_ENTITY, &def.entity).ok_or_else(|| {
+        Error::Invalid(format!(
+            "feature view `{name}` names entity `{}`, which does not exist; CREATE ENTITY it first (SHOW ENTITIES lists them)",
+            def.entity
+        ))
+    })?;
+    let entity: EntityDefinition = serde_json::from_str(&entity.definition).map_err(|e| {
+        Error::Invalid(format!(
+            "entity `{}` has an unreadable definition: {e}",
+            def.entity
+        ))
+    })?;
+    let mut statements = engine.parse(&def.query)?;
+    let statement = match statements.len() {
+        1 => statements.remove(0),
+        n => return Err(Error::NotOneStatement { found: n }),
+    };
+    let plan = match engine.plan(statement).await? {
+        Planned::Query(plan) => plan,
+        _ => {
+            return Err(Error::Invalid(format!(
+                "feature view `{name}` must be defined by a query (AS SELECT ...)"
+            )));
+        }
+    };
+    let schema = plan.schema();
+    let find = |column: &str| schema.fields().iter().find(|f| f.name() == column).cloned();
+    let columns = || {
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for key in &entity.keys {
+        let Some(field) = find(&key.name) else {
+            return Err(Error::Invalid(format!(
+                "feature view `{name}`: its query has no column `{}`, a key of entity `{}` ({}); its columns are {}",
+                key.name,
+                def.entity,
+                key.sql_type,
+                columns()
+            )));
+        };
+        if !key_type_fits(&key.arrow_type, field.data_type()) {
+            return Err(Error::Invalid(format!(
+                "feature view `{name}`: column `{}` is {}, but entity `{}` declares it {} ({})",
+                key.name,
+                field.data_type(),
+                def.entity,
+                key.sql_type,
+                key.arrow_type
+            )));
+        }
+    }
+    let Some(time) = find(&def.event_time) else {
+        return Err(Error::Invalid(format!(
+            "feature view `{name}`: its query has no event time column `{}`; its columns are {}",
+            def.event_time,
+            columns()
+        )));
+    };
+    let ok_time = matches!(
+        time.data_type(),
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
+    ) || time.data_type().is_integer();
+    if !ok_time {
+        return Err(Error::Invalid(format!(
+            "feature view `{name}`: event time column `{}` is {}; it must be a timestamp, a date or an integer",
+            def.event_time,
+            time.data_type()
+        )));
+    }
+    Ok(plan)
+}
+
+fn object_name(i: &sqlparser::ast::Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_lowercase()
+    }
+}
+
+/// `CREATE [OR REPLACE] FEATURE VIEW [IF NOT EXISTS] ...`.
+pub(super) async fn create(engine: &Engine, c: CreateFeatureView) -> Result<Output> {
+    let name = object_name(&c.name);
+    let registry = engine.registry();
+    let exists = registry.object(KIND_FEATURE_VIEW, &name).is_some();
+    if exists && c.mode.if_not_exists {
+        return Ok(Output::empty());
+    }
+    if exists && !c.mode.or_replace {
+        return Err(Error::Invalid(format!(
+            "feature view `{name}` already exists; use CREATE OR REPLACE FEATURE VIEW, IF NOT EXISTS, or DROP FEATURE VIEW {name} first"
+        )));
+    }
+    if !exists && registry.table(&name).is_some() {
+        return Err(Error::Invalid(format!(
+            "a table named `{name}` already exists; a feature view is materialized as a table of its name, so pick another name"
+        )));
+    }
+    let ttl = match &c.ttl {
+        Some(t) => {
+            // Checked by planning it: a TTL must be an interval.
+            let sql = format!("SELECT {t}");
+            let plan = engine
+                .context()
+                .state()
+                .create_logical_plan(&sql)
+                .await
+                .map_err(Error::from_datafusion)?;
+            if !matches!(plan.schema().field(0).data_type(), DataType::Interval(_)) {
+                return Err(Error::Invalid(format!(
+                    "feature view `{name}`: TTL must be an interval, e.g. TTL INTERVAL '30 days'; found {t}"
+                )));
+            }
+            Some(t.to_string())
+        }
+        None => None,
+    };
+    let def = FeatureViewDefinition {
+        entity: object_name(&c.entity),
+        event_time: object_name(&c.event_time),
+        ttl,
+        options: c
+            .options
+            .iter()
+            .map(|o| (object_name(&o.key), o.value.to_string()))
+            .collect(),
+        query: c.query.to_string(),
+        sql: flywheel_sql::ast::FlywheelDdl::CreateFeatureView(Box::new(c.clone())).to_string(),
+    };
+    let plan = plan_and_check(engine, &name, &def).await?;
+    materialize(engine, &name, plan, exists).await?;
+    let json = serde_json::to_string(&def)
+        .map_err(|e| Error::Invalid(format!("cannot store feature view `{name}`: {e}")))?;
+    registry
+        .create_object(KIND_FEATURE_VIEW, &name, json, true)
+        .await?;
+    Ok(Output::empty())
+}
+
+/// Writes the view's rows as its table: a new table, or one overwrite commit of the existing one.
+async fn materialize(engine: &Engine, name: &str, plan: LogicalPlan, replace: bool) -> Result<()> {
+    let create = CreateMemoryTable {
+        name: TableReference::bare(name),
+        constraints: Default::default(),
+        input: Arc::new(plan),
+        if_not_exists: false,
+        or_replace: replace,
+        column_defaults: vec![],
+        temporary: false,
+    };
+    ddl::create_table(engine, create).await.map(|_| ())
+}
+
+fn definition(engine: &Engine, name: &str) -> Result<FeatureViewDefinition> {
+    let entry = engine
+        .registry()
+        .object(KIND_FEATURE_VIEW, name)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "feature view `{name}` not found; SHOW FEATURE VIEWS lists them"
+            ))
+        })?;
+    serde_json::from_str(&entry.definition).map_err(|e| {
+        Error::Invalid(format!(
+            "feature view `{name}` has an unreadable definition: {e}"
+        ))
+    })
+}
+
+/// `REFRESH FEATURE VIEW v`: re-runs the query into a new version of its table.
+pub(super) async fn refresh(engine: &Engine, name: &str) -> Result<Output> {
+    let def = definition(engine, name)?;
+    let plan = plan_and_check(engine, name, &def).await?;
+    materialize(engine, name, plan, true).await?;
+    Ok(Output::empty())
+}
+
+/// `DROP FEATURE VIEW [IF EXISTS] v`: forgets the view and removes its table.
+pub(super) async fn drop(engine: &Engine, name: &str, if_exists: bool) -> Result<Output> {
+    if engine.registry().object(KIND_FEATURE_VIEW, name).is_none() {
+        if if_exists {
+            return Ok(Output::empty());
+        }
+        return Err(Error::Invalid(format!(
+            "feature view `{name}` not found; SHOW FEATURE VIEWS lists them"
+        )));
+    }
+    engine
+        .registry()
+        .drop_object(KIND_FEATURE_VIEW, name)
+        .await?;
+    let entry = engine.registry().drop_table(name).await?;
+    engine
+        .registry()
+        .warehouse()
+        .remove_table_files(&entry.location)?;
+    Ok(Output::empty())
+}
+
+/// `SHOW FEATURE VIEWS`.
+pub(super) fn show(engine: &Engine) -> Result<Output> {
+    let objects = engine.registry().objects(KIND_FEATURE_VIEW);
+    let defs: Vec<Option<FeatureViewDefinition>> = objects
+        .iter()
+        .map(|o| serde_json::from_str(&o.definition).ok())
+        .collect();
+    let col = |f: &dyn Fn(&FeatureViewDefinition) -> String| -> StringArray {
+        defs.iter().map(|d| d.as_ref().map(f)).collect()
+    };
+    let names: StringArray = objects.iter().map(|o| Some(o.name.clone())).collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("entity", DataType::Utf8, true),
+        Field::new("event_time", DataType::Utf8, true),
+        Field::new("ttl", DataType::Utf8, true),
+        Field::new("query", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(names),
+            Arc::new(col(&|d| d.entity.clone())),
+            Arc::new(col(&|d| d.event_time.clone())),
+            Arc::new(
+                defs.iter()
+                    .map(|d| d.as_ref().and_then(|d| d.ttl.clone()))
+                    .collect::<StringArray>(),
+            ),
+            Arc::new(col(&|d| d.query.clone())),
+        ],
+    )?;
+    Ok(Output::Batch(batch))
+}
+
+/// `DESCRIBE FEATURE VIEW v`: one (property, value) row per part of its definition.
+pub(super) fn describe(engine: &Engine, name: &str) -> Result<Output> {
+    let def = definition(engine, name)?;
+    let version = engine
+        .registry()
+        .object(KIND_FEATURE_VIEW, name)
+        .map(|o| o.definition_version.to_string())
+        .unwrap_or_default();
+    let mut rows: Vec<(String, String)> = vec![
+        ("entity".into(), def.entity.clone()),
+        ("event_time".into(), def.event_time.clone()),
+        ("ttl".into(), def.ttl.clone().unwrap_or_default()),
+        ("query".into(), def.query.clone()),
+        ("definition_version".into(), version),
+        ("sql".into(), def.sql.clone()),
+    ];
+    rows.extend(
+        def.options
+            .iter()
+            .map(|(k, v)| (format!("option.{k}"), v.clone())),
+    );
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("property", DataType::Utf8, false),
+        Field::new("value", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.0.clone()))
+                    .collect::<StringArray>(),
+            ),
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.1.clone()))
+                    .collect::<StringArray>(),
+            ),
+        ],
+    )?;
+    Ok(Output::Batch(batch))
+}
+
+/// Whether `name` is a feature view (DROP TABLE refuses those).
+pub(super) fn is_feature_view(engine: &Engine, name: &str) -> bool {
+    engine.registry().object(KIND_FEATURE_VIEW, name).is_some()
+}
+
+/// The feature views keyed by `entity`, sorted.
+pub(super) fn using_entity(engine: &Engine, entity: &str) -> Vec<String> {
+    engine
+        .registry()
+        .objects(KIND_FEATURE_VIEW)
+        .into_iter()
+        .filter(|o| {
+            serde_json::from_str::<FeatureViewDefinition>(&o.definition)
+                .is_ok_and(|d| d.entity == entity)
+        })
+        .map(|o| format!("`{}`", o.name))
+        .collect()
+}
