@@ -1,5 +1,5 @@
-//! Feature views: `CREATE [OR REPLACE] FEATURE VIEW`, `REFRESH FEATURE VIEW`, `DROP FEATURE VIEW`,
-//! `SHOW FEATURE VIEWS`, `DESCRIBE FEATURE VIEW`.
+//! Feature views and labels: `CREATE [OR REPLACE] FEATURE VIEW`, `REFRESH FEATURE VIEW`,
+//! `CREATE LABEL ... FROM`, and `DROP`, `SHOW`, `DESCRIBE` of both.
 //!
 //! A feature view is a query keyed by an entity and an event time. Creating one checks the query's
 //! columns against the entity, then materializes it into a managed Delta table of the same name
@@ -21,6 +21,45 @@ use crate::{Error, Result};
 
 /// Registry kind of feature views.
 pub(super) const KIND_FEATURE_VIEW: &str = "feature_view";
+/// Registry kind of labels.
+pub(super) const KIND_LABEL: &str = "label";
+
+/// The two kinds of keyed, time-stamped, materialized queries: feature views and labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Keyed {
+    FeatureView,
+    Label,
+}
+
+impl Keyed {
+    fn registry_kind(self) -> &'static str {
+        match self {
+            Keyed::FeatureView => KIND_FEATURE_VIEW,
+            Keyed::Label => KIND_LABEL,
+        }
+    }
+
+    pub(super) fn noun(self) -> &'static str {
+        match self {
+            Keyed::FeatureView => "feature view",
+            Keyed::Label => "label",
+        }
+    }
+
+    pub(super) fn sql(self) -> &'static str {
+        match self {
+            Keyed::FeatureView => "FEATURE VIEW",
+            Keyed::Label => "LABEL",
+        }
+    }
+
+    fn plural_sql(self) -> &'static str {
+        match self {
+            Keyed::FeatureView => "FEATURE VIEWS",
+            Keyed::Label => "LABELS",
+        }
+    }
+}
 
 /// A feature view's stored definition.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,12 +101,14 @@ fn key_type_fits(declared: &str, found: &DataType) -> bool {
 /// Plans the view's query and checks it against the entity; returns the plan.
 async fn plan_and_check(
     engine: &Engine,
+    kind: Keyed,
     name: &str,
     def: &FeatureViewDefinition,
 ) -> Result<LogicalPlan> {
+    let noun = kind.noun();
     let entity = engine.registry().object(KIND_ENTITY, &def.entity).ok_or_else(|| {
         Error::Invalid(format!(
-            "feature view `{name}` names entity `{}`, which does not exist; CREATE ENTITY it first (SHOW ENTITIES lists them)",
+            "{noun} `{name}` names entity `{}`, which does not exist; CREATE ENTITY it first (SHOW ENTITIES lists them)",
             def.entity
         ))
     })?;
@@ -103,7 +144,7 @@ async fn plan_and_check(
     for key in &entity.keys {
         let Some(field) = find(&key.name) else {
             return Err(Error::Invalid(format!(
-                "feature view `{name}`: its query has no column `{}`, a key of entity `{}` ({}); its columns are {}",
+                "{noun} `{name}`: its query has no column `{}`, a key of entity `{}` ({}); its columns are {}",
                 key.name,
                 def.entity,
                 key.sql_type,
@@ -112,7 +153,7 @@ async fn plan_and_check(
         };
         if !key_type_fits(&key.arrow_type, field.data_type()) {
             return Err(Error::Invalid(format!(
-                "feature view `{name}`: column `{}` is {}, but entity `{}` declares it {} ({})",
+                "{noun} `{name}`: column `{}` is {}, but entity `{}` declares it {} ({})",
                 key.name,
                 field.data_type(),
                 def.entity,
@@ -123,7 +164,7 @@ async fn plan_and_check(
     }
     let Some(time) = find(&def.event_time) else {
         return Err(Error::Invalid(format!(
-            "feature view `{name}`: its query has no event time column `{}`; its columns are {}",
+            "{noun} `{name}`: its query has no event time column `{}`; its columns are {}",
             def.event_time,
             columns()
         )));
@@ -134,7 +175,7 @@ async fn plan_and_check(
     ) || time.data_type().is_integer();
     if !ok_time {
         return Err(Error::Invalid(format!(
-            "feature view `{name}`: event time column `{}` is {}; it must be a timestamp, a date or an integer",
+            "{noun} `{name}`: event time column `{}` is {}; it must be a timestamp, a date or an integer",
             def.event_time,
             time.data_type()
         )));
@@ -199,7 +240,7 @@ pub(super) async fn create(engine: &Engine, c: CreateFeatureView) -> Result<Outp
         query: c.query.to_string(),
         sql: flywheel_sql::ast::FlywheelDdl::CreateFeatureView(Box::new(c.clone())).to_string(),
     };
-    let plan = plan_and_check(engine, &name, &def).await?;
+    let plan = plan_and_check(engine, Keyed::FeatureView, &name, &def).await?;
     materialize(engine, &name, plan, exists).await?;
     let json = serde_json::to_string(&def)
         .map_err(|e| Error::Invalid(format!("cannot store feature view `{name}`: {e}")))?;
@@ -223,43 +264,55 @@ async fn materialize(engine: &Engine, name: &str, plan: LogicalPlan, replace: bo
     ddl::create_table(engine, create).await.map(|_| ())
 }
 
-fn definition(engine: &Engine, name: &str) -> Result<FeatureViewDefinition> {
+fn not_found(kind: Keyed, name: &str) -> Error {
+    Error::Invalid(format!(
+        "{} `{name}` not found; SHOW {} lists them",
+        kind.noun(),
+        kind.plural_sql()
+    ))
+}
+
+fn definition(engine: &Engine, kind: Keyed, name: &str) -> Result<FeatureViewDefinition> {
     let entry = engine
         .registry()
-        .object(KIND_FEATURE_VIEW, name)
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "feature view `{name}` not found; SHOW FEATURE VIEWS lists them"
-            ))
-        })?;
+        .object(kind.registry_kind(), name)
+        .ok_or_else(|| not_found(kind, name))?;
     serde_json::from_str(&entry.definition).map_err(|e| {
         Error::Invalid(format!(
-            "feature view `{name}` has an unreadable definition: {e}"
+            "{} `{name}` has an unreadable definition: {e}",
+            kind.noun()
         ))
     })
 }
 
 /// `REFRESH FEATURE VIEW v`: re-runs the query into a new version of its table.
 pub(super) async fn refresh(engine: &Engine, name: &str) -> Result<Output> {
-    let def = definition(engine, name)?;
-    let plan = plan_and_check(engine, name, &def).await?;
+    let def = definition(engine, Keyed::FeatureView, name)?;
+    let plan = plan_and_check(engine, Keyed::FeatureView, name, &def).await?;
     materialize(engine, name, plan, true).await?;
     Ok(Output::empty())
 }
 
-/// `DROP FEATURE VIEW [IF EXISTS] v`: forgets the view and removes its table.
-pub(super) async fn drop(engine: &Engine, name: &str, if_exists: bool) -> Result<Output> {
-    if engine.registry().object(KIND_FEATURE_VIEW, name).is_none() {
+/// `DROP FEATURE VIEW|LABEL [IF EXISTS] v`: forgets the object and removes its table.
+pub(super) async fn drop(
+    engine: &Engine,
+    kind: Keyed,
+    name: &str,
+    if_exists: bool,
+) -> Result<Output> {
+    if engine
+        .registry()
+        .object(kind.registry_kind(), name)
+        .is_none()
+    {
         if if_exists {
             return Ok(Output::empty());
         }
-        return Err(Error::Invalid(format!(
-            "feature view `{name}` not found; SHOW FEATURE VIEWS lists them"
-        )));
+        return Err(not_found(kind, name));
     }
     engine
         .registry()
-        .drop_object(KIND_FEATURE_VIEW, name)
+        .drop_object(kind.registry_kind(), name)
         .await?;
     let entry = engine.registry().drop_table(name).await?;
     engine
@@ -269,9 +322,9 @@ pub(super) async fn drop(engine: &Engine, name: &str, if_exists: bool) -> Result
     Ok(Output::empty())
 }
 
-/// `SHOW FEATURE VIEWS`.
-pub(super) fn show(engine: &Engine) -> Result<Output> {
-    let objects = engine.registry().objects(KIND_FEATURE_VIEW);
+/// `SHOW FEATURE VIEWS` / `SHOW LABELS`.
+pub(super) fn show(engine: &Engine, kind: Keyed) -> Result<Output> {
+    let objects = engine.registry().objects(kind.registry_kind());
     let defs: Vec<Option<FeatureViewDefinition>> = objects
         .iter()
         .map(|o| serde_json::from_str(&o.definition).ok())
@@ -305,11 +358,11 @@ pub(super) fn show(engine: &Engine) -> Result<Output> {
 }
 
 /// `DESCRIBE FEATURE VIEW v`: one (property, value) row per part of its definition.
-pub(super) fn describe(engine: &Engine, name: &str) -> Result<Output> {
-    let def = definition(engine, name)?;
+pub(super) fn describe(engine: &Engine, kind: Keyed, name: &str) -> Result<Output> {
+    let def = definition(engine, kind, name)?;
     let version = engine
         .registry()
-        .object(KIND_FEATURE_VIEW, name)
+        .object(kind.registry_kind(), name)
         .map(|o| o.definition_version.to_string())
         .unwrap_or_default();
     let mut rows: Vec<(String, String)> = vec![
@@ -347,21 +400,68 @@ pub(super) fn describe(engine: &Engine, name: &str) -> Result<Output> {
     Ok(Output::Batch(batch))
 }
 
-/// Whether `name` is a feature view (DROP TABLE refuses those).
-pub(super) fn is_feature_view(engine: &Engine, name: &str) -> bool {
-    engine.registry().object(KIND_FEATURE_VIEW, name).is_some()
+/// The kind of keyed object whose table `name` is, if any (DROP TABLE refuses those).
+pub(super) fn keyed_object(engine: &Engine, name: &str) -> Option<Keyed> {
+    [Keyed::FeatureView, Keyed::Label]
+        .into_iter()
+        .find(|k| engine.registry().object(k.registry_kind(), name).is_some())
 }
 
-/// The feature views keyed by `entity`, sorted.
+/// The feature views and labels keyed by `entity` (`feature view `v``, ...).
 pub(super) fn using_entity(engine: &Engine, entity: &str) -> Vec<String> {
-    engine
-        .registry()
-        .objects(KIND_FEATURE_VIEW)
-        .into_iter()
-        .filter(|o| {
-            serde_json::from_str::<FeatureViewDefinition>(&o.definition)
+    let mut out = Vec::new();
+    for kind in [Keyed::FeatureView, Keyed::Label] {
+        for o in engine.registry().objects(kind.registry_kind()) {
+            if serde_json::from_str::<FeatureViewDefinition>(&o.definition)
                 .is_ok_and(|d| d.entity == entity)
-        })
-        .map(|o| format!("`{}`", o.name))
-        .collect()
+            {
+                out.push(format!("{} `{}`", kind.noun(), o.name));
+            }
+        }
+    }
+    out
+}
+
+/// `CREATE [OR REPLACE] LABEL [IF NOT EXISTS] l ENTITY e EVENT TIME ts FROM (query) | FROM table`:
+/// checked like a feature view and materialized as a Delta table of its name.
+pub(super) async fn create_label(
+    engine: &Engine,
+    c: flywheel_sql::ast::CreateLabel,
+) -> Result<Output> {
+    let name = object_name(&c.name);
+    let registry = engine.registry();
+    let exists = registry.object(KIND_LABEL, &name).is_some();
+    if exists && c.mode.if_not_exists {
+        return Ok(Output::empty());
+    }
+    if exists && !c.mode.or_replace {
+        return Err(Error::Invalid(format!(
+            "label `{name}` already exists; use CREATE OR REPLACE LABEL, IF NOT EXISTS, or DROP LABEL {name} first"
+        )));
+    }
+    if !exists && registry.table(&name).is_some() {
+        return Err(Error::Invalid(format!(
+            "a table named `{name}` already exists; a label is materialized as a table of its name, so pick another name"
+        )));
+    }
+    let query = match &c.source {
+        flywheel_sql::ast::LabelSource::Query(q) => q.to_string(),
+        flywheel_sql::ast::LabelSource::Table(t) => format!("SELECT * FROM {t}"),
+    };
+    let def = FeatureViewDefinition {
+        entity: object_name(&c.entity),
+        event_time: object_name(&c.event_time),
+        ttl: None,
+        options: vec![],
+        query,
+        sql: flywheel_sql::ast::FlywheelDdl::CreateLabel(Box::new(c.clone())).to_string(),
+    };
+    let plan = plan_and_check(engine, Keyed::Label, &name, &def).await?;
+    materialize(engine, &name, plan, exists).await?;
+    let json = serde_json::to_string(&def)
+        .map_err(|e| Error::Invalid(format!("cannot store label `{name}`: {e}")))?;
+    registry
+        .create_object(KIND_LABEL, &name, json, true)
+        .await?;
+    Ok(Output::empty())
 }

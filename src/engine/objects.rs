@@ -10,7 +10,8 @@ use flywheel_catalog::objects::{EntityDefinition, EntityKey, KIND_ENTITY, entiti
 use flywheel_sql::ast::{CreateEntity, FlywheelDdl, ObjectKind};
 use sqlparser::ast::{DataType as SqlType, Ident};
 
-use super::{Engine, Output, feature_views};
+use super::feature_views::{self, Keyed};
+use super::{Engine, Output};
 use crate::{Error, Result};
 
 /// DataFusion folds unquoted identifiers to lower case; object names follow the same rule.
@@ -43,7 +44,7 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
             let users = feature_views::using_entity(engine, &name);
             if !users.is_empty() {
                 return Err(Error::Invalid(format!(
-                    "entity `{name}` is used by feature view(s) {}; drop them first",
+                    "entity `{name}` is used by {}; drop them first",
                     users.join(", ")
                 )));
             }
@@ -64,17 +65,29 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
             name,
             if_exists,
             cascade: _,
-        } => feature_views::drop(engine, &object_name(&name), if_exists).await,
+        } => feature_views::drop(engine, Keyed::FeatureView, &object_name(&name), if_exists).await,
         FlywheelDdl::Show {
             kind: ObjectKind::FeatureView,
-        } => feature_views::show(engine),
+        } => feature_views::show(engine, Keyed::FeatureView),
         FlywheelDdl::Describe {
             kind: ObjectKind::FeatureView,
             name,
-        } => feature_views::describe(engine, &object_name(&name)),
+        } => feature_views::describe(engine, Keyed::FeatureView, &object_name(&name)),
+        FlywheelDdl::CreateLabel(c) => feature_views::create_label(engine, *c).await,
+        FlywheelDdl::Drop {
+            kind: ObjectKind::Label,
+            name,
+            if_exists,
+            cascade: _,
+        } => feature_views::drop(engine, Keyed::Label, &object_name(&name), if_exists).await,
+        FlywheelDdl::Show { kind: ObjectKind::Label } => feature_views::show(engine, Keyed::Label),
+        FlywheelDdl::Describe {
+            kind: ObjectKind::Label,
+            name,
+        } => feature_views::describe(engine, Keyed::Label, &object_name(&name)),
         other => Err(Error::Unsupported {
             what: format!("`{other}`"),
-            hint: "labels and training sets are parsed but cannot be run yet; entities and feature views can".into(),
+            hint: "training sets are parsed but cannot be run yet; entities, feature views and labels can".into(),
         }),
     }
 }
