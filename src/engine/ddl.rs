@@ -199,6 +199,11 @@ pub(super) async fn create_external_table(
 /// `DROP TABLE [IF EXISTS] t`: forgets the table; a managed table's files are deleted too.
 pub(super) async fn drop_table(engine: &Engine, d: DropTable) -> Result<Output> {
     let name = table_name(&d.name)?;
+    if super::training_sets::exists(engine, &name) {
+        return Err(Error::Invalid(format!(
+            "`{name}` is the table of a training set; use DROP TRAINING SET {name}"
+        )));
+    }
     if let Some(kind) = super::feature_views::keyed_object(engine, &name) {
         return Err(Error::Invalid(format!(
             "`{name}` is the table of a {}; use DROP {} {name}",

@@ -183,7 +183,7 @@ async fn plan_and_check(
     Ok(plan)
 }
 
-fn object_name(i: &sqlparser::ast::Ident) -> String {
+pub(super) fn object_name(i: &sqlparser::ast::Ident) -> String {
     if i.quote_style.is_some() {
         i.value.clone()
     } else {
@@ -251,7 +251,12 @@ pub(super) async fn create(engine: &Engine, c: CreateFeatureView) -> Result<Outp
 }
 
 /// Writes the view's rows as its table: a new table, or one overwrite commit of the existing one.
-async fn materialize(engine: &Engine, name: &str, plan: LogicalPlan, replace: bool) -> Result<()> {
+pub(super) async fn materialize(
+    engine: &Engine,
+    name: &str,
+    plan: LogicalPlan,
+    replace: bool,
+) -> Result<()> {
     let create = CreateMemoryTable {
         name: TableReference::bare(name),
         constraints: Default::default(),
@@ -272,7 +277,11 @@ fn not_found(kind: Keyed, name: &str) -> Error {
     ))
 }
 
-fn definition(engine: &Engine, kind: Keyed, name: &str) -> Result<FeatureViewDefinition> {
+pub(super) fn definition(
+    engine: &Engine,
+    kind: Keyed,
+    name: &str,
+) -> Result<FeatureViewDefinition> {
     let entry = engine
         .registry()
         .object(kind.registry_kind(), name)
@@ -294,11 +303,13 @@ pub(super) async fn refresh(engine: &Engine, name: &str) -> Result<Output> {
 }
 
 /// `DROP FEATURE VIEW|LABEL [IF EXISTS] v`: forgets the object and removes its table.
+/// Training sets that read it are named in the error, or dropped first with `CASCADE`.
 pub(super) async fn drop(
     engine: &Engine,
     kind: Keyed,
     name: &str,
     if_exists: bool,
+    cascade: bool,
 ) -> Result<Output> {
     if engine
         .registry()
@@ -309,6 +320,22 @@ pub(super) async fn drop(
             return Ok(Output::empty());
         }
         return Err(not_found(kind, name));
+    }
+    let dependents = super::training_sets::reading(engine, name);
+    if !dependents.is_empty() && !cascade {
+        return Err(Error::Invalid(format!(
+            "{} `{name}` is read by training set(s) {}; drop them first, or DROP {} {name} CASCADE",
+            kind.noun(),
+            dependents
+                .iter()
+                .map(|d| format!("`{d}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            kind.sql()
+        )));
+    }
+    for d in dependents {
+        super::training_sets::drop(engine, &d, true).await?;
     }
     engine
         .registry()

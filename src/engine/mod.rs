@@ -15,6 +15,7 @@ mod output;
 mod planner;
 mod session;
 mod time_travel;
+mod training_sets;
 
 use std::sync::Arc;
 

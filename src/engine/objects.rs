@@ -1,6 +1,5 @@
-//! Flywheel's own statements on registry objects. Entities today: `CREATE [OR REPLACE] ENTITY
-//! [IF NOT EXISTS]`, `DROP ENTITY [IF EXISTS]`, `SHOW ENTITIES`, `DESCRIBE ENTITY`; feature views,
-//! labels and training sets are parsed and refused with a clear error until they land.
+//! Flywheel's own statements on registry objects: entities here; feature views and labels in
+//! `feature_views`, training sets in `training_sets`.
 
 use std::sync::Arc;
 
@@ -11,7 +10,7 @@ use flywheel_sql::ast::{CreateEntity, FlywheelDdl, ObjectKind};
 use sqlparser::ast::{DataType as SqlType, Ident};
 
 use super::feature_views::{self, Keyed};
-use super::{Engine, Output};
+use super::{Engine, Output, training_sets};
 use crate::{Error, Result};
 
 /// DataFusion folds unquoted identifiers to lower case; object names follow the same rule.
@@ -50,7 +49,9 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
             }
             match engine.registry().drop_object(KIND_ENTITY, &name).await {
                 Ok(_) => Ok(Output::empty()),
-                Err(flywheel_catalog::Error::ObjectNotFound { .. }) if if_exists => Ok(Output::empty()),
+                Err(flywheel_catalog::Error::ObjectNotFound { .. }) if if_exists => {
+                    Ok(Output::empty())
+                }
                 Err(flywheel_catalog::Error::ObjectNotFound { .. }) => Err(not_found(&name)),
                 Err(e) => Err(e.into()),
             }
@@ -64,8 +65,17 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
             kind: ObjectKind::FeatureView,
             name,
             if_exists,
-            cascade: _,
-        } => feature_views::drop(engine, Keyed::FeatureView, &object_name(&name), if_exists).await,
+            cascade,
+        } => {
+            feature_views::drop(
+                engine,
+                Keyed::FeatureView,
+                &object_name(&name),
+                if_exists,
+                cascade,
+            )
+            .await
+        }
         FlywheelDdl::Show {
             kind: ObjectKind::FeatureView,
         } => feature_views::show(engine, Keyed::FeatureView),
@@ -78,16 +88,45 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
             kind: ObjectKind::Label,
             name,
             if_exists,
-            cascade: _,
-        } => feature_views::drop(engine, Keyed::Label, &object_name(&name), if_exists).await,
-        FlywheelDdl::Show { kind: ObjectKind::Label } => feature_views::show(engine, Keyed::Label),
+            cascade,
+        } => {
+            feature_views::drop(
+                engine,
+                Keyed::Label,
+                &object_name(&name),
+                if_exists,
+                cascade,
+            )
+            .await
+        }
+        FlywheelDdl::Show {
+            kind: ObjectKind::Label,
+        } => feature_views::show(engine, Keyed::Label),
         FlywheelDdl::Describe {
             kind: ObjectKind::Label,
             name,
         } => feature_views::describe(engine, Keyed::Label, &object_name(&name)),
+        FlywheelDdl::CreateTrainingSet(c) => training_sets::create(engine, c).await,
+        FlywheelDdl::Refresh {
+            kind: ObjectKind::TrainingSet,
+            name,
+        } => training_sets::refresh(engine, &object_name(&name)).await,
+        FlywheelDdl::Drop {
+            kind: ObjectKind::TrainingSet,
+            name,
+            if_exists,
+            cascade: _,
+        } => training_sets::drop(engine, &object_name(&name), if_exists).await,
+        FlywheelDdl::Show {
+            kind: ObjectKind::TrainingSet,
+        } => training_sets::show(engine),
+        FlywheelDdl::Describe {
+            kind: ObjectKind::TrainingSet,
+            name,
+        } => training_sets::describe(engine, &object_name(&name)),
         other => Err(Error::Unsupported {
             what: format!("`{other}`"),
-            hint: "training sets are parsed but cannot be run yet; entities, feature views and labels can".into(),
+            hint: "REFRESH applies to feature views and training sets".into(),
         }),
     }
 }

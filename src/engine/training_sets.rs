@@ -1,0 +1,431 @@
+//! Training sets: `CREATE [OR REPLACE] TRAINING SET t LABEL l FEATURES v1, v2.col`, `REFRESH TRAINING
+//! SET`, `SHOW TRAINING SETS`, `DESCRIBE TRAINING SET`, `DROP TRAINING SET`.
+//!
+//! A training set is the label's rows, each joined AS OF its event time with every listed feature
+//! view on that view's entity keys (`ASOF JOIN`, `>=`), the view's TTL honoured (an older value is
+//! NULL). Columns: the label's, then the features'; a feature column whose name is taken is renamed
+//! `view__column`. Every build reads each input at a pinned Delta version and writes one version of
+//! the training set's Delta table; the input versions are recorded (lineage), so an old version of
+//! the training set is never changed and says what it was built from.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use flywheel_catalog::load_table;
+use flywheel_catalog::objects::{EntityDefinition, KIND_ENTITY};
+use flywheel_sql::ast::CreateTrainingSet;
+use serde::{Deserialize, Serialize};
+
+use super::feature_views::{Keyed, definition, materialize, object_name};
+use super::{Engine, Output, Planned};
+use crate::{Error, Result};
+
+/// Registry kind of training sets.
+const KIND_TRAINING_SET: &str = "training_set";
+/// Registry kind of one built version of a training set (its lineage); named `set@version`.
+const KIND_TRAINING_SET_VERSION: &str = "training_set_version";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FeatureItem {
+    view: String,
+    column: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainingSetDefinition {
+    label: String,
+    features: Vec<FeatureItem>,
+    sql: String,
+}
+
+/// What one version of a training set was built from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Lineage {
+    version: u64,
+    /// Input name -> the Delta version read.
+    inputs: BTreeMap<String, u64>,
+    query: String,
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The latest Delta version of the table `name`.
+async fn table_version(engine: &Engine, name: &str) -> Result<u64> {
+    let entry = engine.registry().table(name).ok_or_else(|| {
+        Error::Invalid(format!(
+            "the table of `{name}` is missing; REFRESH or re-create it"
+        ))
+    })?;
+    Ok(load_table(&entry, None)
+        .await?
+        .version()
+        .unwrap_or_default())
+}
+
+/// Builds the training set's query with every input pinned at its current version.
+async fn build_query(
+    engine: &Engine,
+    name: &str,
+    def: &TrainingSetDefinition,
+) -> Result<(String, BTreeMap<String, u64>)> {
+    let label = definition(engine, Keyed::Label, &def.label)?;
+    let mut inputs = BTreeMap::new();
+    let lv = table_version(engine, &def.label).await?;
+    inputs.insert(def.label.clone(), lv);
+    let label_cols = columns_of(engine, &def.label, lv).await?;
+    let mut taken: HashSet<String> = label_cols.iter().cloned().collect();
+    let mut select: Vec<String> = label_cols
+        .iter()
+        .map(|c| format!("l.{}", quote(c)))
+        .collect();
+    let mut joins = Vec::new();
+    // Whole views first expand to their columns; `view.column` items pick one.
+    let mut by_view: Vec<(String, Vec<Option<String>>)> = Vec::new();
+    for f in &def.features {
+        match by_view.iter_mut().find(|(v, _)| v == &f.view) {
+            Some((_, cols)) => cols.push(f.column.clone()),
+            None => by_view.push((f.view.clone(), vec![f.column.clone()])),
+        }
+    }
+    for (i, (view, items)) in by_view.iter().enumerate() {
+        let vdef = definition(engine, Keyed::FeatureView, view).map_err(|_| {
+            Error::Invalid(format!(
+                "training set `{name}` lists feature view `{view}`, which does not exist; SHOW FEATURE VIEWS lists them"
+            ))
+        })?;
+        let entity = engine
+            .registry()
+            .object(KIND_ENTITY, &vdef.entity)
+            .and_then(|o| serde_json::from_str::<EntityDefinition>(&o.definition).ok())
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "feature view `{view}` names a missing entity `{}`",
+                    vdef.entity
+                ))
+            })?;
+        let alias = format!("f{i}");
+        let vv = table_version(engine, view).await?;
+        inputs.insert(view.clone(), vv);
+        let view_cols = columns_of(engine, view, vv).await?;
+        let keys: Vec<String> = entity.keys.iter().map(|k| k.name.clone()).collect();
+        for k in &keys {
+            if !label_cols.contains(k) {
+                return Err(Error::Invalid(format!(
+                    "training set `{name}`: feature view `{view}` joins on entity `{}` key `{k}`, which label `{}` does not have; its columns are {}",
+                    vdef.entity,
+                    def.label,
+                    label_cols.join(", ")
+                )));
+            }
+        }
+        let wanted: Vec<String> = if items.iter().any(|c| c.is_none()) {
+            view_cols
+                .iter()
+                .filter(|c| !keys.contains(c) && **c != vdef.event_time)
+                .cloned()
+                .collect()
+        } else {
+            let mut out = Vec::new();
+            for c in items.iter().flatten() {
+                if !view_cols.contains(c) {
+                    return Err(Error::Invalid(format!(
+                        "training set `{name}`: feature view `{view}` has no column `{c}`; its columns are {}",
+                        view_cols.join(", ")
+                    )));
+                }
+                out.push(c.clone());
+            }
+            out
+        };
+        let fresh = vdef.ttl.as_ref().map(|ttl| {
+            format!(
+                "{alias}.{t} >= l.{lt} - {ttl}",
+                t = quote(&vdef.event_time),
+                lt = quote(&label.event_time)
+            )
+        });
+        for c in wanted {
+            let out_name = if taken.contains(&c) {
+                format!("{view}__{c}")
+            } else {
+                c.clone()
+            };
+            taken.insert(out_name.clone());
+            let value = format!("{alias}.{}", quote(&c));
+            let expr = match &fresh {
+                Some(cond) => format!("CASE WHEN {cond} THEN {value} END"),
+                None => value,
+            };
+            select.push(format!("{expr} AS {}", quote(&out_name)));
+        }
+        let on: Vec<String> = keys
+            .iter()
+            .map(|k| format!("l.{q} = {alias}.{q}", q = quote(k)))
+            .collect();
+        joins.push(format!(
+            "ASOF JOIN {} VERSION AS OF {vv} AS {alias} MATCH_CONDITION (l.{} >= {alias}.{}) ON {}",
+            quote(view),
+            quote(&label.event_time),
+            quote(&vdef.event_time),
+            on.join(" AND ")
+        ));
+    }
+    let query = format!(
+        "SELECT {} FROM {} VERSION AS OF {lv} AS l {}",
+        select.join(", "),
+        quote(&def.label),
+        joins.join(" ")
+    );
+    Ok((query, inputs))
+}
+
+/// Column names of the table `name` at `version`.
+async fn columns_of(engine: &Engine, name: &str, version: u64) -> Result<Vec<String>> {
+    let statement = engine.parse(&format!(
+        "SELECT * FROM {} VERSION AS OF {version}",
+        quote(name)
+    ))?;
+    let planned = engine
+        .plan(
+            statement
+                .into_iter()
+                .next()
+                .ok_or(Error::NotOneStatement { found: 0 })?,
+        )
+        .await?;
+    Ok(planned
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect())
+}
+
+/// Builds (or rebuilds) the training set's table and records the lineage of the new version.
+async fn build(
+    engine: &Engine,
+    name: &str,
+    def: &TrainingSetDefinition,
+    replace: bool,
+) -> Result<()> {
+    let (query, inputs) = build_query(engine, name, def).await?;
+    let mut statements = engine.parse(&query)?;
+    let plan = match engine.plan(statements.remove(0)).await? {
+        Planned::Query(plan) => plan,
+        _ => {
+            return Err(Error::Invalid(format!(
+                "training set `{name}` did not plan as a query"
+            )));
+        }
+    };
+    materialize(engine, name, plan, replace).await?;
+    let version = table_version(engine, name).await?;
+    let lineage = serde_json::to_string(&Lineage {
+        version,
+        inputs,
+        query,
+    })
+    .map_err(|e| Error::Invalid(format!("cannot store lineage of `{name}`: {e}")))?;
+    engine
+        .registry()
+        .create_object(
+            KIND_TRAINING_SET_VERSION,
+            &format!("{name}@{version}"),
+            lineage,
+            true,
+        )
+        .await?;
+    Ok(())
+}
+
+/// `CREATE [OR REPLACE] TRAINING SET [IF NOT EXISTS] ...`.
+pub(super) async fn create(engine: &Engine, c: CreateTrainingSet) -> Result<Output> {
+    let name = object_name(&c.name);
+    let registry = engine.registry();
+    let exists = registry.object(KIND_TRAINING_SET, &name).is_some();
+    if exists && c.mode.if_not_exists {
+        return Ok(Output::empty());
+    }
+    if exists && !c.mode.or_replace {
+        return Err(Error::Invalid(format!(
+            "training set `{name}` already exists; use CREATE OR REPLACE TRAINING SET, IF NOT EXISTS, or DROP TRAINING SET {name} first"
+        )));
+    }
+    if !exists && registry.table(&name).is_some() {
+        return Err(Error::Invalid(format!(
+            "a table named `{name}` already exists; a training set is materialized as a table of its name, so pick another name"
+        )));
+    }
+    let label = object_name(&c.label);
+    if registry
+        .object(super::feature_views::KIND_LABEL, &label)
+        .is_none()
+    {
+        return Err(Error::Invalid(format!(
+            "training set `{name}` names label `{label}`, which does not exist; SHOW LABELS lists them"
+        )));
+    }
+    let def = TrainingSetDefinition {
+        label,
+        features: c
+            .features
+            .iter()
+            .map(|f| FeatureItem {
+                view: object_name(&f.view),
+                column: f.column.as_ref().map(object_name),
+            })
+            .collect(),
+        sql: flywheel_sql::ast::FlywheelDdl::CreateTrainingSet(c.clone()).to_string(),
+    };
+    build(engine, &name, &def, exists).await?;
+    let json = serde_json::to_string(&def)
+        .map_err(|e| Error::Invalid(format!("cannot store training set `{name}`: {e}")))?;
+    registry
+        .create_object(KIND_TRAINING_SET, &name, json, true)
+        .await?;
+    Ok(Output::empty())
+}
+
+fn ts_definition(engine: &Engine, name: &str) -> Result<TrainingSetDefinition> {
+    let entry = engine
+        .registry()
+        .object(KIND_TRAINING_SET, name)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "training set `{name}` not found; SHOW TRAINING SETS lists them"
+            ))
+        })?;
+    serde_json::from_str(&entry.definition).map_err(|e| {
+        Error::Invalid(format!(
+            "training set `{name}` has an unreadable definition: {e}"
+        ))
+    })
+}
+
+/// `REFRESH TRAINING SET t`: a new version from the inputs' current versions.
+pub(super) async fn refresh(engine: &Engine, name: &str) -> Result<Output> {
+    let def = ts_definition(engine, name)?;
+    build(engine, name, &def, true).await?;
+    Ok(Output::empty())
+}
+
+/// `DROP TRAINING SET [IF EXISTS] t`.
+pub(super) async fn drop(engine: &Engine, name: &str, if_exists: bool) -> Result<Output> {
+    if engine.registry().object(KIND_TRAINING_SET, name).is_none() {
+        if if_exists {
+            return Ok(Output::empty());
+        }
+        return Err(Error::Invalid(format!(
+            "training set `{name}` not found; SHOW TRAINING SETS lists them"
+        )));
+    }
+    engine
+        .registry()
+        .drop_object(KIND_TRAINING_SET, name)
+        .await?;
+    let entry = engine.registry().drop_table(name).await?;
+    engine
+        .registry()
+        .warehouse()
+        .remove_table_files(&entry.location)?;
+    Ok(Output::empty())
+}
+
+fn two_columns(a: &str, b: &str, rows: Vec<(String, String)>) -> Result<Output> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(a, DataType::Utf8, false),
+        Field::new(b, DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.0.clone()))
+                    .collect::<StringArray>(),
+            ),
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.1.clone()))
+                    .collect::<StringArray>(),
+            ),
+        ],
+    )?;
+    Ok(Output::Batch(batch))
+}
+
+/// `SHOW TRAINING SETS`: name and label.
+pub(super) fn show(engine: &Engine) -> Result<Output> {
+    let rows = engine
+        .registry()
+        .objects(KIND_TRAINING_SET)
+        .into_iter()
+        .map(|o| {
+            let label = serde_json::from_str::<TrainingSetDefinition>(&o.definition)
+                .map(|d| d.label)
+                .unwrap_or_default();
+            (o.name, label)
+        })
+        .collect();
+    two_columns("name", "label", rows)
+}
+
+/// `DESCRIBE TRAINING SET t`: its definition, then the lineage of each version.
+pub(super) fn describe(engine: &Engine, name: &str) -> Result<Output> {
+    let def = ts_definition(engine, name)?;
+    let mut rows = vec![
+        ("label".to_string(), def.label.clone()),
+        (
+            "features".to_string(),
+            def.features
+                .iter()
+                .map(|f| match &f.column {
+                    Some(c) => format!("{}.{c}", f.view),
+                    None => f.view.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        ("sql".to_string(), def.sql.clone()),
+    ];
+    let prefix = format!("{name}@");
+    let mut versions: Vec<Lineage> = engine
+        .registry()
+        .objects(KIND_TRAINING_SET_VERSION)
+        .into_iter()
+        .filter(|o| o.name.starts_with(&prefix))
+        .filter_map(|o| serde_json::from_str(&o.definition).ok())
+        .collect();
+    versions.sort_by_key(|l| l.version);
+    for l in versions {
+        let inputs: Vec<String> = l.inputs.iter().map(|(k, v)| format!("{k}@{v}")).collect();
+        rows.push((
+            format!("version {}", l.version),
+            format!("built from {}", inputs.join(", ")),
+        ));
+    }
+    two_columns("property", "value", rows)
+}
+
+/// Whether `name` is a training set (DROP TABLE refuses its table).
+pub(super) fn exists(engine: &Engine, name: &str) -> bool {
+    engine.registry().object(KIND_TRAINING_SET, name).is_some()
+}
+
+/// The training sets that read the label or feature view `input`, sorted.
+pub(super) fn reading(engine: &Engine, input: &str) -> Vec<String> {
+    engine
+        .registry()
+        .objects(KIND_TRAINING_SET)
+        .into_iter()
+        .filter(|o| {
+            serde_json::from_str::<TrainingSetDefinition>(&o.definition)
+                .is_ok_and(|d| d.label == input || d.features.iter().any(|f| f.view == input))
+        })
+        .map(|o| o.name)
+        .collect()
+}
