@@ -195,20 +195,17 @@ pub(super) fn object_name(i: &sqlparser::ast::Ident) -> String {
 pub(super) async fn create(engine: &Engine, c: CreateFeatureView) -> Result<Output> {
     let name = object_name(&c.name);
     let registry = engine.registry();
-    let exists = registry.object(KIND_FEATURE_VIEW, &name).is_some();
-    if exists && c.mode.if_not_exists {
+    let Some(exists) = super::feature_views::create_prologue(
+        engine,
+        KIND_FEATURE_VIEW,
+        "feature view",
+        "FEATURE VIEW",
+        &name,
+        c.mode,
+    )?
+    else {
         return Ok(Output::empty());
-    }
-    if exists && !c.mode.or_replace {
-        return Err(Error::Invalid(format!(
-            "feature view `{name}` already exists; use CREATE OR REPLACE FEATURE VIEW, IF NOT EXISTS, or DROP FEATURE VIEW {name} first"
-        )));
-    }
-    if !exists && registry.table(&name).is_some() {
-        return Err(Error::Invalid(format!(
-            "a table named `{name}` already exists; a feature view is materialized as a table of its name, so pick another name"
-        )));
-    }
+    };
     let ttl = match &c.ttl {
         Some(t) => {
             // Checked by planning it: a TTL must be an interval.
@@ -405,26 +402,7 @@ pub(super) fn describe(engine: &Engine, kind: Keyed, name: &str) -> Result<Outpu
             .iter()
             .map(|(k, v)| (format!("option.{k}"), v.clone())),
     );
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("property", DataType::Utf8, false),
-        Field::new("value", DataType::Utf8, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(
-                rows.iter()
-                    .map(|r| Some(r.0.clone()))
-                    .collect::<StringArray>(),
-            ),
-            Arc::new(
-                rows.iter()
-                    .map(|r| Some(r.1.clone()))
-                    .collect::<StringArray>(),
-            ),
-        ],
-    )?;
-    Ok(Output::Batch(batch))
+    super::training_sets::two_columns("property", "value", rows)
 }
 
 /// The kind of keyed object whose table `name` is, if any (DROP TABLE refuses those).
@@ -457,20 +435,11 @@ pub(super) async fn create_label(
 ) -> Result<Output> {
     let name = object_name(&c.name);
     let registry = engine.registry();
-    let exists = registry.object(KIND_LABEL, &name).is_some();
-    if exists && c.mode.if_not_exists {
+    let Some(exists) =
+        super::feature_views::create_prologue(engine, KIND_LABEL, "label", "LABEL", &name, c.mode)?
+    else {
         return Ok(Output::empty());
-    }
-    if exists && !c.mode.or_replace {
-        return Err(Error::Invalid(format!(
-            "label `{name}` already exists; use CREATE OR REPLACE LABEL, IF NOT EXISTS, or DROP LABEL {name} first"
-        )));
-    }
-    if !exists && registry.table(&name).is_some() {
-        return Err(Error::Invalid(format!(
-            "a table named `{name}` already exists; a label is materialized as a table of its name, so pick another name"
-        )));
-    }
+    };
     let query = match &c.source {
         flywheel_sql::ast::LabelSource::Query(q) => q.to_string(),
         flywheel_sql::ast::LabelSource::Table(t) => format!("SELECT * FROM {t}"),
@@ -491,4 +460,32 @@ pub(super) async fn create_label(
         .create_object(KIND_LABEL, &name, json, true)
         .await?;
     Ok(Output::empty())
+}
+
+/// The common start of a `CREATE` of a materialized object: `Ok(None)` when `IF NOT EXISTS` finds
+/// it (nothing to do), `Ok(Some(exists))` otherwise; an error when the name is taken.
+pub(super) fn create_prologue(
+    engine: &Engine,
+    registry_kind: &str,
+    noun: &str,
+    sql_kind: &str,
+    name: &str,
+    mode: flywheel_sql::ast::CreateMode,
+) -> Result<Option<bool>> {
+    let registry = engine.registry();
+    let exists = registry.object(registry_kind, name).is_some();
+    if exists && mode.if_not_exists {
+        return Ok(None);
+    }
+    if exists && !mode.or_replace {
+        return Err(Error::Invalid(format!(
+            "{noun} `{name}` already exists; use CREATE OR REPLACE {sql_kind}, IF NOT EXISTS, or DROP {sql_kind} {name} first"
+        )));
+    }
+    if !exists && registry.table(name).is_some() {
+        return Err(Error::Invalid(format!(
+            "a table named `{name}` already exists; a {noun} is materialized as a table of its name, so pick another name"
+        )));
+    }
+    Ok(Some(exists))
 }

@@ -246,20 +246,17 @@ async fn build(
 pub(super) async fn create(engine: &Engine, c: CreateTrainingSet) -> Result<Output> {
     let name = object_name(&c.name);
     let registry = engine.registry();
-    let exists = registry.object(KIND_TRAINING_SET, &name).is_some();
-    if exists && c.mode.if_not_exists {
+    let Some(exists) = super::feature_views::create_prologue(
+        engine,
+        KIND_TRAINING_SET,
+        "training set",
+        "TRAINING SET",
+        &name,
+        c.mode,
+    )?
+    else {
         return Ok(Output::empty());
-    }
-    if exists && !c.mode.or_replace {
-        return Err(Error::Invalid(format!(
-            "training set `{name}` already exists; use CREATE OR REPLACE TRAINING SET, IF NOT EXISTS, or DROP TRAINING SET {name} first"
-        )));
-    }
-    if !exists && registry.table(&name).is_some() {
-        return Err(Error::Invalid(format!(
-            "a table named `{name}` already exists; a training set is materialized as a table of its name, so pick another name"
-        )));
-    }
+    };
     let label = object_name(&c.label);
     if registry
         .object(super::feature_views::KIND_LABEL, &label)
@@ -335,7 +332,8 @@ pub(super) async fn drop(engine: &Engine, name: &str, if_exists: bool) -> Result
     Ok(Output::empty())
 }
 
-fn two_columns(a: &str, b: &str, rows: Vec<(String, String)>) -> Result<Output> {
+/// A two-column (`a`, `b`) string result.
+pub(super) fn two_columns(a: &str, b: &str, rows: Vec<(String, String)>) -> Result<Output> {
     let schema = Arc::new(Schema::new(vec![
         Field::new(a, DataType::Utf8, false),
         Field::new(b, DataType::Utf8, false),
