@@ -10,6 +10,49 @@ use crate::{Registry, Result};
 
 /// Registry kind of entities.
 pub const KIND_ENTITY: &str = "entity";
+/// Registry kind of feature views.
+pub const KIND_FEATURE_VIEW: &str = "feature_view";
+/// Registry kind of labels.
+pub const KIND_LABEL: &str = "label";
+/// Registry kind of training sets.
+pub const KIND_TRAINING_SET: &str = "training_set";
+/// Registry kind of one built version of a training set (its lineage); named `set@version`.
+pub const KIND_TRAINING_SET_VERSION: &str = "training_set_version";
+
+/// A feature view's or a label's stored definition (a label has no TTL and no options).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeatureViewDefinition {
+    pub entity: String,
+    pub event_time: String,
+    pub ttl: Option<String>,
+    pub options: Vec<(String, String)>,
+    pub query: String,
+    pub sql: String,
+}
+
+/// One item of a training set's feature list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeatureItem {
+    pub view: String,
+    pub column: Option<String>,
+}
+
+/// A training set's stored definition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainingSetDefinition {
+    pub label: String,
+    pub features: Vec<FeatureItem>,
+    pub sql: String,
+}
+
+/// What one version of a training set was built from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lineage {
+    pub version: u64,
+    /// Input name -> the Delta version read.
+    pub inputs: std::collections::BTreeMap<String, u64>,
+    pub query: String,
+}
 
 /// One key column of an entity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,4 +126,163 @@ pub fn entities_batch(registry: &Registry) -> Result<RecordBatch> {
         Arc::new(sql),
     ];
     Ok(RecordBatch::try_new(entities_schema(), columns)?)
+}
+
+fn utc_micros(values: Vec<i64>) -> TimestampMicrosecondArray {
+    TimestampMicrosecondArray::from(values).with_timezone("UTC")
+}
+
+fn created_field() -> Field {
+    Field::new(
+        "created_at",
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        false,
+    )
+}
+
+/// `flywheel.feature_views` (`labels` when `kind` is [`KIND_LABEL`]): one row per object.
+pub fn keyed_batch(registry: &Registry, kind: &str) -> Result<RecordBatch> {
+    let objects = registry.objects(kind);
+    let defs: Vec<Option<FeatureViewDefinition>> = objects
+        .iter()
+        .map(|o| serde_json::from_str(&o.definition).ok())
+        .collect();
+    let text = |f: &dyn Fn(&FeatureViewDefinition) -> Option<String>| -> ArrayRef {
+        Arc::new(
+            defs.iter()
+                .map(|d| d.as_ref().and_then(f))
+                .collect::<StringArray>(),
+        )
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("entity", DataType::Utf8, true),
+        Field::new("event_time", DataType::Utf8, true),
+        Field::new("ttl", DataType::Utf8, true),
+        Field::new("query", DataType::Utf8, true),
+        Field::new("definition_version", DataType::UInt64, false),
+        created_field(),
+        Field::new("sql", DataType::Utf8, true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            objects
+                .iter()
+                .map(|o| Some(o.name.clone()))
+                .collect::<StringArray>(),
+        ),
+        text(&|d| Some(d.entity.clone())),
+        text(&|d| Some(d.event_time.clone())),
+        text(&|d| d.ttl.clone()),
+        text(&|d| Some(d.query.clone())),
+        Arc::new(
+            objects
+                .iter()
+                .map(|o| Some(o.definition_version))
+                .collect::<UInt64Array>(),
+        ),
+        Arc::new(utc_micros(
+            objects.iter().map(|o| o.created_at_us).collect(),
+        )),
+        text(&|d| Some(d.sql.clone())),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// `flywheel.training_sets`: one row per training set.
+pub fn training_sets_batch(registry: &Registry) -> Result<RecordBatch> {
+    let objects = registry.objects(KIND_TRAINING_SET);
+    let defs: Vec<Option<TrainingSetDefinition>> = objects
+        .iter()
+        .map(|o| serde_json::from_str(&o.definition).ok())
+        .collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("label", DataType::Utf8, true),
+        Field::new("features", DataType::Utf8, true),
+        Field::new("definition_version", DataType::UInt64, false),
+        created_field(),
+        Field::new("sql", DataType::Utf8, true),
+    ]));
+    let features = |d: &TrainingSetDefinition| {
+        d.features
+            .iter()
+            .map(|f| match &f.column {
+                Some(c) => format!("{}.{c}", f.view),
+                None => f.view.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            objects
+                .iter()
+                .map(|o| Some(o.name.clone()))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(
+            defs.iter()
+                .map(|d| d.as_ref().map(|d| d.label.clone()))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(
+            defs.iter()
+                .map(|d| d.as_ref().map(features))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(
+            objects
+                .iter()
+                .map(|o| Some(o.definition_version))
+                .collect::<UInt64Array>(),
+        ),
+        Arc::new(utc_micros(
+            objects.iter().map(|o| o.created_at_us).collect(),
+        )),
+        Arc::new(
+            defs.iter()
+                .map(|d| d.as_ref().map(|d| d.sql.clone()))
+                .collect::<StringArray>(),
+        ),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// `flywheel.lineage`: one row per (training set version, input) with the input's Delta version.
+pub fn lineage_batch(registry: &Registry) -> Result<RecordBatch> {
+    let mut rows: Vec<(String, u64, String, u64)> = Vec::new();
+    for o in registry.objects(KIND_TRAINING_SET_VERSION) {
+        let Some((set, _)) = o.name.rsplit_once('@') else {
+            continue;
+        };
+        let Ok(l) = serde_json::from_str::<Lineage>(&o.definition) else {
+            continue;
+        };
+        for (input, v) in &l.inputs {
+            rows.push((set.to_string(), l.version, input.clone(), *v));
+        }
+    }
+    rows.sort();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("training_set", DataType::Utf8, false),
+        Field::new("version", DataType::UInt64, false),
+        Field::new("input", DataType::Utf8, false),
+        Field::new("input_version", DataType::UInt64, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.0.clone()))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(rows.iter().map(|r| Some(r.1)).collect::<UInt64Array>()),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.2.clone()))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(rows.iter().map(|r| Some(r.3)).collect::<UInt64Array>()),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
 }

@@ -1,4 +1,5 @@
-//! The `flywheel` schema: system tables over the registry, for any SQL or BI client.
+//! The `flywheel` schema: system tables over the registry (`entities`, `feature_views`, `labels`,
+//! `training_sets`, `lineage`), for any SQL or BI client.
 
 use std::sync::Arc;
 
@@ -8,14 +9,22 @@ use datafusion::datasource::MemTable;
 use datafusion::error::Result as DFResult;
 
 use crate::Registry;
-use crate::objects::entities_batch;
+use crate::objects::{
+    KIND_FEATURE_VIEW, KIND_LABEL, entities_batch, keyed_batch, lineage_batch, training_sets_batch,
+};
 
 /// The name of the system schema.
 pub const SYSTEM_SCHEMA: &str = "flywheel";
 
-const TABLES: [&str; 1] = ["entities"];
+const TABLES: [&str; 5] = [
+    "entities",
+    "feature_views",
+    "labels",
+    "training_sets",
+    "lineage",
+];
 
-/// `flywheel.entities`; each read is a snapshot of the registry at that moment.
+/// The system tables; each read is a snapshot of the registry at that moment.
 #[derive(Debug)]
 pub struct SystemSchemaProvider {
     registry: Arc<Registry>,
@@ -36,6 +45,10 @@ impl SchemaProvider for SystemSchemaProvider {
     async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
         let batch = match name {
             "entities" => entities_batch(&self.registry)?,
+            "feature_views" => keyed_batch(&self.registry, KIND_FEATURE_VIEW)?,
+            "labels" => keyed_batch(&self.registry, KIND_LABEL)?,
+            "training_sets" => training_sets_batch(&self.registry)?,
+            "lineage" => lineage_batch(&self.registry)?,
             _ => return Ok(None),
         };
         let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;

@@ -12,17 +12,13 @@ use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::TableReference;
 use datafusion::logical_expr::{CreateMemoryTable, LogicalPlan};
-use flywheel_catalog::objects::{EntityDefinition, KIND_ENTITY};
+use flywheel_catalog::objects::{
+    EntityDefinition, FeatureViewDefinition, KIND_ENTITY, KIND_FEATURE_VIEW, KIND_LABEL,
+};
 use flywheel_sql::ast::CreateFeatureView;
-use serde::{Deserialize, Serialize};
 
 use super::{Engine, Output, Planned, ddl};
 use crate::{Error, Result};
-
-/// Registry kind of feature views.
-pub(super) const KIND_FEATURE_VIEW: &str = "feature_view";
-/// Registry kind of labels.
-pub(super) const KIND_LABEL: &str = "label";
 
 /// The two kinds of keyed, time-stamped, materialized queries: feature views and labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,17 +55,6 @@ impl Keyed {
             Keyed::Label => "LABELS",
         }
     }
-}
-
-/// A feature view's stored definition.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct FeatureViewDefinition {
-    pub entity: String,
-    pub event_time: String,
-    pub ttl: Option<String>,
-    pub options: Vec<(String, String)>,
-    pub query: String,
-    pub sql: String,
 }
 
 fn is_integer_or_string(t: &DataType) -> Option<&'static str> {

@@ -14,40 +14,15 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use flywheel_catalog::load_table;
-use flywheel_catalog::objects::{EntityDefinition, KIND_ENTITY};
+use flywheel_catalog::objects::{
+    EntityDefinition, FeatureItem, KIND_ENTITY, KIND_TRAINING_SET, KIND_TRAINING_SET_VERSION,
+    Lineage, TrainingSetDefinition,
+};
 use flywheel_sql::ast::CreateTrainingSet;
-use serde::{Deserialize, Serialize};
 
 use super::feature_views::{Keyed, definition, materialize, object_name};
 use super::{Engine, Output, Planned};
 use crate::{Error, Result};
-
-/// Registry kind of training sets.
-const KIND_TRAINING_SET: &str = "training_set";
-/// Registry kind of one built version of a training set (its lineage); named `set@version`.
-const KIND_TRAINING_SET_VERSION: &str = "training_set_version";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct FeatureItem {
-    view: String,
-    column: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TrainingSetDefinition {
-    label: String,
-    features: Vec<FeatureItem>,
-    sql: String,
-}
-
-/// What one version of a training set was built from.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Lineage {
-    version: u64,
-    /// Input name -> the Delta version read.
-    inputs: BTreeMap<String, u64>,
-    query: String,
-}
 
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -259,7 +234,7 @@ pub(super) async fn create(engine: &Engine, c: CreateTrainingSet) -> Result<Outp
     };
     let label = object_name(&c.label);
     if registry
-        .object(super::feature_views::KIND_LABEL, &label)
+        .object(flywheel_catalog::objects::KIND_LABEL, &label)
         .is_none()
     {
         return Err(Error::Invalid(format!(
