@@ -8,8 +8,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::DataType;
 use datafusion::common::TableReference;
 use datafusion::logical_expr::{CreateMemoryTable, LogicalPlan};
 use flywheel_catalog::objects::{
@@ -331,39 +330,11 @@ pub(super) async fn drop(
     Ok(Output::empty())
 }
 
-/// `SHOW FEATURE VIEWS` / `SHOW LABELS`.
+/// `SHOW FEATURE VIEWS` / `SHOW LABELS`: name, entity, event time, TTL, query (the system tables
+/// `flywheel.feature_views` / `flywheel.labels` have every column).
 pub(super) fn show(engine: &Engine, kind: Keyed) -> Result<Output> {
-    let objects = engine.registry().objects(kind.registry_kind());
-    let defs: Vec<Option<FeatureViewDefinition>> = objects
-        .iter()
-        .map(|o| serde_json::from_str(&o.definition).ok())
-        .collect();
-    let col = |f: &dyn Fn(&FeatureViewDefinition) -> String| -> StringArray {
-        defs.iter().map(|d| d.as_ref().map(f)).collect()
-    };
-    let names: StringArray = objects.iter().map(|o| Some(o.name.clone())).collect();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("name", DataType::Utf8, false),
-        Field::new("entity", DataType::Utf8, true),
-        Field::new("event_time", DataType::Utf8, true),
-        Field::new("ttl", DataType::Utf8, true),
-        Field::new("query", DataType::Utf8, true),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(names),
-            Arc::new(col(&|d| d.entity.clone())),
-            Arc::new(col(&|d| d.event_time.clone())),
-            Arc::new(
-                defs.iter()
-                    .map(|d| d.as_ref().and_then(|d| d.ttl.clone()))
-                    .collect::<StringArray>(),
-            ),
-            Arc::new(col(&|d| d.query.clone())),
-        ],
-    )?;
-    Ok(Output::Batch(batch))
+    let all = flywheel_catalog::objects::keyed_batch(engine.registry(), kind.registry_kind())?;
+    Ok(Output::Batch(all.project(&[0, 1, 2, 3, 4])?))
 }
 
 /// `DESCRIBE FEATURE VIEW v`: one (property, value) row per part of its definition.

@@ -331,20 +331,10 @@ pub(super) fn two_columns(a: &str, b: &str, rows: Vec<(String, String)>) -> Resu
     Ok(Output::Batch(batch))
 }
 
-/// `SHOW TRAINING SETS`: name and label.
+/// `SHOW TRAINING SETS`: name and label (`flywheel.training_sets` has every column).
 pub(super) fn show(engine: &Engine) -> Result<Output> {
-    let rows = engine
-        .registry()
-        .objects(KIND_TRAINING_SET)
-        .into_iter()
-        .map(|o| {
-            let label = serde_json::from_str::<TrainingSetDefinition>(&o.definition)
-                .map(|d| d.label)
-                .unwrap_or_default();
-            (o.name, label)
-        })
-        .collect();
-    two_columns("name", "label", rows)
+    let all = flywheel_catalog::objects::training_sets_batch(engine.registry())?;
+    Ok(Output::Batch(all.project(&[0, 1])?))
 }
 
 /// `DESCRIBE TRAINING SET t`: its definition, then the lineage of each version.
