@@ -12,6 +12,9 @@ VENV="${FLYWHEEL_VENV:-$HOME/.cache/flywheel-venv}"
 echo "== Rust: unit, integration and sqllogictest (target dir $CARGO_TARGET_DIR)"
 cargo test --workspace
 
+echo "== Examples (each asserts its own results)"
+cargo run --example fraud
+
 echo "== Python client tests (venv $VENV)"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
