@@ -16,7 +16,7 @@ use flywheel_catalog::objects::{
 };
 use flywheel_sql::ast::CreateFeatureView;
 
-use super::{Engine, Output, Planned, ddl};
+use super::{Engine, Output, Planned, ddl, object_name};
 use crate::{Error, Result};
 
 /// The two kinds of keyed, time-stamped, materialized queries: feature views and labels.
@@ -27,6 +27,14 @@ pub(super) enum Keyed {
 }
 
 impl Keyed {
+    /// The keyed kind of a statement's object kind; only `FEATURE VIEW` and `LABEL` are passed here.
+    pub(super) fn of(kind: flywheel_sql::ast::ObjectKind) -> Self {
+        match kind {
+            flywheel_sql::ast::ObjectKind::FeatureView => Keyed::FeatureView,
+            _ => Keyed::Label,
+        }
+    }
+
     fn registry_kind(self) -> &'static str {
         match self {
             Keyed::FeatureView => KIND_FEATURE_VIEW,
@@ -165,14 +173,6 @@ async fn plan_and_check(
         )));
     }
     Ok(plan)
-}
-
-pub(super) fn object_name(i: &sqlparser::ast::Ident) -> String {
-    if i.quote_style.is_some() {
-        i.value.clone()
-    } else {
-        i.value.to_lowercase()
-    }
 }
 
 /// `CREATE [OR REPLACE] FEATURE VIEW [IF NOT EXISTS] ...`.

@@ -200,6 +200,16 @@ impl Engine {
     }
 }
 
+/// The name an identifier denotes: DataFusion folds unquoted identifiers to lower case, and
+/// Flywheel's object names follow the same rule.
+pub(crate) fn object_name(i: &sqlparser::ast::Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_lowercase()
+    }
+}
+
 /// Whether a sqlparser statement only reads (its output is a result set to stream).
 fn is_query_statement(s: &sqlparser::ast::Statement) -> bool {
     use sqlparser::ast::Statement as S;

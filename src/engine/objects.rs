@@ -7,20 +7,11 @@ use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use flywheel_catalog::objects::{EntityDefinition, EntityKey, KIND_ENTITY, entities_batch};
 use flywheel_sql::ast::{CreateEntity, FlywheelDdl, ObjectKind};
-use sqlparser::ast::{DataType as SqlType, Ident};
+use sqlparser::ast::DataType as SqlType;
 
 use super::feature_views::{self, Keyed};
-use super::{Engine, Output, training_sets};
+use super::{Engine, Output, object_name, training_sets};
 use crate::{Error, Result};
-
-/// DataFusion folds unquoted identifiers to lower case; object names follow the same rule.
-fn object_name(i: &Ident) -> String {
-    if i.quote_style.is_some() {
-        i.value.clone()
-    } else {
-        i.value.to_lowercase()
-    }
-}
 
 /// Runs one Flywheel statement.
 pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output> {
@@ -61,51 +52,23 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
             kind: ObjectKind::FeatureView,
             name,
         } => feature_views::refresh(engine, &object_name(&name)).await,
-        FlywheelDdl::Drop {
-            kind: ObjectKind::FeatureView,
-            name,
-            if_exists,
-            cascade,
-        } => {
-            feature_views::drop(
-                engine,
-                Keyed::FeatureView,
-                &object_name(&name),
-                if_exists,
-                cascade,
-            )
-            .await
-        }
-        FlywheelDdl::Show {
-            kind: ObjectKind::FeatureView,
-        } => feature_views::show(engine, Keyed::FeatureView),
-        FlywheelDdl::Describe {
-            kind: ObjectKind::FeatureView,
-            name,
-        } => feature_views::describe(engine, Keyed::FeatureView, &object_name(&name)),
         FlywheelDdl::CreateLabel(c) => feature_views::create_label(engine, *c).await,
         FlywheelDdl::Drop {
-            kind: ObjectKind::Label,
+            kind: kind @ (ObjectKind::FeatureView | ObjectKind::Label),
             name,
             if_exists,
             cascade,
         } => {
-            feature_views::drop(
-                engine,
-                Keyed::Label,
-                &object_name(&name),
-                if_exists,
-                cascade,
-            )
-            .await
+            let keyed = Keyed::of(kind);
+            feature_views::drop(engine, keyed, &object_name(&name), if_exists, cascade).await
         }
         FlywheelDdl::Show {
-            kind: ObjectKind::Label,
-        } => feature_views::show(engine, Keyed::Label),
+            kind: kind @ (ObjectKind::FeatureView | ObjectKind::Label),
+        } => feature_views::show(engine, Keyed::of(kind)),
         FlywheelDdl::Describe {
-            kind: ObjectKind::Label,
+            kind: kind @ (ObjectKind::FeatureView | ObjectKind::Label),
             name,
-        } => feature_views::describe(engine, Keyed::Label, &object_name(&name)),
+        } => feature_views::describe(engine, Keyed::of(kind), &object_name(&name)),
         FlywheelDdl::CreateTrainingSet(c) => training_sets::create(engine, c).await,
         FlywheelDdl::Refresh {
             kind: ObjectKind::TrainingSet,

@@ -84,7 +84,10 @@ fn rewrite_one(
     let Some(table) = parts.last().cloned() else {
         return Err(Error::Invalid("time travel needs a table name".into()));
     };
-    let prefix: Vec<String> = parts[..parts.len() - 1].iter().map(normalize).collect();
+    let prefix: Vec<String> = parts[..parts.len() - 1]
+        .iter()
+        .map(super::object_name)
+        .collect();
     let ok_prefix = match prefix.as_slice() {
         [] => true,
         [s] => s == DEFAULT_SCHEMA,
@@ -99,7 +102,7 @@ fn rewrite_one(
             ),
         });
     }
-    let encoded = target.encode(&normalize(&table));
+    let encoded = target.encode(&super::object_name(&table));
     *name = ObjectName::from(vec![
         Ident::new(DEFAULT_CATALOG),
         Ident::new(TIME_TRAVEL_SCHEMA),
@@ -114,15 +117,6 @@ fn rewrite_one(
         });
     }
     Ok(())
-}
-
-/// DataFusion folds unquoted identifiers to lower case.
-fn normalize(i: &Ident) -> String {
-    if i.quote_style.is_some() {
-        i.value.clone()
-    } else {
-        i.value.to_lowercase()
-    }
 }
 
 fn target_of(version: &TableVersion) -> Result<TravelTarget> {

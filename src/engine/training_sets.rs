@@ -20,8 +20,8 @@ use flywheel_catalog::objects::{
 };
 use flywheel_sql::ast::CreateTrainingSet;
 
-use super::feature_views::{Keyed, definition, materialize, object_name};
-use super::{Engine, Output, Planned};
+use super::feature_views::{Keyed, definition, materialize};
+use super::{Engine, Output, Planned, object_name};
 use crate::{Error, Result};
 
 fn quote(name: &str) -> String {
