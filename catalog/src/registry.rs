@@ -276,8 +276,24 @@ impl Registry {
         self.refresh_locked(table).await
     }
 
-    fn now_us(&self) -> i64 {
-        chrono::Utc::now().timestamp_micros()
+    /// A log row written now by this registry.
+    fn record(
+        &self,
+        kind: impl Into<String>,
+        name: impl Into<String>,
+        op: impl Into<String>,
+        location: Option<String>,
+        definition: Option<String>,
+    ) -> Record {
+        Record {
+            kind: kind.into(),
+            name: name.into(),
+            op: op.into(),
+            location,
+            definition,
+            created_at_us: chrono::Utc::now().timestamp_micros(),
+            writer: self.writer.clone(),
+        }
     }
 
     /// Names of the live tables, sorted.
@@ -315,15 +331,13 @@ impl Registry {
                     reason: e.to_string(),
                 }
             })?;
-        let record = Record {
-            kind: KIND_TABLE.into(),
-            name: entry.name.clone(),
-            op: OP_CREATE.into(),
-            location: Some(entry.location.to_string()),
-            definition: Some(definition),
-            created_at_us: self.now_us(),
-            writer: self.writer.clone(),
-        };
+        let record = self.record(
+            KIND_TABLE,
+            entry.name.clone(),
+            OP_CREATE,
+            Some(entry.location.to_string()),
+            Some(definition),
+        );
         self.append(&mut table, record).await
     }
 
@@ -334,15 +348,7 @@ impl Registry {
         let entry = self.table(name).ok_or_else(|| Error::TableNotFound {
             name: name.to_string(),
         })?;
-        let record = Record {
-            kind: KIND_TABLE.into(),
-            name: name.to_string(),
-            op: OP_DROP.into(),
-            location: None,
-            definition: None,
-            created_at_us: self.now_us(),
-            writer: self.writer.clone(),
-        };
+        let record = self.record(KIND_TABLE, name.to_string(), OP_DROP, None, None);
         self.append(&mut table, record).await?;
         Ok(entry)
     }
@@ -405,15 +411,7 @@ impl Registry {
                 name: name.to_string(),
             });
         }
-        let record = Record {
-            kind: kind.into(),
-            name: name.into(),
-            op: OP_CREATE.into(),
-            location: None,
-            definition: Some(definition),
-            created_at_us: self.now_us(),
-            writer: self.writer.clone(),
-        };
+        let record = self.record(kind, name, OP_CREATE, None, Some(definition));
         self.append(&mut table, record).await
     }
 
@@ -427,15 +425,7 @@ impl Registry {
                 kind: kind.to_string(),
                 name: name.to_string(),
             })?;
-        let record = Record {
-            kind: kind.into(),
-            name: name.into(),
-            op: OP_DROP.into(),
-            location: None,
-            definition: None,
-            created_at_us: self.now_us(),
-            writer: self.writer.clone(),
-        };
+        let record = self.record(kind, name, OP_DROP, None, None);
         self.append(&mut table, record).await?;
         Ok(entry)
     }
