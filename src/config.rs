@@ -1,7 +1,9 @@
 //! [`Config`]: Flywheel's settings.
 //!
 //! Precedence, lowest first: built-in defaults, a TOML file (`--config PATH` or `FLYWHEEL_CONFIG`),
-//! environment variables (`FLYWHEEL_LISTEN`, `FLYWHEEL_WAREHOUSE`, `FLYWHEEL_LOG`), command-line flags.
+//! environment variables (`FLYWHEEL_LISTEN`, `FLYWHEEL_WAREHOUSE`, `FLYWHEEL_LOG`,
+//! `FLYWHEEL_AUTH_TOKEN`, `FLYWHEEL_AUTH_USER`, `FLYWHEEL_AUTH_PASSWORD`, `FLYWHEEL_TLS_CERT`,
+//! `FLYWHEEL_TLS_KEY`), command-line flags.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,6 +22,16 @@ pub struct Config {
     pub warehouse: String,
     /// Log filter in `tracing`'s env-filter syntax (`info`, `flywheel=debug`, ...).
     pub log: String,
+    /// A bearer token every client must send (`authorization: Bearer <token>`).
+    pub auth_token: Option<String>,
+    /// A user clients may authenticate as with Basic credentials (needs `auth_password`).
+    pub auth_user: Option<String>,
+    /// The password of `auth_user`.
+    pub auth_password: Option<String>,
+    /// PEM certificate chain: with `tls_key`, the server speaks TLS (`grpc+tls://`).
+    pub tls_cert: Option<String>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<String>,
 }
 
 impl Default for Config {
@@ -28,6 +40,11 @@ impl Default for Config {
             listen: "127.0.0.1:50051".into(),
             warehouse: "./warehouse".into(),
             log: "info".into(),
+            auth_token: None,
+            auth_user: None,
+            auth_password: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -38,6 +55,11 @@ pub struct Overrides {
     pub config_file: Option<String>,
     pub listen: Option<String>,
     pub warehouse: Option<String>,
+    pub auth_token: Option<String>,
+    pub auth_user: Option<String>,
+    pub auth_password: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
 }
 
 impl Config {
@@ -72,7 +94,58 @@ impl Config {
         if let Some(v) = &flags.warehouse {
             config.warehouse = v.clone();
         }
+        let optional = [
+            (
+                "FLYWHEEL_AUTH_TOKEN",
+                &flags.auth_token,
+                &mut config.auth_token,
+            ),
+            (
+                "FLYWHEEL_AUTH_USER",
+                &flags.auth_user,
+                &mut config.auth_user,
+            ),
+            (
+                "FLYWHEEL_AUTH_PASSWORD",
+                &flags.auth_password,
+                &mut config.auth_password,
+            ),
+            ("FLYWHEEL_TLS_CERT", &flags.tls_cert, &mut config.tls_cert),
+            ("FLYWHEEL_TLS_KEY", &flags.tls_key, &mut config.tls_key),
+        ];
+        for (var, flag, field) in optional {
+            if let Some(v) = flag.clone().or_else(|| env(var)) {
+                *field = Some(v);
+            }
+        }
+        config.check()?;
         Ok(config)
+    }
+
+    /// Settings that only make sense together.
+    fn check(&self) -> Result<()> {
+        if self.auth_user.is_some() != self.auth_password.is_some() {
+            return Err(Error::Config(
+                "auth_user and auth_password go together: set both, or neither".into(),
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(Error::Config(
+                "tls_cert and tls_key go together: set both (PEM files), or neither".into(),
+            ));
+        }
+        if self.auth_token.as_deref() == Some("") {
+            return Err(Error::Config("auth_token is empty".into()));
+        }
+        Ok(())
+    }
+
+    /// The credentials clients must present (none configured: everyone is accepted).
+    pub fn credentials(&self) -> crate::server::Credentials {
+        crate::server::Credentials {
+            token: self.auth_token.clone(),
+            user: self.auth_user.clone().zip(self.auth_password.clone()),
+        }
     }
 
     /// The listen address, parsed.
@@ -104,12 +177,26 @@ mod tests {
         let flags = Overrides {
             config_file: Some(file.display().to_string()),
             listen: Some("127.0.0.1:2".into()),
-            warehouse: None,
+            auth_token: Some("from-flag".into()),
+            ..Overrides::default()
         };
         let c = Config::resolve(&flags, |k| env.get(k).map(|v| v.to_string())).expect("resolves");
         assert_eq!(c.listen, "127.0.0.1:2");
         assert_eq!(c.warehouse, "/from/env");
         assert_eq!(c.log, "info");
+        assert_eq!(c.auth_token.as_deref(), Some("from-flag"));
+    }
+
+    #[test]
+    fn half_configured_pairs_are_refused() {
+        let env: HashMap<&str, &str> = [("FLYWHEEL_AUTH_USER", "ada")].into();
+        let e = Config::resolve(&Overrides::default(), |k| env.get(k).map(|v| v.to_string()))
+            .expect_err("no password");
+        assert!(e.to_string().contains("auth_password"), "{e}");
+        let env: HashMap<&str, &str> = [("FLYWHEEL_TLS_CERT", "c.pem")].into();
+        assert!(
+            Config::resolve(&Overrides::default(), |k| env.get(k).map(|v| v.to_string())).is_err()
+        );
     }
 
     #[test]

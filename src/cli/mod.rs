@@ -15,7 +15,8 @@ use crate::{Engine, Result, server};
 #[derive(Debug, Parser)]
 #[command(name = "flywheel", version, about)]
 pub struct Cli {
-    /// TOML config file (keys: listen, warehouse, log). Also FLYWHEEL_CONFIG.
+    /// TOML config file (keys: listen, warehouse, log, auth_token, auth_user, auth_password,
+    /// tls_cert, tls_key). Also FLYWHEEL_CONFIG.
     #[arg(long, global = true)]
     config: Option<String>,
     /// Warehouse root: a folder or an object-store URL [default: ./warehouse]. Also FLYWHEEL_WAREHOUSE.
@@ -41,21 +42,48 @@ enum Command {
         /// Address to listen on [default: 127.0.0.1:50051]. Also FLYWHEEL_LISTEN.
         #[arg(long)]
         listen: Option<String>,
+        /// Require this bearer token on every call. Also FLYWHEEL_AUTH_TOKEN.
+        #[arg(long)]
+        auth_token: Option<String>,
+        /// Accept Basic credentials of this user (with --auth-password). Also FLYWHEEL_AUTH_USER.
+        #[arg(long)]
+        auth_user: Option<String>,
+        /// The password of --auth-user. Also FLYWHEEL_AUTH_PASSWORD.
+        #[arg(long)]
+        auth_password: Option<String>,
+        /// Serve TLS with this PEM certificate chain (with --tls-key). Also FLYWHEEL_TLS_CERT.
+        #[arg(long)]
+        tls_cert: Option<String>,
+        /// The PEM private key of --tls-cert. Also FLYWHEEL_TLS_KEY.
+        #[arg(long)]
+        tls_key: Option<String>,
     },
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let listen = match &cli.command {
-        Command::Serve { listen } => listen.clone(),
-        Command::Sql { .. } => None,
-    };
-    let overrides = Overrides {
+    let mut overrides = Overrides {
         config_file: cli.config.clone(),
-        listen,
         warehouse: cli.warehouse.clone(),
+        ..Overrides::default()
     };
+    if let Command::Serve {
+        listen,
+        auth_token,
+        auth_user,
+        auth_password,
+        tls_cert,
+        tls_key,
+    } = &cli.command
+    {
+        overrides.listen = listen.clone();
+        overrides.auth_token = auth_token.clone();
+        overrides.auth_user = auth_user.clone();
+        overrides.auth_password = auth_password.clone();
+        overrides.tls_cert = tls_cert.clone();
+        overrides.tls_key = tls_key.clone();
+    }
     let config = match Config::resolve(&overrides, |k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => {
@@ -115,12 +143,19 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
         }
         Command::Serve { .. } => {
             let listener = server::bind(config.listen_addr()?).await?;
+            let options = server::ServeOptions::from_config(&config)?;
             println!(
-                "Flywheel serving Flight SQL on grpc://{} (warehouse {})",
+                "Flywheel serving Flight SQL on {}://{} (warehouse {}{})",
+                options.scheme(),
                 listener.local_addr()?,
-                engine.registry().warehouse().root()
+                engine.registry().warehouse().root(),
+                if options.credentials.enabled() {
+                    "; authentication required"
+                } else {
+                    ""
+                }
             );
-            server::serve(engine, listener, server::shutdown_signal()).await?;
+            server::serve_with(engine, listener, options, server::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

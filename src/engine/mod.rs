@@ -9,11 +9,14 @@
 
 mod ddl;
 mod feature_views;
+mod ingest;
 mod insert;
 mod objects;
 mod output;
+mod params;
 mod planner;
 mod session;
+mod shards;
 mod time_travel;
 mod training_sets;
 
@@ -26,7 +29,9 @@ use flywheel_catalog::{Registry, Warehouse};
 use flywheel_sql::FlywheelStatement;
 use tracing::instrument;
 
+pub use ingest::{IfExists, IfMissing, IngestTarget};
 pub use output::Output;
+pub use shards::{MAX_SHARDS, PinnedTable};
 pub(crate) use time_travel::visit_statement_mut;
 
 use crate::{Error, Result};
@@ -119,6 +124,7 @@ impl Engine {
             FlywheelStatement::DataFusion(s) => *s,
             FlywheelStatement::Flywheel(ddl) => return Ok(Planned::Flywheel(*ddl)),
         };
+        params::number_placeholders(&mut statement)?;
         time_travel::rewrite(&mut statement)?;
         crate::asof::rewrite_asof_joins(&mut statement)?;
         let is_query = matches!(&statement, DFStatement::Statement(s) if is_query_statement(s))

@@ -4,8 +4,15 @@
 //! results leave as Arrow IPC streams, batch by batch. Tickets and prepared-statement handles carry
 //! the statement itself ([`tickets`]), so nothing is kept per client and any server instance on the
 //! same warehouse can answer them. Engine errors become gRPC status codes in one place ([`status`]).
+//! Beside Flight SQL, path descriptors serve sharded reads of training sets ([`shards`]); bulk
+//! ingest writes Delta tables ([`ingest`]); catalog metadata lists Flywheel's objects
+//! ([`metadata`]); every call passes the credential check ([`auth`]); TLS is optional.
 
+mod auth;
+mod ingest;
+mod metadata;
 mod service;
+mod shards;
 mod sql_info;
 mod status;
 mod tickets;
@@ -21,7 +28,9 @@ use tokio::sync::Notify;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
+pub use auth::{AuthInterceptor, Authenticator, Credentials};
 pub use service::FlywheelFlightSqlService;
+pub use shards::{SHARD_TICKET_TYPE, ShardTicket};
 pub use status::to_status;
 
 use crate::{Engine, Error, Result};
@@ -33,21 +42,81 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
         .map_err(|e| Error::Transport(format!("cannot listen on {addr}: {e}")))
 }
 
-/// Serves Flight SQL on `listener` until `shutdown` completes, then finishes in-flight calls and
-/// returns.
+/// How to serve: who may call, and whether over TLS.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub credentials: Credentials,
+    /// PEM certificate chain and private key.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ServeOptions {
+    /// The options `config` asks for; reads the TLS files.
+    pub fn from_config(config: &crate::Config) -> Result<Self> {
+        let read = |what: &str, path: &str| {
+            std::fs::read(path)
+                .map_err(|e| Error::Config(format!("cannot read the TLS {what} `{path}`: {e}")))
+        };
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some((read("certificate", cert)?, read("key", key)?)),
+            _ => None,
+        };
+        Ok(Self {
+            credentials: config.credentials(),
+            tls,
+        })
+    }
+
+    /// `grpc` or `grpc+tls`: the URI scheme clients connect with.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "grpc+tls"
+        } else {
+            "grpc"
+        }
+    }
+}
+
+/// Serves Flight SQL on `listener`, open to everyone and without TLS, until `shutdown` completes.
 pub async fn serve(
     engine: Engine,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    serve_with(engine, listener, ServeOptions::default(), shutdown).await
+}
+
+/// Serves Flight SQL on `listener` with `options` until `shutdown` completes, then finishes
+/// in-flight calls and returns.
+pub async fn serve_with(
+    engine: Engine,
+    listener: TcpListener,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     let addr = listener.local_addr()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let service = FlightServiceServer::new(FlywheelFlightSqlService::new(engine))
-        .max_decoding_message_size(256 * 1024 * 1024)
-        .max_encoding_message_size(256 * 1024 * 1024);
-    info!(%addr, "Flight SQL server listening");
+    let authenticator = Authenticator::new(options.credentials.clone());
+    let service = FlightServiceServer::new(FlywheelFlightSqlService::with_auth(
+        engine,
+        Arc::clone(&authenticator),
+    ))
+    .max_decoding_message_size(256 * 1024 * 1024)
+    .max_encoding_message_size(256 * 1024 * 1024);
+    let service = tonic::service::interceptor::InterceptedService::new(
+        service,
+        AuthInterceptor { authenticator },
+    );
+    info!(%addr, tls = options.tls.is_some(), auth = options.credentials.enabled(), "Flight SQL server listening");
     let stop = Arc::new(Notify::new());
-    let serving = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &options.tls {
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| Error::Config(format!("bad TLS certificate or key: {e}")))?;
+    }
+    let serving = builder
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, {
             let stop = Arc::clone(&stop);

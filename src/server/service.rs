@@ -1,31 +1,42 @@
-//! [`FlywheelFlightSqlService`]: the Flight SQL RPCs.
+//! [`FlywheelFlightSqlService`]: the Flight SQL RPCs, plus sharded dataset reads over plain Flight.
+//!
+//! Each RPC translates its command and hands over to the engine or to a sibling module:
+//! statements and prepared statements here, catalog metadata in [`super::metadata`], bulk ingest in
+//! [`super::ingest`], sharded reads in [`super::shards`], credentials in [`super::auth`].
 
 use std::pin::Pin;
+use std::sync::Arc;
 
-use arrow::datatypes::Schema;
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::SqlInfoData;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, CommandGetSqlInfo, CommandPreparedStatementQuery,
-    CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate, ProstMessageExt,
-    SqlInfo, TicketStatementQuery,
+    ActionCreatePreparedStatementResult, Any, Command, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
+    CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
-    SchemaAsIpc, Ticket,
+    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
+    IpcMessage, SchemaAsIpc, Ticket, flight_descriptor,
 };
-use futures::{Stream, TryStreamExt, stream};
+use futures::{Stream, StreamExt, TryStreamExt, stream};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
-use super::sql_info::SQL_INFO;
-use super::tickets::StatementTicket;
-use super::to_status;
+use super::auth::Authenticator;
+use super::sql_info::{SQL_INFO, XDBC_TYPE_INFO};
+use super::tickets::{Statement, StatementTicket};
+use super::{ingest, metadata, shards, to_status};
 use crate::engine::Planned;
 use crate::{Engine, Error, Output};
 
@@ -35,24 +46,40 @@ type DoGetStream = <FlywheelFlightSqlService as FlightService>::DoGetStream;
 #[derive(Debug, Clone)]
 pub struct FlywheelFlightSqlService {
     engine: Engine,
+    auth: Arc<Authenticator>,
 }
 
 impl FlywheelFlightSqlService {
+    /// A service that accepts every caller.
     pub fn new(engine: Engine) -> Self {
-        Self { engine }
+        Self::with_auth(engine, Authenticator::new(Default::default()))
     }
 
-    /// Plans `sql`; a query becomes a ticket to run it later, anything else runs now and its result
-    /// travels in the ticket.
-    async fn flight_info_for_sql(
+    /// A service whose handshake checks and issues credentials with `auth`.
+    pub fn with_auth(engine: Engine, auth: Arc<Authenticator>) -> Self {
+        Self { engine, auth }
+    }
+
+    /// Parses, plans and binds a statement.
+    async fn plan(&self, statement: &Statement) -> Result<Planned, Status> {
+        let parsed = one_statement(&self.engine, &statement.sql)?;
+        let planned = self.engine.plan(parsed).await.map_err(to_status)?;
+        match &statement.params {
+            Some(params) => planned.bind(params).map_err(to_status),
+            None => Ok(planned),
+        }
+    }
+
+    /// Plans a statement; a query becomes a ticket to run it later, anything else runs now and its
+    /// result travels in the ticket.
+    async fn flight_info_for(
         &self,
-        sql: &str,
+        statement: Statement,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, Status> {
-        let statement = one_statement(&self.engine, sql)?;
-        let planned = self.engine.plan(statement).await.map_err(to_status)?;
+        let planned = self.plan(&statement).await?;
         let (schema, ticket) = match planned {
-            Planned::Query(_) => (planned.schema(), StatementTicket::Query(sql.to_string())),
+            Planned::Query(_) => (planned.schema(), StatementTicket::Query(statement)),
             command @ (Planned::Command(_) | Planned::Flywheel(_)) => {
                 let output = self.engine.run(command).await.map_err(to_status)?;
                 let batch = output.collect().await.map_err(to_status)?;
@@ -68,20 +95,15 @@ impl FlywheelFlightSqlService {
         };
         let endpoint =
             FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
-        FlightInfo::new()
-            .try_with_schema(&schema)
-            .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))
-            .map(|info| {
-                info.with_endpoint(endpoint)
-                    .with_descriptor(descriptor)
-                    .with_total_records(-1)
-                    .with_total_bytes(-1)
-            })
+        Ok(schema_info(&schema, descriptor)?
+            .with_endpoint(endpoint)
+            .with_total_records(-1))
     }
 
-    /// Runs `sql` to completion and returns the affected-row count (`-1` when unknown).
-    async fn execute_update(&self, sql: &str) -> Result<i64, Status> {
-        let output = self.engine.sql(sql).await.map_err(to_status)?;
+    /// Runs a statement to completion and returns the affected-row count.
+    async fn execute_update(&self, statement: &Statement) -> Result<i64, Status> {
+        let planned = self.plan(statement).await?;
+        let output = self.engine.run(planned).await.map_err(to_status)?;
         if let Some(n) = output.row_count() {
             return Ok(i64::try_from(n).unwrap_or(i64::MAX));
         }
@@ -89,13 +111,33 @@ impl FlywheelFlightSqlService {
         let batches = output.collect().await.map_err(to_status)?;
         Ok(batches.iter().map(|b| b.num_rows() as i64).sum())
     }
+
+    /// A metadata command's `FlightInfo`: its answer's schema, and the command itself as ticket.
+    fn command_info(
+        &self,
+        command: Any,
+        schema: &Schema,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(command.encode_to_vec()));
+        Ok(schema_info(schema, descriptor)?.with_endpoint(endpoint))
+    }
 }
 
-fn output_schema(batches: &[arrow::array::RecordBatch]) -> arrow::datatypes::SchemaRef {
+fn schema_info(schema: &Schema, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
+    Ok(FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
+        .with_descriptor(descriptor)
+        .with_total_records(-1)
+        .with_total_bytes(-1))
+}
+
+fn output_schema(batches: &[RecordBatch]) -> SchemaRef {
     batches
         .first()
         .map(|b| b.schema())
-        .unwrap_or_else(|| std::sync::Arc::new(Schema::empty()))
+        .unwrap_or_else(|| Arc::new(Schema::empty()))
 }
 
 fn one_statement(engine: &Engine, sql: &str) -> Result<flywheel_sql::FlywheelStatement, Status> {
@@ -110,8 +152,8 @@ fn one_statement(engine: &Engine, sql: &str) -> Result<flywheel_sql::FlywheelSta
 
 /// Encodes a stream of record batches as Flight data, batch by batch.
 fn encode(
-    schema: arrow::datatypes::SchemaRef,
-    batches: impl Stream<Item = Result<arrow::array::RecordBatch, FlightError>> + Send + 'static,
+    schema: SchemaRef,
+    batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
 ) -> DoGetStream {
     let stream = FlightDataEncoderBuilder::new()
         .with_schema(schema)
@@ -120,23 +162,81 @@ fn encode(
     Box::pin(stream)
 }
 
+/// Encodes one engine output stream.
+async fn encode_output(output: Output) -> Result<DoGetStream, Status> {
+    let schema = output.schema();
+    let batches = output.into_stream().await.map_err(to_status)?;
+    Ok(encode(schema, engine_batches(batches)))
+}
+
+fn engine_batches(
+    batches: datafusion::execution::SendableRecordBatchStream,
+) -> impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static {
+    batches.map_err(|e| FlightError::from(to_status(Error::from_datafusion(e))))
+}
+
+/// Encodes one metadata batch.
+fn encode_batch(batch: Result<RecordBatch, Error>) -> Result<Response<DoGetStream>, Status> {
+    let batch = batch.map_err(to_status)?;
+    Ok(Response::new(encode(
+        batch.schema(),
+        stream::iter([Ok(batch)]),
+    )))
+}
+
+/// The parameter rows a client sent in a `DoPut` (empty when it sent none), concatenated.
+async fn parameter_rows(request: Request<PeekableFlightDataStream>) -> Result<RecordBatch, Status> {
+    let data = request.into_inner().map_err(FlightError::from);
+    let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
+    let mut rows = Vec::new();
+    while let Some(batch) = batches.next().await {
+        rows.push(batch.map_err(|e| Status::invalid_argument(format!("bad parameters: {e}")))?);
+    }
+    let schema = batches
+        .schema()
+        .cloned()
+        .unwrap_or_else(|| output_schema(&rows));
+    arrow::compute::concat_batches(&schema, &rows)
+        .map_err(|e| Status::invalid_argument(format!("bad parameters: {e}")))
+}
+
+fn sql_info() -> Result<&'static SqlInfoData, Status> {
+    SQL_INFO
+        .as_ref()
+        .ok_or_else(|| Status::internal("internal error: server information could not be built"))
+}
+
+fn decode_statement(handle: &[u8]) -> Result<Statement, Status> {
+    Statement::decode(handle).map_err(to_status)
+}
+
 #[tonic::async_trait]
 impl FlightSqlService for FlywheelFlightSqlService {
     type FlightService = FlywheelFlightSqlService;
 
-    /// Without authentication configured, the handshake accepts everyone and returns no token.
+    /// Exchanges the caller's credentials (checked before the call got here) for a bearer token,
+    /// sent back in the `authorization` header and as the payload.
     async fn do_handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
+        let token = self.auth.handshake(request.metadata())?;
         let response = HandshakeResponse {
             protocol_version: 0,
-            payload: Default::default(),
+            payload: token.clone().unwrap_or_default().into_bytes().into(),
         };
-        Ok(Response::new(Box::pin(stream::iter([Ok(response)]))))
+        let mut response: Response<
+            Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>,
+        > = Response::new(Box::pin(stream::iter([Ok(response)])));
+        if let Some(token) = token {
+            response
+                .metadata_mut()
+                .insert("authorization", Authenticator::bearer_header(&token)?);
+        }
+        Ok(response)
     }
 
     #[instrument(skip_all)]
@@ -146,7 +246,7 @@ impl FlightSqlService for FlywheelFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let info = self
-            .flight_info_for_sql(&query.query, request.into_inner())
+            .flight_info_for(Statement::new(query.query), request.into_inner())
             .await?;
         Ok(Response::new(info))
     }
@@ -157,8 +257,32 @@ impl FlightSqlService for FlywheelFlightSqlService {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let sql = prepared_sql(&query.prepared_statement_handle)?;
-        let info = self.flight_info_for_sql(&sql, request.into_inner()).await?;
+        let statement = decode_statement(&query.prepared_statement_handle)?;
+        let info = self
+            .flight_info_for(statement, request.into_inner())
+            .await?;
+        Ok(Response::new(info))
+    }
+
+    /// Path descriptors: sharded reads of training sets, tables and queries.
+    #[instrument(skip_all)]
+    async fn get_flight_info_fallback(
+        &self,
+        cmd: Command,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let descriptor = request.into_inner();
+        if descriptor.r#type != flight_descriptor::DescriptorType::Path as i32 {
+            return Err(Status::unimplemented(format!(
+                "unknown command `{}`: Flywheel serves Flight SQL commands and path descriptors \
+                 ([\"training_set\", NAME], [\"table\", NAME], [\"sql\", QUERY])",
+                cmd.type_url()
+            )));
+        }
+        let dataset = shards::DatasetRequest::from_path(&descriptor.path).map_err(to_status)?;
+        let info = shards::flight_info(&self.engine, dataset, descriptor)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(info))
     }
 
@@ -169,13 +293,36 @@ impl FlightSqlService for FlywheelFlightSqlService {
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let output = match StatementTicket::decode(&ticket.statement_handle).map_err(to_status)? {
-            StatementTicket::Query(sql) => self.engine.sql(&sql).await.map_err(to_status)?,
+            StatementTicket::Query(statement) => {
+                let planned = self.plan(&statement).await?;
+                self.engine.run(planned).await.map_err(to_status)?
+            }
             StatementTicket::Result(batch) => Output::Batch(batch),
         };
-        let schema = output.schema();
-        let batches = output.into_stream().await.map_err(to_status)?;
-        let batches = batches.map_err(|e| FlightError::from(to_status(Error::from_datafusion(e))));
-        Ok(Response::new(encode(schema, batches)))
+        Ok(Response::new(encode_output(output).await?))
+    }
+
+    /// Shard tickets.
+    #[instrument(skip_all)]
+    async fn do_get_fallback(
+        &self,
+        _request: Request<Ticket>,
+        message: Any,
+    ) -> Result<Response<DoGetStream>, Status> {
+        if message.type_url != shards::SHARD_TICKET_TYPE {
+            return Err(Status::invalid_argument(format!(
+                "unknown ticket type `{}`: redeem tickets from a Flywheel FlightInfo",
+                message.type_url
+            )));
+        }
+        let ticket = shards::ShardTicket::from_any_value(&message.value).map_err(to_status)?;
+        let batches = self
+            .engine
+            .shard_stream(&ticket.sql, ticket.shard, ticket.shards)
+            .await
+            .map_err(to_status)?;
+        let schema = batches.schema();
+        Ok(Response::new(encode(schema, engine_batches(batches))))
     }
 
     #[instrument(skip_all)]
@@ -184,40 +331,71 @@ impl FlightSqlService for FlywheelFlightSqlService {
         command: CommandStatementUpdate,
         _request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        self.execute_update(&command.query).await
+        self.execute_update(&Statement::new(command.query)).await
     }
 
+    /// `executemany`: the parameter rows travel in this call's stream.
     #[instrument(skip_all)]
     async fn do_put_prepared_statement_update(
         &self,
         query: CommandPreparedStatementUpdate,
-        _request: Request<PeekableFlightDataStream>,
+        request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let sql = prepared_sql(&query.prepared_statement_handle)?;
-        self.execute_update(&sql).await
+        let mut statement = decode_statement(&query.prepared_statement_handle)?;
+        let rows = parameter_rows(request).await?;
+        if rows.num_columns() > 0 {
+            statement.params = Some(rows);
+        }
+        self.execute_update(&statement).await
     }
 
-    /// Prepares a statement: checks and plans it (a query's result schema is returned) without
-    /// running it. The handle is the SQL text.
+    /// Binds parameter rows to a prepared query: the new handle carries them.
+    #[instrument(skip_all)]
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let mut statement = decode_statement(&query.prepared_statement_handle)?;
+        let rows = parameter_rows(request).await?;
+        statement.params = (rows.num_columns() > 0).then_some(rows);
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(statement.encode().map_err(to_status)?),
+        })
+    }
+
+    #[instrument(skip_all)]
+    async fn do_put_statement_ingest(
+        &self,
+        command: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        ingest::ingest(&self.engine, command, request.into_inner()).await
+    }
+
+    /// Prepares a statement: checks and plans it (returning its result and parameter schemas)
+    /// without running it. The handle is the statement itself (see [`super::tickets`]).
     #[instrument(skip_all)]
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
         _request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let statement = one_statement(&self.engine, &query.query)?;
-        let planned = self.engine.plan(statement).await.map_err(to_status)?;
+        let statement = Statement::new(query.query);
+        let planned = self.plan(&statement).await?;
         let schema = match &planned {
             Planned::Query(_) => planned.schema(),
-            Planned::Command(_) | Planned::Flywheel(_) => std::sync::Arc::new(Schema::empty()),
+            Planned::Command(_) | Planned::Flywheel(_) => Arc::new(Schema::empty()),
         };
-        let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
-            .try_into()
-            .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?;
+        let parameters = planned.parameter_schema().map_err(to_status)?;
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: query.query.into_bytes().into(),
-            dataset_schema,
-            parameter_schema: Default::default(),
+            prepared_statement_handle: statement.encode().map_err(to_status)?,
+            dataset_schema: ipc_schema(&schema)?,
+            parameter_schema: if parameters.fields().is_empty() {
+                Default::default()
+            } else {
+                ipc_schema(&parameters)?
+            },
         })
     }
 
@@ -235,14 +413,8 @@ impl FlightSqlService for FlywheelFlightSqlService {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let info_data = sql_info()?;
-        let endpoint =
-            FlightEndpoint::new().with_ticket(Ticket::new(query.as_any().encode_to_vec()));
-        let info = FlightInfo::new()
-            .try_with_schema(query.into_builder(info_data).schema().as_ref())
-            .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
-            .with_endpoint(endpoint)
-            .with_descriptor(request.into_inner());
+        let schema = query.clone().into_builder(sql_info()?).schema();
+        let info = self.command_info(query.as_any(), &schema, request.into_inner())?;
         Ok(Response::new(info))
     }
 
@@ -251,27 +423,139 @@ impl FlightSqlService for FlywheelFlightSqlService {
         query: CommandGetSqlInfo,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let builder = query.into_builder(sql_info()?);
-        let schema = builder.schema();
-        let batch = builder.build();
-        Ok(Response::new(encode(schema, stream::iter([batch]))))
+        encode_batch(
+            query
+                .into_builder(sql_info()?)
+                .build()
+                .map_err(metadata::flight),
+        )
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        let info = self.command_info(query.as_any(), &schema, request.into_inner())?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        _query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        encode_batch(metadata::catalogs(&self.engine))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        let info = self.command_info(query.as_any(), &schema, request.into_inner())?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        encode_batch(metadata::schemas(&self.engine, query))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        let info = self.command_info(query.as_any(), &schema, request.into_inner())?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        encode_batch(metadata::tables(&self.engine, query).await)
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        let info = self.command_info(query.as_any(), &schema, request.into_inner())?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_table_types(
+        &self,
+        _query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        encode_batch(metadata::table_types())
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = metadata::primary_keys_schema();
+        let info = self.command_info(query.as_any(), &schema, request.into_inner())?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        encode_batch(metadata::primary_keys(&self.engine, query).await)
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder(xdbc_types()?).schema();
+        let info = self.command_info(query.as_any(), &schema, request.into_inner())?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        encode_batch(
+            query
+                .into_builder(xdbc_types()?)
+                .build()
+                .map_err(metadata::flight),
+        )
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
 
-use arrow_flight::Action;
-
-fn sql_info() -> Result<&'static arrow_flight::sql::metadata::SqlInfoData, Status> {
-    SQL_INFO
+fn xdbc_types() -> Result<&'static arrow_flight::sql::metadata::XdbcTypeInfoData, Status> {
+    XDBC_TYPE_INFO
         .as_ref()
-        .ok_or_else(|| Status::internal("server information could not be built"))
+        .ok_or_else(|| Status::internal("internal error: type information could not be built"))
 }
 
-fn prepared_sql(handle: &[u8]) -> Result<String, Status> {
-    String::from_utf8(handle.to_vec()).map_err(|_| {
-        Status::invalid_argument(
-            "malformed prepared statement handle: it was not issued by Flywheel",
-        )
-    })
+fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?;
+    Ok(bytes)
 }

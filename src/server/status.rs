@@ -16,10 +16,11 @@ pub fn to_status(e: Error) -> Status {
         }
         Error::Unsupported { .. } => Status::unimplemented(message),
         Error::Catalog(c) => match c {
-            C::TableNotFound { .. } | C::VersionNotFound { .. } | C::TimestampNotFound { .. } => {
-                Status::not_found(message)
-            }
-            C::TableExists { .. } => Status::already_exists(message),
+            C::TableNotFound { .. }
+            | C::ObjectNotFound { .. }
+            | C::VersionNotFound { .. }
+            | C::TimestampNotFound { .. } => Status::not_found(message),
+            C::TableExists { .. } | C::ObjectExists { .. } => Status::already_exists(message),
             C::NotADeltaTable { .. } | C::InvalidLocation { .. } => {
                 Status::invalid_argument(message)
             }

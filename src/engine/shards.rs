@@ -1,0 +1,165 @@
+//! Splitting one query's result into `n` shards that together hold every row exactly once.
+//!
+//! Training workers each read one shard, in parallel, possibly from different processes and
+//! through different requests. Each shard is planned independently, so a shard must be a
+//! deterministic function of (query, `k`, `n`):
+//!
+//! - When the physical plan, planned for `n` target partitions, is a chain of per-partition
+//!   operators over file scans (projections, filters, ... but no repartitioning, whose output
+//!   depends on timing), and it has at least `n` partitions, shard `k` runs only partitions
+//!   `k, k + n, k + 2n, ...`. A training set or table read is this case: each shard reads only its
+//!   byte ranges of the Parquet files.
+//! - Otherwise (joins, aggregates, a table too small to split), every shard runs the whole query and
+//!   keeps the rows whose hash (over all columns, with a fixed seed) falls in shard `k`: correct for
+//!   any query, at `n` times the compute.
+//!
+//! Either way the stream is consumed batch by batch; nothing is collected.
+
+use std::sync::Arc;
+
+use arrow::array::{BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use datafusion::common::hash_utils::{RandomState, create_hashes};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, execute_stream};
+use futures::{StreamExt, TryStreamExt, stream};
+
+use super::{Engine, Planned};
+use crate::{Error, Result};
+
+/// The most shards one request may ask for.
+pub const MAX_SHARDS: usize = 1024;
+
+/// Seed of the row hash used by hash sharding (fixed: every request must agree).
+const SHARD_HASH_SEED: u64 = 0x666c_7977_6865_656c;
+
+impl Engine {
+    /// Streams shard `shard` of `shards` of the query `sql`.
+    pub async fn shard_stream(
+        &self,
+        sql: &str,
+        shard: usize,
+        shards: usize,
+    ) -> Result<SendableRecordBatchStream> {
+        if shards == 0 || shards > MAX_SHARDS || shard >= shards {
+            return Err(Error::Invalid(format!(
+                "shard {shard} of {shards} does not exist: ask for 1 to {MAX_SHARDS} shards and a \
+                 shard number below their count"
+            )));
+        }
+        let mut statements = self.parse(sql)?;
+        if statements.len() != 1 {
+            return Err(Error::NotOneStatement {
+                found: statements.len(),
+            });
+        }
+        let Planned::Query(logical) = self.plan(statements.remove(0)).await? else {
+            return Err(Error::Invalid(
+                "only a query's result can be read in shards".into(),
+            ));
+        };
+        let mut config = self.context().copied_config();
+        config.options_mut().execution.target_partitions = shards;
+        let state = SessionStateBuilder::new_from_existing(self.context().state())
+            .with_config(config)
+            .build();
+        let physical = state
+            .create_physical_plan(&logical)
+            .await
+            .map_err(Error::from_datafusion)?;
+        let task = state.task_ctx();
+        let partitions = physical.output_partitioning().partition_count();
+        if is_per_partition(&physical) && partitions >= shards {
+            let schema = physical.schema();
+            let mine: Vec<usize> = (shard..partitions).step_by(shards).collect();
+            let streams = stream::iter(mine)
+                .map(move |p| physical.execute(p, Arc::clone(&task)))
+                .try_flatten();
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, streams)));
+        }
+        let schema = physical.schema();
+        let all = execute_stream(physical, task).map_err(Error::from_datafusion)?;
+        let kept = all.map(move |batch| keep_shard(batch?, shard, shards));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, kept)))
+    }
+}
+
+/// Whether each output partition of `plan` is computed from one input partition only, down to the
+/// scans (so running some partitions reads only their share of the input, deterministically).
+fn is_per_partition(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let passes_through =
+        plan.is::<ProjectionExec>() || plan.is::<FilterExec>() || plan.name() == "DeltaScan";
+    let children = plan.children();
+    if children.is_empty() {
+        // A scan (Parquet files, memory, ...): its partitions are fixed by its file groups.
+        return plan.name() == "DataSourceExec";
+    }
+    passes_through && children.iter().all(|c| is_per_partition(c))
+}
+
+/// The rows of `batch` that belong to shard `shard` of `shards` by their hash.
+fn keep_shard(
+    batch: RecordBatch,
+    shard: usize,
+    shards: usize,
+) -> std::result::Result<RecordBatch, DataFusionError> {
+    if shards == 1 {
+        return Ok(batch);
+    }
+    let mut hashes = vec![0u64; batch.num_rows()];
+    let state = RandomState::with_seed(SHARD_HASH_SEED);
+    create_hashes(batch.columns(), &state, &mut hashes)?;
+    let n = shards as u64;
+    let k = shard as u64;
+    let mask: BooleanArray = hashes.iter().map(|h| Some(h % n == k)).collect();
+    Ok(filter_record_batch(&batch, &mask)?)
+}
+
+/// A table pinned at one version: what a sharded read of it needs to know up front.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedTable {
+    pub name: String,
+    pub version: u64,
+    /// Data files at that version (the default shard count).
+    pub files: usize,
+}
+
+impl PinnedTable {
+    /// The query that reads exactly this version.
+    pub fn query(&self) -> String {
+        format!(
+            "SELECT * FROM \"{}\" VERSION AS OF {}",
+            self.name.replace('"', "\"\""),
+            self.version
+        )
+    }
+}
+
+impl Engine {
+    /// Pins table `name` at `version` (default: its latest version).
+    pub async fn pin_table(&self, name: &str, version: Option<u64>) -> Result<PinnedTable> {
+        self.registry().refresh().await?;
+        let entry =
+            self.registry()
+                .table(name)
+                .ok_or_else(|| flywheel_catalog::Error::TableNotFound {
+                    name: name.to_string(),
+                })?;
+        let target = version.map(flywheel_catalog::TravelTarget::Version);
+        let table = flywheel_catalog::load_table(&entry, target.as_ref()).await?;
+        let files = table.get_file_uris()?.count();
+        Ok(PinnedTable {
+            name: entry.name,
+            version: table
+                .version()
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0),
+            files,
+        })
+    }
+}
