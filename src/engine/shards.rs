@@ -8,7 +8,8 @@
 //!   operators over file scans (projections, filters, ... but no repartitioning, whose output
 //!   depends on timing), and it has at least `n` partitions, shard `k` runs only partitions
 //!   `k, k + n, k + 2n, ...`. A training set or table read is this case: each shard reads only its
-//!   byte ranges of the Parquet files.
+//!   byte ranges of the Parquet files. (File-scan work stealing is switched off for these plans:
+//!   with it, a partition executed alone reads its idle siblings' files as well.)
 //! - Otherwise (joins, aggregates, a table too small to split), every shard runs the whole query and
 //!   keeps the rows whose hash (over all columns, with a fixed seed) falls in shard `k`: correct for
 //!   any query, at `n` times the compute.
@@ -65,6 +66,12 @@ impl Engine {
         };
         let mut config = self.context().copied_config();
         config.options_mut().execution.target_partitions = shards;
+        // A partition must read only its own file group: with work stealing (DataFusion's default),
+        // a partition running alone would take its idle siblings' files too.
+        config
+            .options_mut()
+            .execution
+            .enable_file_stream_work_stealing = false;
         let state = SessionStateBuilder::new_from_existing(self.context().state())
             .with_config(config)
             .build();
@@ -74,7 +81,16 @@ impl Engine {
             .map_err(Error::from_datafusion)?;
         let task = state.task_ctx();
         let partitions = physical.output_partitioning().partition_count();
-        if is_per_partition(&physical) && partitions >= shards {
+        let per_partition = is_per_partition(&physical);
+        tracing::debug!(
+            shard,
+            shards,
+            partitions,
+            per_partition,
+            plan = %datafusion::physical_plan::displayable(physical.as_ref()).indent(false),
+            "sharded read"
+        );
+        if per_partition && partitions >= shards {
             let schema = physical.schema();
             let mine: Vec<usize> = (shard..partitions).step_by(shards).collect();
             let streams = stream::iter(mine)
@@ -93,7 +109,7 @@ impl Engine {
 /// scans (so running some partitions reads only their share of the input, deterministically).
 fn is_per_partition(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let passes_through =
-        plan.is::<ProjectionExec>() || plan.is::<FilterExec>() || plan.name() == "DeltaScan";
+        plan.is::<ProjectionExec>() || plan.is::<FilterExec>() || plan.name().starts_with("DeltaScan");
     let children = plan.children();
     if children.is_empty() {
         // A scan (Parquet files, memory, ...): its partitions are fixed by its file groups.
