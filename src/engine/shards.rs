@@ -108,8 +108,9 @@ impl Engine {
 /// Whether each output partition of `plan` is computed from one input partition only, down to the
 /// scans (so running some partitions reads only their share of the input, deterministically).
 fn is_per_partition(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    let passes_through =
-        plan.is::<ProjectionExec>() || plan.is::<FilterExec>() || plan.name().starts_with("DeltaScan");
+    let passes_through = plan.is::<ProjectionExec>()
+        || plan.is::<FilterExec>()
+        || plan.name().starts_with("DeltaScan");
     let children = plan.children();
     if children.is_empty() {
         // A scan (Parquet files, memory, ...): its partitions are fixed by its file groups.

@@ -5,8 +5,6 @@
 //! exists), `append` (fail if it does not), `replace` (create or overwrite) and `create_append`
 //! (create or append).
 
-use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::error::FlightError;
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{CommandStatementIngest, TableExistsOption, TableNotExistOption};
 use datafusion::error::DataFusionError;
@@ -26,8 +24,7 @@ pub async fn ingest(
     data: PeekableFlightDataStream,
 ) -> Result<i64, Status> {
     let target = target(&command).map_err(to_status)?;
-    let mut batches =
-        FlightRecordBatchStream::new_from_flight_data(data.map_err(FlightError::from));
+    let mut batches = super::service::put_batches(data);
     // The schema arrives with the first message; read up to the first batch to learn it.
     let first = batches
         .next()

@@ -111,6 +111,9 @@ pub async fn serve_with(
     let stop = Arc::new(Notify::new());
     let mut builder = tonic::transport::Server::builder();
     if let Some((cert, key)) = &options.tls {
+        // Several TLS backends are linked in (object stores bring their own); pick one for the
+        // process. Failing means one was already installed, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let identity = tonic::transport::Identity::from_pem(cert, key);
         builder = builder
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))

@@ -184,10 +184,18 @@ fn encode_batch(batch: Result<RecordBatch, Error>) -> Result<Response<DoGetStrea
     )))
 }
 
+/// The record batches of a `DoPut` stream. Messages without an IPC header (a first message that
+/// only carries the descriptor, as some clients send) are skipped.
+pub(super) fn put_batches(data: PeekableFlightDataStream) -> FlightRecordBatchStream {
+    let data = data
+        .try_filter(|d| futures::future::ready(!d.data_header.is_empty()))
+        .map_err(FlightError::from);
+    FlightRecordBatchStream::new_from_flight_data(data)
+}
+
 /// The parameter rows a client sent in a `DoPut` (empty when it sent none), concatenated.
 async fn parameter_rows(request: Request<PeekableFlightDataStream>) -> Result<RecordBatch, Status> {
-    let data = request.into_inner().map_err(FlightError::from);
-    let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
+    let mut batches = put_batches(request.into_inner());
     let mut rows = Vec::new();
     while let Some(batch) = batches.next().await {
         rows.push(batch.map_err(|e| Status::invalid_argument(format!("bad parameters: {e}")))?);

@@ -22,6 +22,11 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server over the warehouse at `warehouse`; returns once it is listening.
     pub async fn start(warehouse: &Path) -> Self {
+        Self::start_with(warehouse, server::ServeOptions::default()).await
+    }
+
+    /// Starts a server with authentication and/or TLS options.
+    pub async fn start_with(warehouse: &Path, options: server::ServeOptions) -> Self {
         let engine = Engine::open(warehouse.to_str().expect("utf-8 path"))
             .await
             .expect("engine opens");
@@ -30,7 +35,7 @@ impl TestServer {
             .expect("binds");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(server::serve(engine, listener, async {
+        let handle = tokio::spawn(server::serve_with(engine, listener, options, async {
             let _ = rx.await;
         }));
         Self {
@@ -40,7 +45,7 @@ impl TestServer {
         }
     }
 
-    async fn channel(&self) -> Channel {
+    pub async fn channel(&self) -> Channel {
         tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
             .expect("endpoint")
             .connect()

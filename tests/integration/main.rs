@@ -8,3 +8,4 @@ mod cli;
 mod common;
 mod flight_sql;
 mod persistence;
+mod serving;
