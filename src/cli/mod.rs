@@ -117,7 +117,11 @@ fn init_logging(config: &Config, serving: bool) {
     let level = if serving { config.log.as_str() } else { "warn" };
     // delta-kernel logs an ERROR whenever it probes a folder that holds no table yet, which is how
     // every CREATE TABLE starts; that is not an error of ours.
-    let default = format!("{level},buoyant_kernel::snapshot::builder=off");
+    // Below WARN, delta-kernel and delta-rs narrate every snapshot and scan at INFO: keep them to
+    // warnings unless RUST_LOG asks for more.
+    let default = format!(
+        "{level},buoyant_kernel=warn,deltalake_core=warn,buoyant_kernel::snapshot::builder=off"
+    );
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -28,6 +28,7 @@ pub fn to_status(e: Error) -> Status {
         },
         Error::DataFusion(df) => datafusion_status(df, message, &e),
         Error::Config(_) => Status::invalid_argument(message),
+        Error::Delta(d) if is_bad_data(d) => Status::invalid_argument(message),
         Error::Delta(_) | Error::Io(_) | Error::Transport(_) => internal(&e),
     }
 }
@@ -45,6 +46,19 @@ fn datafusion_status(df: &DataFusionError, message: String, e: &Error) -> Status
         }
         DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(message),
         _ => internal(e),
+    }
+}
+
+/// A Delta write that failed on the data it was given (a value that does not cast, a type Delta
+/// cannot store): delta-rs reports those as generic errors carrying the engine's message.
+fn is_bad_data(e: &deltalake::DeltaTableError) -> bool {
+    use deltalake::DeltaTableError as D;
+    match e {
+        D::Generic(m) => {
+            m.contains("Execution error") || m.contains("Cast error") || m.contains("cannot cast")
+        }
+        D::Arrow { .. } | D::SchemaMismatch { .. } => true,
+        _ => false,
     }
 }
 

@@ -17,11 +17,14 @@ def flywheel_bin() -> str:
 
 
 class Server:
-    def __init__(self, warehouse: Path):
+    """`flywheel serve` on a free port; `args` are extra `serve` flags (e.g. `--auth-token`)."""
+
+    def __init__(self, warehouse: Path, args: list[str] | None = None):
         self.warehouse = warehouse
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
         self.proc = subprocess.Popen(
-            [flywheel_bin(), "--warehouse", str(warehouse), "serve", "--listen", "127.0.0.1:0"],
+            [flywheel_bin(), "--warehouse", str(warehouse), "serve", "--listen", "127.0.0.1:0"]
+            + list(args or []),
             stdout=subprocess.PIPE,
             stderr=sys.stderr,
             env=env,

@@ -1,0 +1,183 @@
+"""Flight serving with real clients: ADBC parameters, metadata and ingest, polars, pyarrow.flight
+shard reads from several processes, authentication, and a client hanging up mid-stream."""
+
+import multiprocessing as mp
+
+import adbc_driver_flightsql.dbapi as flightsql
+import polars as pl
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+from conftest import Server
+
+OBJECTS = [
+    "CREATE ENTITY user (user_id BIGINT)",
+    "CREATE TABLE transactions AS SELECT value % 100 AS user_id, CAST(value AS TIMESTAMP) AS ts, "
+    "CAST(value AS DOUBLE) AS amount FROM range(0, 5000)",
+    "CREATE TABLE chargebacks AS SELECT value % 100 AS user_id, "
+    "CAST(value AS TIMESTAMP) + INTERVAL '500 milliseconds' AS ts, value % 7 = 0 AS is_fraud "
+    "FROM range(0, 3000)",
+    "CREATE FEATURE VIEW user_txn ENTITY user EVENT TIME ts AS SELECT user_id, ts, amount FROM transactions",
+    "CREATE LABEL is_fraud ENTITY user EVENT TIME ts FROM (SELECT user_id, ts, is_fraud FROM chargebacks)",
+    "CREATE TRAINING SET fraud_train LABEL is_fraud FEATURES user_txn",
+]
+
+
+def create_objects(server):
+    with flightsql.connect(server.uri) as conn, conn.cursor() as cur:
+        for sql in OBJECTS:
+            cur.execute(sql)
+
+
+def rows(table: pa.Table) -> list[tuple]:
+    """The rows of a table as sorted tuples (strings normalised, so string views compare equal)."""
+    cols = [c.cast(pa.string()) if pa.types.is_string_view(c.type) else c for c in table.columns]
+    return sorted(zip(*[c.to_pylist() for c in cols]))
+
+
+def test_parameters_bind_to_queries_and_executemany(server):
+    with flightsql.connect(server.uri) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE users (id BIGINT, name VARCHAR)")
+        cur.executemany("INSERT INTO users VALUES (?, ?)", [(1, "ada"), (2, "bob"), (3, "cy")])
+        cur.execute("SELECT name FROM users WHERE id = ?", (2,))
+        assert cur.fetchall() == [("bob",)]
+        cur.execute("SELECT count(*) FROM users WHERE id >= $1", (2,))
+        assert cur.fetchone()[0] == 2
+        # executemany wrote one Delta commit: version 1 holds all three rows.
+        cur.execute("SELECT count(*) FROM users VERSION AS OF 1")
+        assert cur.fetchone()[0] == 3
+
+
+def test_get_objects_lists_tables_feature_views_and_system_tables(server):
+    create_objects(server)
+    with flightsql.connect(server.uri) as conn:
+        objects = conn.adbc_get_objects(depth="all").read_all().to_pylist()
+        tables = {}
+        for catalog in objects:
+            assert catalog["catalog_name"] == "flywheel"
+            for schema in catalog["catalog_db_schemas"]:
+                for t in schema["db_schema_tables"]:
+                    columns = [c["column_name"] for c in t["table_columns"] or []]
+                    tables[(schema["db_schema_name"], t["table_name"])] = (t["table_type"], columns)
+        assert tables[("public", "transactions")] == ("TABLE", ["user_id", "ts", "amount"])
+        assert tables[("public", "user_txn")][0] == "FEATURE VIEW"
+        assert tables[("public", "is_fraud")][0] == "LABEL"
+        assert tables[("public", "fraud_train")][0] == "TRAINING SET"
+        assert tables[("flywheel", "entities")][0] == "SYSTEM TABLE"
+        assert "FEATURE VIEW" in conn.adbc_get_table_types()
+        schema = conn.adbc_get_table_schema("user_txn")
+        assert schema.names == ["user_id", "ts", "amount"]
+
+
+def test_ingest_create_append_replace(server):
+    batch = pa.table({"event_id": pa.array(range(100), pa.int64()), "kind": ["click"] * 100})
+    with flightsql.connect(server.uri) as conn, conn.cursor() as cur:
+        assert cur.adbc_ingest("events", batch, mode="create") == 100
+        assert cur.adbc_ingest("events", batch, mode="append") == 100
+        cur.execute("SELECT count(*), count(DISTINCT event_id) FROM events")
+        assert cur.fetchone() == (200, 100)
+        with pytest.raises(flightsql.Error) as exists:
+            cur.adbc_ingest("events", batch, mode="create")
+        assert "events" in str(exists.value)
+        assert cur.adbc_ingest("events", batch.slice(0, 10), mode="replace") == 10
+        assert cur.adbc_ingest("fresh", batch, mode="create_append") == 100
+        cur.execute("SELECT (SELECT count(*) FROM events) AS e, (SELECT count(*) FROM fresh) AS f")
+        assert cur.fetchone() == (10, 100)
+
+
+def test_polars_read_database_through_adbc(server):
+    with flightsql.connect(server.uri) as conn:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE scores AS SELECT value AS id, value * 1.5 AS score FROM range(0, 10)")
+        frame = pl.read_database("SELECT id, score FROM scores WHERE id < 3 ORDER BY id", connection=conn)
+    assert frame["id"].to_list() == [0, 1, 2]
+    assert frame["score"].to_list() == [0.0, 1.5, 3.0]
+
+
+def read_shard(args):
+    """One training worker: its own process and client, one ticket."""
+    uri, ticket = args
+    client = flight.connect(uri)
+    return client.do_get(flight.Ticket(ticket)).read_all()
+
+
+def test_training_set_shards_read_in_parallel_processes(server):
+    create_objects(server)
+    client = flight.connect(server.uri)
+    info = client.get_flight_info(flight.FlightDescriptor.for_path("training_set", "fraud_train", "shards=3"))
+    assert len(info.endpoints) == 3
+    assert info.total_records == 3000
+    tickets = [(server.uri, e.ticket.ticket) for e in info.endpoints]
+    with mp.get_context("spawn").Pool(3) as pool:
+        shards = pool.map(read_shard, tickets)
+    union = pa.concat_tables([s.cast(info.schema) for s in shards])
+    with flightsql.connect(server.uri) as conn, conn.cursor() as cur:
+        cur.execute("SELECT * FROM fraud_train")
+        whole = cur.fetch_arrow_table()
+    assert union.num_rows == whole.num_rows == 3000
+    assert rows(union) == rows(whole)
+
+    # Any query, split in two.
+    q = "SELECT user_id, sum(amount) AS total FROM transactions GROUP BY user_id"
+    info = client.get_flight_info(flight.FlightDescriptor.for_path("sql", q, "shards=2"))
+    parts = [client.do_get(e.ticket).read_all() for e in info.endpoints]
+    assert sum(p.num_rows for p in parts) == 100
+    assert rows(pa.concat_tables(parts)) == sorted(
+        (u, float(sum(v for v in range(5000) if v % 100 == u))) for u in range(100)
+    )
+
+
+def test_unknown_training_set_is_not_found(server):
+    client = flight.connect(server.uri)
+    # pyarrow raises NOT_FOUND as ArrowKeyError (a KeyError).
+    with pytest.raises(KeyError) as missing:
+        client.get_flight_info(flight.FlightDescriptor.for_path("training_set", "nope"))
+    assert "training set `nope` not found" in str(missing.value)
+
+
+def test_token_and_password_authentication(warehouse):
+    s = Server(warehouse, ["--auth-token", "s3cret", "--auth-user", "ada", "--auth-password", "lovelace"])
+    try:
+        client = flight.connect(s.uri)
+        descriptor = flight.FlightDescriptor.for_path("sql", "SELECT 1 AS one")
+        with pytest.raises(flight.FlightUnauthenticatedError):
+            client.get_flight_info(descriptor)
+        bearer = flight.FlightCallOptions(headers=[(b"authorization", b"Bearer s3cret")])
+        info = client.get_flight_info(descriptor, bearer)
+        assert client.do_get(info.endpoints[0].ticket, bearer).read_all().num_rows == 1
+
+        # Basic credentials through the handshake give a session token.
+        header = client.authenticate_basic_token("ada", "lovelace")
+        session = flight.FlightCallOptions(headers=[header])
+        assert client.get_flight_info(descriptor, session).total_records == -1
+        with pytest.raises(flight.FlightUnauthenticatedError):
+            client.authenticate_basic_token("ada", "babbage")
+
+        # ADBC with user and password.
+        with flightsql.connect(s.uri, db_kwargs={"username": "ada", "password": "lovelace"}) as conn:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 42")
+                assert cur.fetchone()[0] == 42
+        with pytest.raises(flightsql.Error):
+            with flightsql.connect(s.uri, db_kwargs={"username": "ada", "password": "nope"}) as conn:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+    finally:
+        assert s.stop() == 0
+
+
+def test_client_hanging_up_mid_stream(server):
+    client = flight.connect(server.uri)
+    info = client.get_flight_info(
+        flight.FlightDescriptor.for_path("sql", "SELECT value, value * 2 AS v FROM range(0, 300000000)")
+    )
+    reader = client.do_get(info.endpoints[0].ticket)
+    first = reader.read_chunk()
+    assert first.data.num_rows > 0
+    reader.cancel()
+    client.close()
+    # The server still answers, and the fixture checks it still shuts down cleanly.
+    with flightsql.connect(server.uri) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchone()[0] == 1
