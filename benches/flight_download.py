@@ -1,0 +1,159 @@
+"""Training-set download over Arrow Flight: one stream and parallel shard streams, beside reading the
+same Parquet files locally with pyarrow, same machine, same run.
+
+Usage (from the repository root, after `cargo build --release --bin flywheel`):
+    python benches/flight_download.py [--flywheel PATH] [--size-gb 1.0] [--repeat 3] [--workdir DIR]
+
+The first run creates a table of about SIZE_GB of Arrow data in WORKDIR's warehouse (ingested through
+ADBC `adbc_ingest`, one commit) and reuses it afterwards. Each measurement is a full download into a
+`pyarrow.Table` in this process: through `FlightDescriptor.for_path("table", NAME, "shards=N")` with N
+readers on threads (one client each), and `pyarrow.dataset` over the table's Parquet files. The
+script prints the median seconds, GB/s of Arrow data, the ratio to the local read, and the server's
+peak resident memory (a streaming server stays far below the table's size).
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import adbc_driver_flightsql.dbapi as flightsql
+import pyarrow.compute as pc
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.flight as flight
+from deltalake import DeltaTable
+
+TABLE = "train_download"
+# ADBC Go's gRPC client sends at most 16 MiB per message.
+ROWS_PER_BATCH = 100_000
+FEATURES = 10
+
+
+def start_server(binary: str, warehouse: Path):
+    proc = subprocess.Popen(
+        [binary, "--warehouse", str(warehouse), "serve", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    banner = proc.stdout.readline()
+    if "grpc://" not in banner:
+        proc.kill()
+        sys.exit(f"flywheel serve did not start: {banner!r}")
+    return proc, "grpc://" + banner.split("grpc://", 1)[1].split()[0]
+
+
+def batches(total_rows: int, schema: pa.Schema):
+    """Random rows, made with pyarrow.compute only (no numpy needed)."""
+    start = 0
+    while start < total_rows:
+        n = min(ROWS_PER_BATCH, total_rows - start)
+        cols = [
+            pc.floor(pc.multiply(pc.random(n), 1_000_000)).cast(pa.int64()),
+            pc.floor(pc.multiply(pc.random(n), 1.7e15)).cast(pa.int64()).cast(pa.timestamp("us")),
+            pc.less(pc.random(n), 0.05),
+        ] + [pc.subtract(pc.random(n), 0.5) for _ in range(FEATURES)]
+        yield pa.RecordBatch.from_arrays(cols, schema=schema)
+        start += n
+
+
+def ensure_table(uri: str, warehouse: Path, size_gb: float):
+    if (warehouse / "tables" / TABLE / "_delta_log").exists():
+        return
+    schema = pa.schema(
+        [("user_id", pa.int64()), ("ts", pa.timestamp("us")), ("label", pa.bool_())]
+        + [(f"f{i}", pa.float64()) for i in range(FEATURES)]
+    )
+    row_bytes = 8 + 8 + 1 + 8 * FEATURES
+    total_rows = int(size_gb * 1e9 / row_bytes)
+    print(f"creating {TABLE}: {total_rows:,} rows (~{size_gb} GB of Arrow data)", file=sys.stderr)
+    reader = pa.RecordBatchReader.from_batches(schema, batches(total_rows, schema))
+    with flightsql.connect(uri) as conn, conn.cursor() as cur:
+        cur.adbc_ingest(TABLE, reader, mode="create")
+
+
+def flight_download(uri: str, shards: int) -> int:
+    client = flight.connect(uri)
+    info = client.get_flight_info(flight.FlightDescriptor.for_path("table", TABLE, f"shards={shards}"))
+
+    def read(endpoint):
+        c = flight.connect(uri)
+        try:
+            return c.do_get(endpoint.ticket).read_all().nbytes
+        finally:
+            c.close()
+
+    with ThreadPoolExecutor(max_workers=shards) as pool:
+        total = sum(pool.map(read, info.endpoints))
+    client.close()
+    return total
+
+
+def local_read(files: list[str]) -> int:
+    return ds.dataset(files, format="parquet").to_table().nbytes
+
+
+def timed(fn, repeat: int):
+    runs = []
+    nbytes = 0
+    for _ in range(repeat):
+        t = time.perf_counter()
+        nbytes = fn()
+        runs.append(time.perf_counter() - t)
+    return statistics.median(runs), nbytes
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def main():
+    target = os.environ.get("CARGO_TARGET_DIR", "target")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--flywheel", default=f"{target}/release/flywheel")
+    p.add_argument("--size-gb", type=float, default=1.0)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--workdir", default=str(Path.home() / ".cache/flywheel-bench/download"))
+    args = p.parse_args()
+
+    warehouse = Path(args.workdir) / "warehouse"
+    warehouse.mkdir(parents=True, exist_ok=True)
+    proc, uri = start_server(args.flywheel, warehouse)
+    try:
+        ensure_table(uri, warehouse, args.size_gb)
+        files = DeltaTable(str(warehouse / "tables" / TABLE)).file_uris()
+        # Warm the page cache once so every reader sees the same state.
+        local_read(files)
+        rows = []
+        for name, fn in [
+            ("Flight, 1 stream", lambda: flight_download(uri, 1)),
+            ("Flight, 4 shard streams", lambda: flight_download(uri, 4)),
+            ("pyarrow.dataset, local Parquet", lambda: local_read(files)),
+        ]:
+            secs, nbytes = timed(fn, args.repeat)
+            rows.append((name, secs, nbytes))
+        server_rss = peak_rss_mib(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+    local = rows[-1][1]
+    print(f"\ntable {TABLE}: {len(files)} Parquet files, {rows[-1][2] / 1e9:.2f} GB as Arrow; "
+          f"median of {args.repeat}; server peak RSS {server_rss:.0f} MiB\n")
+    print("| reader | median s | GB/s | vs local read |")
+    print("|---|---|---|---|")
+    for name, secs, nbytes in rows:
+        print(f"| {name} | {secs:.2f} | {nbytes / 1e9 / secs:.2f} | {local / secs:.2f}x |")
+    print(f"\ncommand: python benches/flight_download.py --flywheel {args.flywheel} "
+          f"--size-gb {args.size_gb} --repeat {args.repeat}")
+
+
+if __name__ == "__main__":
+    main()
