@@ -153,6 +153,11 @@ pub enum FlywheelDdl {
     CreateFeatureView(Box<CreateFeatureView>),
     CreateLabel(Box<CreateLabel>),
     CreateTrainingSet(CreateTrainingSet),
+    /// `ALTER FEATURE VIEW v SET (online = true)`.
+    AlterFeatureView {
+        name: Ident,
+        options: Vec<SqlOption>,
+    },
     /// `REFRESH FEATURE VIEW v` / `REFRESH TRAINING SET t`.
     Refresh {
         kind: ObjectKind,
@@ -238,6 +243,9 @@ impl fmt::Display for FlywheelDdl {
             FlywheelDdl::Refresh { kind, name } => write!(f, "REFRESH {kind} {name}"),
             FlywheelDdl::Show { kind } => write!(f, "SHOW {}", kind.plural_sql()),
             FlywheelDdl::Describe { kind, name } => write!(f, "DESCRIBE {kind} {name}"),
+            FlywheelDdl::AlterFeatureView { name, options } => {
+                write!(f, "ALTER FEATURE VIEW {name} SET ({})", comma(options))
+            }
             FlywheelDdl::Drop {
                 kind,
                 name,

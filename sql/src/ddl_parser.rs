@@ -63,6 +63,21 @@ fn parse_word(p: &mut Parser, expected: &str) -> bool {
     }
 }
 
+/// `(key = value, ...)`.
+fn parse_options(p: &mut Parser) -> PResult<Vec<SqlOption>> {
+    p.expect_token(&Token::LParen)?;
+    let options = p.parse_comma_separated(|p| {
+        let key = p.parse_identifier()?;
+        p.expect_token(&Token::Eq)?;
+        Ok(SqlOption {
+            key,
+            value: p.parse_expr()?,
+        })
+    })?;
+    p.expect_token(&Token::RParen)?;
+    Ok(options)
+}
+
 /// Parses a Flywheel statement at the current position, or returns `None` (consuming nothing) when
 /// the statement is not one of Flywheel's.
 pub(crate) fn try_parse(p: &mut Parser) -> PResult<Option<FlywheelDdl>> {
@@ -89,6 +104,18 @@ pub(crate) fn try_parse(p: &mut Parser) -> PResult<Option<FlywheelDdl>> {
                 ObjectKind::FeatureView => parse_feature_view(p, name, mode)?,
                 ObjectKind::Label => parse_label(p, name, mode)?,
                 ObjectKind::TrainingSet => parse_training_set(p, name, mode)?,
+            }))
+        }
+        "ALTER" => {
+            let Some((ObjectKind::FeatureView, len)) = kind_at(p, 1, false) else {
+                return Ok(None);
+            };
+            skip(p, 1 + len);
+            let name = p.parse_identifier()?;
+            p.expect_keyword(Keyword::SET)?;
+            Ok(Some(FlywheelDdl::AlterFeatureView {
+                name,
+                options: parse_options(p)?,
             }))
         }
         "REFRESH" => {
@@ -172,19 +199,11 @@ fn parse_feature_view(p: &mut Parser, name: Ident, mode: CreateMode) -> PResult<
     } else {
         None
     };
-    let mut options = Vec::new();
-    if p.parse_keyword(Keyword::WITH) {
-        p.expect_token(&Token::LParen)?;
-        options = p.parse_comma_separated(|p| {
-            let key = p.parse_identifier()?;
-            p.expect_token(&Token::Eq)?;
-            Ok(SqlOption {
-                key,
-                value: p.parse_expr()?,
-            })
-        })?;
-        p.expect_token(&Token::RParen)?;
-    }
+    let options = if p.parse_keyword(Keyword::WITH) {
+        parse_options(p)?
+    } else {
+        Vec::new()
+    };
     p.expect_keyword(Keyword::AS)?;
     let query = p.parse_query()?;
     Ok(FlywheelDdl::CreateFeatureView(Box::new(

@@ -162,6 +162,7 @@ mod tests {
             "CREATE LABEL churned ENTITY user EVENT TIME ts FROM churn_events",
             "CREATE TRAINING SET fraud_train LABEL is_fraud FEATURES user_txn, user_profile.age",
             "REFRESH FEATURE VIEW user_txn",
+            "ALTER FEATURE VIEW user_txn SET (online = true)",
             "REFRESH TRAINING SET fraud_train",
             "SHOW ENTITIES",
             "SHOW FEATURE VIEWS",

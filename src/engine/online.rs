@@ -1,0 +1,139 @@
+//! Loading feature views into the online store.
+//!
+//! The latest value per key at the cut-off (now, for timestamp event times) is computed with the
+//! `ASOF JOIN` training sets use: every key of the view is a "label" at the cut-off time, joined
+//! `>=` with the view. So the online answer after a refresh is, by construction, the training-set
+//! answer at the refresh's cut-off, ties and all.
+
+use arrow::array::Array;
+use arrow::datatypes::DataType;
+use flywheel_catalog::objects::{EntityDefinition, FeatureViewDefinition, KIND_ENTITY};
+
+use super::Engine;
+use crate::online::Snapshot;
+use crate::{Error, Result};
+
+/// Whether a feature view asks to be served online (`WITH (online = true)`).
+pub(super) fn is_online(def: &FeatureViewDefinition) -> bool {
+    def.options
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("online") && v.eq_ignore_ascii_case("true"))
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl Engine {
+    /// Loads (or, when the view is not online, removes) `name`'s online snapshot.
+    pub(super) async fn sync_online(&self, name: &str, def: &FeatureViewDefinition) -> Result<()> {
+        if !is_online(def) {
+            return self.online().remove(name);
+        }
+        let now = chrono::Utc::now();
+        let loaded_at_us = now.timestamp_micros();
+        let entity = self
+            .registry()
+            .object(KIND_ENTITY, &def.entity)
+            .ok_or_else(|| Error::Invalid(format!("entity `{}` no longer exists", def.entity)))?;
+        let entity: EntityDefinition = serde_json::from_str(&entity.definition)
+            .map_err(|e| Error::Invalid(format!("entity `{}`: {e}", def.entity)))?;
+        let keys: Vec<String> = entity.keys.into_iter().map(|k| k.name).collect();
+        let provider = self
+            .context()
+            .table_provider(datafusion::common::TableReference::bare(name))
+            .await
+            .map_err(Error::from_datafusion)?;
+        let schema = provider.schema();
+        let ts = &def.event_time;
+        let ts_type = schema
+            .field_with_name(ts)
+            .map_err(|_| Error::Invalid(format!("feature view `{name}` has no column `{ts}`")))?
+            .data_type()
+            .clone();
+        let view = quote(name);
+        let (cutoff, cutoff_us) = match ts_type {
+            DataType::Timestamp(_, None) => (
+                format!("CAST('{}' AS TIMESTAMP)", now.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f")),
+                loaded_at_us,
+            ),
+            DataType::Date32 | DataType::Date64 => (
+                format!("CAST('{}' AS DATE)", now.date_naive()),
+                loaded_at_us,
+            ),
+            // Other event times (integers, zoned timestamps): the latest row per key.
+            _ => (format!("(SELECT max({}) FROM {view})", quote(ts)), i64::MAX),
+        };
+        let key_list = keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+        let on = keys
+            .iter()
+            .map(|k| format!("k.{0} = f.{0}", quote(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let select = keys
+            .iter()
+            .map(|k| format!("k.{}", quote(k)))
+            .chain(
+                schema
+                    .fields()
+                    .iter()
+                    .filter(|f| !keys.contains(f.name()))
+                    .map(|f| format!("f.{}", quote(f.name()))),
+            )
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {select} FROM (SELECT DISTINCT {key_list}, {cutoff} AS __flywheel_cutoff FROM {view}) k \
+             ASOF JOIN {view} f MATCH_CONDITION (k.__flywheel_cutoff >= f.{t}) ON {on} \
+             WHERE f.{t} IS NOT NULL",
+            t = quote(ts)
+        );
+        let batches = self.sql(&sql).await?.collect().await?;
+        let schema = batches
+            .first()
+            .map(|b| b.schema())
+            .ok_or_else(|| Error::Invalid(format!("loading `{name}` online returned nothing")))?;
+        let batch = arrow::compute::concat_batches(&schema, &batches)?;
+        let ttl_us = match &def.ttl {
+            Some(ttl) => Some(self.interval_micros(ttl).await?),
+            None => None,
+        };
+        let snapshot = Snapshot::new(
+            name.to_string(),
+            keys,
+            ts.clone(),
+            ttl_us,
+            loaded_at_us,
+            cutoff_us,
+            batch,
+        )?;
+        let rows = snapshot.batch.num_rows();
+        self.online().publish(snapshot)?;
+        tracing::info!(view = %name, rows, "loaded into the online store");
+        Ok(())
+    }
+
+    /// An interval literal (`INTERVAL '30 days'`) in microseconds (a month counts 30 days).
+    async fn interval_micros(&self, interval: &str) -> Result<i64> {
+        let batches = self
+            .sql(&format!(
+                "SELECT arrow_cast({interval}, 'Interval(MonthDayNano)')"
+            ))
+            .await?
+            .collect()
+            .await?;
+        let value = batches
+            .first()
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::IntervalMonthDayNanoArray>()
+                    .filter(|a| !a.is_empty())
+                    .map(|a| a.value(0))
+            })
+            .ok_or_else(|| Error::Invalid(format!("TTL `{interval}` is not an interval")))?;
+        Ok(i64::from(value.months) * 30 * 86_400_000_000
+            + i64::from(value.days) * 86_400_000_000
+            + value.nanoseconds / 1_000)
+    }
+}

@@ -1,0 +1,158 @@
+//! The online store through a real server: lookups by Flight `DoGet`, the same answer as a training
+//! set's `ASOF JOIN` at the load's cut-off, persistence across restarts, TTL and errors.
+
+use arrow::array::{Array, BooleanArray, Float64Array, Int64Array, RecordBatch};
+use arrow_flight::Ticket;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::Any;
+use futures::TryStreamExt;
+use prost::Message;
+use tonic::Code;
+
+use crate::common::{TestServer, query};
+
+async fn lookup(server: &TestServer, request: serde_json::Value) -> Result<RecordBatch, tonic::Status> {
+    let any = Any {
+        type_url: flywheel::online::LOOKUP_TICKET_TYPE.to_string(),
+        value: request.to_string().into_bytes().into(),
+    };
+    let mut client = server.flight_client().await;
+    let data = client
+        .do_get(Ticket::new(any.encode_to_vec()))
+        .await?
+        .into_inner();
+    let batches: Vec<RecordBatch> =
+        FlightRecordBatchStream::new_from_flight_data(data.map_err(FlightError::from))
+            .try_collect()
+            .await
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    assert_eq!(batches.len(), 1, "one record batch per lookup");
+    Ok(batches.into_iter().next().expect("a batch"))
+}
+
+fn f64s(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
+    let c = b.column_by_name(name).unwrap_or_else(|| panic!("column {name}"));
+    let c = c.as_any().downcast_ref::<Float64Array>().expect("f64");
+    (0..c.len()).map(|i| c.is_valid(i).then(|| c.value(i))).collect()
+}
+
+fn bools(b: &RecordBatch, name: &str) -> Vec<bool> {
+    let c = b.column_by_name(name).unwrap_or_else(|| panic!("column {name}"));
+    let c = c.as_any().downcast_ref::<BooleanArray>().expect("bool");
+    (0..c.len()).map(|i| c.value(i)).collect()
+}
+
+#[tokio::test]
+async fn online_answers_equal_the_asof_answer_and_survive_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let mut sql = server.sql_client().await;
+    // 200 keys, 20k rows, many ties on (key, time) so the tie rule matters.
+    for s in [
+        "CREATE ENTITY user (user_id BIGINT)",
+        "CREATE TABLE spend AS SELECT (value * 7919) % 200 AS user_id, \
+         CAST((value * 104729) % 5000 AS TIMESTAMP) AS ts, CAST(value AS DOUBLE) AS amount, \
+         CAST(value % 13 AS DOUBLE) AS score FROM range(0, 20000)",
+        "CREATE FEATURE VIEW user_spend ENTITY user EVENT TIME ts WITH (online = true) \
+         AS SELECT user_id, ts, amount, score FROM spend",
+    ] {
+        sql.execute_update(s.into(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    // The training-set rule at a cut-off after every event: ASOF JOIN on each key.
+    let expected = query(
+        &mut sql,
+        "SELECT k.user_id, f.amount, f.score FROM \
+         (SELECT DISTINCT user_id, CAST('2100-01-01T00:00:00' AS TIMESTAMP) AS t FROM user_spend) k \
+         ASOF JOIN user_spend f MATCH_CONDITION (k.t >= f.ts) ON k.user_id = f.user_id \
+         ORDER BY k.user_id",
+    )
+    .await;
+    let expected = arrow::compute::concat_batches(&expected[0].schema(), &expected).expect("concat");
+    let keys: Vec<i64> = (0..200).rev().chain([999]).collect();
+    let request = serde_json::json!({"features": ["user_spend"], "keys": keys.iter().map(|k| vec![*k]).collect::<Vec<_>>()});
+    let answer = lookup(&server, request.clone()).await.expect("lookup");
+    assert_eq!(answer.num_rows(), keys.len());
+    let ids = answer
+        .column_by_name("user_id")
+        .expect("key column")
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("ids")
+        .values()
+        .to_vec();
+    assert_eq!(ids, keys, "one row per key, in request order");
+    let found = bools(&answer, "user_spend__found");
+    assert!(found[..200].iter().all(|f| *f) && !found[200], "{found:?}");
+    let (amount, score) = (f64s(&answer, "amount"), f64s(&answer, "score"));
+    let (want_amount, want_score) = (f64s(&expected, "amount"), f64s(&expected, "score"));
+    for (i, key) in keys[..200].iter().enumerate() {
+        let k = *key as usize;
+        assert_eq!(amount[i], want_amount[k], "amount of key {key}");
+        assert_eq!(score[i], want_score[k], "score of key {key}");
+    }
+    assert_eq!((amount[200], score[200]), (None, None), "an unknown key is NULL");
+
+    // A single feature, keys as objects.
+    let one = lookup(
+        &server,
+        serde_json::json!({"features": ["user_spend.score"], "keys": [{"user_id": 3}]}),
+    )
+    .await
+    .expect("lookup");
+    assert_eq!(one.num_columns(), 3, "key, found, score");
+    assert_eq!(f64s(&one, "score")[0], want_score[3]);
+
+    // A new server on the same warehouse serves the persisted snapshot without a refresh.
+    server.stop().await.expect("clean shutdown");
+    let server = TestServer::start(dir.path()).await;
+    let again = lookup(&server, request).await.expect("lookup after restart");
+    assert_eq!(f64s(&again, "amount"), amount);
+
+    // Errors name what is wrong.
+    let e = lookup(&server, serde_json::json!({"features": ["nope"], "keys": [[1]]}))
+        .await
+        .expect_err("unknown view");
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    let e = lookup(&server, serde_json::json!({"features": ["user_spend.nope"], "keys": [[1]]}))
+        .await
+        .expect_err("unknown column");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    server.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn ttl_and_alter_online() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let mut sql = server.sql_client().await;
+    for s in [
+        "CREATE ENTITY user (user_id BIGINT)",
+        "CREATE TABLE events (user_id BIGINT, ts TIMESTAMP, clicks DOUBLE)",
+        "INSERT INTO events VALUES (1, '2020-01-01T00:00:00', 5.0), (2, now(), 7.0)",
+        "CREATE FEATURE VIEW clicks_1d ENTITY user EVENT TIME ts TTL INTERVAL '1 day' \
+         AS SELECT user_id, ts, clicks FROM events",
+    ] {
+        sql.execute_update(s.into(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    let request = serde_json::json!({"features": ["clicks_1d"], "keys": [[1], [2]]});
+    // Not online yet.
+    let e = lookup(&server, request.clone()).await.expect_err("offline");
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    sql.execute_update("ALTER FEATURE VIEW clicks_1d SET (online = true)".into(), None)
+        .await
+        .expect("alter");
+    let answer = lookup(&server, request.clone()).await.expect("lookup");
+    // User 1's value is six years old: past the TTL, served as NULL and not found.
+    assert_eq!(bools(&answer, "clicks_1d__found"), vec![false, true]);
+    assert_eq!(f64s(&answer, "clicks"), vec![None, Some(7.0)]);
+    sql.execute_update("ALTER FEATURE VIEW clicks_1d SET (online = false)".into(), None)
+        .await
+        .expect("alter off");
+    assert!(lookup(&server, request).await.is_err());
+    server.stop().await.expect("clean shutdown");
+}
