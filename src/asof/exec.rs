@@ -240,8 +240,10 @@ impl ExecutionPlan for AsOfJoinExec {
         self.with_new_children(children)
     }
 
+    /// Neither side's order survives: left rows are probed (and emitted) grouped by key. Claiming
+    /// otherwise let the optimizer push an `ORDER BY` below the join, where it sorted nothing.
     fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true, false]
+        vec![false, false]
     }
 
     fn execute(

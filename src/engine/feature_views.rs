@@ -228,6 +228,7 @@ pub(super) async fn create(engine: &Engine, c: CreateFeatureView) -> Result<Outp
     registry
         .create_object(KIND_FEATURE_VIEW, &name, json, true)
         .await?;
+    engine.sync_online(&name, &def).await?;
     Ok(Output::empty())
 }
 
@@ -280,6 +281,39 @@ pub(super) async fn refresh(engine: &Engine, name: &str) -> Result<Output> {
     let def = definition(engine, Keyed::FeatureView, name)?;
     let plan = plan_and_check(engine, Keyed::FeatureView, name, &def).await?;
     materialize(engine, name, plan, true).await?;
+    engine.sync_online(name, &def).await?;
+    Ok(Output::empty())
+}
+
+/// `ALTER FEATURE VIEW v SET (key = value, ...)`: sets options; `online = true|false` loads the
+/// view into the online store or takes it out.
+pub(super) async fn alter(
+    engine: &Engine,
+    name: &str,
+    options: Vec<flywheel_sql::ast::SqlOption>,
+) -> Result<Output> {
+    let mut def = definition(engine, Keyed::FeatureView, name)?;
+    for o in options {
+        let key = object_name(&o.key);
+        let value = o.value.to_string();
+        if key.eq_ignore_ascii_case("online")
+            && !value.eq_ignore_ascii_case("true")
+            && !value.eq_ignore_ascii_case("false")
+        {
+            return Err(Error::Invalid(format!(
+                "feature view `{name}`: online must be true or false, not {value}"
+            )));
+        }
+        def.options.retain(|(k, _)| !k.eq_ignore_ascii_case(&key));
+        def.options.push((key, value));
+    }
+    let json = serde_json::to_string(&def)
+        .map_err(|e| Error::Invalid(format!("cannot store feature view `{name}`: {e}")))?;
+    engine
+        .registry()
+        .create_object(KIND_FEATURE_VIEW, name, json, true)
+        .await?;
+    engine.sync_online(name, &def).await?;
     Ok(Output::empty())
 }
 
@@ -327,6 +361,9 @@ pub(super) async fn drop(
         .registry()
         .warehouse()
         .remove_table_files(&entry.location)?;
+    if kind == Keyed::FeatureView {
+        engine.online().remove(name)?;
+    }
     Ok(Output::empty())
 }
 

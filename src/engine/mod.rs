@@ -12,6 +12,7 @@ mod feature_views;
 mod ingest;
 mod insert;
 mod objects;
+mod online;
 mod output;
 mod params;
 mod planner;
@@ -62,6 +63,7 @@ impl Planned {
 pub struct Engine {
     ctx: SessionContext,
     registry: Arc<Registry>,
+    online: Arc<crate::online::OnlineStore>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -79,7 +81,12 @@ impl Engine {
         let warehouse = Warehouse::open(location)?;
         let registry = Arc::new(Registry::open(warehouse).await?);
         let ctx = session::build(Arc::clone(&registry));
-        Ok(Self { ctx, registry })
+        let online = Arc::new(crate::online::OnlineStore::new(registry.warehouse().root()));
+        Ok(Self {
+            ctx,
+            registry,
+            online,
+        })
     }
 
     /// The DataFusion session (for embedding and tests).
@@ -90,6 +97,11 @@ impl Engine {
     /// The warehouse's registry.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The online store of online feature views.
+    pub fn online(&self) -> &Arc<crate::online::OnlineStore> {
+        &self.online
     }
 
     /// Parses SQL text into statements.

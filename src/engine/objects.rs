@@ -53,6 +53,9 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
             name,
         } => feature_views::refresh(engine, &object_name(&name)).await,
         FlywheelDdl::CreateLabel(c) => feature_views::create_label(engine, *c).await,
+        FlywheelDdl::AlterFeatureView { name, options } => {
+            feature_views::alter(engine, &object_name(&name), options).await
+        }
         FlywheelDdl::Drop {
             kind: kind @ (ObjectKind::FeatureView | ObjectKind::Label),
             name,

@@ -54,7 +54,10 @@ impl Engine {
         let view = quote(name);
         let (cutoff, cutoff_us) = match ts_type {
             DataType::Timestamp(_, None) => (
-                format!("CAST('{}' AS TIMESTAMP)", now.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f")),
+                format!(
+                    "CAST('{}' AS TIMESTAMP)",
+                    now.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f")
+                ),
                 loaded_at_us,
             ),
             DataType::Date32 | DataType::Date64 => (
@@ -88,7 +91,8 @@ impl Engine {
              WHERE f.{t} IS NOT NULL",
             t = quote(ts)
         );
-        let batches = self.sql(&sql).await?.collect().await?;
+        // Boxed: loading runs a query from inside a statement (CREATE / REFRESH / ALTER).
+        let batches = Box::pin(self.sql(&sql)).await?.collect().await?;
         let schema = batches
             .first()
             .map(|b| b.schema())
@@ -115,13 +119,8 @@ impl Engine {
 
     /// An interval literal (`INTERVAL '30 days'`) in microseconds (a month counts 30 days).
     async fn interval_micros(&self, interval: &str) -> Result<i64> {
-        let batches = self
-            .sql(&format!(
-                "SELECT arrow_cast({interval}, 'Interval(MonthDayNano)')"
-            ))
-            .await?
-            .collect()
-            .await?;
+        let sql = format!("SELECT arrow_cast({interval}, 'Interval(MonthDayNano)')");
+        let batches = Box::pin(self.sql(&sql)).await?.collect().await?;
         let value = batches
             .first()
             .and_then(|b| {

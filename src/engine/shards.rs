@@ -26,9 +26,11 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::stream::{
+    RecordBatchReceiverStreamBuilder, RecordBatchStreamAdapter,
+};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, execute_stream};
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::StreamExt;
 
 use super::{Engine, Planned};
 use crate::{Error, Result};
@@ -36,18 +38,32 @@ use crate::{Error, Result};
 /// The most shards one request may ask for.
 pub const MAX_SHARDS: usize = 1024;
 
+/// Rows per batch of a sharded read.
+const SHARD_BATCH_ROWS: usize = 65_536;
+
 /// Seed of the row hash used by hash sharding (fixed: every request must agree).
 const SHARD_HASH_SEED: u64 = 0x666c_7977_6865_656c;
 
 impl Engine {
+    /// How many partitions a read in `shards` shards is planned for: every shard gets as many
+    /// partitions as the engine has cores, so one stream still decodes on all of them.
+    pub fn shard_partitions(&self, shards: usize) -> usize {
+        let cores = self.context().copied_config().target_partitions().max(1);
+        shards.saturating_mul(cores).min(MAX_SHARDS)
+    }
+
     /// Streams shard `shard` of `shards` of the query `sql`.
+    ///
+    /// The query is planned for `partitions` partitions (see [`Engine::shard_partitions`]; every
+    /// shard of one read must use the same number), and a shard's partitions run concurrently.
     pub async fn shard_stream(
         &self,
         sql: &str,
         shard: usize,
         shards: usize,
+        partitions: usize,
     ) -> Result<SendableRecordBatchStream> {
-        if shards == 0 || shards > MAX_SHARDS || shard >= shards {
+        if shards == 0 || shards > MAX_SHARDS || shard >= shards || partitions < shards {
             return Err(Error::Invalid(format!(
                 "shard {shard} of {shards} does not exist: ask for 1 to {MAX_SHARDS} shards and a \
                  shard number below their count"
@@ -64,8 +80,12 @@ impl Engine {
                 "only a query's result can be read in shards".into(),
             ));
         };
-        let mut config = self.context().copied_config();
-        config.options_mut().execution.target_partitions = shards;
+        // Bigger batches: fewer, larger Flight messages for bulk downloads.
+        let mut config = self
+            .context()
+            .copied_config()
+            .with_batch_size(SHARD_BATCH_ROWS);
+        config.options_mut().execution.target_partitions = partitions;
         // A partition must read only its own file group: with work stealing (DataFusion's default),
         // a partition running alone would take its idle siblings' files too.
         config
@@ -91,12 +111,24 @@ impl Engine {
             "sharded read"
         );
         if per_partition && partitions >= shards {
-            let schema = physical.schema();
-            let mine: Vec<usize> = (shard..partitions).step_by(shards).collect();
-            let streams = stream::iter(mine)
-                .map(move |p| physical.execute(p, Arc::clone(&task)))
-                .try_flatten();
-            return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, streams)));
+            // This shard's partitions, each decoded on its own task (on all cores), merged.
+            let mut merged = RecordBatchReceiverStreamBuilder::new(physical.schema(), 2);
+            for p in (shard..partitions).step_by(shards) {
+                let tx = merged.tx();
+                let plan = Arc::clone(&physical);
+                let task = Arc::clone(&task);
+                merged.spawn(async move {
+                    let mut batches = plan.execute(p, task)?;
+                    while let Some(batch) = batches.next().await {
+                        if tx.send(batch).await.is_err() {
+                            // The client hung up.
+                            break;
+                        }
+                    }
+                    Ok(())
+                });
+            }
+            return Ok(merged.build());
         }
         let schema = physical.schema();
         let all = execute_stream(physical, task).map_err(Error::from_datafusion)?;

@@ -73,7 +73,9 @@ impl OnlineStore {
             }
         }
         let Some((_, first, _)) = views.first() else {
-            return Err(Error::Invalid("a lookup names at least one feature view".into()));
+            return Err(Error::Invalid(
+                "a lookup names at least one feature view".into(),
+            ));
         };
         let keys = first.keys.clone();
         if let Some((v, _, _)) = views.iter().find(|(_, s, _)| s.keys != keys) {
@@ -98,7 +100,11 @@ impl OnlineStore {
                 .into_iter()
                 .map(|r| r.filter(|&i| !snapshot.expired(i as usize, now_us)))
                 .collect();
-            fields.push(Field::new(format!("{view}__found"), arrow::datatypes::DataType::Boolean, false));
+            fields.push(Field::new(
+                format!("{view}__found"),
+                arrow::datatypes::DataType::Boolean,
+                false,
+            ));
             columns.push(Arc::new(BooleanArray::from(
                 rows.iter().map(|r| r.is_some()).collect::<Vec<_>>(),
             )));
@@ -120,7 +126,10 @@ impl OnlineStore {
                 columns.push(values);
             }
         }
-        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
     }
 }
 
@@ -171,9 +180,10 @@ fn key_columns(
             let batch = arrow::compute::concat_batches(&schema, &batches)?;
             keys.iter()
                 .map(|k| {
-                    batch.column_by_name(k).cloned().ok_or_else(|| {
-                        Error::Invalid(format!("keys_arrow has no column `{k}`"))
-                    })
+                    batch
+                        .column_by_name(k)
+                        .cloned()
+                        .ok_or_else(|| Error::Invalid(format!("keys_arrow has no column `{k}`")))
                 })
                 .collect::<Result<_>>()?
         }

@@ -204,7 +204,10 @@ impl Snapshot {
         let batch = arrow::compute::concat_batches(&plain, &batches)?;
         Self::new(
             get(META_VIEW)?,
-            get(META_KEYS)?.split('\u{1f}').map(str::to_string).collect(),
+            get(META_KEYS)?
+                .split('\u{1f}')
+                .map(str::to_string)
+                .collect(),
             get(META_EVENT_TIME)?,
             meta.get(META_TTL_US).and_then(|v| v.parse().ok()),
             num(META_LOADED_AT_US)?,

@@ -112,6 +112,14 @@ impl FlywheelFlightSqlService {
         Ok(batches.iter().map(|b| b.num_rows() as i64).sum())
     }
 
+    /// One online lookup: the answer is one record batch.
+    fn online_lookup(&self, request: &[u8]) -> Result<Response<DoGetStream>, Status> {
+        let request: crate::online::LookupRequest = serde_json::from_slice(request)
+            .map_err(|e| Status::invalid_argument(format!("malformed lookup request: {e}")))?;
+        let now_us = chrono::Utc::now().timestamp_micros();
+        encode_batch(self.engine.online().lookup(&request, now_us))
+    }
+
     /// A metadata command's `FlightInfo`: its answer's schema, and the command itself as ticket.
     fn command_info(
         &self,
@@ -317,6 +325,9 @@ impl FlightSqlService for FlywheelFlightSqlService {
         _request: Request<Ticket>,
         message: Any,
     ) -> Result<Response<DoGetStream>, Status> {
+        if message.type_url == crate::online::LOOKUP_TICKET_TYPE {
+            return self.online_lookup(&message.value);
+        }
         if message.type_url != shards::SHARD_TICKET_TYPE {
             return Err(Status::invalid_argument(format!(
                 "unknown ticket type `{}`: redeem tickets from a Flywheel FlightInfo",
@@ -326,7 +337,7 @@ impl FlightSqlService for FlywheelFlightSqlService {
         let ticket = shards::ShardTicket::from_any_value(&message.value).map_err(to_status)?;
         let batches = self
             .engine
-            .shard_stream(&ticket.sql, ticket.shard, ticket.shards)
+            .shard_stream(&ticket.sql, ticket.shard, ticket.shards, ticket.partitions)
             .await
             .map_err(to_status)?;
         let schema = batches.schema();

@@ -11,7 +11,9 @@
 //! - `sql`, QUERY, [`shards=N`]: any query (`N` defaults to 1).
 //!
 //! Tickets are a protobuf `Any` with type URL [`SHARD_TICKET_TYPE`] whose value is JSON:
-//! `{"sql": "SELECT * FROM \"fraud_train\" VERSION AS OF 3", "shard": 0, "shards": 4}`. They are
+//! `{"sql": "SELECT * FROM \"fraud_train\" VERSION AS OF 3", "shard": 0, "shards": 4,
+//! "partitions": 8}` (`partitions`: what every shard's plan is split into; shard `k` runs the
+//! partitions `p` with `p % shards == k`). They are
 //! self-contained, so any process may redeem any ticket, and a table read names its version, so
 //! shards of one `FlightInfo` always come from the same snapshot.
 
@@ -113,6 +115,8 @@ pub struct ShardTicket {
     pub sql: String,
     pub shard: usize,
     pub shards: usize,
+    /// The partition count every shard of the read plans for.
+    pub partitions: usize,
 }
 
 impl ShardTicket {
@@ -185,11 +189,13 @@ pub async fn flight_info(
         .with_descriptor(descriptor)
         .with_total_records(rows)
         .with_total_bytes(-1);
+    let partitions = engine.shard_partitions(shards);
     for shard in 0..shards {
         let ticket = ShardTicket {
             sql: sql.clone(),
             shard,
             shards,
+            partitions,
         }
         .to_ticket()?;
         info = info.with_endpoint(FlightEndpoint::new().with_ticket(ticket));
@@ -270,6 +276,7 @@ mod tests {
             sql: "SELECT 1".into(),
             shard: 1,
             shards: 2,
+            partitions: 4,
         };
         let ticket = t.to_ticket().expect("encodes");
         let any = Any::decode(ticket.ticket).expect("an Any");

@@ -7,5 +7,6 @@ mod asof;
 mod cli;
 mod common;
 mod flight_sql;
+mod online;
 mod persistence;
 mod serving;

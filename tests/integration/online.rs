@@ -12,7 +12,10 @@ use tonic::Code;
 
 use crate::common::{TestServer, query};
 
-async fn lookup(server: &TestServer, request: serde_json::Value) -> Result<RecordBatch, tonic::Status> {
+async fn lookup(
+    server: &TestServer,
+    request: serde_json::Value,
+) -> Result<RecordBatch, tonic::Status> {
     let any = Any {
         type_url: flywheel::online::LOOKUP_TICKET_TYPE.to_string(),
         value: request.to_string().into_bytes().into(),
@@ -32,13 +35,19 @@ async fn lookup(server: &TestServer, request: serde_json::Value) -> Result<Recor
 }
 
 fn f64s(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
-    let c = b.column_by_name(name).unwrap_or_else(|| panic!("column {name}"));
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("column {name}"));
     let c = c.as_any().downcast_ref::<Float64Array>().expect("f64");
-    (0..c.len()).map(|i| c.is_valid(i).then(|| c.value(i))).collect()
+    (0..c.len())
+        .map(|i| c.is_valid(i).then(|| c.value(i)))
+        .collect()
 }
 
 fn bools(b: &RecordBatch, name: &str) -> Vec<bool> {
-    let c = b.column_by_name(name).unwrap_or_else(|| panic!("column {name}"));
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("column {name}"));
     let c = c.as_any().downcast_ref::<BooleanArray>().expect("bool");
     (0..c.len()).map(|i| c.value(i)).collect()
 }
@@ -70,7 +79,8 @@ async fn online_answers_equal_the_asof_answer_and_survive_restarts() {
          ORDER BY k.user_id",
     )
     .await;
-    let expected = arrow::compute::concat_batches(&expected[0].schema(), &expected).expect("concat");
+    let expected =
+        arrow::compute::concat_batches(&expected[0].schema(), &expected).expect("concat");
     let keys: Vec<i64> = (0..200).rev().chain([999]).collect();
     let request = serde_json::json!({"features": ["user_spend"], "keys": keys.iter().map(|k| vec![*k]).collect::<Vec<_>>()});
     let answer = lookup(&server, request.clone()).await.expect("lookup");
@@ -93,7 +103,11 @@ async fn online_answers_equal_the_asof_answer_and_survive_restarts() {
         assert_eq!(amount[i], want_amount[k], "amount of key {key}");
         assert_eq!(score[i], want_score[k], "score of key {key}");
     }
-    assert_eq!((amount[200], score[200]), (None, None), "an unknown key is NULL");
+    assert_eq!(
+        (amount[200], score[200]),
+        (None, None),
+        "an unknown key is NULL"
+    );
 
     // A single feature, keys as objects.
     let one = lookup(
@@ -108,17 +122,25 @@ async fn online_answers_equal_the_asof_answer_and_survive_restarts() {
     // A new server on the same warehouse serves the persisted snapshot without a refresh.
     server.stop().await.expect("clean shutdown");
     let server = TestServer::start(dir.path()).await;
-    let again = lookup(&server, request).await.expect("lookup after restart");
+    let again = lookup(&server, request)
+        .await
+        .expect("lookup after restart");
     assert_eq!(f64s(&again, "amount"), amount);
 
     // Errors name what is wrong.
-    let e = lookup(&server, serde_json::json!({"features": ["nope"], "keys": [[1]]}))
-        .await
-        .expect_err("unknown view");
+    let e = lookup(
+        &server,
+        serde_json::json!({"features": ["nope"], "keys": [[1]]}),
+    )
+    .await
+    .expect_err("unknown view");
     assert_eq!(e.code(), Code::NotFound, "{e}");
-    let e = lookup(&server, serde_json::json!({"features": ["user_spend.nope"], "keys": [[1]]}))
-        .await
-        .expect_err("unknown column");
+    let e = lookup(
+        &server,
+        serde_json::json!({"features": ["user_spend.nope"], "keys": [[1]]}),
+    )
+    .await
+    .expect_err("unknown column");
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
     server.stop().await.expect("clean shutdown");
 }
@@ -143,16 +165,22 @@ async fn ttl_and_alter_online() {
     // Not online yet.
     let e = lookup(&server, request.clone()).await.expect_err("offline");
     assert_eq!(e.code(), Code::NotFound, "{e}");
-    sql.execute_update("ALTER FEATURE VIEW clicks_1d SET (online = true)".into(), None)
-        .await
-        .expect("alter");
+    sql.execute_update(
+        "ALTER FEATURE VIEW clicks_1d SET (online = true)".into(),
+        None,
+    )
+    .await
+    .expect("alter");
     let answer = lookup(&server, request.clone()).await.expect("lookup");
     // User 1's value is six years old: past the TTL, served as NULL and not found.
     assert_eq!(bools(&answer, "clicks_1d__found"), vec![false, true]);
     assert_eq!(f64s(&answer, "clicks"), vec![None, Some(7.0)]);
-    sql.execute_update("ALTER FEATURE VIEW clicks_1d SET (online = false)".into(), None)
-        .await
-        .expect("alter off");
+    sql.execute_update(
+        "ALTER FEATURE VIEW clicks_1d SET (online = false)".into(),
+        None,
+    )
+    .await
+    .expect("alter off");
     assert!(lookup(&server, request).await.is_err());
     server.stop().await.expect("clean shutdown");
 }
