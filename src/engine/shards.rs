@@ -45,11 +45,14 @@ const SHARD_BATCH_ROWS: usize = 65_536;
 const SHARD_HASH_SEED: u64 = 0x666c_7977_6865_656c;
 
 impl Engine {
-    /// How many partitions a read in `shards` shards is planned for: every shard gets as many
-    /// partitions as the engine has cores, so one stream still decodes on all of them.
+    /// How many partitions a read in `shards` shards is planned for: at least one per core, so a
+    /// lone stream still decodes on all cores, and a multiple of `shards`, so shards get equal
+    /// shares; no more, so parallel shards do not oversubscribe the cores (each running partition
+    /// holds a row group in memory).
     pub fn shard_partitions(&self, shards: usize) -> usize {
         let cores = self.context().copied_config().target_partitions().max(1);
-        shards.saturating_mul(cores).min(MAX_SHARDS)
+        let shards = shards.max(1);
+        cores.div_ceil(shards).saturating_mul(shards).min(MAX_SHARDS)
     }
 
     /// Streams shard `shard` of `shards` of the query `sql`.

@@ -109,7 +109,12 @@ pub async fn serve_with(
     );
     info!(%addr, tls = options.tls.is_some(), auth = options.credentials.enabled(), "Flight SQL server listening");
     let stop = Arc::new(Notify::new());
-    let mut builder = tonic::transport::Server::builder();
+    // Bulk downloads: large HTTP/2 windows and frames, so a stream is not throttled by
+    // flow-control round trips on fast links (loopback included).
+    let mut builder = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(16 * 1024 * 1024))
+        .initial_connection_window_size(Some(64 * 1024 * 1024))
+        .max_frame_size(Some(1024 * 1024));
     if let Some((cert, key)) = &options.tls {
         // Several TLS backends are linked in (object stores bring their own); pick one for the
         // process. Failing means one was already installed, which serves as well.

@@ -181,3 +181,31 @@ def test_client_hanging_up_mid_stream(server):
     with flightsql.connect(server.uri) as conn, conn.cursor() as cur:
         cur.execute("SELECT 1")
         assert cur.fetchone()[0] == 1
+
+
+def test_online_lookup_example_client(server):
+    """examples/online_lookup.py against a real server: the documented Python lookup path."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "online_lookup.py"
+    spec = importlib.util.spec_from_file_location("online_lookup", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    with flightsql.connect(server.uri) as conn, conn.cursor() as cur:
+        for sql in [
+            "CREATE ENTITY user (user_id BIGINT)",
+            "CREATE TABLE spend (user_id BIGINT, ts TIMESTAMP, amount DOUBLE)",
+            "INSERT INTO spend VALUES (42, '2026-01-01T00:00:00', 1.0), (42, '2026-01-02T00:00:00', 12.5), "
+            "(43, '2026-01-01T00:00:00', 3.0)",
+            "CREATE FEATURE VIEW user_spend ENTITY user EVENT TIME ts WITH (online = true) "
+            "AS SELECT user_id, ts, amount FROM spend",
+        ]:
+            cur.execute(sql)
+    client = flight.connect(server.uri)
+    rows = example.lookup(client, ["user_spend"], [[43], [42], [44]]).to_pylist()
+    assert rows == [
+        {"user_id": 43, "user_spend__found": True, "amount": 3.0},
+        {"user_id": 42, "user_spend__found": True, "amount": 12.5},
+        {"user_id": 44, "user_spend__found": False, "amount": None},
+    ]

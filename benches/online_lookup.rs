@@ -1,0 +1,192 @@
+//! Online lookup latency and throughput over loopback, with a real server and a Rust Flight client.
+//!
+//! `cargo bench --bench online_lookup` (release build). Builds 1M entities with 10 features in three
+//! online feature views in a temp warehouse, starts `flywheel serve` in-process on 127.0.0.1 port 0,
+//! then measures:
+//! - latency (p50/p99/p999 of sequential lookups, one client) for 1 key x 1 view x 10 features and
+//!   100 keys x 3 views;
+//! - throughput of 1-key lookups with 8 concurrent clients.
+//!
+//! Keys are drawn at random from the 1M. Prints a Markdown table. Not a test: it asserts only that
+//! every answer has the requested rows.
+
+use std::time::{Duration, Instant};
+
+use arrow_flight::Ticket;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::sql::Any;
+use futures::TryStreamExt;
+use prost::Message;
+use tonic::transport::Channel;
+
+const ENTITIES: u64 = 1_000_000;
+const LATENCY_SAMPLES: usize = 20_000;
+const THROUGHPUT_CLIENTS: usize = 8;
+const THROUGHPUT_SECS: u64 = 5;
+
+fn ticket(features: &[&str], keys: &[u64]) -> Ticket {
+    let request = serde_json::json!({
+        "features": features,
+        "keys": keys.iter().map(|k| vec![*k]).collect::<Vec<_>>(),
+    });
+    let any = Any {
+        type_url: flywheel::online::LOOKUP_TICKET_TYPE.to_string(),
+        value: request.to_string().into_bytes().into(),
+    };
+    Ticket::new(any.encode_to_vec())
+}
+
+async fn lookup(client: &mut FlightServiceClient<Channel>, t: Ticket, rows: usize) {
+    let data = client.do_get(t).await.expect("do_get").into_inner();
+    let batches: Vec<_> = FlightRecordBatchStream::new_from_flight_data(data.map_err(FlightError::from))
+        .try_collect()
+        .await
+        .expect("answer");
+    let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(n, rows);
+}
+
+/// A small xorshift generator: reproducible random keys without another dependency.
+struct Keys(u64);
+
+impl Keys {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % ENTITIES
+    }
+    fn take(&mut self, n: usize) -> Vec<u64> {
+        (0..n).map(|_| self.next()).collect()
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+async fn channel(addr: std::net::SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .expect("connects")
+}
+
+async fn latency(addr: std::net::SocketAddr, features: &[&str], keys_per: usize) -> Vec<Duration> {
+    let mut client = FlightServiceClient::new(channel(addr).await);
+    let mut keys = Keys(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..500 {
+        lookup(&mut client, ticket(features, &keys.take(keys_per)), keys_per).await;
+    }
+    let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
+    for _ in 0..LATENCY_SAMPLES {
+        let t = ticket(features, &keys.take(keys_per));
+        let start = Instant::now();
+        lookup(&mut client, t, keys_per).await;
+        samples.push(start.elapsed());
+    }
+    samples.sort();
+    samples
+}
+
+async fn throughput(addr: std::net::SocketAddr) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(THROUGHPUT_SECS);
+    let mut tasks = Vec::new();
+    for c in 0..THROUGHPUT_CLIENTS {
+        tasks.push(tokio::spawn(async move {
+            let mut client = FlightServiceClient::new(channel(addr).await);
+            let mut keys = Keys(0x1234_5678 + c as u64);
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                lookup(&mut client, ticket(&["v0"], &keys.take(1)), 1).await;
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("client task");
+    }
+    total as f64 / THROUGHPUT_SECS as f64
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = flywheel::Engine::open(dir.path().to_str().expect("utf-8"))
+            .await
+            .expect("engine");
+        let features: Vec<String> = (0..10)
+            .map(|i| format!("CAST((value * {}) % 1000 AS DOUBLE) AS f{i}", i + 3))
+            .collect();
+        let setup = [
+            "CREATE ENTITY user (user_id BIGINT)".to_string(),
+            format!(
+                "CREATE TABLE src AS SELECT value AS user_id, CAST(value % 86400 AS TIMESTAMP) AS ts, {} \
+                 FROM range(0, {ENTITIES})",
+                features.join(", ")
+            ),
+        ];
+        let load = Instant::now();
+        for s in &setup {
+            engine.sql(s).await.expect("setup").collect().await.expect("setup");
+        }
+        for v in ["v0", "v1", "v2"] {
+            let cols = (0..10).map(|i| format!("f{i} AS {v}_f{i}")).collect::<Vec<_>>().join(", ");
+            let cols = if v == "v0" { (0..10).map(|i| format!("f{i}")).collect::<Vec<_>>().join(", ") } else { cols };
+            engine
+                .sql(&format!(
+                    "CREATE FEATURE VIEW {v} ENTITY user EVENT TIME ts WITH (online = true) \
+                     AS SELECT user_id, ts, {cols} FROM src"
+                ))
+                .await
+                .expect("view")
+                .collect()
+                .await
+                .expect("view");
+        }
+        eprintln!("setup: 1M entities, 3 online views in {:.1} s", load.elapsed().as_secs_f64());
+
+        let listener = flywheel::server::bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("binds");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(flywheel::server::serve(engine, listener, async {
+            let _ = stopped.await;
+        }));
+
+        let one = latency(addr, &["v0"], 1).await;
+        let hundred = latency(addr, &["v0", "v1", "v2"], 100).await;
+        let rate = throughput(addr).await;
+
+        println!("| lookup | p50 ms | p99 ms | p999 ms |");
+        println!("|---|---|---|---|");
+        for (name, s) in [
+            ("1 key x 1 view x 10 features", &one),
+            ("100 keys x 3 views x 10 features", &hundred),
+        ] {
+            println!(
+                "| {name} | {:.3} | {:.3} | {:.3} |",
+                percentile(s, 0.5),
+                percentile(s, 0.99),
+                percentile(s, 0.999)
+            );
+        }
+        println!(
+            "\nthroughput, 1-key lookups, {THROUGHPUT_CLIENTS} concurrent clients: {rate:.0} lookups/s"
+        );
+        let _ = stop.send(());
+        let _ = server.await;
+    });
+}
