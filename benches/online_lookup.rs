@@ -40,10 +40,11 @@ fn ticket(features: &[&str], keys: &[u64]) -> Ticket {
 
 async fn lookup(client: &mut FlightServiceClient<Channel>, t: Ticket, rows: usize) {
     let data = client.do_get(t).await.expect("do_get").into_inner();
-    let batches: Vec<_> = FlightRecordBatchStream::new_from_flight_data(data.map_err(FlightError::from))
-        .try_collect()
-        .await
-        .expect("answer");
+    let batches: Vec<_> =
+        FlightRecordBatchStream::new_from_flight_data(data.map_err(FlightError::from))
+            .try_collect()
+            .await
+            .expect("answer");
     let n: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(n, rows);
 }
@@ -81,7 +82,12 @@ async fn latency(addr: std::net::SocketAddr, features: &[&str], keys_per: usize)
     let mut client = FlightServiceClient::new(channel(addr).await);
     let mut keys = Keys(0x9E37_79B9_7F4A_7C15);
     for _ in 0..500 {
-        lookup(&mut client, ticket(features, &keys.take(keys_per)), keys_per).await;
+        lookup(
+            &mut client,
+            ticket(features, &keys.take(keys_per)),
+            keys_per,
+        )
+        .await;
     }
     let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
     for _ in 0..LATENCY_SAMPLES {

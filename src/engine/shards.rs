@@ -52,7 +52,10 @@ impl Engine {
     pub fn shard_partitions(&self, shards: usize) -> usize {
         let cores = self.context().copied_config().target_partitions().max(1);
         let shards = shards.max(1);
-        cores.div_ceil(shards).saturating_mul(shards).min(MAX_SHARDS)
+        cores
+            .div_ceil(shards)
+            .saturating_mul(shards)
+            .min(MAX_SHARDS)
     }
 
     /// Streams shard `shard` of `shards` of the query `sql`.
@@ -207,10 +210,7 @@ impl Engine {
         let files = table.get_file_uris()?.count();
         Ok(PinnedTable {
             name: entry.name,
-            version: table
-                .version()
-                .and_then(|v| u64::try_from(v).ok())
-                .unwrap_or(0),
+            version: table.version().unwrap_or(0),
             files,
         })
     }

@@ -455,7 +455,7 @@ impl FlightSqlService for FlywheelFlightSqlService {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         let info = self.command_info(query.as_any(), &schema, request.into_inner())?;
         Ok(Response::new(info))
     }
@@ -509,7 +509,7 @@ impl FlightSqlService for FlywheelFlightSqlService {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         let info = self.command_info(query.as_any(), &schema, request.into_inner())?;
         Ok(Response::new(info))
     }
@@ -545,7 +545,7 @@ impl FlightSqlService for FlywheelFlightSqlService {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder(xdbc_types()?).schema();
+        let schema = query.into_builder(xdbc_types()?).schema();
         let info = self.command_info(query.as_any(), &schema, request.into_inner())?;
         Ok(Response::new(info))
     }
