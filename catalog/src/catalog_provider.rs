@@ -25,9 +25,20 @@ pub struct FlywheelCatalogProvider {
 
 impl FlywheelCatalogProvider {
     pub fn new(registry: Arc<Registry>) -> Self {
+        Self::with_system_tables(registry, Vec::new())
+    }
+
+    /// The catalog, with `extra` tables in the system schema.
+    pub fn with_system_tables(
+        registry: Arc<Registry>,
+        extra: Vec<(String, crate::SystemTableFn)>,
+    ) -> Self {
         Self {
             public: Arc::new(WarehouseSchemaProvider::new(Arc::clone(&registry))),
-            system: Arc::new(SystemSchemaProvider::new(Arc::clone(&registry))),
+            system: Arc::new(SystemSchemaProvider::with_tables(
+                Arc::clone(&registry),
+                extra,
+            )),
             time_travel: Arc::new(TimeTravelSchemaProvider::new(registry)),
         }
     }

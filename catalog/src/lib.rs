@@ -20,6 +20,6 @@ pub use catalog_provider::{DEFAULT_CATALOG, DEFAULT_SCHEMA, FlywheelCatalogProvi
 pub use error::{Error, Result};
 pub use registry::{ObjectEntry, Registry, TableEntry, TableKind};
 pub use schema_provider::{WarehouseSchemaProvider, load_table};
-pub use system_schema::{SYSTEM_SCHEMA, SystemSchemaProvider};
+pub use system_schema::{SYSTEM_SCHEMA, SystemSchemaProvider, SystemTableFn};
 pub use time_travel::{TIME_TRAVEL_SCHEMA, TimeTravelSchemaProvider, TravelTarget};
 pub use warehouse::{Warehouse, resolve_location};

@@ -24,22 +24,47 @@ const TABLES: [&str; 5] = [
     "lineage",
 ];
 
+/// A system table computed by code outside this crate (the online store's freshness, ...): each
+/// read calls it for a fresh batch.
+pub type SystemTableFn =
+    Arc<dyn Fn() -> DFResult<arrow::array::RecordBatch> + Send + Sync + 'static>;
+
 /// The system tables; each read is a snapshot of the registry at that moment.
-#[derive(Debug)]
 pub struct SystemSchemaProvider {
     registry: Arc<Registry>,
+    extra: Vec<(String, SystemTableFn)>,
+}
+
+impl std::fmt::Debug for SystemSchemaProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SystemSchemaProvider")
+            .field(
+                "extra",
+                &self.extra.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl SystemSchemaProvider {
     pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry }
+        Self::with_tables(registry, Vec::new())
+    }
+
+    /// The registry's system tables plus `extra` ones.
+    pub fn with_tables(registry: Arc<Registry>, extra: Vec<(String, SystemTableFn)>) -> Self {
+        Self { registry, extra }
     }
 }
 
 #[async_trait]
 impl SchemaProvider for SystemSchemaProvider {
     fn table_names(&self) -> Vec<String> {
-        TABLES.iter().map(|t| t.to_string()).collect()
+        TABLES
+            .iter()
+            .map(|t| t.to_string())
+            .chain(self.extra.iter().map(|(n, _)| n.clone()))
+            .collect()
     }
 
     async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
@@ -49,13 +74,16 @@ impl SchemaProvider for SystemSchemaProvider {
             "labels" => keyed_batch(&self.registry, KIND_LABEL)?,
             "training_sets" => training_sets_batch(&self.registry)?,
             "lineage" => lineage_batch(&self.registry)?,
-            _ => return Ok(None),
+            other => match self.extra.iter().find(|(n, _)| n == other) {
+                Some((_, f)) => f()?,
+                None => return Ok(None),
+            },
         };
         let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
         Ok(Some(Arc::new(table)))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        TABLES.contains(&name)
+        TABLES.contains(&name) || self.extra.iter().any(|(n, _)| n == name)
     }
 }

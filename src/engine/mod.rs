@@ -31,6 +31,7 @@ use flywheel_sql::FlywheelStatement;
 use tracing::instrument;
 
 pub use ingest::{IfExists, IfMissing, IngestTarget};
+pub use online::is_online;
 pub use output::Output;
 pub use shards::{MAX_SHARDS, PinnedTable};
 pub(crate) use time_travel::visit_statement_mut;
@@ -80,8 +81,8 @@ impl Engine {
     pub async fn open(location: &str) -> Result<Self> {
         let warehouse = Warehouse::open(location)?;
         let registry = Arc::new(Registry::open(warehouse).await?);
-        let ctx = session::build(Arc::clone(&registry));
         let online = Arc::new(crate::online::OnlineStore::new(registry.warehouse().root()));
+        let ctx = session::build(Arc::clone(&registry), &online);
         Ok(Self {
             ctx,
             registry,

@@ -14,7 +14,7 @@ use crate::online::Snapshot;
 use crate::{Error, Result};
 
 /// Whether a feature view asks to be served online (`WITH (online = true)`).
-pub(super) fn is_online(def: &FeatureViewDefinition) -> bool {
+pub fn is_online(def: &FeatureViewDefinition) -> bool {
     def.options
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("online") && v.eq_ignore_ascii_case("true"))

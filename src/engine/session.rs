@@ -10,7 +10,10 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use flywheel_catalog::{DEFAULT_CATALOG, DEFAULT_SCHEMA, FlywheelCatalogProvider, Registry};
 
 /// A session whose default catalog is the warehouse (`flywheel.public`), with `information_schema`.
-pub(super) fn build(registry: Arc<Registry>) -> SessionContext {
+pub(super) fn build(
+    registry: Arc<Registry>,
+    online: &Arc<crate::online::OnlineStore>,
+) -> SessionContext {
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(DEFAULT_CATALOG, DEFAULT_SCHEMA)
         .with_create_default_catalog_and_schema(false)
@@ -29,8 +32,12 @@ pub(super) fn build(registry: Arc<Registry>) -> SessionContext {
     let ctx = SessionContext::new_with_state(state);
     ctx.register_catalog(
         DEFAULT_CATALOG,
-        Arc::new(FlywheelCatalogProvider::new(registry)),
+        Arc::new(FlywheelCatalogProvider::with_system_tables(
+            Arc::clone(&registry),
+            vec![crate::online::freshness_table(Arc::clone(online), registry)],
+        )),
     );
+    ctx.register_udtf("online", crate::online::online_function(Arc::clone(online)));
     ctx.register_udf(ScalarUDF::new_from_impl(AsOfMatchUdf::default()));
     flywheel_udfs::register_all(&ctx);
     ctx

@@ -10,6 +10,7 @@
 
 mod lookup;
 mod snapshot;
+mod sql;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use std::sync::{Arc, RwLock};
 
 pub use lookup::{LOOKUP_TICKET_TYPE, LookupRequest};
 pub use snapshot::Snapshot;
+pub use sql::{freshness_table, online_function};
 
 use crate::{Error, Result};
 

@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use prost::Message;
 use tonic::Code;
 
-use crate::common::{TestServer, query};
+use crate::common::{TestServer, query, sorted_rows};
 
 async fn lookup(
     server: &TestServer,
@@ -175,6 +175,28 @@ async fn ttl_and_alter_online() {
     // User 1's value is six years old: past the TTL, served as NULL and not found.
     assert_eq!(bools(&answer, "clicks_1d__found"), vec![false, true]);
     assert_eq!(f64s(&answer, "clicks"), vec![None, Some(7.0)]);
+
+    // The same state in SQL, for BI tools.
+    let one = query(
+        &mut sql,
+        "SELECT clicks, clicks_1d__found FROM online('clicks_1d', 2)",
+    )
+    .await;
+    assert_eq!(sorted_rows(&one), vec!["7.0,true"]);
+    let all = query(&mut sql, "SELECT user_id FROM online('clicks_1d')").await;
+    assert_eq!(sorted_rows(&all), vec!["1", "2"]);
+    let fresh = query(
+        &mut sql,
+        "SELECT feature_view, loaded, rows, loaded_at IS NOT NULL, \
+         latest_event_time > TIMESTAMP '2025-01-01T00:00:00Z' FROM flywheel.online_freshness",
+    )
+    .await;
+    assert_eq!(sorted_rows(&fresh), vec!["clicks_1d,true,2,true,true"]);
+    let e = sql
+        .execute("SELECT * FROM online('no_such_view')".into(), None)
+        .await
+        .expect_err("not online");
+    assert!(e.to_string().contains("not online"), "{e}");
     sql.execute_update(
         "ALTER FEATURE VIEW clicks_1d SET (online = false)".into(),
         None,
