@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit tests, the integration binary, the sqllogictest files, and the
-# Python client tests (real ADBC / pyarrow / deltalake clients against a real `flywheel serve`).
-# Installs what it needs: a Python venv outside the clone (FLYWHEEL_VENV). Exits non-zero if any
-# test fails.
+# Python client tests (real ADBC / pyarrow / deltalake / polars clients against a real `flywheel
+# serve`). Installs what it needs: redis-server (Debian package) and a Python venv outside the clone
+# (FLYWHEEL_VENV). Exits non-zero if any test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flywheel-target}"
 VENV="${FLYWHEEL_VENV:-$HOME/.cache/flywheel-venv}"
+
+# The Redis online-store tests start a real redis-server (Debian package).
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "== Installing redis-server (Debian package) for the online-store tests"
+  if [ "$(id -u)" = 0 ]; then apt_get=(apt-get); else apt_get=(sudo -n apt-get); fi
+  "${apt_get[@]}" install -y -q redis-server >/dev/null \
+    || { "${apt_get[@]}" update -q >/dev/null && "${apt_get[@]}" install -y -q redis-server >/dev/null; } \
+    || { echo "cannot install redis-server: install the Debian package redis-server and rerun" >&2; exit 1; }
+fi
 
 echo "== Rust: unit, integration and sqllogictest (target dir $CARGO_TARGET_DIR)"
 cargo test --workspace

@@ -3,7 +3,7 @@
 //! Precedence, lowest first: built-in defaults, a TOML file (`--config PATH` or `FLYWHEEL_CONFIG`),
 //! environment variables (`FLYWHEEL_LISTEN`, `FLYWHEEL_WAREHOUSE`, `FLYWHEEL_LOG`,
 //! `FLYWHEEL_AUTH_TOKEN`, `FLYWHEEL_AUTH_USER`, `FLYWHEEL_AUTH_PASSWORD`, `FLYWHEEL_TLS_CERT`,
-//! `FLYWHEEL_TLS_KEY`), command-line flags.
+//! `FLYWHEEL_TLS_KEY`, `FLYWHEEL_ONLINE_STORE`), command-line flags.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -32,6 +32,8 @@ pub struct Config {
     pub tls_cert: Option<String>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<String>,
+    /// The online store: `embedded` (default) or a `redis://` URL shared by several servers.
+    pub online_store: Option<String>,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             auth_password: None,
             tls_cert: None,
             tls_key: None,
+            online_store: None,
         }
     }
 }
@@ -60,6 +63,7 @@ pub struct Overrides {
     pub auth_password: Option<String>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
+    pub online_store: Option<String>,
 }
 
 impl Config {
@@ -112,6 +116,11 @@ impl Config {
             ),
             ("FLYWHEEL_TLS_CERT", &flags.tls_cert, &mut config.tls_cert),
             ("FLYWHEEL_TLS_KEY", &flags.tls_key, &mut config.tls_key),
+            (
+                "FLYWHEEL_ONLINE_STORE",
+                &flags.online_store,
+                &mut config.online_store,
+            ),
         ];
         for (var, flag, field) in optional {
             if let Some(v) = flag.clone().or_else(|| env(var)) {

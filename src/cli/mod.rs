@@ -22,6 +22,10 @@ pub struct Cli {
     /// Warehouse root: a folder or an object-store URL [default: ./warehouse]. Also FLYWHEEL_WAREHOUSE.
     #[arg(long, global = true)]
     warehouse: Option<String>,
+    /// Online store: `embedded` (in the warehouse, the default) or a redis:// URL. Also
+    /// FLYWHEEL_ONLINE_STORE.
+    #[arg(long, global = true)]
+    online_store: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +70,7 @@ pub fn main() -> ExitCode {
     let mut overrides = Overrides {
         config_file: cli.config.clone(),
         warehouse: cli.warehouse.clone(),
+        online_store: cli.online_store.clone(),
         ..Overrides::default()
     };
     if let Command::Serve {
@@ -130,7 +135,7 @@ fn init_logging(config: &Config, serving: bool) {
 }
 
 async fn run(command: Command, config: Config) -> Result<ExitCode> {
-    let engine = Engine::open(&config.warehouse).await?;
+    let engine = Engine::open_with(&config.warehouse, config.online_store.as_deref()).await?;
     match command {
         Command::Sql { execute, file } => {
             let script = match (execute, file) {

@@ -362,7 +362,7 @@ pub(super) async fn drop(
         .warehouse()
         .remove_table_files(&entry.location)?;
     if kind == Keyed::FeatureView {
-        engine.online().remove(name)?;
+        engine.online().remove(name).await?;
     }
     Ok(Output::empty())
 }

@@ -77,11 +77,20 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Opens (or creates) the warehouse at `location` and builds the session over it.
+    /// Opens (or creates) the warehouse at `location` and builds the session over it, with the
+    /// embedded online store.
     pub async fn open(location: &str) -> Result<Self> {
+        Self::open_with(location, None).await
+    }
+
+    /// [`Engine::open`] with an online store: `None`/`"embedded"`, or a `redis://` URL.
+    pub async fn open_with(location: &str, online_store: Option<&str>) -> Result<Self> {
         let warehouse = Warehouse::open(location)?;
         let registry = Arc::new(Registry::open(warehouse).await?);
-        let online = Arc::new(crate::online::OnlineStore::new(registry.warehouse().root()));
+        let online = Arc::new(crate::online::OnlineStore::new(
+            registry.warehouse().root(),
+            online_store,
+        )?);
         let ctx = session::build(Arc::clone(&registry), &online);
         Ok(Self {
             ctx,

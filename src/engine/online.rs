@@ -28,7 +28,7 @@ impl Engine {
     /// Loads (or, when the view is not online, removes) `name`'s online snapshot.
     pub(super) async fn sync_online(&self, name: &str, def: &FeatureViewDefinition) -> Result<()> {
         if !is_online(def) {
-            return self.online().remove(name);
+            return self.online().remove(name).await;
         }
         let now = chrono::Utc::now();
         let loaded_at_us = now.timestamp_micros();
@@ -112,7 +112,7 @@ impl Engine {
             batch,
         )?;
         let rows = snapshot.batch.num_rows();
-        self.online().publish(snapshot)?;
+        self.online().publish(snapshot).await?;
         tracing::info!(view = %name, rows, "loaded into the online store");
         Ok(())
     }

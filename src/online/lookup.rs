@@ -44,93 +44,118 @@ struct Item {
 }
 
 impl OnlineStore {
-    /// Answers `request` at `now_us`.
-    pub fn lookup(&self, request: &LookupRequest, now_us: i64) -> Result<RecordBatch> {
+    /// Answers `request` at `now_us` from the latest published snapshots.
+    pub async fn lookup(&self, request: &LookupRequest, now_us: i64) -> Result<RecordBatch> {
         let items = parse_items(&request.features)?;
-        let mut views: Vec<(String, Arc<Snapshot>, Vec<String>)> = Vec::new();
+        let mut snapshots = Vec::new();
         for item in &items {
-            let snapshot = self.get(&item.view)?.ok_or_else(|| {
-                Error::Catalog(flywheel_catalog::Error::ObjectNotFound {
-                    kind: "online feature view".into(),
-                    name: item.view.clone(),
-                })
-            })?;
-            let columns = match &item.column {
-                Some(c) => {
-                    if snapshot.batch.column_by_name(c).is_none() {
-                        return Err(Error::Invalid(format!(
-                            "feature view `{}` has no column `{c}`",
-                            item.view
-                        )));
-                    }
-                    vec![c.clone()]
-                }
-                None => feature_columns(&snapshot),
-            };
-            match views.iter_mut().find(|(v, _, _)| *v == item.view) {
-                Some((_, _, cols)) => cols.extend(columns),
-                None => views.push((item.view.clone(), snapshot, columns)),
-            }
+            snapshots.push(self.get(&item.view).await?);
         }
-        let Some((_, first, _)) = views.first() else {
-            return Err(Error::Invalid(
-                "a lookup names at least one feature view".into(),
-            ));
-        };
-        let keys = first.keys.clone();
-        if let Some((v, _, _)) = views.iter().find(|(_, s, _)| s.keys != keys) {
-            return Err(Error::Invalid(format!(
-                "feature views `{}` and `{v}` have different entity keys; look them up separately",
-                first.view
-            )));
-        }
-        let key_columns = key_columns(request, &keys, &first.converter_types())?;
-
-        let mut fields = Vec::new();
-        let mut columns: Vec<ArrayRef> = Vec::new();
-        for (k, c) in keys.iter().zip(&key_columns) {
-            fields.push(Field::new(k, c.data_type().clone(), true));
-            columns.push(Arc::clone(c));
-        }
-        let mut seen: HashSet<String> = keys.iter().cloned().collect();
-        let all_names: Vec<&String> = views.iter().flat_map(|(_, _, c)| c).collect();
-        for (view, snapshot, wanted) in &views {
-            let rows: Vec<Option<u32>> = snapshot
-                .find(&key_columns)?
-                .into_iter()
-                .map(|r| r.filter(|&i| !snapshot.expired(i as usize, now_us)))
-                .collect();
-            fields.push(Field::new(
-                format!("{view}__found"),
-                arrow::datatypes::DataType::Boolean,
-                false,
-            ));
-            columns.push(Arc::new(BooleanArray::from(
-                rows.iter().map(|r| r.is_some()).collect::<Vec<_>>(),
-            )));
-            let take = UInt32Array::from(rows);
-            for name in wanted {
-                let shared = all_names.iter().filter(|n| **n == name).count() > 1;
-                let out_name = if shared || seen.contains(name) {
-                    format!("{view}__{name}")
-                } else {
-                    name.clone()
-                };
-                seen.insert(out_name.clone());
-                let source = snapshot
-                    .batch
-                    .column_by_name(name)
-                    .ok_or_else(|| Error::Invalid(format!("no column `{name}` in `{view}`")))?;
-                let values = arrow::compute::take(source.as_ref(), &take, None)?;
-                fields.push(Field::new(out_name, values.data_type().clone(), true));
-                columns.push(values);
-            }
-        }
-        Ok(RecordBatch::try_new(
-            Arc::new(Schema::new(fields)),
-            columns,
-        )?)
+        answer(request, &items, snapshots, now_us)
     }
+
+    /// Answers `request` from the snapshots this server holds (for SQL, which cannot wait on the
+    /// backend).
+    pub fn lookup_cached(&self, request: &LookupRequest, now_us: i64) -> Result<RecordBatch> {
+        let items = parse_items(&request.features)?;
+        let snapshots = items
+            .iter()
+            .map(|i| self.cached(&i.view))
+            .collect::<Result<Vec<_>>>()?;
+        answer(request, &items, snapshots, now_us)
+    }
+}
+
+/// The answer to `request`, given the snapshot (if any) of each item's view.
+fn answer(
+    request: &LookupRequest,
+    items: &[Item],
+    snapshots: Vec<Option<Arc<Snapshot>>>,
+    now_us: i64,
+) -> Result<RecordBatch> {
+    let mut views: Vec<(String, Arc<Snapshot>, Vec<String>)> = Vec::new();
+    for (item, snapshot) in items.iter().zip(snapshots) {
+        let snapshot = snapshot.ok_or_else(|| {
+            Error::Catalog(flywheel_catalog::Error::ObjectNotFound {
+                kind: "online feature view".into(),
+                name: item.view.clone(),
+            })
+        })?;
+        let columns = match &item.column {
+            Some(c) => {
+                if snapshot.batch.column_by_name(c).is_none() {
+                    return Err(Error::Invalid(format!(
+                        "feature view `{}` has no column `{c}`",
+                        item.view
+                    )));
+                }
+                vec![c.clone()]
+            }
+            None => feature_columns(&snapshot),
+        };
+        match views.iter_mut().find(|(v, _, _)| *v == item.view) {
+            Some((_, _, cols)) => cols.extend(columns),
+            None => views.push((item.view.clone(), snapshot, columns)),
+        }
+    }
+    let Some((_, first, _)) = views.first() else {
+        return Err(Error::Invalid(
+            "a lookup names at least one feature view".into(),
+        ));
+    };
+    let keys = first.keys.clone();
+    if let Some((v, _, _)) = views.iter().find(|(_, s, _)| s.keys != keys) {
+        return Err(Error::Invalid(format!(
+            "feature views `{}` and `{v}` have different entity keys; look them up separately",
+            first.view
+        )));
+    }
+    let key_columns = key_columns(request, &keys, &first.converter_types())?;
+
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (k, c) in keys.iter().zip(&key_columns) {
+        fields.push(Field::new(k, c.data_type().clone(), true));
+        columns.push(Arc::clone(c));
+    }
+    let mut seen: HashSet<String> = keys.iter().cloned().collect();
+    let all_names: Vec<&String> = views.iter().flat_map(|(_, _, c)| c).collect();
+    for (view, snapshot, wanted) in &views {
+        let rows: Vec<Option<u32>> = snapshot
+            .find(&key_columns)?
+            .into_iter()
+            .map(|r| r.filter(|&i| !snapshot.expired(i as usize, now_us)))
+            .collect();
+        fields.push(Field::new(
+            format!("{view}__found"),
+            arrow::datatypes::DataType::Boolean,
+            false,
+        ));
+        columns.push(Arc::new(BooleanArray::from(
+            rows.iter().map(|r| r.is_some()).collect::<Vec<_>>(),
+        )));
+        let take = UInt32Array::from(rows);
+        for name in wanted {
+            let shared = all_names.iter().filter(|n| **n == name).count() > 1;
+            let out_name = if shared || seen.contains(name) {
+                format!("{view}__{name}")
+            } else {
+                name.clone()
+            };
+            seen.insert(out_name.clone());
+            let source = snapshot
+                .batch
+                .column_by_name(name)
+                .ok_or_else(|| Error::Invalid(format!("no column `{name}` in `{view}`")))?;
+            let values = arrow::compute::take(source.as_ref(), &take, None)?;
+            fields.push(Field::new(out_name, values.data_type().clone(), true));
+            columns.push(values);
+        }
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 fn parse_items(features: &[String]) -> Result<Vec<Item>> {

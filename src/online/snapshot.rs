@@ -155,11 +155,8 @@ impl Snapshot {
             .max()
     }
 
-    /// Writes the snapshot to `path` atomically (a temp file renamed into place).
-    pub fn write(&self, path: &Path) -> Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
+    /// The snapshot as an Arrow IPC file (its metadata in the schema's metadata).
+    pub fn encode(&self) -> Result<Vec<u8>> {
         let mut metadata = self.batch.schema().metadata().clone();
         metadata.insert(META_VIEW.into(), self.view.clone());
         metadata.insert(META_KEYS.into(), self.keys.join("\u{1f}"));
@@ -174,27 +171,22 @@ impl Snapshot {
             metadata,
         ));
         let batch = self.batch.clone().with_schema(Arc::clone(&schema))?;
-        let tmp = path.with_extension(format!("arrow.{}.tmp", uuid::Uuid::new_v4().simple()));
-        {
-            let file = std::fs::File::create(&tmp)?;
-            let mut w = FileWriter::try_new(std::io::BufWriter::new(file), &schema)?;
-            w.write(&batch)?;
-            w.finish()?;
-            w.into_inner()?.get_ref().sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        Ok(())
+        let mut out = Vec::new();
+        let mut w = FileWriter::try_new(&mut out, &schema)?;
+        w.write(&batch)?;
+        w.finish()?;
+        drop(w);
+        Ok(out)
     }
 
-    /// Reads a snapshot [`Snapshot::write`] wrote.
-    pub fn read(path: &Path) -> Result<Self> {
+    /// Reads what [`Snapshot::encode`] wrote; `source` names it in errors.
+    pub fn decode(bytes: &[u8], source: &str) -> Result<Self> {
         let bad = |what: &str| {
             Error::Invalid(format!(
-                "online snapshot `{}` is unreadable ({what}); REFRESH the feature view to rebuild it",
-                path.display()
+                "online snapshot {source} is unreadable ({what}); REFRESH the feature view to rebuild it"
             ))
         };
-        let reader = FileReader::try_new(std::fs::File::open(path)?, None)?;
+        let reader = FileReader::try_new(std::io::Cursor::new(bytes), None)?;
         let schema = reader.schema();
         let meta = schema.metadata();
         let get = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(k));
@@ -214,6 +206,27 @@ impl Snapshot {
             num(META_CUTOFF_US)?,
             batch,
         )
+    }
+
+    /// Writes the snapshot to `path` atomically (a temp file renamed into place).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let bytes = self.encode()?;
+        let tmp = path.with_extension(format!("arrow.{}.tmp", uuid::Uuid::new_v4().simple()));
+        {
+            let mut file = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut file, &bytes)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+
+    /// Reads a snapshot [`Snapshot::write`] wrote.
+    pub fn read(path: &Path) -> Result<Self> {
+        Self::decode(&std::fs::read(path)?, &format!("`{}`", path.display()))
     }
 }
 

@@ -54,7 +54,7 @@ impl TableFunctionImpl for OnlineFunction {
             }
         };
         let batch = if exprs.len() == 1 {
-            match self.store.get(&view).map_err(external)? {
+            match self.store.cached(&view).map_err(external)? {
                 Some(s) => s.batch.clone(),
                 None => {
                     return plan_err!(
@@ -80,7 +80,7 @@ impl TableFunctionImpl for OnlineFunction {
                 keys_arrow: None,
             };
             self.store
-                .lookup(&request, chrono::Utc::now().timestamp_micros())
+                .lookup_cached(&request, chrono::Utc::now().timestamp_micros())
                 .map_err(external)?
         };
         Ok(Arc::new(MemTable::try_new(
@@ -113,7 +113,7 @@ fn freshness(store: &OnlineStore, registry: &Registry) -> DFResult<RecordBatch> 
         if !crate::engine::is_online(&def) {
             continue;
         }
-        let snapshot = store.get(&entry.name).map_err(external)?;
+        let snapshot = store.cached(&entry.name).map_err(external)?;
         views.push(entry.name.clone());
         loaded.push(snapshot.is_some());
         rows.push(snapshot.as_ref().map(|s| s.batch.num_rows() as i64));

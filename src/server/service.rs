@@ -113,11 +113,11 @@ impl FlywheelFlightSqlService {
     }
 
     /// One online lookup: the answer is one record batch.
-    fn online_lookup(&self, request: &[u8]) -> Result<Response<DoGetStream>, Status> {
+    async fn online_lookup(&self, request: &[u8]) -> Result<Response<DoGetStream>, Status> {
         let request: crate::online::LookupRequest = serde_json::from_slice(request)
             .map_err(|e| Status::invalid_argument(format!("malformed lookup request: {e}")))?;
         let now_us = chrono::Utc::now().timestamp_micros();
-        encode_batch(self.engine.online().lookup(&request, now_us))
+        encode_batch(self.engine.online().lookup(&request, now_us).await)
     }
 
     /// A metadata command's `FlightInfo`: its answer's schema, and the command itself as ticket.
@@ -326,7 +326,7 @@ impl FlightSqlService for FlywheelFlightSqlService {
         message: Any,
     ) -> Result<Response<DoGetStream>, Status> {
         if message.type_url == crate::online::LOOKUP_TICKET_TYPE {
-            return self.online_lookup(&message.value);
+            return self.online_lookup(&message.value).await;
         }
         if message.type_url != shards::SHARD_TICKET_TYPE {
             return Err(Status::invalid_argument(format!(

@@ -30,6 +30,11 @@ impl TestServer {
         let engine = Engine::open(warehouse.to_str().expect("utf-8 path"))
             .await
             .expect("engine opens");
+        Self::serve_engine(engine, options).await
+    }
+
+    /// Starts a server over an engine opened by the caller (e.g. with another online store).
+    pub async fn serve_engine(engine: Engine, options: server::ServeOptions) -> Self {
         let listener = server::bind("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("binds");

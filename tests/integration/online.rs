@@ -206,3 +206,101 @@ async fn ttl_and_alter_online() {
     assert!(lookup(&server, request).await.is_err());
     server.stop().await.expect("clean shutdown");
 }
+
+/// A real `redis-server` on a free loopback port, stopped on drop.
+struct Redis {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test.sh installs the Debian package)");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn redis_backend_serves_every_server_the_latest_load() {
+    let redis = Redis::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = || async {
+        flywheel::Engine::open_with(dir.path().to_str().expect("utf-8"), Some(&redis.url))
+            .await
+            .expect("engine with Redis")
+    };
+    let a = TestServer::serve_engine(open().await, Default::default()).await;
+    let b = TestServer::serve_engine(open().await, Default::default()).await;
+    let mut sql = a.sql_client().await;
+    for s in [
+        "CREATE ENTITY user (user_id BIGINT)",
+        "CREATE TABLE spend (user_id BIGINT, ts TIMESTAMP, amount DOUBLE)",
+        "INSERT INTO spend VALUES (1, '2026-01-01T00:00:00', 1.0), (2, '2026-01-01T00:00:00', 2.0)",
+        "CREATE FEATURE VIEW user_spend ENTITY user EVENT TIME ts WITH (online = true) \
+         AS SELECT user_id, ts, amount FROM spend",
+    ] {
+        sql.execute_update(s.into(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    let request = serde_json::json!({"features": ["user_spend"], "keys": [[1], [2], [3]]});
+    // Server B never loaded the view: it reads the snapshot server A published.
+    let answer = lookup(&b, request.clone()).await.expect("lookup on B");
+    assert_eq!(f64s(&answer, "amount"), vec![Some(1.0), Some(2.0), None]);
+    // A refresh on A reaches B's next lookup.
+    sql.execute_update(
+        "INSERT INTO spend VALUES (1, '2026-02-01T00:00:00', 10.0)".into(),
+        None,
+    )
+    .await
+    .expect("insert");
+    sql.execute_update("REFRESH FEATURE VIEW user_spend".into(), None)
+        .await
+        .expect("refresh");
+    let answer = lookup(&b, request.clone()).await.expect("lookup on B");
+    assert_eq!(f64s(&answer, "amount"), vec![Some(10.0), Some(2.0), None]);
+    // Taken offline on A: B stops serving it.
+    sql.execute_update(
+        "ALTER FEATURE VIEW user_spend SET (online = false)".into(),
+        None,
+    )
+    .await
+    .expect("offline");
+    let e = lookup(&b, request).await.expect_err("offline everywhere");
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    a.stop().await.expect("clean shutdown");
+    b.stop().await.expect("clean shutdown");
+}
