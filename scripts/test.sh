@@ -23,6 +23,7 @@ cargo test --workspace
 
 echo "== Examples (each asserts its own results)"
 cargo run --example fraud
+cargo run --example online_lookup
 
 echo "== Python client tests (venv $VENV)"
 if [ ! -x "$VENV/bin/python" ]; then
