@@ -32,12 +32,14 @@ use crate::{Error, Result};
 enum Backend {
     /// `_flywheel/online/` of a local warehouse; `None` for object-store warehouses.
     Embedded(Option<PathBuf>),
-    Redis {
-        client: redis::Client,
-        connection: tokio::sync::OnceCell<redis::aio::MultiplexedConnection>,
-        /// Key prefix: one Redis can serve several warehouses.
-        prefix: String,
-    },
+    Redis(Box<RedisBackend>),
+}
+
+struct RedisBackend {
+    client: redis::Client,
+    connection: tokio::sync::OnceCell<redis::aio::MultiplexedConnection>,
+    /// Key prefix: one Redis can serve several warehouses.
+    prefix: String,
 }
 
 /// All online snapshots of one warehouse.
@@ -51,7 +53,7 @@ impl std::fmt::Debug for OnlineStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let backend = match &self.backend {
             Backend::Embedded(dir) => format!("embedded {dir:?}"),
-            Backend::Redis { prefix, .. } => format!("redis {prefix}"),
+            Backend::Redis(r) => format!("redis {}", r.prefix),
         };
         f.debug_struct("OnlineStore")
             .field("backend", &backend)
@@ -78,13 +80,13 @@ impl OnlineStore {
                     .map(|p| p.join("_flywheel").join("online")),
             ),
             Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                Backend::Redis {
+                Backend::Redis(Box::new(RedisBackend {
                     client: redis::Client::open(url).map_err(|e| {
                         Error::Config(format!("online_store `{url}` is not a Redis URL: {e}"))
                     })?,
                     connection: tokio::sync::OnceCell::new(),
                     prefix: format!("flywheel:{root}:online:"),
-                }
+                }))
             }
             Some(other) => {
                 return Err(Error::Config(format!(
@@ -107,19 +109,15 @@ impl OnlineStore {
     }
 
     async fn redis(&self) -> Result<Option<(redis::aio::MultiplexedConnection, &str)>> {
-        let Backend::Redis {
-            client,
-            connection,
-            prefix,
-        } = &self.backend
-        else {
+        let Backend::Redis(r) = &self.backend else {
             return Ok(None);
         };
-        let conn = connection
-            .get_or_try_init(|| client.get_multiplexed_async_connection())
+        let conn = r
+            .connection
+            .get_or_try_init(|| r.client.get_multiplexed_async_connection())
             .await
             .map_err(redis_error)?;
-        Ok(Some((conn.clone(), prefix.as_str())))
+        Ok(Some((conn.clone(), r.prefix.as_str())))
     }
 
     fn remember(&self, id: String, snapshot: Arc<Snapshot>) -> Result<()> {
@@ -136,7 +134,7 @@ impl OnlineStore {
         let snapshot = Arc::new(snapshot);
         match &self.backend {
             Backend::Embedded(dir) => snapshot.write(&Self::file(dir, &snapshot.view)?)?,
-            Backend::Redis { .. } => {
+            Backend::Redis(_) => {
                 let Some((mut conn, prefix)) = self.redis().await? else {
                     return Err(Error::Invalid("online store backend changed".into()));
                 };
@@ -183,7 +181,7 @@ impl OnlineStore {
                 self.remember("file".into(), Arc::clone(&snapshot))?;
                 Ok(Some(snapshot))
             }
-            Backend::Redis { .. } => Ok(None),
+            Backend::Redis(_) => Ok(None),
         }
     }
 
@@ -240,7 +238,7 @@ impl OnlineStore {
                     Err(e) => Err(e.into()),
                 }
             }
-            Backend::Redis { .. } => {
+            Backend::Redis(_) => {
                 let Some((mut conn, prefix)) = self.redis().await? else {
                     return Ok(());
                 };
