@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub batch: RecordBatch,
     converter: RowConverter,
     index: HashMap<Box<[u8]>, u32>,
+    /// Each row's event time in microseconds (computed once; `None` for other time types).
+    event_times_us: Option<Vec<Option<i64>>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -70,11 +72,12 @@ impl Snapshot {
         for (i, row) in rows.iter().enumerate() {
             index.insert(Box::<[u8]>::from(row.as_ref()), i as u32);
         }
-        if batch.column_by_name(&event_time).is_none() {
+        let Some(times) = batch.column_by_name(&event_time) else {
             return Err(Error::Invalid(format!(
                 "online view `{view}` has no event time column `{event_time}`"
             )));
-        }
+        };
+        let event_times_us = event_times_us(times)?;
         Ok(Self {
             view,
             keys,
@@ -85,6 +88,7 @@ impl Snapshot {
             batch,
             converter,
             index,
+            event_times_us,
         })
     }
 
@@ -120,32 +124,16 @@ impl Snapshot {
 
     /// The event time of row `i` in microseconds, when the column is a timestamp or date.
     pub fn event_time_us(&self, i: usize) -> Option<i64> {
-        let c = self.batch.column_by_name(&self.event_time)?;
-        if c.is_null(i) {
-            return None;
-        }
-        let as_i64 = arrow::compute::cast(&c.slice(i, 1), &DataType::Int64).ok()?;
-        let v = as_i64
-            .as_any()
-            .downcast_ref::<arrow::array::Int64Array>()?
-            .value(0);
-        Some(match c.data_type() {
-            DataType::Timestamp(TimeUnit::Second, _) => v.saturating_mul(1_000_000),
-            DataType::Timestamp(TimeUnit::Millisecond, _) => v.saturating_mul(1_000),
-            DataType::Timestamp(TimeUnit::Microsecond, _) => v,
-            DataType::Timestamp(TimeUnit::Nanosecond, _) => v / 1_000,
-            DataType::Date32 => v.saturating_mul(86_400_000_000),
-            DataType::Date64 => v.saturating_mul(1_000),
-            _ => return None,
-        })
+        self.event_times_us.as_ref()?.get(i).copied().flatten()
     }
 
     /// Whether row `i` is too old to serve at `now_us`.
     pub fn expired(&self, i: usize, now_us: i64) -> bool {
-        match (self.ttl_us, self.event_time_us(i)) {
-            (Some(ttl), Some(t)) => t < now_us.saturating_sub(ttl),
-            _ => false,
-        }
+        let Some(ttl) = self.ttl_us else {
+            return false;
+        };
+        self.event_time_us(i)
+            .is_some_and(|t| t < now_us.saturating_sub(ttl))
     }
 
     /// The latest event time served.
@@ -228,6 +216,25 @@ impl Snapshot {
     pub fn read(path: &Path) -> Result<Self> {
         Self::decode(&std::fs::read(path)?, &format!("`{}`", path.display()))
     }
+}
+
+/// Event times in microseconds since the epoch, for timestamp and date columns.
+fn event_times_us(c: &ArrayRef) -> Result<Option<Vec<Option<i64>>>> {
+    let scale: fn(i64) -> i64 = match c.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => |v| v.saturating_mul(1_000_000),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => |v| v.saturating_mul(1_000),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => |v| v,
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => |v| v / 1_000,
+        DataType::Date32 => |v| v.saturating_mul(86_400_000_000),
+        DataType::Date64 => |v| v.saturating_mul(1_000),
+        _ => return Ok(None),
+    };
+    let as_i64 = arrow::compute::cast(c, &DataType::Int64)?;
+    let values = as_i64
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .ok_or_else(|| Error::Invalid("event time did not cast to integers".into()))?;
+    Ok(Some(values.iter().map(|v| v.map(scale)).collect()))
 }
 
 fn key_columns(batch: &RecordBatch, keys: &[String]) -> Result<Vec<ArrayRef>> {
