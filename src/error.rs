@@ -31,6 +31,14 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// A Flywheel object that does not exist; the message names it and where to look.
+    #[error("{0}")]
+    NotFound(String),
+
+    /// A name that is taken; the message says how to replace or reuse it.
+    #[error("{0}")]
+    Exists(String),
+
     #[error("expected exactly one statement, found {found}")]
     NotOneStatement { found: usize },
 

@@ -252,7 +252,7 @@ pub(super) async fn materialize(
 }
 
 fn not_found(kind: Keyed, name: &str) -> Error {
-    Error::Invalid(format!(
+    Error::NotFound(format!(
         "{} `{name}` not found; SHOW {} lists them",
         kind.noun(),
         kind.plural_sql()
@@ -471,12 +471,12 @@ pub(super) fn create_prologue(
         return Ok(None);
     }
     if exists && !mode.or_replace {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Exists(format!(
             "{noun} `{name}` already exists; use CREATE OR REPLACE {sql_kind}, IF NOT EXISTS, or DROP {sql_kind} {name} first"
         )));
     }
     if !exists && registry.table(name).is_some() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Exists(format!(
             "a table named `{name}` already exists; a {noun} is materialized as a table of its name, so pick another name"
         )));
     }

@@ -98,7 +98,7 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
 }
 
 fn not_found(name: &str) -> Error {
-    Error::Invalid(format!(
+    Error::NotFound(format!(
         "entity `{name}` not found; SHOW ENTITIES lists them"
     ))
 }
@@ -153,7 +153,7 @@ async fn create_entity(engine: &Engine, c: CreateEntity) -> Result<Output> {
         .await
     {
         Ok(()) => Ok(Output::empty()),
-        Err(flywheel_catalog::Error::ObjectExists { .. }) => Err(Error::Invalid(format!(
+        Err(flywheel_catalog::Error::ObjectExists { .. }) => Err(Error::Exists(format!(
             "entity `{name}` already exists; use CREATE OR REPLACE ENTITY, CREATE ENTITY IF NOT EXISTS, or DROP ENTITY {name} first"
         ))),
         Err(e) => Err(e.into()),

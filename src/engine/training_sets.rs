@@ -266,16 +266,18 @@ fn ts_definition(engine: &Engine, name: &str) -> Result<TrainingSetDefinition> {
     let entry = engine
         .registry()
         .object(KIND_TRAINING_SET, name)
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "training set `{name}` not found; SHOW TRAINING SETS lists them"
-            ))
-        })?;
+        .ok_or_else(|| not_found(name))?;
     serde_json::from_str(&entry.definition).map_err(|e| {
         Error::Invalid(format!(
             "training set `{name}` has an unreadable definition: {e}"
         ))
     })
+}
+
+fn not_found(name: &str) -> Error {
+    Error::NotFound(format!(
+        "training set `{name}` not found; SHOW TRAINING SETS lists them"
+    ))
 }
 
 /// `REFRESH TRAINING SET t`: a new version from the inputs' current versions.
@@ -291,9 +293,7 @@ pub(super) async fn drop(engine: &Engine, name: &str, if_exists: bool) -> Result
         if if_exists {
             return Ok(Output::empty());
         }
-        return Err(Error::Invalid(format!(
-            "training set `{name}` not found; SHOW TRAINING SETS lists them"
-        )));
+        return Err(not_found(name));
     }
     engine
         .registry()

@@ -129,6 +129,23 @@ async fn errors_map_to_status_codes() {
     let s = status_of(&server, "CREATE VIEW v AS SELECT 1").await;
     assert_eq!(s.code(), Code::Unimplemented, "{s:?}");
 
+    // Flywheel's objects: missing and existing ones.
+    for sql in [
+        "DESCRIBE FEATURE VIEW nope",
+        "REFRESH TRAINING SET nope",
+        "DROP ENTITY nope",
+    ] {
+        let s = status_of(&server, sql).await;
+        assert_eq!(s.code(), Code::NotFound, "{sql}: {s:?}");
+        assert!(s.message().contains("`nope` not found"), "{}", s.message());
+    }
+    client
+        .execute_update("CREATE ENTITY user (user_id BIGINT)".into(), None)
+        .await
+        .expect("entity");
+    let s = status_of(&server, "CREATE ENTITY user (user_id BIGINT)").await;
+    assert_eq!(s.code(), Code::AlreadyExists, "{s:?}");
+
     let s = status_of(&server, "INSERT INTO t VALUES ('x')").await;
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
     assert!(s.message().contains("column `a`"), "{}", s.message());
