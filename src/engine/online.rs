@@ -92,11 +92,10 @@ impl Engine {
             t = quote(ts)
         );
         // Boxed: loading runs a query from inside a statement (CREATE / REFRESH / ALTER).
-        let batches = Box::pin(self.sql(&sql)).await?.collect().await?;
-        let schema = batches
-            .first()
-            .map(|b| b.schema())
-            .ok_or_else(|| Error::Invalid(format!("loading `{name}` online returned nothing")))?;
+        let output = Box::pin(self.sql(&sql)).await?;
+        let schema = output.schema();
+        let batches = output.collect().await?;
+        // An empty view loads as an empty snapshot (every key: not found).
         let batch = arrow::compute::concat_batches(&schema, &batches)?;
         let ttl_us = match &def.ttl {
             Some(ttl) => Some(self.interval_micros(ttl).await?),

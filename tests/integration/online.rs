@@ -156,11 +156,22 @@ async fn ttl_and_alter_online() {
         "INSERT INTO events VALUES (1, '2020-01-01T00:00:00', 5.0), (2, now(), 7.0)",
         "CREATE FEATURE VIEW clicks_1d ENTITY user EVENT TIME ts TTL INTERVAL '1 day' \
          AS SELECT user_id, ts, clicks FROM events",
+        // An online view over no rows yet: loads, and finds nothing.
+        "CREATE TABLE later (user_id BIGINT, ts TIMESTAMP, x DOUBLE)",
+        "CREATE FEATURE VIEW empty_now ENTITY user EVENT TIME ts WITH (online = true) \
+         AS SELECT user_id, ts, x FROM later",
     ] {
         sql.execute_update(s.into(), None)
             .await
             .unwrap_or_else(|e| panic!("{s}: {e}"));
     }
+    let empty = lookup(
+        &server,
+        serde_json::json!({"features": ["empty_now"], "keys": [[1]]}),
+    )
+    .await
+    .expect("lookup on an empty view");
+    assert_eq!(bools(&empty, "empty_now__found"), vec![false]);
     let request = serde_json::json!({"features": ["clicks_1d"], "keys": [[1], [2]]});
     // Not online yet.
     let e = lookup(&server, request.clone()).await.expect_err("offline");
@@ -191,7 +202,11 @@ async fn ttl_and_alter_online() {
          latest_event_time > TIMESTAMP '2025-01-01T00:00:00Z' FROM flywheel.online_freshness",
     )
     .await;
-    assert_eq!(sorted_rows(&fresh), vec!["clicks_1d,true,2,true,true"]);
+    // (The empty view has no latest event time: NULL, which `sorted_rows` leaves out.)
+    assert_eq!(
+        sorted_rows(&fresh),
+        vec!["clicks_1d,true,2,true,true", "empty_now,true,0,true"]
+    );
     let e = sql
         .execute("SELECT * FROM online('no_such_view')".into(), None)
         .await
