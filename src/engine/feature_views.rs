@@ -178,7 +178,6 @@ async fn plan_and_check(
 /// `CREATE [OR REPLACE] FEATURE VIEW [IF NOT EXISTS] ...`.
 pub(super) async fn create(engine: &Engine, c: CreateFeatureView) -> Result<Output> {
     let name = object_name(&c.name);
-    let registry = engine.registry();
     let Some(exists) = super::feature_views::create_prologue(
         engine,
         KIND_FEATURE_VIEW,
@@ -223,13 +222,20 @@ pub(super) async fn create(engine: &Engine, c: CreateFeatureView) -> Result<Outp
     };
     let plan = plan_and_check(engine, Keyed::FeatureView, &name, &def).await?;
     materialize(engine, &name, plan, exists).await?;
-    let json = serde_json::to_string(&def)
-        .map_err(|e| Error::Invalid(format!("cannot store feature view `{name}`: {e}")))?;
-    registry
-        .create_object(KIND_FEATURE_VIEW, &name, json, true)
-        .await?;
-    engine.sync_online(&name, &def).await?;
+    store(engine, &name, &def).await?;
     Ok(Output::empty())
+}
+
+/// Records a feature view's (new) definition, then loads it into the online store or takes it
+/// out, as its options say.
+async fn store(engine: &Engine, name: &str, def: &FeatureViewDefinition) -> Result<()> {
+    let json = serde_json::to_string(def)
+        .map_err(|e| Error::Invalid(format!("cannot store feature view `{name}`: {e}")))?;
+    engine
+        .registry()
+        .create_object(KIND_FEATURE_VIEW, name, json, true)
+        .await?;
+    engine.sync_online(name, def).await
 }
 
 /// Writes the view's rows as its table: a new table, or one overwrite commit of the existing one.
@@ -307,13 +313,7 @@ pub(super) async fn alter(
         def.options.retain(|(k, _)| !k.eq_ignore_ascii_case(&key));
         def.options.push((key, value));
     }
-    let json = serde_json::to_string(&def)
-        .map_err(|e| Error::Invalid(format!("cannot store feature view `{name}`: {e}")))?;
-    engine
-        .registry()
-        .create_object(KIND_FEATURE_VIEW, name, json, true)
-        .await?;
-    engine.sync_online(name, &def).await?;
+    store(engine, name, &def).await?;
     Ok(Output::empty())
 }
 
@@ -403,6 +403,14 @@ pub(super) fn keyed_object(engine: &Engine, name: &str) -> Option<Keyed> {
     [Keyed::FeatureView, Keyed::Label]
         .into_iter()
         .find(|k| engine.registry().object(k.registry_kind(), name).is_some())
+}
+
+impl Engine {
+    /// The definition of the feature view or label `name`, if there is one.
+    pub fn keyed_definition(&self, name: &str) -> Option<FeatureViewDefinition> {
+        let kind = keyed_object(self, name)?;
+        definition(self, kind, name).ok()
+    }
 }
 
 /// The feature views and labels keyed by `entity` (`feature view `v``, ...).

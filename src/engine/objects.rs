@@ -160,14 +160,29 @@ async fn create_entity(engine: &Engine, c: CreateEntity) -> Result<Output> {
     }
 }
 
-fn describe_entity(engine: &Engine, name: &str) -> Result<Output> {
+/// The stored definition of entity `name`.
+fn entity_definition(engine: &Engine, name: &str) -> Result<EntityDefinition> {
     let entry = engine
         .registry()
         .object(KIND_ENTITY, name)
         .ok_or_else(|| not_found(name))?;
-    let def: EntityDefinition = serde_json::from_str(&entry.definition).map_err(|e| {
-        Error::Invalid(format!("entity `{name}` has an unreadable definition: {e}"))
-    })?;
+    serde_json::from_str(&entry.definition)
+        .map_err(|e| Error::Invalid(format!("entity `{name}` has an unreadable definition: {e}")))
+}
+
+impl Engine {
+    /// The key column names of entity `name`, in its order.
+    pub fn entity_keys(&self, name: &str) -> Result<Vec<String>> {
+        Ok(entity_definition(self, name)?
+            .keys
+            .into_iter()
+            .map(|k| k.name)
+            .collect())
+    }
+}
+
+fn describe_entity(engine: &Engine, name: &str) -> Result<Output> {
+    let def = entity_definition(engine, name)?;
     let schema = Arc::new(Schema::new(vec![
         Field::new("key", DataType::Utf8, false),
         Field::new("sql_type", DataType::Utf8, false),

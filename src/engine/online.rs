@@ -7,7 +7,7 @@
 
 use arrow::array::Array;
 use arrow::datatypes::DataType;
-use flywheel_catalog::objects::{EntityDefinition, FeatureViewDefinition, KIND_ENTITY};
+use flywheel_catalog::objects::FeatureViewDefinition;
 
 use super::Engine;
 use crate::online::Snapshot;
@@ -32,13 +32,7 @@ impl Engine {
         }
         let now = chrono::Utc::now();
         let loaded_at_us = now.timestamp_micros();
-        let entity = self
-            .registry()
-            .object(KIND_ENTITY, &def.entity)
-            .ok_or_else(|| Error::Invalid(format!("entity `{}` no longer exists", def.entity)))?;
-        let entity: EntityDefinition = serde_json::from_str(&entity.definition)
-            .map_err(|e| Error::Invalid(format!("entity `{}`: {e}", def.entity)))?;
-        let keys: Vec<String> = entity.keys.into_iter().map(|k| k.name).collect();
+        let keys = self.entity_keys(&def.entity)?;
         let provider = self
             .context()
             .table_provider(datafusion::common::TableReference::bare(name))

@@ -280,6 +280,17 @@ fn not_found(name: &str) -> Error {
     ))
 }
 
+impl Engine {
+    /// `Ok` when training set `name` exists; otherwise the error naming it.
+    pub fn require_training_set(&self, name: &str) -> Result<()> {
+        if exists(self, name) {
+            Ok(())
+        } else {
+            Err(not_found(name))
+        }
+    }
+}
+
 /// `REFRESH TRAINING SET t`: a new version from the inputs' current versions.
 pub(super) async fn refresh(engine: &Engine, name: &str) -> Result<Output> {
     let def = ts_definition(engine, name)?;

@@ -12,10 +12,7 @@ use arrow::array::{Int32Builder, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_flight::sql::metadata::{GetCatalogsBuilder, GetDbSchemasBuilder, GetTablesBuilder};
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetTables};
-use flywheel_catalog::objects::{
-    EntityDefinition, FeatureViewDefinition, KIND_ENTITY, KIND_FEATURE_VIEW, KIND_LABEL,
-    KIND_TRAINING_SET,
-};
+use flywheel_catalog::objects::{KIND_FEATURE_VIEW, KIND_LABEL, KIND_TRAINING_SET};
 use flywheel_catalog::{DEFAULT_SCHEMA, SYSTEM_SCHEMA};
 
 use crate::{Engine, Error, Result};
@@ -144,11 +141,13 @@ pub async fn primary_keys(engine: &Engine, query: CommandGetPrimaryKeys) -> Resu
         .as_ref()
         .is_none_or(|c| *c == catalog.default_catalog)
         && query.db_schema.as_ref().is_none_or(|s| s == DEFAULT_SCHEMA);
-    if let Some((entity, def)) = in_scope
-        .then(|| keyed_definition(engine, &query.table))
+    if let Some(def) = in_scope
+        .then(|| engine.keyed_definition(&query.table))
         .flatten()
     {
-        let key_columns = entity_keys(engine, &def.entity)?
+        let entity = &def.entity;
+        let key_columns = engine
+            .entity_keys(entity)?
             .into_iter()
             .chain(std::iter::once(def.event_time.clone()));
         for (i, column) in key_columns.enumerate() {
@@ -156,7 +155,7 @@ pub async fn primary_keys(engine: &Engine, query: CommandGetPrimaryKeys) -> Resu
             schemas.append_value(DEFAULT_SCHEMA);
             tables.append_value(&query.table);
             columns.append_value(column);
-            key_names.append_value(&entity);
+            key_names.append_value(entity);
             sequence.append_value(i32::try_from(i + 1).unwrap_or(i32::MAX));
         }
     }
@@ -171,25 +170,6 @@ pub async fn primary_keys(engine: &Engine, query: CommandGetPrimaryKeys) -> Resu
             Arc::new(sequence.finish()),
         ],
     )?)
-}
-
-/// The definition of the feature view or label `name`, with its entity's name.
-fn keyed_definition(engine: &Engine, name: &str) -> Option<(String, FeatureViewDefinition)> {
-    [KIND_FEATURE_VIEW, KIND_LABEL].iter().find_map(|kind| {
-        let entry = engine.registry().object(kind, name)?;
-        let def: FeatureViewDefinition = serde_json::from_str(&entry.definition).ok()?;
-        Some((def.entity.clone(), def))
-    })
-}
-
-fn entity_keys(engine: &Engine, entity: &str) -> Result<Vec<String>> {
-    let entry = engine
-        .registry()
-        .object(KIND_ENTITY, entity)
-        .ok_or_else(|| Error::Invalid(format!("entity `{entity}` no longer exists")))?;
-    let def: EntityDefinition = serde_json::from_str(&entry.definition)
-        .map_err(|e| Error::Invalid(format!("entity `{entity}` has a bad definition: {e}")))?;
-    Ok(def.keys.into_iter().map(|k| k.name).collect())
 }
 
 /// Every (catalog, schema) pair, sorted.

@@ -152,17 +152,7 @@ pub async fn flight_info(
             version,
             shards,
         } => {
-            if engine
-                .registry()
-                .object(flywheel_catalog::objects::KIND_TRAINING_SET, &name)
-                .is_none()
-            {
-                return Err(flywheel_catalog::Error::ObjectNotFound {
-                    kind: "training set".into(),
-                    name,
-                }
-                .into());
-            }
+            engine.require_training_set(&name)?;
             pinned(engine, &name, version, shards).await?
         }
         DatasetRequest::Table {
