@@ -1,14 +1,20 @@
 //! [`AsOfJoinExec`]: the physical `ASOF JOIN`.
 //!
-//! The right side is read once, every partition concurrently, and built into a [`RightIndex`]
-//! shared by all output partitions (its batches are kept as read, never copied into one). Each left partition then streams through the index, batch by
-//! batch: one output batch per left batch, the left columns untouched and the right columns taken
-//! by the matched row indices. Output partitioning follows the left input, so both cores work.
+//! The join runs once, shared by all output partitions:
+//! 1. every left partition is read concurrently and indexed ([`LeftIndex`]: grouped by key, sorted by
+//!    time); the left side is the label spine, usually far smaller than the feature history;
+//! 2. every right partition streams concurrently into a [`RightPart`]: each right row's group is
+//!    found as it is decoded, and rows no left row can take are dropped at once; the right side is
+//!    never sorted;
+//! 3. [`Matches`] locates every kept right row in the index, bucket by bucket on all cores.
+//!
+//! Each output partition then emits its left partition's batches as read, the right columns taken
+//! from the matched rows. Output partitioning follows the left input.
 
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -25,9 +31,19 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
 use super::MatchOp;
-use super::index::RightIndex;
+use super::candidates::{Matches, RightPart};
+use super::left_index::{LeftIndex, time_values};
 
-type SharedIndex = Arc<OnceCell<std::result::Result<Arc<RightIndex>, Arc<DataFusionError>>>>;
+/// The joined result, computed once by whichever output partition runs first.
+struct Joined {
+    /// Left batches by partition, as read.
+    left: Vec<Vec<RecordBatch>>,
+    /// Read-order number of each left partition's first row.
+    starts: Vec<usize>,
+    matches: Matches,
+}
+
+type SharedJoin = Arc<OnceCell<std::result::Result<Arc<Joined>, Arc<DataFusionError>>>>;
 
 /// Physical `ASOF JOIN`; see the module docs.
 pub struct AsOfJoinExec {
@@ -40,7 +56,7 @@ pub struct AsOfJoinExec {
     op: MatchOp,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
-    index: SharedIndex,
+    joined: SharedJoin,
 }
 
 impl fmt::Debug for AsOfJoinExec {
@@ -85,7 +101,7 @@ impl AsOfJoinExec {
         let properties = PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
             Partitioning::UnknownPartitioning(left.output_partitioning().partition_count()),
-            EmissionType::Incremental,
+            EmissionType::Final,
             Boundedness::Bounded,
         );
         Ok(Self {
@@ -98,71 +114,137 @@ impl AsOfJoinExec {
             op,
             schema,
             properties: Arc::new(properties),
-            index: Arc::new(OnceCell::new()),
+            joined: Arc::new(OnceCell::new()),
         })
     }
 
-    /// Reads every right partition concurrently and builds the index, in partition order.
-    async fn build_index(
-        right: Arc<dyn ExecutionPlan>,
-        keys: Vec<Arc<dyn PhysicalExpr>>,
-        time: Arc<dyn PhysicalExpr>,
-        context: Arc<TaskContext>,
-    ) -> Result<Arc<RightIndex>> {
-        let started = std::time::Instant::now();
-        let partitions = right.output_partitioning().partition_count();
-        let mut tasks = Vec::with_capacity(partitions);
-        for p in 0..partitions {
-            let stream = right.execute(p, Arc::clone(&context))?;
-            tasks.push(SpawnedTask::spawn(collect(stream)));
+    fn inputs(&self) -> JoinInputs {
+        JoinInputs {
+            left: Arc::clone(&self.left),
+            right: Arc::clone(&self.right),
+            left_keys: self.left_keys.clone(),
+            right_keys: self.right_keys.clone(),
+            left_time: Arc::clone(&self.left_time),
+            right_time: Arc::clone(&self.right_time),
+            op: self.op,
         }
-        let mut batches = Vec::new();
-        for task in tasks {
-            let part = task
-                .join()
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))??;
-            batches.extend(part);
-        }
-        let read = started.elapsed();
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let schema = right.schema();
-        let index = tokio::task::spawn_blocking(move || {
-            RightIndex::build(&schema, batches, |batch| {
-                let n = batch.num_rows();
-                let keys = keys
-                    .iter()
-                    .map(|k| k.evaluate(batch)?.into_array(n))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok((keys, time.evaluate(batch)?.into_array(n)?))
-            })
-        })
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))??;
-        tracing::debug!(rows, partitions, ?read, built = ?(started.elapsed() - read), "ASOF JOIN right side indexed");
-        Ok(Arc::new(index))
     }
 }
 
-/// Joins one left batch against the index.
-fn probe_batch(
-    index: &RightIndex,
-    left: RecordBatch,
+/// What [`JoinInputs::run`] needs of the plan, owned so the shared future can outlive a call.
+struct JoinInputs {
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+    left_keys: Vec<Arc<dyn PhysicalExpr>>,
+    right_keys: Vec<Arc<dyn PhysicalExpr>>,
+    left_time: Arc<dyn PhysicalExpr>,
+    right_time: Arc<dyn PhysicalExpr>,
+    op: MatchOp,
+}
+
+impl JoinInputs {
+    /// Runs the whole join: the left side read and indexed, the right side streamed through it.
+    async fn run(self, context: Arc<TaskContext>) -> Result<Arc<Joined>> {
+        let started = std::time::Instant::now();
+        let left = read_partitions(&self.left, &context).await?;
+        let mut starts = Vec::with_capacity(left.len());
+        let mut rows = 0;
+        for part in &left {
+            starts.push(rows);
+            rows += part.iter().map(|b| b.num_rows()).sum::<usize>();
+        }
+        let (keys, time) = (self.left_keys.clone(), Arc::clone(&self.left_time));
+        let batches: Vec<RecordBatch> = left.iter().flatten().cloned().collect();
+        let index =
+            blocking(move || LeftIndex::build(&batches, |batch| evaluate(batch, &keys, &time)))
+                .await?;
+        let index = Arc::new(index);
+        let indexed = started.elapsed();
+
+        let partitions = self.right.output_partitioning().partition_count();
+        let mut tasks = Vec::with_capacity(partitions);
+        for p in 0..partitions {
+            let mut stream = self.right.execute(p, Arc::clone(&context))?;
+            let index = Arc::clone(&index);
+            let (keys, time) = (self.right_keys.clone(), Arc::clone(&self.right_time));
+            tasks.push(SpawnedTask::spawn(async move {
+                let mut part = RightPart::new(index);
+                while let Some(batch) = stream.next().await {
+                    let batch = batch?;
+                    let (k, t) = evaluate(&batch, &keys, &time)?;
+                    part.push(batch, &k, &time_values(&t)?)?;
+                }
+                Ok::<_, DataFusionError>(part)
+            }));
+        }
+        let mut parts = Vec::with_capacity(partitions);
+        for task in tasks {
+            parts.push(
+                task.join()
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))??,
+            );
+        }
+        let streamed = started.elapsed();
+        let schema = self.right.schema();
+        let op = self.op;
+        let matches = blocking(move || Matches::build(&index, parts, op, &schema)).await?;
+        tracing::debug!(
+            left_rows = rows,
+            ?indexed,
+            streamed = ?(streamed - indexed),
+            merged = ?(started.elapsed() - streamed),
+            "ASOF JOIN computed"
+        );
+        Ok(Arc::new(Joined {
+            left,
+            starts,
+            matches,
+        }))
+    }
+}
+
+/// Reads every partition of `plan` concurrently.
+async fn read_partitions(
+    plan: &Arc<dyn ExecutionPlan>,
+    context: &Arc<TaskContext>,
+) -> Result<Vec<Vec<RecordBatch>>> {
+    let partitions = plan.output_partitioning().partition_count();
+    let mut tasks = Vec::with_capacity(partitions);
+    for p in 0..partitions {
+        let stream = plan.execute(p, Arc::clone(context))?;
+        tasks.push(SpawnedTask::spawn(collect(stream)));
+    }
+    let mut out = Vec::with_capacity(partitions);
+    for task in tasks {
+        out.push(
+            task.join()
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))??,
+        );
+    }
+    Ok(out)
+}
+
+/// Runs CPU-heavy work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?
+}
+
+/// A batch's key columns and time column.
+fn evaluate(
+    batch: &RecordBatch,
     keys: &[Arc<dyn PhysicalExpr>],
     time: &Arc<dyn PhysicalExpr>,
-    op: MatchOp,
-    schema: &SchemaRef,
-) -> Result<RecordBatch> {
-    let n = left.num_rows();
-    let key_arrays = keys
+) -> Result<(Vec<ArrayRef>, ArrayRef)> {
+    let n = batch.num_rows();
+    let keys = keys
         .iter()
-        .map(|k| k.evaluate(&left)?.into_array(n))
+        .map(|k| k.evaluate(batch)?.into_array(n))
         .collect::<Result<Vec<_>>>()?;
-    let time_array = time.evaluate(&left)?.into_array(n)?;
-    let matches = index.probe(&key_arrays, &time_array, op)?;
-    let mut columns = left.columns().to_vec();
-    columns.extend(index.gather(&matches)?);
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    Ok((keys, time.evaluate(batch)?.into_array(n)?))
 }
 
 impl DisplayAs for AsOfJoinExec {
@@ -251,31 +333,28 @@ impl ExecutionPlan for AsOfJoinExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let shared = Arc::clone(&self.index);
-        let right = Arc::clone(&self.right);
-        let right_keys = self.right_keys.clone();
-        let right_time = Arc::clone(&self.right_time);
-        let left = Arc::clone(&self.left);
-        let left_keys = self.left_keys.clone();
-        let left_time = Arc::clone(&self.left_time);
-        let op = self.op;
+        let shared = Arc::clone(&self.joined);
+        let inputs = self.inputs();
         let schema = Arc::clone(&self.schema);
         let out_schema = Arc::clone(&schema);
         let stream = futures::stream::once(async move {
-            let built = shared
-                .get_or_init(|| async {
-                    Self::build_index(right, right_keys, right_time, Arc::clone(&context))
-                        .await
-                        .map_err(Arc::new)
-                })
+            let joined = shared
+                .get_or_init(|| async { inputs.run(context).await.map_err(Arc::new) })
                 .await;
-            let index = match built {
-                Ok(index) => Arc::clone(index),
+            let joined = match joined {
+                Ok(joined) => Arc::clone(joined),
                 Err(e) => return Err(DataFusionError::Shared(Arc::clone(e))),
             };
-            let left_stream = left.execute(partition, context)?;
-            Ok(left_stream
-                .map(move |batch| probe_batch(&index, batch?, &left_keys, &left_time, op, &schema)))
+            let batches = joined.left.get(partition).cloned().unwrap_or_default();
+            let mut start = joined.starts.get(partition).copied().unwrap_or(0);
+            let output = batches.into_iter().map(move |batch| {
+                let n = batch.num_rows();
+                let mut columns = batch.columns().to_vec();
+                columns.extend(joined.matches.gather(start, n)?);
+                start += n;
+                Ok(RecordBatch::try_new(Arc::clone(&schema), columns)?)
+            });
+            Ok(futures::stream::iter(output))
         })
         .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(

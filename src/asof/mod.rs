@@ -13,12 +13,14 @@
 //! 2. [`analyzer`]: after type coercion, an analyzer rule turns every such join into an
 //!    [`AsOfJoinNode`] (and explains what is supported when the condition is not);
 //! 3. [`planner`]: the extension planner lowers the node to [`AsOfJoinExec`];
-//! 4. [`exec`] + [`index`]: the operator builds a per-key, time-sorted index of the right side once
-//!    and streams every left partition through it.
+//! 4. [`exec`] + [`left_index`] + [`candidates`]: the operator indexes the left side by key and
+//!    time, buckets the right rows by key as they stream in, matches them bucket by bucket against
+//!    the index, and emits the left rows with their matches.
 
 mod analyzer;
+mod candidates;
 mod exec;
-mod index;
+mod left_index;
 mod marker;
 mod node;
 mod planner;

@@ -10,7 +10,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNode};
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 
-use super::index::is_time_type;
+use super::left_index::is_time_type;
 use super::{AsOfJoinExec, AsOfJoinNode};
 
 /// The extension planner for `ASOF JOIN`.

@@ -171,8 +171,19 @@ proptest! {
         left_parts in 1usize..4,
         right_parts in 1usize..4,
         batch in 1usize..8,
+        sparse in any::<bool>(),
     ) {
         let op = if strict { MatchOp::StrictlyBefore } else { MatchOp::AtOrBefore };
+        // Sparse keys take the hashed path, dense ones the subtraction.
+        let spread = |rows: Vec<Row>| -> Vec<Row> {
+            if !sparse {
+                return rows;
+            }
+            rows.into_iter()
+                .map(|(r, k, t)| (r, k.map(|k| k * 1_000_000_007 - 4_000_000_000_000_000), t))
+                .collect()
+        };
+        let (left, right) = (spread(left), spread(right));
         let got = run(&left, &right, composite, op, left_parts, right_parts, batch);
         let want = naive(&left, &right, composite, op);
         prop_assert_eq!(got, want);

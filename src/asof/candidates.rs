@@ -1,0 +1,216 @@
+//! The right side of an `ASOF JOIN` against a [`LeftIndex`]: [`RightPart`] collects one right
+//! partition as it streams, and [`Matches`] finds the right row every left row takes.
+//!
+//! A right row is kept as an entry (time, group, row number) in the *bucket* of its group: a run of
+//! groups whose part of the index fits in a core's cache (see [`LeftIndex::bucket_shift`]). Rows
+//! whose key no left row has, or whose key or time is NULL, are dropped at once. The match then runs
+//! bucket by bucket, buckets split between the cores (each owns the slots of its buckets): every
+//! entry is located in its group's slots and kept if it beats the slot's best so far. Entries come
+//! in read order (partition by partition, row by row), so on equal times the row read last wins.
+//! Offered row by row as they were read, each entry cost a cache miss or two; bucket by bucket,
+//! the index stays in cache.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::{Result, exec_err};
+
+use super::MatchOp;
+use super::left_index::{LeftIndex, NONE};
+
+/// A right row waiting to be matched.
+#[derive(Clone, Copy)]
+struct Entry {
+    time: i64,
+    group: u32,
+    /// Read-order number within its partition.
+    row: u32,
+}
+
+/// One right partition, collected: its batches and its entries by bucket.
+pub(super) struct RightPart {
+    index: Arc<LeftIndex>,
+    shift: u32,
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    buckets: Vec<Vec<Entry>>,
+}
+
+impl RightPart {
+    pub fn new(index: Arc<LeftIndex>) -> Self {
+        let shift = index.bucket_shift();
+        let buckets = (0..index.buckets()).map(|_| Vec::new()).collect();
+        Self {
+            index,
+            shift,
+            batches: Vec::new(),
+            rows: 0,
+            buckets,
+        }
+    }
+
+    /// Adds one right batch with its key columns and its times (`time_values`).
+    pub fn push(
+        &mut self,
+        batch: RecordBatch,
+        keys: &[ArrayRef],
+        times: &Int64Array,
+    ) -> Result<()> {
+        let n = batch.num_rows();
+        if self.rows + n >= u32::MAX as usize {
+            return exec_err!(
+                "a partition of the right side of an ASOF JOIN has more than {} rows",
+                u32::MAX - 1
+            );
+        }
+        let groups = self.index.groups(keys, n)?;
+        let has_nulls = times.null_count() > 0;
+        for (i, (&group, &time)) in groups.iter().zip(times.values()).enumerate() {
+            if group == NONE || (has_nulls && times.is_null(i)) {
+                continue;
+            }
+            self.buckets[(group >> self.shift) as usize].push(Entry {
+                time,
+                group,
+                row: (self.rows + i) as u32,
+            });
+        }
+        self.rows += n;
+        if n > 0 {
+            self.batches.push(batch);
+        }
+        Ok(())
+    }
+}
+
+/// No right row.
+const NO_ROW: u64 = u64::MAX;
+
+/// The right row every left row takes: the right batches (then one all-NULL row) and, per left row
+/// in read order, the global read-order number of its right row.
+pub(super) struct Matches {
+    batches: Vec<RecordBatch>,
+    /// `starts[b]`: the global read-order number of the first row of `batches[b]`.
+    starts: Vec<u64>,
+    rows: Vec<u64>,
+}
+
+impl Matches {
+    /// Matches the right partitions (in partition order) against the index on all cores.
+    pub fn build(
+        index: &LeftIndex,
+        parts: Vec<RightPart>,
+        op: MatchOp,
+        right: &SchemaRef,
+    ) -> Result<Self> {
+        let mut part_starts = Vec::with_capacity(parts.len());
+        let mut total = 0u64;
+        for part in &parts {
+            part_starts.push(total);
+            total += part.rows as u64;
+        }
+        let buckets = index.buckets();
+        let sizes: Vec<usize> = (0..buckets)
+            .map(|b| parts.iter().map(|p| p.buckets[b].len()).sum())
+            .collect();
+        // Split the buckets between the cores, about equal entries each.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let all: usize = sizes.iter().sum();
+        let mut cuts = vec![0usize];
+        let mut acc = 0;
+        for (b, size) in sizes.iter().enumerate() {
+            acc += size;
+            if cuts.len() < threads && acc * threads >= all * cuts.len() && b + 1 < buckets {
+                cuts.push(b + 1);
+            }
+        }
+        cuts.push(buckets);
+        let mut best_time = vec![0i64; index.slots()];
+        let mut best_row = vec![NO_ROW; index.slots()];
+        std::thread::scope(|scope| {
+            let (mut times, mut rows) = (best_time.as_mut_slice(), best_row.as_mut_slice());
+            for w in cuts.windows(2) {
+                let (b0, b1) = (w[0], w[1]);
+                let base = index.bucket_start(b0);
+                let len = index.bucket_start(b1) - base;
+                let (t_here, t_rest) = std::mem::take(&mut times).split_at_mut(len);
+                let (r_here, r_rest) = std::mem::take(&mut rows).split_at_mut(len);
+                (times, rows) = (t_rest, r_rest);
+                let (parts, part_starts) = (&parts, &part_starts);
+                scope.spawn(move || {
+                    for b in b0..b1 {
+                        for (part, start) in parts.iter().zip(part_starts) {
+                            for e in &part.buckets[b] {
+                                let slot = index.slot(e.group, e.time, op);
+                                if slot == NONE {
+                                    continue;
+                                }
+                                let s = slot as usize - base;
+                                if r_here[s] == NO_ROW || e.time >= t_here[s] {
+                                    t_here[s] = e.time;
+                                    r_here[s] = start + e.row as u64;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        drop(best_time);
+        let rows = index.resolve(&best_row, NO_ROW);
+        drop(best_row);
+
+        let mut batches = Vec::new();
+        let mut starts = Vec::new();
+        for (part, start) in parts.into_iter().zip(part_starts) {
+            let mut at = start;
+            for batch in part.batches {
+                starts.push(at);
+                at += batch.num_rows() as u64;
+                batches.push(batch);
+            }
+        }
+        starts.push(total);
+        let nulls: Vec<ArrayRef> = right
+            .fields()
+            .iter()
+            .map(|f| arrow::array::new_null_array(f.data_type(), 1))
+            .collect();
+        let null_schema = Arc::new(Schema::new(
+            right
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        batches.push(RecordBatch::try_new(null_schema, nulls)?);
+        Ok(Self {
+            batches,
+            starts,
+            rows,
+        })
+    }
+
+    /// The right columns of left rows `start..start + len` (read order).
+    pub fn gather(&self, start: usize, len: usize) -> Result<Vec<ArrayRef>> {
+        let null_batch = self.batches.len() - 1;
+        let positions: Vec<(usize, usize)> = self.rows[start..start + len]
+            .iter()
+            .map(|&row| {
+                if row == NO_ROW {
+                    return (null_batch, 0);
+                }
+                let b = self.starts.partition_point(|&s| s <= row) - 1;
+                (b, (row - self.starts[b]) as usize)
+            })
+            .collect();
+        (0..self.batches[null_batch].num_columns())
+            .map(|c| {
+                let arrays: Vec<&dyn Array> =
+                    self.batches.iter().map(|b| b.column(c).as_ref()).collect();
+                Ok(arrow::compute::interleave(&arrays, &positions)?)
+            })
+            .collect()
+    }
+}
