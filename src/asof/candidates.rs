@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::{Result, exec_err};
 
@@ -28,19 +28,47 @@ struct Entry {
     row: u32,
 }
 
+/// Entries of one bucket, in chunks of fixed size: growing never copies, and at most one chunk per
+/// bucket is partly empty.
+#[derive(Default)]
+struct Chunks(Vec<Vec<Entry>>);
+
+impl Chunks {
+    const SIZE: usize = 8192;
+
+    fn push(&mut self, entry: Entry) {
+        match self.0.last_mut() {
+            Some(chunk) if chunk.len() < Self::SIZE => chunk.push(entry),
+            _ => {
+                let mut chunk = Vec::with_capacity(Self::SIZE);
+                chunk.push(entry);
+                self.0.push(chunk);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().map(Vec::len).sum()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.0.iter().flatten()
+    }
+}
+
 /// One right partition, collected: its batches and its entries by bucket.
 pub(super) struct RightPart {
     index: Arc<LeftIndex>,
     shift: u32,
     batches: Vec<RecordBatch>,
     rows: usize,
-    buckets: Vec<Vec<Entry>>,
+    buckets: Vec<Chunks>,
 }
 
 impl RightPart {
     pub fn new(index: Arc<LeftIndex>) -> Self {
         let shift = index.bucket_shift();
-        let buckets = (0..index.buckets()).map(|_| Vec::new()).collect();
+        let buckets = (0..index.buckets()).map(|_| Chunks::default()).collect();
         Self {
             index,
             shift,
@@ -141,7 +169,7 @@ impl Matches {
                 scope.spawn(move || {
                     for b in b0..b1 {
                         for (part, start) in parts.iter().zip(part_starts) {
-                            for e in &part.buckets[b] {
+                            for e in part.buckets[b].iter() {
                                 let slot = index.slot(e.group, e.time, op);
                                 if slot == NONE {
                                     continue;
@@ -184,7 +212,12 @@ impl Matches {
                 .map(|f| f.as_ref().clone().with_nullable(true))
                 .collect::<Vec<_>>(),
         ));
-        batches.push(RecordBatch::try_new(null_schema, nulls)?);
+        let one_row = RecordBatchOptions::new().with_row_count(Some(1));
+        batches.push(RecordBatch::try_new_with_options(
+            null_schema,
+            nulls,
+            &one_row,
+        )?);
         Ok(Self {
             batches,
             starts,

@@ -14,14 +14,16 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
@@ -40,6 +42,8 @@ struct Joined {
     left: Vec<Vec<RecordBatch>>,
     /// Read-order number of each left partition's first row.
     starts: Vec<usize>,
+    /// Each output column: a column of `left`'s batches or of the gathered right columns.
+    columns: Vec<Side>,
     matches: Matches,
 }
 
@@ -54,6 +58,8 @@ pub struct AsOfJoinExec {
     left_time: Arc<dyn PhysicalExpr>,
     right_time: Arc<dyn PhysicalExpr>,
     op: MatchOp,
+    /// Embedded output projection: (column of left ++ right, output name); `None` for all columns.
+    output: Option<Vec<(usize, String)>>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     joined: SharedJoin,
@@ -67,6 +73,7 @@ impl fmt::Debug for AsOfJoinExec {
             .field("left_time", &self.left_time)
             .field("right_time", &self.right_time)
             .field("op", &self.op)
+            .field("output", &self.output)
             .finish()
     }
 }
@@ -89,21 +96,9 @@ impl AsOfJoinExec {
                 right_keys.len()
             );
         }
-        let mut fields: Vec<Arc<Field>> = left.schema().fields().iter().cloned().collect();
-        fields.extend(
-            right
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| Arc::new(f.as_ref().clone().with_nullable(true))),
-        );
-        let schema = Arc::new(Schema::new(fields));
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(left.output_partitioning().partition_count()),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        );
+        let output = None;
+        let schema = Self::output_schema(&left, &right, &output)?;
+        let properties = Self::plan_properties(&left, &schema);
         Ok(Self {
             left,
             right,
@@ -112,10 +107,64 @@ impl AsOfJoinExec {
             left_time,
             right_time,
             op,
+            output,
             schema,
-            properties: Arc::new(properties),
+            properties,
             joined: Arc::new(OnceCell::new()),
         })
+    }
+
+    /// The same join emitting only `output` (see the field).
+    fn with_output(&self, output: Option<Vec<(usize, String)>>) -> Result<Self> {
+        let schema = Self::output_schema(&self.left, &self.right, &output)?;
+        Ok(Self {
+            left: Arc::clone(&self.left),
+            right: Arc::clone(&self.right),
+            left_keys: self.left_keys.clone(),
+            right_keys: self.right_keys.clone(),
+            left_time: Arc::clone(&self.left_time),
+            right_time: Arc::clone(&self.right_time),
+            op: self.op,
+            properties: Self::plan_properties(&self.left, &schema),
+            output,
+            schema,
+            joined: Arc::new(OnceCell::new()),
+        })
+    }
+
+    /// Left columns, then right columns made nullable, then the embedded projection.
+    fn output_schema(
+        left: &Arc<dyn ExecutionPlan>,
+        right: &Arc<dyn ExecutionPlan>,
+        output: &Option<Vec<(usize, String)>>,
+    ) -> Result<SchemaRef> {
+        let mut fields: Vec<Arc<Field>> = left.schema().fields().iter().cloned().collect();
+        fields.extend(
+            right
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| Arc::new(f.as_ref().clone().with_nullable(true))),
+        );
+        if let Some(output) = output {
+            fields = output
+                .iter()
+                .map(|(i, name)| match fields.get(*i) {
+                    Some(f) => Ok(Arc::new(f.as_ref().clone().with_name(name))),
+                    None => internal_err!("AsOfJoinExec: projected column {i} out of range"),
+                })
+                .collect::<Result<_>>()?;
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    fn plan_properties(left: &Arc<dyn ExecutionPlan>, schema: &SchemaRef) -> Arc<PlanProperties> {
+        Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(schema)),
+            Partitioning::UnknownPartitioning(left.output_partitioning().partition_count()),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ))
     }
 
     fn inputs(&self) -> JoinInputs {
@@ -127,8 +176,34 @@ impl AsOfJoinExec {
             left_time: Arc::clone(&self.left_time),
             right_time: Arc::clone(&self.right_time),
             op: self.op,
+            columns: self.output_columns(),
         }
     }
+
+    /// Which input column each output column is.
+    fn output_columns(&self) -> Vec<Side> {
+        let left_width = self.left.schema().fields().len();
+        let all: Vec<usize> = match &self.output {
+            Some(output) => output.iter().map(|(i, _)| *i).collect(),
+            None => (0..left_width + self.right.schema().fields().len()).collect(),
+        };
+        all.into_iter()
+            .map(|i| {
+                if i < left_width {
+                    Side::Left(i)
+                } else {
+                    Side::Right(i - left_width)
+                }
+            })
+            .collect()
+    }
+}
+
+/// An output column: a left or a right input column.
+#[derive(Clone, Copy)]
+enum Side {
+    Left(usize),
+    Right(usize),
 }
 
 /// What [`JoinInputs::run`] needs of the plan, owned so the shared future can outlive a call.
@@ -140,9 +215,26 @@ struct JoinInputs {
     left_time: Arc<dyn PhysicalExpr>,
     right_time: Arc<dyn PhysicalExpr>,
     op: MatchOp,
+    columns: Vec<Side>,
 }
 
 impl JoinInputs {
+    /// The left and right input columns the output needs, each in input order.
+    fn kept(&self) -> (Vec<usize>, Vec<usize>) {
+        let (mut left, mut right) = (Vec::new(), Vec::new());
+        for c in &self.columns {
+            match *c {
+                Side::Left(i) => left.push(i),
+                Side::Right(i) => right.push(i),
+            }
+        }
+        for v in [&mut left, &mut right] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        (left, right)
+    }
+
     /// Runs the whole join: the left side read and indexed, the right side streamed through it.
     async fn run(self, context: Arc<TaskContext>) -> Result<Arc<Joined>> {
         let started = std::time::Instant::now();
@@ -160,6 +252,24 @@ impl JoinInputs {
                 .await?;
         let index = Arc::new(index);
         let indexed = started.elapsed();
+        // Only the columns the output needs are held from here on.
+        let (left_kept, right_kept) = self.kept();
+        let left = left
+            .into_iter()
+            .map(|part| {
+                part.into_iter()
+                    .map(|b| b.project(&left_kept))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| match *c {
+                Side::Left(i) => Side::Left(left_kept.partition_point(|&k| k < i)),
+                Side::Right(i) => Side::Right(right_kept.partition_point(|&k| k < i)),
+            })
+            .collect();
 
         let partitions = self.right.output_partitioning().partition_count();
         let mut tasks = Vec::with_capacity(partitions);
@@ -167,12 +277,13 @@ impl JoinInputs {
             let mut stream = self.right.execute(p, Arc::clone(&context))?;
             let index = Arc::clone(&index);
             let (keys, time) = (self.right_keys.clone(), Arc::clone(&self.right_time));
+            let kept = right_kept.clone();
             tasks.push(SpawnedTask::spawn(async move {
                 let mut part = RightPart::new(index);
                 while let Some(batch) = stream.next().await {
                     let batch = batch?;
                     let (k, t) = evaluate(&batch, &keys, &time)?;
-                    part.push(batch, &k, &time_values(&t)?)?;
+                    part.push(batch.project(&kept)?, &k, &time_values(&t)?)?;
                 }
                 Ok::<_, DataFusionError>(part)
             }));
@@ -186,7 +297,7 @@ impl JoinInputs {
             );
         }
         let streamed = started.elapsed();
-        let schema = self.right.schema();
+        let schema = Arc::new(self.right.schema().project(&right_kept)?);
         let op = self.op;
         let matches = blocking(move || Matches::build(&index, parts, op, &schema)).await?;
         tracing::debug!(
@@ -199,6 +310,7 @@ impl JoinInputs {
         Ok(Arc::new(Joined {
             left,
             starts,
+            columns,
             matches,
         }))
     }
@@ -263,6 +375,15 @@ impl DisplayAs for AsOfJoinExec {
                 .collect();
             write!(f, ", on=[{}]", keys.join(", "))?;
         }
+        if self.output.is_some() {
+            let names: Vec<&str> = self
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
+            write!(f, ", projection=[{}]", names.join(", "))?;
+        }
         Ok(())
     }
 }
@@ -305,15 +426,41 @@ impl ExecutionPlan for AsOfJoinExec {
             Ok(pair) => pair,
             Err(_) => return internal_err!("AsOfJoinExec takes exactly two children"),
         };
-        Ok(Arc::new(Self::try_new(
-            left,
-            right,
-            self.left_keys.clone(),
-            self.right_keys.clone(),
-            Arc::clone(&self.left_time),
-            Arc::clone(&self.right_time),
-            self.op,
-        )?))
+        Ok(Arc::new(
+            Self::try_new(
+                left,
+                right,
+                self.left_keys.clone(),
+                self.right_keys.clone(),
+                Arc::clone(&self.left_time),
+                Arc::clone(&self.right_time),
+                self.op,
+            )?
+            .with_output(self.output.clone())?,
+        ))
+    }
+
+    /// Takes a projection of plain columns above the join into it, so the join holds and gathers
+    /// only the columns that are used (the right side's keys and times, typically, are not).
+    fn try_swapping_with_projection(
+        &self,
+        projection: &ProjectionExec,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let mut output = Vec::with_capacity(projection.expr().len());
+        for e in projection.expr() {
+            let Some(column) = e.expr.downcast_ref::<Column>() else {
+                return Ok(None);
+            };
+            let input = match &self.output {
+                Some(current) => match current.get(column.index()) {
+                    Some((i, _)) => *i,
+                    None => return Ok(None),
+                },
+                None => column.index(),
+            };
+            output.push((input, e.alias.clone()));
+        }
+        Ok(Some(Arc::new(self.with_output(Some(output))?)))
     }
 
     fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
@@ -349,10 +496,22 @@ impl ExecutionPlan for AsOfJoinExec {
             let mut start = joined.starts.get(partition).copied().unwrap_or(0);
             let output = batches.into_iter().map(move |batch| {
                 let n = batch.num_rows();
-                let mut columns = batch.columns().to_vec();
-                columns.extend(joined.matches.gather(start, n)?);
+                let right = joined.matches.gather(start, n)?;
                 start += n;
-                Ok(RecordBatch::try_new(Arc::clone(&schema), columns)?)
+                let columns = joined
+                    .columns
+                    .iter()
+                    .map(|c| match *c {
+                        Side::Left(i) => Arc::clone(batch.column(i)),
+                        Side::Right(i) => Arc::clone(&right[i]),
+                    })
+                    .collect();
+                let options = RecordBatchOptions::new().with_row_count(Some(n));
+                Ok(RecordBatch::try_new_with_options(
+                    Arc::clone(&schema),
+                    columns,
+                    &options,
+                )?)
             });
             Ok(futures::stream::iter(output))
         })

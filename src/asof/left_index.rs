@@ -120,8 +120,11 @@ fn keys_valid(keys: &[ArrayRef], i: usize) -> bool {
 impl Groups {
     /// Chooses the mapping for the left keys (one entry per left batch) and gives every left row its
     /// group id (`NONE` for a NULL key). Returns the mapping, the group count and the ids.
-    fn build(key_types: &[DataType], keys: &[Vec<ArrayRef>]) -> Result<(Self, usize, Vec<u32>)> {
-        let rows: usize = keys.iter().map(|k| k.first().map_or(0, |a| a.len())).sum();
+    fn build(
+        key_types: &[DataType],
+        keys: &[Vec<ArrayRef>],
+        rows: usize,
+    ) -> Result<(Self, usize, Vec<u32>)> {
         match key_types {
             [] => {
                 let ids = vec![0; rows];
@@ -278,7 +281,7 @@ impl LeftIndex {
         let (groups, n_groups, mut group_of) = if left_rows == 0 {
             (Groups::Int(HashMap::new()), 0, Vec::new())
         } else {
-            Groups::build(&key_types, &keys)?
+            Groups::build(&key_types, &keys, left_rows)?
         };
         drop(keys);
         for (g, valid) in group_of.iter_mut().zip(&time_valid) {
