@@ -21,6 +21,10 @@ use futures::TryStreamExt;
 use prost::Message;
 use tonic::transport::Channel;
 
+/// The allocator of the `flywheel` binary, so the in-process server runs as it does in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ENTITIES: u64 = 1_000_000;
 const LATENCY_SAMPLES: usize = 20_000;
 const THROUGHPUT_CLIENTS: usize = 8;
