@@ -5,7 +5,8 @@
 //! then measures:
 //! - latency (p50/p99/p999 of sequential lookups, one client) for 1 key x 1 view x 10 features and
 //!   100 keys x 3 views;
-//! - throughput of 1-key lookups with 8 concurrent clients.
+//! - throughput of 1-key lookups with 8 concurrent clients, each on its own connection and all on
+//!   one shared connection.
 //!
 //! Keys are drawn at random from the 1M. Prints a Markdown table. Not a test: it asserts only that
 //! every answer has the requested rows.
@@ -104,16 +105,40 @@ async fn latency(addr: std::net::SocketAddr, features: &[&str], keys_per: usize)
     samples
 }
 
-async fn throughput(addr: std::net::SocketAddr) -> f64 {
+/// What each call of a throughput run does.
+#[derive(Clone, Copy, PartialEq)]
+enum Call {
+    /// A 1-key lookup.
+    Lookup,
+    /// `ListActions`, a server-streaming RPC that does no work: the floor the transport (tonic,
+    /// HTTP/2, loopback TCP, both ends on the same cores) sets for any Flight call on this machine.
+    Nothing,
+}
+
+/// Calls per second from `THROUGHPUT_CLIENTS` concurrent callers, each on its own connection or all
+/// multiplexed over one (gRPC's usual set-up for a service: one channel, many calls).
+async fn throughput(addr: std::net::SocketAddr, shared: bool, call: Call) -> f64 {
+    let one = channel(addr).await;
     let deadline = Instant::now() + Duration::from_secs(THROUGHPUT_SECS);
     let mut tasks = Vec::new();
     for c in 0..THROUGHPUT_CLIENTS {
+        let one = one.clone();
         tasks.push(tokio::spawn(async move {
-            let mut client = FlightServiceClient::new(channel(addr).await);
+            let connection = if shared { one } else { channel(addr).await };
+            let mut client = FlightServiceClient::new(connection);
             let mut keys = Keys(0x1234_5678 + c as u64);
             let mut n = 0u64;
             while Instant::now() < deadline {
-                lookup(&mut client, ticket(&["v0"], &keys.take(1)), 1).await;
+                if call == Call::Lookup {
+                    lookup(&mut client, ticket(&["v0"], &keys.take(1)), 1).await;
+                } else {
+                    let actions = client
+                        .list_actions(arrow_flight::Empty {})
+                        .await
+                        .expect("list_actions")
+                        .into_inner();
+                    let _: Vec<_> = actions.try_collect().await.expect("actions");
+                }
                 n += 1;
             }
             n
@@ -178,7 +203,9 @@ fn main() {
 
         let one = latency(addr, &["v0"], 1).await;
         let hundred = latency(addr, &["v0", "v1", "v2"], 100).await;
-        let rate = throughput(addr).await;
+        let rate = throughput(addr, false, Call::Lookup).await;
+        let shared_rate = throughput(addr, true, Call::Lookup).await;
+        let floor = throughput(addr, false, Call::Nothing).await;
 
         println!("| lookup | p50 ms | p99 ms | p999 ms |");
         println!("|---|---|---|---|");
@@ -194,7 +221,12 @@ fn main() {
             );
         }
         println!(
-            "\nthroughput, 1-key lookups, {THROUGHPUT_CLIENTS} concurrent clients: {rate:.0} lookups/s"
+            "\nthroughput, 1-key lookups, {THROUGHPUT_CLIENTS} concurrent clients: {rate:.0} lookups/s \
+             (a connection each), {shared_rate:.0} lookups/s (one shared connection)"
+        );
+        println!(
+            "transport floor, ListActions (no work), {THROUGHPUT_CLIENTS} concurrent clients: \
+             {floor:.0} calls/s"
         );
         let _ = stop.send(());
         let _ = server.await;
