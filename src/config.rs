@@ -34,6 +34,9 @@ pub struct Config {
     pub tls_key: Option<String>,
     /// The online store: `embedded` (default) or a `redis://` URL shared by several servers.
     pub online_store: Option<String>,
+    /// The most memory queries may hold, e.g. `4GiB`, `512MiB` or a byte count (default: no limit).
+    /// Over it, sorts and aggregates spill to disk and ASOF JOINs match their right side in passes.
+    pub memory_limit: Option<String>,
 }
 
 impl Default for Config {
@@ -48,6 +51,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             online_store: None,
+            memory_limit: None,
         }
     }
 }
@@ -64,6 +68,7 @@ pub struct Overrides {
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub online_store: Option<String>,
+    pub memory_limit: Option<String>,
 }
 
 impl Config {
@@ -121,6 +126,11 @@ impl Config {
                 &flags.online_store,
                 &mut config.online_store,
             ),
+            (
+                "FLYWHEEL_MEMORY_LIMIT",
+                &flags.memory_limit,
+                &mut config.memory_limit,
+            ),
         ];
         for (var, flag, field) in optional {
             if let Some(v) = flag.clone().or_else(|| env(var)) {
@@ -146,7 +156,37 @@ impl Config {
         if self.auth_token.as_deref() == Some("") {
             return Err(Error::Config("auth_token is empty".into()));
         }
+        self.memory_limit_bytes()?;
         Ok(())
+    }
+
+    /// `memory_limit` in bytes (`None`: no limit).
+    pub fn memory_limit_bytes(&self) -> Result<Option<usize>> {
+        let Some(text) = self.memory_limit.as_deref() else {
+            return Ok(None);
+        };
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (number, unit) = t.split_at(split);
+        let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            "g" | "gb" | "gib" => 1 << 30,
+            "t" | "tb" | "tib" => 1 << 40,
+            _ => 0,
+        };
+        let bytes = number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(factor))
+            .filter(|&b| b > 0);
+        match bytes {
+            Some(b) => Ok(Some(usize::try_from(b).unwrap_or(usize::MAX))),
+            None => Err(Error::Config(format!(
+                "memory_limit `{text}` is not a size; e.g. 4GiB, 512MiB or 1073741824"
+            ))),
+        }
     }
 
     /// The credentials clients must present (none configured: everyone is accepted).
@@ -206,6 +246,25 @@ mod tests {
         assert!(
             Config::resolve(&Overrides::default(), |k| env.get(k).map(|v| v.to_string())).is_err()
         );
+    }
+
+    #[test]
+    fn memory_limit_takes_units_and_refuses_nonsense() {
+        let with = |v: &str| Config {
+            memory_limit: Some(v.into()),
+            ..Config::default()
+        };
+        assert_eq!(with("4GiB").memory_limit_bytes().ok(), Some(Some(4 << 30)));
+        assert_eq!(
+            with("512 MB").memory_limit_bytes().ok(),
+            Some(Some(512 << 20))
+        );
+        assert_eq!(with("1000").memory_limit_bytes().ok(), Some(Some(1000)));
+        assert_eq!(Config::default().memory_limit_bytes().ok(), Some(None));
+        for bad in ["lots", "4 parsecs", "0", "GiB"] {
+            let err = with(bad).check().expect_err(bad).to_string();
+            assert!(err.contains("e.g. 4GiB"), "{err}");
+        }
     }
 
     #[test]

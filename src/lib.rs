@@ -16,5 +16,5 @@ pub mod online;
 pub mod server;
 
 pub use config::Config;
-pub use engine::{Engine, Output};
+pub use engine::{Engine, EngineOptions, Output};
 pub use error::{Error, Result};

@@ -12,9 +12,14 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions,
+};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::Int64Type;
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::{Result, exec_err};
+use datafusion::execution::memory_pool::MemoryReservation;
 
 use super::MatchOp;
 use super::left_index::{LeftIndex, NONE};
@@ -56,25 +61,38 @@ impl Chunks {
     }
 }
 
-/// One right partition, collected: its batches and its entries by bucket.
+/// Which groups a pass over the right side keeps: those with `group % of == pass`. One pass keeps
+/// everything; more passes each hold a share of the right side, for when it does not fit in memory.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Pass {
+    pub pass: usize,
+    pub of: usize,
+}
+
+/// One right partition, collected: its batches and its entries by bucket. What it holds is counted
+/// against the session's memory pool.
 pub(super) struct RightPart {
     index: Arc<LeftIndex>,
     shift: u32,
+    pass: Pass,
     batches: Vec<RecordBatch>,
     rows: usize,
     buckets: Vec<Chunks>,
+    reservation: MemoryReservation,
 }
 
 impl RightPart {
-    pub fn new(index: Arc<LeftIndex>) -> Self {
+    pub fn new(index: Arc<LeftIndex>, pass: Pass, reservation: MemoryReservation) -> Self {
         let shift = index.bucket_shift();
         let buckets = (0..index.buckets()).map(|_| Chunks::default()).collect();
         Self {
             index,
             shift,
+            pass,
             batches: Vec::new(),
             rows: 0,
             buckets,
+            reservation,
         }
     }
 
@@ -92,10 +110,30 @@ impl RightPart {
                 u32::MAX - 1
             );
         }
-        let groups = self.index.groups(keys, n)?;
+        let mut groups = self.index.groups(keys, n)?;
         let has_nulls = times.null_count() > 0;
+        let Pass { pass, of } = self.pass;
+        for (i, group) in groups.iter_mut().enumerate() {
+            if *group != NONE && ((has_nulls && times.is_null(i)) || *group as usize % of != pass) {
+                *group = NONE;
+            }
+        }
+        // In a pass of several, only the rows of this pass's buckets are kept.
+        let (batch, groups, times) = if of > 1 {
+            let keep: BooleanArray = groups.iter().map(|&g| Some(g != NONE)).collect();
+            let times = arrow::compute::filter(times, &keep)?;
+            let times = times.as_primitive::<Int64Type>().clone();
+            let groups: Vec<u32> = groups.into_iter().filter(|&g| g != NONE).collect();
+            (filter_record_batch(&batch, &keep)?, groups, times)
+        } else {
+            (batch, groups, times.clone())
+        };
+        let n = batch.num_rows();
+        let entries = groups.iter().filter(|&&g| g != NONE).count();
+        self.reservation
+            .try_grow(batch.get_array_memory_size() + entries * std::mem::size_of::<Entry>())?;
         for (i, (&group, &time)) in groups.iter().zip(times.values()).enumerate() {
-            if group == NONE || (has_nulls && times.is_null(i)) {
+            if group == NONE {
                 continue;
             }
             self.buckets[(group >> self.shift) as usize].push(Entry {
@@ -122,6 +160,8 @@ pub(super) struct Matches {
     /// `starts[b]`: the global read-order number of the first row of `batches[b]`.
     starts: Vec<u64>,
     rows: Vec<u64>,
+    /// The memory of `batches`, held until the output is emitted.
+    reservations: Vec<MemoryReservation>,
 }
 
 impl Matches {
@@ -191,7 +231,9 @@ impl Matches {
 
         let mut batches = Vec::new();
         let mut starts = Vec::new();
+        let mut reservations = Vec::with_capacity(parts.len());
         for (part, start) in parts.into_iter().zip(part_starts) {
+            reservations.push(part.reservation);
             let mut at = start;
             for batch in part.batches {
                 starts.push(at);
@@ -222,7 +264,76 @@ impl Matches {
             batches,
             starts,
             rows,
+            reservations,
         })
+    }
+
+    /// Keeps only the right rows some left row takes, in one batch, and shrinks the reservation to
+    /// them: what a pass of several holds while the next pass runs.
+    pub fn compact(mut self) -> Result<Self> {
+        let mut taken: Vec<u64> = self.rows.iter().copied().filter(|&r| r != NO_ROW).collect();
+        taken.sort_unstable();
+        taken.dedup();
+        let total = taken.len() as u64;
+        let null_batch = self.batches.len() - 1;
+        let positions: Vec<(usize, usize)> = taken
+            .iter()
+            .map(|&row| {
+                let b = self.starts.partition_point(|&s| s <= row) - 1;
+                (b, (row - self.starts[b]) as usize)
+            })
+            .collect();
+        let schema = self.batches[null_batch].schema();
+        let columns = (0..schema.fields().len())
+            .map(|c| {
+                let arrays: Vec<&dyn Array> =
+                    self.batches.iter().map(|b| b.column(c).as_ref()).collect();
+                arrow::compute::interleave(&arrays, &positions)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(taken.len()));
+        let kept = RecordBatch::try_new_with_options(schema, columns, &options)?;
+        for row in self.rows.iter_mut().filter(|r| **r != NO_ROW) {
+            *row = taken.partition_point(|&t| t < *row) as u64;
+        }
+        let null = self.batches.pop();
+        self.batches = std::iter::once(kept).chain(null).collect();
+        self.starts = vec![0, total];
+        let size = self.batches[0].get_array_memory_size();
+        self.reservations.truncate(1);
+        if let Some(r) = self.reservations.first_mut() {
+            r.resize(size);
+        }
+        Ok(self)
+    }
+
+    /// Joins the matches of passes over disjoint buckets (so each left row is matched in at most
+    /// one of them) into one.
+    pub fn concat(passes: Vec<Matches>) -> Self {
+        let mut passes = passes.into_iter();
+        let Some(mut all) = passes.next() else {
+            return Self {
+                batches: Vec::new(),
+                starts: Vec::new(),
+                rows: Vec::new(),
+                reservations: Vec::new(),
+            };
+        };
+        for next in passes {
+            let null = all.batches.pop();
+            let offset = all.starts.pop().unwrap_or(0);
+            let count = next.batches.len().saturating_sub(1);
+            all.batches.extend(next.batches.into_iter().take(count));
+            all.batches.extend(null);
+            all.starts.extend(next.starts.iter().map(|s| s + offset));
+            for (row, theirs) in all.rows.iter_mut().zip(next.rows) {
+                if *row == NO_ROW && theirs != NO_ROW {
+                    *row = theirs + offset;
+                }
+            }
+            all.reservations.extend(next.reservations);
+        }
+        all
     }
 
     /// The right columns of left rows `start..start + len` (read order).

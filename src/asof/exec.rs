@@ -19,10 +19,11 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, reset_plan_states};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -33,7 +34,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
 use super::MatchOp;
-use super::candidates::{Matches, RightPart};
+use super::candidates::{Matches, Pass, RightPart};
 use super::left_index::{LeftIndex, time_values};
 
 /// The joined result, computed once by whichever output partition runs first.
@@ -235,6 +236,69 @@ impl JoinInputs {
         (left, right)
     }
 
+    /// Reads the right side in `passes` passes (each keeping its share of the key groups, all of them
+    /// in one pass) and matches each against the index.
+    async fn match_right(
+        &self,
+        context: &Arc<TaskContext>,
+        index: &Arc<LeftIndex>,
+        kept: &[usize],
+        passes: usize,
+    ) -> Result<Matches> {
+        let mut all = Vec::with_capacity(passes);
+        for pass in 0..passes {
+            let pass = Pass { pass, of: passes };
+            // A plan's operators may run once only (a repartition's channels, for one): every pass
+            // after a first attempt reads a fresh copy.
+            let right = if passes == 1 {
+                Arc::clone(&self.right)
+            } else {
+                reset_plan_states(Arc::clone(&self.right))?
+            };
+            let partitions = right.output_partitioning().partition_count();
+            let mut tasks = Vec::with_capacity(partitions);
+            for p in 0..partitions {
+                let mut stream = right.execute(p, Arc::clone(context))?;
+                let reservation = MemoryConsumer::new(format!("AsOfJoinExec right[{p}]"))
+                    .register(context.memory_pool());
+                let mut part = RightPart::new(Arc::clone(index), pass, reservation);
+                let (keys, time) = (self.right_keys.clone(), Arc::clone(&self.right_time));
+                let kept = kept.to_vec();
+                tasks.push(SpawnedTask::spawn(async move {
+                    while let Some(batch) = stream.next().await {
+                        let batch = batch?;
+                        let (k, t) = evaluate(&batch, &keys, &time)?;
+                        part.push(batch.project(&kept)?, &k, &time_values(&t)?)?;
+                    }
+                    Ok::<_, DataFusionError>(part)
+                }));
+            }
+            let mut parts = Vec::with_capacity(partitions);
+            for task in tasks {
+                parts.push(
+                    task.join()
+                        .await
+                        .map_err(|e| DataFusionError::External(Box::new(e)))??,
+                );
+            }
+            let schema = Arc::new(self.right.schema().project(kept)?);
+            let (index, op) = (Arc::clone(index), self.op);
+            let several = passes > 1;
+            all.push(
+                blocking(move || {
+                    let matches = Matches::build(&index, parts, op, &schema)?;
+                    if several {
+                        matches.compact()
+                    } else {
+                        Ok(matches)
+                    }
+                })
+                .await?,
+            );
+        }
+        Ok(Matches::concat(all))
+    }
+
     /// Runs the whole join: the left side read and indexed, the right side streamed through it.
     async fn run(self, context: Arc<TaskContext>) -> Result<Arc<Joined>> {
         let started = std::time::Instant::now();
@@ -271,40 +335,36 @@ impl JoinInputs {
             })
             .collect();
 
-        let partitions = self.right.output_partitioning().partition_count();
-        let mut tasks = Vec::with_capacity(partitions);
-        for p in 0..partitions {
-            let mut stream = self.right.execute(p, Arc::clone(&context))?;
-            let index = Arc::clone(&index);
-            let (keys, time) = (self.right_keys.clone(), Arc::clone(&self.right_time));
-            let kept = right_kept.clone();
-            tasks.push(SpawnedTask::spawn(async move {
-                let mut part = RightPart::new(index);
-                while let Some(batch) = stream.next().await {
-                    let batch = batch?;
-                    let (k, t) = evaluate(&batch, &keys, &time)?;
-                    part.push(batch.project(&kept)?, &k, &time_values(&t)?)?;
+        let mut passes = 1;
+        let matches = loop {
+            match self
+                .match_right(&context, &index, &right_kept, passes)
+                .await
+            {
+                Ok(matches) => break matches,
+                Err(e) if is_exhausted(&e) => {
+                    if passes >= MAX_PASSES {
+                        return Err(DataFusionError::ResourcesExhausted(format!(
+                            "ASOF JOIN: even a 1/{MAX_PASSES} share of the right side does not fit \
+                             in the memory limit ({e}); raise memory_limit, or join a smaller \
+                             right side"
+                        )));
+                    }
+                    passes *= 4;
+                    tracing::info!(
+                        passes,
+                        "ASOF JOIN: the right side does not fit in the memory limit; matching it in {passes} passes"
+                    );
                 }
-                Ok::<_, DataFusionError>(part)
-            }));
-        }
-        let mut parts = Vec::with_capacity(partitions);
-        for task in tasks {
-            parts.push(
-                task.join()
-                    .await
-                    .map_err(|e| DataFusionError::External(Box::new(e)))??,
-            );
-        }
+                Err(e) => return Err(e),
+            }
+        };
         let streamed = started.elapsed();
-        let schema = Arc::new(self.right.schema().project(&right_kept)?);
-        let op = self.op;
-        let matches = blocking(move || Matches::build(&index, parts, op, &schema)).await?;
         tracing::debug!(
             left_rows = rows,
             ?indexed,
             streamed = ?(streamed - indexed),
-            merged = ?(started.elapsed() - streamed),
+            passes,
             "ASOF JOIN computed"
         );
         Ok(Arc::new(Joined {
@@ -313,6 +373,19 @@ impl JoinInputs {
             columns,
             matches,
         }))
+    }
+}
+
+/// Most passes over the right side before an ASOF JOIN gives up on a memory limit.
+const MAX_PASSES: usize = 64;
+
+/// Whether `e` is the memory pool refusing a reservation.
+fn is_exhausted(e: &DataFusionError) -> bool {
+    match e {
+        DataFusionError::ResourcesExhausted(_) => true,
+        DataFusionError::Shared(inner) => is_exhausted(inner),
+        DataFusionError::Context(_, inner) => is_exhausted(inner),
+        _ => false,
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, common::collect};
@@ -106,6 +107,21 @@ fn run(
     right_parts: usize,
     batch: usize,
 ) -> Vec<(i64, Option<i64>)> {
+    run_limited(left, right, keys, op, left_parts, right_parts, batch, None).expect("join")
+}
+
+/// `run` under a memory limit (bytes) for the session.
+#[allow(clippy::too_many_arguments)]
+fn run_limited(
+    left: &[Row],
+    right: &[Row],
+    keys: usize,
+    op: MatchOp,
+    left_parts: usize,
+    right_parts: usize,
+    batch: usize,
+    memory_limit: Option<usize>,
+) -> datafusion::common::Result<Vec<(i64, Option<i64>)>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -137,12 +153,20 @@ fn run(
         let exec =
             AsOfJoinExec::try_new(l, r, lk, rk, col("l_t", 2), col("r_t", 2), op).expect("exec");
         let exec: Arc<dyn ExecutionPlan> = Arc::new(exec);
-        let ctx = SessionContext::new().task_ctx();
+        let ctx = match memory_limit {
+            None => SessionContext::new(),
+            Some(limit) => {
+                let runtime = RuntimeEnvBuilder::new()
+                    .with_memory_limit(limit, 1.0)
+                    .build_arc()
+                    .expect("runtime env");
+                SessionContext::new_with_config_rt(Default::default(), runtime)
+            }
+        }
+        .task_ctx();
         let mut out = Vec::new();
         for p in 0..exec.output_partitioning().partition_count() {
-            let batches = collect(exec.execute(p, Arc::clone(&ctx)).expect("execute"))
-                .await
-                .expect("collect");
+            let batches = collect(exec.execute(p, Arc::clone(&ctx))?).await?;
             for b in batches {
                 let lid = b
                     .column(3)
@@ -160,7 +184,7 @@ fn run(
             }
         }
         out.sort();
-        out
+        Ok(out)
     })
 }
 
@@ -210,4 +234,66 @@ proptest! {
         let got = run(&left, &right, 1, MatchOp::AtOrBefore, 2, 3, 64);
         prop_assert_eq!(got, naive(&left, &right, 1, MatchOp::AtOrBefore));
     }
+}
+
+/// Rows over `keys` keys with times in 0..1000, from a fixed seed.
+fn spread_rows(n: usize, keys: i64, seed: u64) -> Vec<Row> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as i64
+    };
+    (0..n)
+        .map(|_| {
+            (
+                Some("eu".to_string()),
+                Some(next() % keys),
+                Some(next() % 1000),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_right_side_over_the_memory_limit_is_matched_in_passes() {
+    // About 1 MB of right batches and entries against a 256 kB limit: one pass is refused, several
+    // passes each hold a share of the keys and give the same answer.
+    let right = spread_rows(20_000, 500, 3);
+    let left = spread_rows(2_000, 500, 4);
+    let want = naive(&left, &right, 1, MatchOp::AtOrBefore);
+    let got = run_limited(
+        &left,
+        &right,
+        1,
+        MatchOp::AtOrBefore,
+        2,
+        2,
+        1024,
+        Some(256 << 10),
+    )
+    .expect("joins in passes");
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_right_side_that_cannot_be_split_reports_the_memory_limit() {
+    // One key: no pass can hold less than all of it.
+    let right = spread_rows(20_000, 1, 5);
+    let left = spread_rows(100, 1, 6);
+    let err = run_limited(
+        &left,
+        &right,
+        1,
+        MatchOp::AtOrBefore,
+        1,
+        1,
+        1024,
+        Some(64 << 10),
+    )
+    .expect_err("over the limit");
+    let message = err.to_string();
+    assert!(message.contains("memory limit"), "{message}");
+    assert!(message.contains("raise memory_limit"), "{message}");
 }

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, Overrides};
-use crate::{Engine, Result, server};
+use crate::{Engine, EngineOptions, Result, server};
 
 /// Flywheel: a SQL-native feature platform over Delta Lake and Arrow Flight.
 #[derive(Debug, Parser)]
@@ -26,6 +26,9 @@ pub struct Cli {
     /// FLYWHEEL_ONLINE_STORE.
     #[arg(long, global = true)]
     online_store: Option<String>,
+    /// The most memory queries may hold, e.g. 4GiB [default: no limit]. Also FLYWHEEL_MEMORY_LIMIT.
+    #[arg(long, global = true)]
+    memory_limit: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
         config_file: cli.config.clone(),
         warehouse: cli.warehouse.clone(),
         online_store: cli.online_store.clone(),
+        memory_limit: cli.memory_limit.clone(),
         ..Overrides::default()
     };
     if let Command::Serve {
@@ -135,7 +139,11 @@ fn init_logging(config: &Config, serving: bool) {
 }
 
 async fn run(command: Command, config: Config) -> Result<ExitCode> {
-    let engine = Engine::open_with(&config.warehouse, config.online_store.as_deref()).await?;
+    let options = EngineOptions {
+        online_store: config.online_store.clone(),
+        memory_limit: config.memory_limit_bytes()?,
+    };
+    let engine = Engine::open_with(&config.warehouse, &options).await?;
     match command {
         Command::Sql { execute, file } => {
             let script = match (execute, file) {

@@ -76,22 +76,31 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// How an [`Engine`] is opened.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// The online store: `None`/`"embedded"`, or a `redis://` URL.
+    pub online_store: Option<String>,
+    /// The most memory queries may hold, in bytes (`None`: no limit).
+    pub memory_limit: Option<usize>,
+}
+
 impl Engine {
     /// Opens (or creates) the warehouse at `location` and builds the session over it, with the
     /// embedded online store.
     pub async fn open(location: &str) -> Result<Self> {
-        Self::open_with(location, None).await
+        Self::open_with(location, &EngineOptions::default()).await
     }
 
-    /// [`Engine::open`] with an online store: `None`/`"embedded"`, or a `redis://` URL.
-    pub async fn open_with(location: &str, online_store: Option<&str>) -> Result<Self> {
+    /// [`Engine::open`] with options.
+    pub async fn open_with(location: &str, options: &EngineOptions) -> Result<Self> {
         let warehouse = Warehouse::open(location)?;
         let registry = Arc::new(Registry::open(warehouse).await?);
         let online = Arc::new(crate::online::OnlineStore::new(
             registry.warehouse().root(),
-            online_store,
+            options.online_store.as_deref(),
         )?);
-        let ctx = session::build(Arc::clone(&registry), &online);
+        let ctx = session::build(Arc::clone(&registry), &online, options.memory_limit)?;
         Ok(Self {
             ctx,
             registry,

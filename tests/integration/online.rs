@@ -273,9 +273,15 @@ async fn redis_backend_serves_every_server_the_latest_load() {
     let redis = Redis::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let open = || async {
-        flywheel::Engine::open_with(dir.path().to_str().expect("utf-8"), Some(&redis.url))
-            .await
-            .expect("engine with Redis")
+        flywheel::Engine::open_with(
+            dir.path().to_str().expect("utf-8"),
+            &flywheel::EngineOptions {
+                online_store: Some(redis.url.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("engine with Redis")
     };
     let a = TestServer::serve_engine(open().await, Default::default()).await;
     let b = TestServer::serve_engine(open().await, Default::default()).await;
