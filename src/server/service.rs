@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
-use arrow::ipc::writer::IpcWriteOptions;
+use arrow::ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteOptions};
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -25,8 +25,8 @@ use arrow_flight::sql::{
     DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
-    IpcMessage, SchemaAsIpc, Ticket, flight_descriptor,
+    Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket, flight_descriptor,
 };
 use futures::{Stream, StreamExt, TryStreamExt, stream};
 use prost::Message;
@@ -117,7 +117,13 @@ impl FlywheelFlightSqlService {
         let request: crate::online::LookupRequest = serde_json::from_slice(request)
             .map_err(|e| Status::invalid_argument(format!("malformed lookup request: {e}")))?;
         let now_us = chrono::Utc::now().timestamp_micros();
-        encode_batch(self.engine.online().lookup(&request, now_us).await)
+        let batch = self
+            .engine
+            .online()
+            .lookup(&request, now_us)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(encode_one(batch)?))
     }
 
     /// A metadata command's `FlightInfo`: its answer's schema, and the command itself as ticket.
@@ -181,6 +187,29 @@ fn engine_batches(
     batches: datafusion::execution::SendableRecordBatchStream,
 ) -> impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static {
     batches.map_err(|e| FlightError::from(to_status(Error::from_datafusion(e))))
+}
+
+/// Encodes one batch as its two messages (schema, then batch), without the general encoder's
+/// stream machinery: what an online lookup answers, where every microsecond counts. Large batches
+/// (which the general encoder splits into messages clients accept) and batches with dictionaries
+/// take the general path.
+fn encode_one(batch: RecordBatch) -> Result<DoGetStream, Status> {
+    if batch.get_array_memory_size() > 1 << 20 {
+        return Ok(encode(batch.schema(), stream::iter([Ok(batch)])));
+    }
+    let options = IpcWriteOptions::default();
+    let mut tracker = DictionaryTracker::new(false);
+    let (dictionaries, data) = IpcDataGenerator::default()
+        .encode(&batch, &mut tracker, &options, &mut Default::default())
+        .map_err(|e| Status::internal(format!("cannot encode the answer: {e}")))?;
+    if !dictionaries.is_empty() {
+        return Ok(encode(batch.schema(), stream::iter([Ok(batch)])));
+    }
+    let schema: FlightData = SchemaAsIpc::new(&batch.schema(), &options).into();
+    let data = FlightData::new()
+        .with_data_header(data.ipc_message)
+        .with_data_body(data.arrow_data);
+    Ok(Box::pin(stream::iter([Ok(schema), Ok(data)])))
 }
 
 /// Encodes one metadata batch.
