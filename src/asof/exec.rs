@@ -19,7 +19,7 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, internal_err};
-use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -46,6 +46,8 @@ struct Joined {
     /// Each output column: a column of `left`'s batches or of the gathered right columns.
     columns: Vec<Side>,
     matches: Matches,
+    /// The left side's memory, held until the output is emitted.
+    _left_reservation: MemoryReservation,
 }
 
 type SharedJoin = Arc<OnceCell<std::result::Result<Arc<Joined>, Arc<DataFusionError>>>>;
@@ -309,6 +311,23 @@ impl JoinInputs {
             starts.push(rows);
             rows += part.iter().map(|b| b.num_rows()).sum::<usize>();
         }
+        // The left side is held whole (its batches and about 40 bytes a row of index): count it, and
+        // say so plainly when it does not fit, since it is not split into passes.
+        let left_bytes = left
+            .iter()
+            .flatten()
+            .map(|b| b.get_array_memory_size())
+            .sum::<usize>()
+            + rows * 40;
+        let left_reservation =
+            MemoryConsumer::new("AsOfJoinExec left").register(context.memory_pool());
+        if let Err(e) = left_reservation.try_grow(left_bytes) {
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "ASOF JOIN: the left side ({rows} rows, {} MiB with its index) does not fit in the \
+                 memory limit ({e}); raise memory_limit, or put the smaller input on the left",
+                left_bytes >> 20
+            )));
+        }
         let (keys, time) = (self.left_keys.clone(), Arc::clone(&self.left_time));
         let batches: Vec<RecordBatch> = left.iter().flatten().cloned().collect();
         let index =
@@ -372,6 +391,7 @@ impl JoinInputs {
             starts,
             columns,
             matches,
+            _left_reservation: left_reservation,
         }))
     }
 }

@@ -297,3 +297,23 @@ fn a_right_side_that_cannot_be_split_reports_the_memory_limit() {
     assert!(message.contains("memory limit"), "{message}");
     assert!(message.contains("raise memory_limit"), "{message}");
 }
+
+#[test]
+fn a_left_side_over_the_memory_limit_is_refused_by_name() {
+    let left = spread_rows(20_000, 500, 7);
+    let right = spread_rows(100, 500, 8);
+    let err = run_limited(
+        &left,
+        &right,
+        1,
+        MatchOp::AtOrBefore,
+        1,
+        1,
+        1024,
+        Some(64 << 10),
+    )
+    .expect_err("over the limit");
+    let message = err.to_string();
+    assert!(message.contains("the left side (20000 rows"), "{message}");
+    assert!(message.contains("raise memory_limit"), "{message}");
+}
