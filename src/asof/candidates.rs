@@ -275,22 +275,8 @@ impl Matches {
         taken.sort_unstable();
         taken.dedup();
         let total = taken.len() as u64;
-        let null_batch = self.batches.len() - 1;
-        let positions: Vec<(usize, usize)> = taken
-            .iter()
-            .map(|&row| {
-                let b = self.starts.partition_point(|&s| s <= row) - 1;
-                (b, (row - self.starts[b]) as usize)
-            })
-            .collect();
-        let schema = self.batches[null_batch].schema();
-        let columns = (0..schema.fields().len())
-            .map(|c| {
-                let arrays: Vec<&dyn Array> =
-                    self.batches.iter().map(|b| b.column(c).as_ref()).collect();
-                arrow::compute::interleave(&arrays, &positions)
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let schema = self.batches[self.batches.len() - 1].schema();
+        let columns = self.take(&taken)?;
         let options = RecordBatchOptions::new().with_row_count(Some(taken.len()));
         let kept = RecordBatch::try_new_with_options(schema, columns, &options)?;
         for row in self.rows.iter_mut().filter(|r| **r != NO_ROW) {
@@ -338,8 +324,13 @@ impl Matches {
 
     /// The right columns of left rows `start..start + len` (read order).
     pub fn gather(&self, start: usize, len: usize) -> Result<Vec<ArrayRef>> {
+        self.take(&self.rows[start..start + len])
+    }
+
+    /// The right columns of `rows` (global read-order numbers; `NO_ROW` gives NULLs).
+    fn take(&self, rows: &[u64]) -> Result<Vec<ArrayRef>> {
         let null_batch = self.batches.len() - 1;
-        let positions: Vec<(usize, usize)> = self.rows[start..start + len]
+        let positions: Vec<(usize, usize)> = rows
             .iter()
             .map(|&row| {
                 if row == NO_ROW {

@@ -52,8 +52,9 @@ struct Joined {
 
 type SharedJoin = Arc<OnceCell<std::result::Result<Arc<Joined>, Arc<DataFusionError>>>>;
 
-/// Physical `ASOF JOIN`; see the module docs.
-pub struct AsOfJoinExec {
+/// The two inputs and the match condition of a join.
+#[derive(Clone)]
+struct JoinSpec {
     left: Arc<dyn ExecutionPlan>,
     right: Arc<dyn ExecutionPlan>,
     left_keys: Vec<Arc<dyn PhysicalExpr>>,
@@ -61,6 +62,11 @@ pub struct AsOfJoinExec {
     left_time: Arc<dyn PhysicalExpr>,
     right_time: Arc<dyn PhysicalExpr>,
     op: MatchOp,
+}
+
+/// Physical `ASOF JOIN`; see the module docs.
+pub struct AsOfJoinExec {
+    spec: JoinSpec,
     /// Embedded output projection: (column of left ++ right, output name); `None` for all columns.
     output: Option<Vec<(usize, String)>>,
     schema: SchemaRef,
@@ -71,11 +77,11 @@ pub struct AsOfJoinExec {
 impl fmt::Debug for AsOfJoinExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsOfJoinExec")
-            .field("left_keys", &self.left_keys)
-            .field("right_keys", &self.right_keys)
-            .field("left_time", &self.left_time)
-            .field("right_time", &self.right_time)
-            .field("op", &self.op)
+            .field("left_keys", &self.spec.left_keys)
+            .field("right_keys", &self.spec.right_keys)
+            .field("left_time", &self.spec.left_time)
+            .field("right_time", &self.spec.right_time)
+            .field("op", &self.spec.op)
             .field("output", &self.output)
             .finish()
     }
@@ -99,10 +105,7 @@ impl AsOfJoinExec {
                 right_keys.len()
             );
         }
-        let output = None;
-        let schema = Self::output_schema(&left, &right, &output)?;
-        let properties = Self::plan_properties(&left, &schema);
-        Ok(Self {
+        let spec = JoinSpec {
             left,
             right,
             left_keys,
@@ -110,25 +113,16 @@ impl AsOfJoinExec {
             left_time,
             right_time,
             op,
-            output,
-            schema,
-            properties,
-            joined: Arc::new(OnceCell::new()),
-        })
+        };
+        Self::from_spec(spec, None)
     }
 
-    /// The same join emitting only `output` (see the field).
-    fn with_output(&self, output: Option<Vec<(usize, String)>>) -> Result<Self> {
-        let schema = Self::output_schema(&self.left, &self.right, &output)?;
+    /// The join of `spec`, emitting only `output` (see the field).
+    fn from_spec(spec: JoinSpec, output: Option<Vec<(usize, String)>>) -> Result<Self> {
+        let schema = Self::output_schema(&spec.left, &spec.right, &output)?;
         Ok(Self {
-            left: Arc::clone(&self.left),
-            right: Arc::clone(&self.right),
-            left_keys: self.left_keys.clone(),
-            right_keys: self.right_keys.clone(),
-            left_time: Arc::clone(&self.left_time),
-            right_time: Arc::clone(&self.right_time),
-            op: self.op,
-            properties: Self::plan_properties(&self.left, &schema),
+            properties: Self::plan_properties(&spec.left, &schema),
+            spec,
             output,
             schema,
             joined: Arc::new(OnceCell::new()),
@@ -172,23 +166,17 @@ impl AsOfJoinExec {
 
     fn inputs(&self) -> JoinInputs {
         JoinInputs {
-            left: Arc::clone(&self.left),
-            right: Arc::clone(&self.right),
-            left_keys: self.left_keys.clone(),
-            right_keys: self.right_keys.clone(),
-            left_time: Arc::clone(&self.left_time),
-            right_time: Arc::clone(&self.right_time),
-            op: self.op,
+            spec: self.spec.clone(),
             columns: self.output_columns(),
         }
     }
 
     /// Which input column each output column is.
     fn output_columns(&self) -> Vec<Side> {
-        let left_width = self.left.schema().fields().len();
+        let left_width = self.spec.left.schema().fields().len();
         let all: Vec<usize> = match &self.output {
             Some(output) => output.iter().map(|(i, _)| *i).collect(),
-            None => (0..left_width + self.right.schema().fields().len()).collect(),
+            None => (0..left_width + self.spec.right.schema().fields().len()).collect(),
         };
         all.into_iter()
             .map(|i| {
@@ -211,13 +199,7 @@ enum Side {
 
 /// What [`JoinInputs::run`] needs of the plan, owned so the shared future can outlive a call.
 struct JoinInputs {
-    left: Arc<dyn ExecutionPlan>,
-    right: Arc<dyn ExecutionPlan>,
-    left_keys: Vec<Arc<dyn PhysicalExpr>>,
-    right_keys: Vec<Arc<dyn PhysicalExpr>>,
-    left_time: Arc<dyn PhysicalExpr>,
-    right_time: Arc<dyn PhysicalExpr>,
-    op: MatchOp,
+    spec: JoinSpec,
     columns: Vec<Side>,
 }
 
@@ -253,9 +235,9 @@ impl JoinInputs {
             // A plan's operators may run once only (a repartition's channels, for one): every pass
             // after a first attempt reads a fresh copy.
             let right = if passes == 1 {
-                Arc::clone(&self.right)
+                Arc::clone(&self.spec.right)
             } else {
-                reset_plan_states(Arc::clone(&self.right))?
+                reset_plan_states(Arc::clone(&self.spec.right))?
             };
             let partitions = right.output_partitioning().partition_count();
             let mut tasks = Vec::with_capacity(partitions);
@@ -264,7 +246,10 @@ impl JoinInputs {
                 let reservation = MemoryConsumer::new(format!("AsOfJoinExec right[{p}]"))
                     .register(context.memory_pool());
                 let mut part = RightPart::new(Arc::clone(index), pass, reservation);
-                let (keys, time) = (self.right_keys.clone(), Arc::clone(&self.right_time));
+                let (keys, time) = (
+                    self.spec.right_keys.clone(),
+                    Arc::clone(&self.spec.right_time),
+                );
                 let kept = kept.to_vec();
                 tasks.push(SpawnedTask::spawn(async move {
                     while let Some(batch) = stream.next().await {
@@ -283,8 +268,8 @@ impl JoinInputs {
                         .map_err(|e| DataFusionError::External(Box::new(e)))??,
                 );
             }
-            let schema = Arc::new(self.right.schema().project(kept)?);
-            let (index, op) = (Arc::clone(index), self.op);
+            let schema = Arc::new(self.spec.right.schema().project(kept)?);
+            let (index, op) = (Arc::clone(index), self.spec.op);
             let several = passes > 1;
             all.push(
                 blocking(move || {
@@ -304,7 +289,7 @@ impl JoinInputs {
     /// Runs the whole join: the left side read and indexed, the right side streamed through it.
     async fn run(self, context: Arc<TaskContext>) -> Result<Arc<Joined>> {
         let started = std::time::Instant::now();
-        let left = read_partitions(&self.left, &context).await?;
+        let left = read_partitions(&self.spec.left, &context).await?;
         let mut starts = Vec::with_capacity(left.len());
         let mut rows = 0;
         for part in &left {
@@ -328,7 +313,10 @@ impl JoinInputs {
                 left_bytes >> 20
             )));
         }
-        let (keys, time) = (self.left_keys.clone(), Arc::clone(&self.left_time));
+        let (keys, time) = (
+            self.spec.left_keys.clone(),
+            Arc::clone(&self.spec.left_time),
+        );
         let batches: Vec<RecordBatch> = left.iter().flatten().cloned().collect();
         let index =
             blocking(move || LeftIndex::build(&batches, |batch| evaluate(batch, &keys, &time)))
@@ -457,13 +445,14 @@ impl DisplayAs for AsOfJoinExec {
         write!(
             f,
             "AsOfJoinExec: match=({} {} {})",
-            self.left_time, self.op, self.right_time
+            self.spec.left_time, self.spec.op, self.spec.right_time
         )?;
-        if !self.left_keys.is_empty() {
+        if !self.spec.left_keys.is_empty() {
             let keys: Vec<String> = self
+                .spec
                 .left_keys
                 .iter()
-                .zip(&self.right_keys)
+                .zip(&self.spec.right_keys)
                 .map(|(l, r)| format!("{l} = {r}"))
                 .collect();
             write!(f, ", on=[{}]", keys.join(", "))?;
@@ -491,7 +480,7 @@ impl ExecutionPlan for AsOfJoinExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.left, &self.right]
+        vec![&self.spec.left, &self.spec.right]
     }
 
     fn apply_expressions(
@@ -499,10 +488,11 @@ impl ExecutionPlan for AsOfJoinExec {
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
         for e in self
+            .spec
             .left_keys
             .iter()
-            .chain(&self.right_keys)
-            .chain([&self.left_time, &self.right_time])
+            .chain(&self.spec.right_keys)
+            .chain([&self.spec.left_time, &self.spec.right_time])
         {
             if f(e)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
@@ -519,18 +509,12 @@ impl ExecutionPlan for AsOfJoinExec {
             Ok(pair) => pair,
             Err(_) => return internal_err!("AsOfJoinExec takes exactly two children"),
         };
-        Ok(Arc::new(
-            Self::try_new(
-                left,
-                right,
-                self.left_keys.clone(),
-                self.right_keys.clone(),
-                Arc::clone(&self.left_time),
-                Arc::clone(&self.right_time),
-                self.op,
-            )?
-            .with_output(self.output.clone())?,
-        ))
+        let spec = JoinSpec {
+            left,
+            right,
+            ..self.spec.clone()
+        };
+        Ok(Arc::new(Self::from_spec(spec, self.output.clone())?))
     }
 
     /// Takes a projection of plain columns above the join into it, so the join holds and gathers
@@ -553,11 +537,14 @@ impl ExecutionPlan for AsOfJoinExec {
             };
             output.push((input, e.alias.clone()));
         }
-        Ok(Some(Arc::new(self.with_output(Some(output))?)))
+        Ok(Some(Arc::new(Self::from_spec(
+            self.spec.clone(),
+            Some(output),
+        )?)))
     }
 
     fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
-        let children = vec![Arc::clone(&self.left), Arc::clone(&self.right)];
+        let children = vec![Arc::clone(&self.spec.left), Arc::clone(&self.spec.right)];
         #[allow(deprecated)]
         self.with_new_children(children)
     }

@@ -60,18 +60,8 @@ pub(super) fn time_values(array: &ArrayRef) -> Result<Int64Array> {
 pub(super) fn is_time_type(t: &DataType) -> bool {
     matches!(
         t,
-        DataType::Timestamp(_, _)
-            | DataType::Date32
-            | DataType::Date64
-            | DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64
-    )
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 | DataType::UInt64
+    ) || is_int_key(t)
 }
 
 /// No group, no slot.
@@ -92,6 +82,7 @@ enum Groups {
     },
 }
 
+/// Integer types whose every value fits an `i64` (`UInt64` does not).
 fn is_int_key(t: &DataType) -> bool {
     matches!(
         t,

@@ -256,6 +256,17 @@ fn spread_rows(n: usize, keys: i64, seed: u64) -> Vec<Row> {
         .collect()
 }
 
+/// A one-key, at-or-before join of `parts` partitions a side under a memory limit of `limit` bytes.
+fn under_limit(
+    left: &[Row],
+    right: &[Row],
+    parts: usize,
+    limit: usize,
+) -> datafusion::common::Result<Vec<(i64, Option<i64>)>> {
+    let op = MatchOp::AtOrBefore;
+    run_limited(left, right, 1, op, parts, parts, 1024, Some(limit))
+}
+
 #[test]
 fn a_right_side_over_the_memory_limit_is_matched_in_passes() {
     // About 1 MB of right batches and entries against a 256 kB limit: one pass is refused, several
@@ -263,17 +274,7 @@ fn a_right_side_over_the_memory_limit_is_matched_in_passes() {
     let right = spread_rows(20_000, 500, 3);
     let left = spread_rows(2_000, 500, 4);
     let want = naive(&left, &right, 1, MatchOp::AtOrBefore);
-    let got = run_limited(
-        &left,
-        &right,
-        1,
-        MatchOp::AtOrBefore,
-        2,
-        2,
-        1024,
-        Some(256 << 10),
-    )
-    .expect("joins in passes");
+    let got = under_limit(&left, &right, 2, 256 << 10).expect("joins in passes");
     assert_eq!(got, want);
 }
 
@@ -282,17 +283,7 @@ fn a_right_side_that_cannot_be_split_reports_the_memory_limit() {
     // One key: no pass can hold less than all of it.
     let right = spread_rows(20_000, 1, 5);
     let left = spread_rows(100, 1, 6);
-    let err = run_limited(
-        &left,
-        &right,
-        1,
-        MatchOp::AtOrBefore,
-        1,
-        1,
-        1024,
-        Some(64 << 10),
-    )
-    .expect_err("over the limit");
+    let err = under_limit(&left, &right, 1, 64 << 10).expect_err("over the limit");
     let message = err.to_string();
     assert!(message.contains("memory limit"), "{message}");
     assert!(message.contains("raise memory_limit"), "{message}");
@@ -302,17 +293,7 @@ fn a_right_side_that_cannot_be_split_reports_the_memory_limit() {
 fn a_left_side_over_the_memory_limit_is_refused_by_name() {
     let left = spread_rows(20_000, 500, 7);
     let right = spread_rows(100, 500, 8);
-    let err = run_limited(
-        &left,
-        &right,
-        1,
-        MatchOp::AtOrBefore,
-        1,
-        1,
-        1024,
-        Some(64 << 10),
-    )
-    .expect_err("over the limit");
+    let err = under_limit(&left, &right, 1, 64 << 10).expect_err("over the limit");
     let message = err.to_string();
     assert!(message.contains("the left side (20000 rows"), "{message}");
     assert!(message.contains("raise memory_limit"), "{message}");

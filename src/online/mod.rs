@@ -69,6 +69,27 @@ fn redis_error(e: redis::RedisError) -> Error {
     Error::Transport(format!("online store (Redis): {e}"))
 }
 
+/// The Redis key of snapshot `id` of the view whose pointer key is `pointer`.
+fn snapshot_key(pointer: &str, id: &str) -> String {
+    format!("{pointer}:{id}")
+}
+
+/// Deletes the snapshot a view's pointer named before it moved or went (`old`), if it named one.
+async fn delete_snapshot(
+    conn: &mut redis::aio::MultiplexedConnection,
+    pointer: &str,
+    old: Option<String>,
+) -> Result<()> {
+    if let Some(old) = old {
+        redis::cmd("DEL")
+            .arg(snapshot_key(pointer, &old))
+            .query_async::<()>(conn)
+            .await
+            .map_err(redis_error)?;
+    }
+    Ok(())
+}
+
 impl OnlineStore {
     /// The store of the warehouse rooted at `root`; `location` is `None`/`"embedded"` or a
     /// `redis://` URL.
@@ -139,7 +160,7 @@ impl OnlineStore {
                     return Err(Error::Invalid("online store backend changed".into()));
                 };
                 let pointer = format!("{prefix}{}", snapshot.view);
-                let data = format!("{pointer}:{id}");
+                let data = snapshot_key(&pointer, &id);
                 redis::cmd("SET")
                     .arg(&data)
                     .arg(snapshot.encode()?)
@@ -153,13 +174,7 @@ impl OnlineStore {
                     .query_async(&mut conn)
                     .await
                     .map_err(redis_error)?;
-                if let Some(old) = old {
-                    redis::cmd("DEL")
-                        .arg(format!("{pointer}:{old}"))
-                        .query_async::<()>(&mut conn)
-                        .await
-                        .map_err(redis_error)?;
-                }
+                delete_snapshot(&mut conn, &pointer, old).await?;
             }
         }
         self.remember(id, Arc::clone(&snapshot))?;
@@ -209,7 +224,7 @@ impl OnlineStore {
             return Ok(Some(Arc::clone(s)));
         }
         let bytes: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(format!("{pointer}:{id}"))
+            .arg(snapshot_key(&pointer, &id))
             .query_async(&mut conn)
             .await
             .map_err(redis_error)?;
@@ -217,7 +232,10 @@ impl OnlineStore {
             // Replaced between the two reads: the next lookup sees the newer one.
             return self.cached(view);
         };
-        let snapshot = Arc::new(Snapshot::decode(&bytes, &format!("`{pointer}:{id}`"))?);
+        let snapshot = Arc::new(Snapshot::decode(
+            &bytes,
+            &format!("`{}`", snapshot_key(&pointer, &id)),
+        )?);
         self.remember(id, Arc::clone(&snapshot))?;
         Ok(Some(snapshot))
     }
@@ -248,14 +266,7 @@ impl OnlineStore {
                     .query_async(&mut conn)
                     .await
                     .map_err(redis_error)?;
-                if let Some(id) = id {
-                    redis::cmd("DEL")
-                        .arg(format!("{pointer}:{id}"))
-                        .query_async::<()>(&mut conn)
-                        .await
-                        .map_err(redis_error)?;
-                }
-                Ok(())
+                delete_snapshot(&mut conn, &pointer, id).await
             }
         }
     }
