@@ -4,12 +4,16 @@
 //! results leave as Arrow IPC streams, batch by batch. Tickets and prepared-statement handles carry
 //! the statement itself ([`tickets`]), so nothing is kept per client and any server instance on the
 //! same warehouse can answer them. Engine errors become gRPC status codes in one place ([`status`]).
-//! Beside Flight SQL, path descriptors serve sharded reads of training sets ([`shards`]); bulk
+//! `DoGet` answers leave from the batches' own buffers ([`do_get`], [`messages`]). Beside Flight
+//! SQL, path descriptors serve sharded reads of training sets ([`shards`]); bulk
 //! ingest writes Delta tables ([`ingest`]); catalog metadata lists Flywheel's objects
 //! ([`metadata`]); every call passes the credential check ([`auth`]); TLS is optional.
 
 mod auth;
+mod do_get;
+mod grpc_body;
 mod ingest;
+mod messages;
 mod metadata;
 mod service;
 mod shards;
@@ -97,12 +101,11 @@ pub async fn serve_with(
     let addr = listener.local_addr()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let authenticator = Authenticator::new(options.credentials.clone());
-    let service = FlightServiceServer::new(FlywheelFlightSqlService::with_auth(
-        engine,
-        Arc::clone(&authenticator),
-    ))
-    .max_decoding_message_size(256 * 1024 * 1024)
-    .max_encoding_message_size(256 * 1024 * 1024);
+    let flight_sql = FlywheelFlightSqlService::with_auth(engine, Arc::clone(&authenticator));
+    let service = FlightServiceServer::new(flight_sql.clone())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service = do_get::DoGetRoute::new(service, flight_sql, MAX_MESSAGE_BYTES);
     let service = tonic::service::interceptor::InterceptedService::new(
         service,
         AuthInterceptor { authenticator },
@@ -146,6 +149,9 @@ pub async fn serve_with(
     info!("Flight SQL server stopped");
     Ok(())
 }
+
+/// Largest message a call may send or receive.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 /// How long a shutdown waits for calls in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

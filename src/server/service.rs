@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
-use arrow::ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteOptions};
+use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -25,9 +25,10 @@ use arrow_flight::sql::{
     DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
-    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket, flight_descriptor,
+    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
+    IpcMessage, SchemaAsIpc, Ticket, flight_descriptor,
 };
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt, stream};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
@@ -41,6 +42,12 @@ use crate::engine::Planned;
 use crate::{Engine, Error, Output};
 
 type DoGetStream = <FlywheelFlightSqlService as FlightService>::DoGetStream;
+
+/// Record batches on their way to a client.
+pub(super) type BatchStream = BoxStream<'static, Result<RecordBatch, FlightError>>;
+
+/// A ticket's answer before encoding: its schema and its batches.
+pub(super) type Batches = (SchemaRef, BatchStream);
 
 /// Flight SQL over one shared [`Engine`].
 #[derive(Debug, Clone)]
@@ -112,8 +119,53 @@ impl FlywheelFlightSqlService {
         Ok(batches.iter().map(|b| b.num_rows() as i64).sum())
     }
 
+    /// The answer of a ticket whose answer is a stream of record batches (statements, shard
+    /// reads, online lookups): its schema and batches, not yet encoded. `None` for other tickets
+    /// (catalog metadata), which the Flight SQL dispatch answers.
+    pub(super) async fn ticket_batches(&self, ticket: &Any) -> Option<Result<Batches, Status>> {
+        let batches = match ticket.type_url.as_str() {
+            shards::SHARD_TICKET_TYPE => self.shard_batches(&ticket.value).await,
+            crate::online::LOOKUP_TICKET_TYPE => self.lookup_batches(&ticket.value).await,
+            url if url == TicketStatementQuery::type_url() => {
+                match TicketStatementQuery::decode(ticket.value.clone()) {
+                    Ok(query) => self.statement_batches(&query.statement_handle).await,
+                    Err(e) => Err(Status::invalid_argument(format!(
+                        "malformed statement ticket: {e}"
+                    ))),
+                }
+            }
+            _ => return None,
+        };
+        Some(batches)
+    }
+
+    /// A statement ticket: the query runs now, or its result travelled in the ticket.
+    async fn statement_batches(&self, handle: &[u8]) -> Result<Batches, Status> {
+        let output = match StatementTicket::decode(handle).map_err(to_status)? {
+            StatementTicket::Query(statement) => {
+                let planned = self.plan(&statement).await?;
+                self.engine.run(planned).await.map_err(to_status)?
+            }
+            StatementTicket::Result(batch) => Output::Batch(batch),
+        };
+        let schema = output.schema();
+        let batches = output.into_stream().await.map_err(to_status)?;
+        Ok((schema, engine_batches(batches)))
+    }
+
+    /// A shard of a sharded read.
+    async fn shard_batches(&self, ticket: &[u8]) -> Result<Batches, Status> {
+        let ticket = shards::ShardTicket::from_any_value(ticket).map_err(to_status)?;
+        let batches = self
+            .engine
+            .shard_stream(&ticket.sql, ticket.shard, ticket.shards, ticket.partitions)
+            .await
+            .map_err(to_status)?;
+        Ok((batches.schema(), engine_batches(batches)))
+    }
+
     /// One online lookup: the answer is one record batch.
-    async fn online_lookup(&self, request: &[u8]) -> Result<Response<DoGetStream>, Status> {
+    async fn lookup_batches(&self, request: &[u8]) -> Result<Batches, Status> {
         let request: crate::online::LookupRequest = serde_json::from_slice(request)
             .map_err(|e| Status::invalid_argument(format!("malformed lookup request: {e}")))?;
         let now_us = chrono::Utc::now().timestamp_micros();
@@ -123,7 +175,7 @@ impl FlywheelFlightSqlService {
             .lookup(&request, now_us)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(encode_one(batch)?))
+        Ok((batch.schema(), stream::iter([Ok(batch)]).boxed()))
     }
 
     /// A metadata command's `FlightInfo`: its answer's schema, and the command itself as ticket.
@@ -165,10 +217,7 @@ fn one_statement(engine: &Engine, sql: &str) -> Result<flywheel_sql::FlywheelSta
 }
 
 /// Encodes a stream of record batches as Flight data, batch by batch.
-fn encode(
-    schema: SchemaRef,
-    batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
-) -> DoGetStream {
+pub(super) fn encode(schema: SchemaRef, batches: BatchStream) -> DoGetStream {
     let stream = FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .build(batches)
@@ -176,40 +225,10 @@ fn encode(
     Box::pin(stream)
 }
 
-/// Encodes one engine output stream.
-async fn encode_output(output: Output) -> Result<DoGetStream, Status> {
-    let schema = output.schema();
-    let batches = output.into_stream().await.map_err(to_status)?;
-    Ok(encode(schema, engine_batches(batches)))
-}
-
-fn engine_batches(
-    batches: datafusion::execution::SendableRecordBatchStream,
-) -> impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static {
-    batches.map_err(|e| FlightError::from(to_status(Error::from_datafusion(e))))
-}
-
-/// Encodes one batch as its two messages (schema, then batch), without the general encoder's
-/// stream machinery: what an online lookup answers, where every microsecond counts. Large batches
-/// (which the general encoder splits into messages clients accept) and batches with dictionaries
-/// take the general path.
-fn encode_one(batch: RecordBatch) -> Result<DoGetStream, Status> {
-    if batch.get_array_memory_size() > 1 << 20 {
-        return Ok(encode(batch.schema(), stream::iter([Ok(batch)])));
-    }
-    let options = IpcWriteOptions::default();
-    let mut tracker = DictionaryTracker::new(false);
-    let (dictionaries, data) = IpcDataGenerator::default()
-        .encode(&batch, &mut tracker, &options, &mut Default::default())
-        .map_err(|e| Status::internal(format!("cannot encode the answer: {e}")))?;
-    if !dictionaries.is_empty() {
-        return Ok(encode(batch.schema(), stream::iter([Ok(batch)])));
-    }
-    let schema: FlightData = SchemaAsIpc::new(&batch.schema(), &options).into();
-    let data = FlightData::new()
-        .with_data_header(data.ipc_message)
-        .with_data_body(data.arrow_data);
-    Ok(Box::pin(stream::iter([Ok(schema), Ok(data)])))
+fn engine_batches(batches: datafusion::execution::SendableRecordBatchStream) -> BatchStream {
+    batches
+        .map_err(|e| FlightError::from(to_status(Error::from_datafusion(e))))
+        .boxed()
 }
 
 /// Encodes one metadata batch.
@@ -217,7 +236,7 @@ fn encode_batch(batch: Result<RecordBatch, Error>) -> Result<Response<DoGetStrea
     let batch = batch.map_err(to_status)?;
     Ok(Response::new(encode(
         batch.schema(),
-        stream::iter([Ok(batch)]),
+        stream::iter([Ok(batch)]).boxed(),
     )))
 }
 
@@ -337,40 +356,24 @@ impl FlightSqlService for FlywheelFlightSqlService {
         ticket: TicketStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let output = match StatementTicket::decode(&ticket.statement_handle).map_err(to_status)? {
-            StatementTicket::Query(statement) => {
-                let planned = self.plan(&statement).await?;
-                self.engine.run(planned).await.map_err(to_status)?
-            }
-            StatementTicket::Result(batch) => Output::Batch(batch),
-        };
-        Ok(Response::new(encode_output(output).await?))
+        let (schema, batches) = self.statement_batches(&ticket.statement_handle).await?;
+        Ok(Response::new(encode(schema, batches)))
     }
 
-    /// Shard tickets.
+    /// Shard and online-lookup tickets.
     #[instrument(skip_all)]
     async fn do_get_fallback(
         &self,
         _request: Request<Ticket>,
         message: Any,
     ) -> Result<Response<DoGetStream>, Status> {
-        if message.type_url == crate::online::LOOKUP_TICKET_TYPE {
-            return self.online_lookup(&message.value).await;
-        }
-        if message.type_url != shards::SHARD_TICKET_TYPE {
-            return Err(Status::invalid_argument(format!(
+        let (schema, batches) = self.ticket_batches(&message).await.unwrap_or_else(|| {
+            Err(Status::invalid_argument(format!(
                 "unknown ticket type `{}`: redeem tickets from a Flywheel FlightInfo",
                 message.type_url
-            )));
-        }
-        let ticket = shards::ShardTicket::from_any_value(&message.value).map_err(to_status)?;
-        let batches = self
-            .engine
-            .shard_stream(&ticket.sql, ticket.shard, ticket.shards, ticket.partitions)
-            .await
-            .map_err(to_status)?;
-        let schema = batches.schema();
-        Ok(Response::new(encode(schema, engine_batches(batches))))
+            )))
+        })?;
+        Ok(Response::new(encode(schema, batches)))
     }
 
     #[instrument(skip_all)]

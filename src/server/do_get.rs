@@ -1,0 +1,178 @@
+//! `DoGet`, served beside tonic's generated Flight service so that answers leave without tonic's
+//! copy.
+//!
+//! Every other RPC goes on to the generated service. A `DoGet` is read here (its one request
+//! message is the ticket). Tickets answered by a stream of record batches (statements, shard
+//! reads, online lookups) are encoded by [`messages`](super::messages) from the batches' own
+//! buffers; other tickets (catalog metadata) run through the Flight SQL dispatch as before, and
+//! only their framing is done here. Credentials are already checked: this route sits inside the
+//! authentication interceptor.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use arrow::datatypes::SchemaRef;
+use arrow_flight::Ticket;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::Any;
+use bytes::Buf;
+use futures::future::{BoxFuture, ready};
+use futures::stream::{self, BoxStream};
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use http_body_util::{BodyExt, Limited};
+use prost::Message as _;
+use tonic::Status;
+use tonic::body::Body;
+use tonic::metadata::MetadataMap;
+use tonic::server::NamedService;
+use tower_service::Service;
+
+use super::grpc_body;
+use super::messages::{self, Message};
+use super::service::{BatchStream, FlywheelFlightSqlService, encode};
+
+/// The gRPC path of `DoGet`.
+const DO_GET_PATH: &str = "/arrow.flight.protocol.FlightService/DoGet";
+
+/// Routes `DoGet` to [`do_get`] and everything else to `inner`.
+#[derive(Debug, Clone)]
+pub(super) struct DoGetRoute<S> {
+    inner: S,
+    service: FlywheelFlightSqlService,
+    max_request_bytes: usize,
+}
+
+impl<S> DoGetRoute<S> {
+    pub(super) fn new(
+        inner: S,
+        service: FlywheelFlightSqlService,
+        max_request_bytes: usize,
+    ) -> Self {
+        Self {
+            inner,
+            service,
+            max_request_bytes,
+        }
+    }
+}
+
+impl<S: NamedService> NamedService for DoGetRoute<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<http::Request<Body>> for DoGetRoute<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if request.uri().path() != DO_GET_PATH {
+            return self.inner.call(request).boxed();
+        }
+        let service = self.service.clone();
+        let limit = self.max_request_bytes;
+        async move {
+            Ok(do_get(service, request, limit)
+                .await
+                .unwrap_or_else(Status::into_http))
+        }
+        .boxed()
+    }
+}
+
+/// Answers one `DoGet`.
+async fn do_get(
+    service: FlywheelFlightSqlService,
+    request: http::Request<Body>,
+    limit: usize,
+) -> Result<http::Response<Body>, Status> {
+    let (parts, body) = request.into_parts();
+    let ticket = read_ticket(body, limit).await?;
+    let command = Any::decode(ticket.ticket.clone()).ok();
+    let batches = match &command {
+        Some(command) => service.ticket_batches(command).await,
+        None => None,
+    };
+    let messages = match batches {
+        Some(batches) => {
+            let (schema, batches) = batches?;
+            batch_messages(schema, batches)
+        }
+        None => {
+            let request = tonic::Request::from_parts(
+                MetadataMap::from_headers(parts.headers),
+                parts.extensions,
+                ticket,
+            );
+            FlightService::do_get(&service, request)
+                .await?
+                .into_inner()
+                .map(|data| data.and_then(messages::flight_data_message))
+                .boxed()
+        }
+    };
+    Ok(grpc_body::response(messages))
+}
+
+/// The schema message, then each batch's messages.
+fn batch_messages(
+    schema: SchemaRef,
+    batches: BatchStream,
+) -> BoxStream<'static, Result<Message, Status>> {
+    if !messages::shares_buffers(&schema) {
+        return encode(schema, batches)
+            .map(|data| data.and_then(messages::flight_data_message))
+            .boxed();
+    }
+    let head = stream::once(ready(messages::schema_message(&schema)));
+    let body = batches
+        .map_err(Status::from)
+        .and_then(|batch| {
+            ready(
+                messages::batch_messages(&batch)
+                    .map(|m| stream::iter(m.into_iter().map(Ok::<_, Status>))),
+            )
+        })
+        .try_flatten();
+    head.chain(body).boxed()
+}
+
+/// Reads the request: one uncompressed gRPC message holding a `Ticket`.
+async fn read_ticket(body: Body, limit: usize) -> Result<Ticket, Status> {
+    let mut bytes = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| match e.downcast::<Status>() {
+            Ok(status) => *status,
+            Err(e) => Status::resource_exhausted(format!(
+                "the DoGet request is larger than {limit} bytes or could not be read: {e}"
+            )),
+        })?
+        .to_bytes();
+    if bytes.len() < 5 {
+        return Err(Status::invalid_argument(
+            "the DoGet request carries no ticket",
+        ));
+    }
+    let compressed = bytes.get_u8();
+    let len = bytes.get_u32() as usize;
+    if compressed != 0 {
+        return Err(Status::unimplemented(
+            "compressed DoGet requests are not supported: send the ticket uncompressed",
+        ));
+    }
+    if len != bytes.len() {
+        return Err(Status::invalid_argument(
+            "the DoGet request must be exactly one message, the ticket",
+        ));
+    }
+    Ticket::decode(bytes).map_err(|e| Status::invalid_argument(format!("malformed ticket: {e}")))
+}
