@@ -523,6 +523,16 @@ async fn credentials_are_required_when_configured() {
     with_token.set_token("s3cret".into());
     assert_eq!(single_i64(&query(&mut with_token, "SELECT 42").await), 42);
 
+    // A ticket issued to an authenticated caller is no key by itself: redeeming it needs
+    // credentials too.
+    let info = with_token
+        .execute("SELECT 42".into(), None)
+        .await
+        .expect("info");
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let e = anonymous.do_get(ticket).await.expect_err("refused");
+    assert!(e.to_string().contains("no credentials"), "{e}");
+
     // Basic user/password through the handshake, then the issued bearer token.
     let mut user = server.sql_client().await;
     user.handshake("ada", "lovelace").await.expect("handshake");
@@ -656,5 +666,37 @@ async fn a_client_hanging_up_mid_stream_leaves_the_server_healthy() {
     let mut client = server.sql_client().await;
     assert_eq!(single_i64(&query(&mut client, "SELECT 1").await), 1);
     // Shutdown does not wait on abandoned streams.
+    server.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_query_failing_mid_stream_reports_its_error_after_the_rows_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.sql_client().await;
+    let sql = "SELECT CAST(CASE WHEN value < 150000 THEN '1' ELSE 'x' END AS BIGINT) AS n \
+               FROM range(0, 200000)";
+    let info = client.execute(sql.into(), None).await.expect("info");
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let mut stream = client.do_get(ticket).await.expect("do_get");
+    let mut rows = 0;
+    let error = loop {
+        match stream.next().await {
+            Some(Ok(batch)) => rows += batch.num_rows(),
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended without the cast error after {rows} rows"),
+        }
+    };
+    assert!(rows > 0 && rows <= 150_000, "{rows} rows before the error");
+    assert!(error.to_string().contains("'x'"), "{error}");
+
+    // A ticket that is not one: refused by name, and the server goes on.
+    let mut raw = server.flight_client().await;
+    let e = raw
+        .do_get(arrow_flight::Ticket::new("not a ticket"))
+        .await
+        .expect_err("refused");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert_eq!(single_i64(&query(&mut client, "SELECT 1").await), 1);
     server.stop().await.expect("clean shutdown");
 }
