@@ -10,9 +10,14 @@ ADBC `adbc_ingest`, one commit) and reuses it afterwards. Each measurement is a 
 readers on threads (one client each), and `pyarrow.dataset` over the table's Parquet files. The
 script prints the median seconds, GB/s of Arrow data, the ratio to the local read, and the server's
 peak resident memory (a streaming server stays far below the table's size).
+
+With `--baseline OTHER_BINARY` it then compares two builds side by side: both servers run on the same
+warehouse and one-stream downloads alternate between them, REPEAT rounds, so both see the same noise.
+It prints medians of GB/s and of CPU seconds per GB, the server's (from /proc) and this client's.
 """
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -122,6 +127,44 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def client_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def compare(builds: dict, warehouse: Path, rounds: int):
+    """One-stream downloads alternating between builds; medians per build."""
+    servers = {name: start_server(binary, warehouse) for name, binary in builds.items()}
+    runs = {name: [] for name in servers}
+    try:
+        for _, uri in servers.values():
+            flight_download(uri, 1)  # warm-up
+        for r in range(rounds):
+            order = list(servers.items())
+            for name, (proc, uri) in order if r % 2 == 0 else reversed(order):
+                server0, client0, t = cpu_seconds(proc.pid), client_cpu_seconds(), time.perf_counter()
+                gb = flight_download(uri, 1) / 1e9
+                secs = time.perf_counter() - t
+                runs[name].append((gb / secs, (cpu_seconds(proc.pid) - server0) / gb,
+                                   (client_cpu_seconds() - client0) / gb))
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(timeout=30)
+    print(f"\none stream, builds alternating, {rounds} rounds, medians\n")
+    print("| build | GB/s | server CPU s/GB | client CPU s/GB |")
+    print("|---|---|---|---|")
+    for name, rows in runs.items():
+        med = [statistics.median(r[i] for r in rows) for i in range(3)]
+        print(f"| {name} | {med[0]:.2f} | {med[1]:.2f} | {med[2]:.2f} |")
+
+
 def main():
     target = os.environ.get("CARGO_TARGET_DIR", "target")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -129,6 +172,7 @@ def main():
     p.add_argument("--size-gb", type=float, default=1.0)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--workdir", default=str(Path.home() / ".cache/flywheel-bench/download"))
+    p.add_argument("--baseline", help="another flywheel binary to compare with, side by side")
     args = p.parse_args()
 
     warehouse = Path(args.workdir) / "warehouse"
@@ -163,6 +207,9 @@ def main():
         print(f"| {name} | {secs:.2f} | {nbytes / 1e9 / secs:.2f} | {local / secs:.2f}x | {rss_text} |")
     print(f"\ncommand: python benches/flight_download.py --flywheel {args.flywheel} "
           f"--size-gb {args.size_gb} --repeat {args.repeat}")
+    if args.baseline:
+        compare({f"baseline {args.baseline}": args.baseline, f"flywheel {args.flywheel}": args.flywheel},
+                warehouse, args.repeat)
 
 
 if __name__ == "__main__":
