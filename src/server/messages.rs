@@ -75,11 +75,16 @@ pub(super) fn flight_data_message(mut data: FlightData) -> Result<Message, Statu
 pub(super) fn batch_messages(batch: &RecordBatch) -> Result<Vec<Message>, Status> {
     let body = Body::of(batch)?;
     let rows = batch.num_rows();
-    if body.len <= MAX_MESSAGE_BYTES || rows < 16 {
+    if body.len <= MAX_MESSAGE_BYTES || rows < 2 {
         return Ok(vec![body.into_message(rows)?]);
     }
     let parts = body.len.div_ceil(MAX_MESSAGE_BYTES);
-    let step = rows.div_ceil(parts).next_multiple_of(8);
+    // Cuts at multiples of 8 rows keep bitmaps byte-aligned, hence shared; a batch of a few huge
+    // rows is cut anywhere (its bitmaps are a few bytes).
+    let step = match rows.div_ceil(parts) {
+        step if step >= 8 => step.next_multiple_of(8).min(rows - 1),
+        step => step,
+    };
     let mut messages = Vec::with_capacity(parts);
     let mut start = 0;
     while start < rows {
@@ -361,6 +366,28 @@ mod tests {
                 len <= MAX_MESSAGE_BYTES + 64 * 1024,
                 "a message of {len} bytes"
             );
+        }
+        let read = round_trip(&batch);
+        let read = arrow::compute::concat_batches(&batch.schema(), &read).expect("concat");
+        assert_eq!(read, batch);
+    }
+
+    #[test]
+    fn a_few_huge_rows_are_sent_a_row_or_two_per_message() {
+        let big = "y".repeat(1_500_000);
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)]));
+        let strings = StringArray::from(vec![
+            Some(big.as_str()),
+            None,
+            Some(&big),
+            Some("z"),
+            Some(&big),
+        ]);
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(strings)]).expect("batch");
+        let messages = batch_messages(&batch).expect("messages");
+        for m in &messages {
+            let len: usize = m.iter().map(Bytes::len).sum();
+            assert!(len < 4 * 1024 * 1024, "a message of {len} bytes");
         }
         let read = round_trip(&batch);
         let read = arrow::compute::concat_batches(&batch.schema(), &read).expect("concat");
