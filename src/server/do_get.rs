@@ -9,6 +9,7 @@
 //! authentication interceptor.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use arrow::datatypes::SchemaRef;
@@ -38,7 +39,8 @@ const DO_GET_PATH: &str = "/arrow.flight.protocol.FlightService/DoGet";
 #[derive(Debug, Clone)]
 pub(super) struct DoGetRoute<S> {
     inner: S,
-    service: FlywheelFlightSqlService,
+    /// Shared: the router clones this route for every call.
+    service: Arc<FlywheelFlightSqlService>,
     max_request_bytes: usize,
 }
 
@@ -50,7 +52,7 @@ impl<S> DoGetRoute<S> {
     ) -> Self {
         Self {
             inner,
-            service,
+            service: Arc::new(service),
             max_request_bytes,
         }
     }
@@ -77,7 +79,7 @@ where
         if request.uri().path() != DO_GET_PATH {
             return self.inner.call(request).boxed();
         }
-        let service = self.service.clone();
+        let service = Arc::clone(&self.service);
         let limit = self.max_request_bytes;
         async move {
             Ok(do_get(service, request, limit)
@@ -90,7 +92,7 @@ where
 
 /// Answers one `DoGet`.
 async fn do_get(
-    service: FlywheelFlightSqlService,
+    service: Arc<FlywheelFlightSqlService>,
     request: http::Request<Body>,
     limit: usize,
 ) -> Result<http::Response<Body>, Status> {
@@ -112,7 +114,7 @@ async fn do_get(
                 parts.extensions,
                 ticket,
             );
-            FlightService::do_get(&service, request)
+            FlightService::do_get(&*service, request)
                 .await?
                 .into_inner()
                 .map(|data| data.and_then(messages::flight_data_message))
