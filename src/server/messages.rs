@@ -2,20 +2,21 @@
 //!
 //! arrow-flight encodes a record batch by copying its buffers into one IPC body, and tonic's codec
 //! copies that body again into its send buffer: two copies of every byte a client downloads. Here
-//! a batch of plain columns (fixed-width primitives, booleans, strings and binaries) becomes one
+//! a batch of plain columns (fixed-width primitives, booleans, strings and binaries, views
+//! included) becomes one
 //! gRPC message in pieces: a small prefix (gRPC length, protobuf tags and the IPC flatbuffer
 //! header, written here) followed by the column buffers themselves, shared rather than copied,
 //! each padded to 64 bytes as arrow's own IPC writer does. The only copy left is the kernel's.
 //! Batches above [`MAX_MESSAGE_BYTES`] are sent as several row ranges, cut at multiples of 8 rows
-//! so that validity bitmaps can be shared too. Other schemas (dictionaries, nested and view types)
+//! so that validity bitmaps can be shared too. Other schemas (dictionaries, nested types)
 //! go through arrow-flight's encoder, whose message bodies are still sent without tonic's copy
 //! ([`flight_data_message`]).
 
-use arrow::array::{Array, ArrayRef, AsArray, GenericByteArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, GenericByteArray, GenericByteViewArray, RecordBatch};
 use arrow::buffer::Buffer;
 use arrow::datatypes::{
-    ArrowNativeType, BinaryType, ByteArrayType, DataType, LargeBinaryType, LargeUtf8Type, Schema,
-    Utf8Type,
+    ArrowNativeType, BinaryType, BinaryViewType, ByteArrayType, ByteViewType, DataType,
+    LargeBinaryType, LargeUtf8Type, Schema, StringViewType, Utf8Type,
 };
 use arrow::ipc;
 use arrow::ipc::writer::IpcWriteOptions;
@@ -54,6 +55,8 @@ pub(super) fn shares_buffers(schema: &Schema) -> bool {
                     | DataType::LargeUtf8
                     | DataType::Binary
                     | DataType::LargeBinary
+                    | DataType::Utf8View
+                    | DataType::BinaryView
             )
     })
 }
@@ -102,6 +105,8 @@ struct Body {
     len: usize,
     nodes: Vec<ipc::FieldNode>,
     buffers: Vec<ipc::Buffer>,
+    /// Data buffers of each view column, in column order.
+    variadic_counts: Vec<i64>,
 }
 
 impl Body {
@@ -128,6 +133,8 @@ impl Body {
             DataType::LargeUtf8 => self.push_bytes(array.as_bytes::<LargeUtf8Type>())?,
             DataType::Binary => self.push_bytes(array.as_bytes::<BinaryType>())?,
             DataType::LargeBinary => self.push_bytes(array.as_bytes::<LargeBinaryType>())?,
+            DataType::Utf8View => self.push_views(array.as_byte_view::<StringViewType>()),
+            DataType::BinaryView => self.push_views(array.as_byte_view::<BinaryViewType>()),
             other => {
                 let width = other.primitive_width().ok_or_else(|| unsupported(other))?;
                 let data = array.to_data();
@@ -169,6 +176,33 @@ impl Body {
         Ok(())
     }
 
+    /// Views, then the data buffers they point into. A slice of a view array still points into
+    /// whole data buffers (a row range of a split batch, or batches sharing a Parquet dictionary
+    /// page): when those hold far more than the views reach, the reached values are copied into
+    /// fresh buffers instead of sending the rest along.
+    fn push_views<T: ByteViewType + ?Sized>(&mut self, array: &GenericByteViewArray<T>) {
+        // A view's low 32 bits are the value's length; values of up to 12 bytes sit in the view.
+        let reached: usize = array
+            .views()
+            .iter()
+            .map(|v| *v as u32 as usize)
+            .filter(|len| *len > 12)
+            .sum();
+        let held: usize = array.data_buffers().iter().map(Buffer::len).sum();
+        let compacted;
+        let array = if held > 2 * reached + 64 * 1024 {
+            compacted = array.gc();
+            &compacted
+        } else {
+            array
+        };
+        self.push(array.views().inner().clone());
+        for buffer in array.data_buffers() {
+            self.push(buffer.clone());
+        }
+        self.variadic_counts.push(array.data_buffers().len() as i64);
+    }
+
     fn push(&mut self, buffer: Buffer) {
         let len = buffer.len();
         self.buffers
@@ -189,10 +223,15 @@ impl Body {
         let mut fbb = flatbuffers::FlatBufferBuilder::new();
         let nodes = fbb.create_vector(&self.nodes);
         let buffers = fbb.create_vector(&self.buffers);
+        let variadic_counts =
+            (!self.variadic_counts.is_empty()).then(|| fbb.create_vector(&self.variadic_counts));
         let mut batch = ipc::RecordBatchBuilder::new(&mut fbb);
         batch.add_length(rows as i64);
         batch.add_nodes(nodes);
         batch.add_buffers(buffers);
+        if let Some(counts) = variadic_counts {
+            batch.add_variadicBufferCounts(counts);
+        }
         let batch = batch.finish().as_union_value();
         let mut message = ipc::MessageBuilder::new(&mut fbb);
         message.add_version(ipc::MetadataVersion::V5);
@@ -253,8 +292,9 @@ mod tests {
     use std::sync::Arc;
 
     use arrow::array::{
-        BinaryArray, BooleanArray, Decimal128Array, DictionaryArray, Float64Array, Int32Array,
-        Int64Array, LargeStringArray, StringArray, TimestampMicrosecondArray,
+        BinaryArray, BinaryViewArray, BooleanArray, Decimal128Array, DictionaryArray, Float64Array,
+        Int32Array, Int64Array, LargeStringArray, StringArray, StringViewArray,
+        TimestampMicrosecondArray,
     };
     use arrow::datatypes::{Field, Int32Type};
     use arrow_flight::utils::flight_data_to_batches;
@@ -299,6 +339,8 @@ mod tests {
             ),
             Field::new("amount", DataType::Decimal128(12, 2), true),
             Field::new("small", DataType::Int32, true),
+            Field::new("label", DataType::Utf8View, true),
+            Field::new("bytes", DataType::BinaryView, true),
         ]);
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from_iter_values(0..rows)),
@@ -329,6 +371,15 @@ mod tests {
             ),
             Arc::new(Int32Array::from_iter(
                 (0..n).map(|i| (i % 9 != 0).then_some(i as i32)),
+            )),
+            Arc::new(StringViewArray::from_iter((0..rows).map(|i| {
+                (i % 3 != 1).then(|| match i % 2 {
+                    0 => format!("s{i}"),
+                    _ => format!("a value longer than twelve bytes, {i}"),
+                })
+            }))),
+            Arc::new(BinaryViewArray::from_iter(
+                (0..rows).map(|i| (i % 4 != 1).then(|| vec![i as u8; (i % 30) as usize])),
             )),
         ];
         RecordBatch::try_new(Arc::new(schema), columns).expect("batch")
@@ -392,6 +443,27 @@ mod tests {
         let read = round_trip(&batch);
         let read = arrow::compute::concat_batches(&batch.schema(), &read).expect("concat");
         assert_eq!(read, batch);
+    }
+
+    #[test]
+    fn a_small_slice_of_views_does_not_carry_the_whole_data_buffer() {
+        let long = |i: usize| format!("a value well over twelve bytes long, number {i}");
+        let views = StringViewArray::from_iter_values((0..100_000).map(long));
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "s",
+            DataType::Utf8View,
+            false,
+        )]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(views)]).expect("batch");
+        let slice = batch.slice(500, 10);
+        let messages = batch_messages(&slice).expect("messages");
+        let len: usize = messages.iter().flatten().map(Bytes::len).sum();
+        assert!(len < 4096, "10 values took {len} bytes");
+        assert_eq!(round_trip(&slice), vec![slice]);
+        // The whole array shares its buffers.
+        let messages = batch_messages(&batch).expect("messages");
+        let len: usize = messages.iter().flatten().map(Bytes::len).sum();
+        assert!(len < 8 * 1024 * 1024, "{len} bytes");
     }
 
     #[test]
