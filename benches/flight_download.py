@@ -8,8 +8,12 @@ The first run creates a table of about SIZE_GB of Arrow data in WORKDIR's wareho
 ADBC `adbc_ingest`, one commit) and reuses it afterwards. Each measurement is a full download into a
 `pyarrow.Table` in this process: through `FlightDescriptor.for_path("table", NAME, "shards=N")` with N
 readers on threads (one client each), and `pyarrow.dataset` over the table's Parquet files. The
-script prints the median seconds, GB/s of Arrow data, the ratio to the local read, and the server's
-peak resident memory (a streaming server stays far below the table's size).
+script prints the median seconds, GB/s, the ratio to the local read, and the server's peak resident
+memory (a streaming server stays far below the table's size). GB/s is always the table's size as
+`pyarrow.dataset` reads it (strings as plain strings), whatever form a reader receives.
+
+`--strings` uses a second table that also has a long string key and a small string category (Delta
+strings come back as string views).
 
 With `--baseline OTHER_BINARY` it then compares two builds side by side: both servers run on the same
 warehouse and one-stream downloads alternate between them, REPEAT rounds, so both see the same noise.
@@ -52,38 +56,48 @@ def start_server(binary: str, warehouse: Path):
     return proc, "grpc://" + banner.split("grpc://", 1)[1].split()[0]
 
 
+COUNTRIES = pa.array(["DE", "FR", "US", "BR", "IN", "JP", "NG", "MX"])
+
+
 def batches(total_rows: int, schema: pa.Schema):
     """Random rows, made with pyarrow.compute only (no numpy needed)."""
     start = 0
     while start < total_rows:
         n = min(ROWS_PER_BATCH, total_rows - start)
+        user = pc.floor(pc.multiply(pc.random(n), 1_000_000)).cast(pa.int64())
         cols = [
-            pc.floor(pc.multiply(pc.random(n), 1_000_000)).cast(pa.int64()),
+            user,
             pc.floor(pc.multiply(pc.random(n), 1.7e15)).cast(pa.int64()).cast(pa.timestamp("us")),
             pc.less(pc.random(n), 0.05),
         ] + [pc.subtract(pc.random(n), 0.5) for _ in range(FEATURES)]
+        if "customer" in schema.names:
+            cols.append(pc.binary_join_element_wise("customer-", user.cast(pa.string()), "-eu", ""))
+            cols.append(pc.take(COUNTRIES, pc.floor(pc.multiply(pc.random(n), 8)).cast(pa.int32())))
         yield pa.RecordBatch.from_arrays(cols, schema=schema)
         start += n
 
 
-def ensure_table(uri: str, warehouse: Path, size_gb: float):
-    if (warehouse / "tables" / TABLE / "_delta_log").exists():
+def ensure_table(uri: str, warehouse: Path, size_gb: float, table: str):
+    if (warehouse / "tables" / table / "_delta_log").exists():
         return
+    strings = table != TABLE
     schema = pa.schema(
         [("user_id", pa.int64()), ("ts", pa.timestamp("us")), ("label", pa.bool_())]
         + [(f"f{i}", pa.float64()) for i in range(FEATURES)]
+        + ([("customer", pa.string()), ("country", pa.string())] if strings else [])
     )
-    row_bytes = 8 + 8 + 1 + 8 * FEATURES
+    # Strings as they come back (views): 16 bytes a value, plus the values over 12 bytes.
+    row_bytes = 8 + 8 + 1 + 8 * FEATURES + (16 + 22 + 16 if strings else 0)
     total_rows = int(size_gb * 1e9 / row_bytes)
-    print(f"creating {TABLE}: {total_rows:,} rows (~{size_gb} GB of Arrow data)", file=sys.stderr)
+    print(f"creating {table}: {total_rows:,} rows (~{size_gb} GB of Arrow data)", file=sys.stderr)
     reader = pa.RecordBatchReader.from_batches(schema, batches(total_rows, schema))
     with flightsql.connect(uri) as conn, conn.cursor() as cur:
-        cur.adbc_ingest(TABLE, reader, mode="create")
+        cur.adbc_ingest(table, reader, mode="create")
 
 
-def flight_download(uri: str, shards: int) -> int:
+def flight_download(uri: str, shards: int, table: str) -> int:
     client = flight.connect(uri)
-    info = client.get_flight_info(flight.FlightDescriptor.for_path("table", TABLE, f"shards={shards}"))
+    info = client.get_flight_info(flight.FlightDescriptor.for_path("table", table, f"shards={shards}"))
 
     def read(endpoint):
         c = flight.connect(uri)
@@ -138,18 +152,19 @@ def client_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def compare(builds: dict, warehouse: Path, rounds: int):
+def compare(builds: dict, warehouse: Path, rounds: int, table: str, nbytes: int):
     """One-stream downloads alternating between builds; medians per build."""
     servers = {name: start_server(binary, warehouse) for name, binary in builds.items()}
     runs = {name: [] for name in servers}
     try:
         for _, uri in servers.values():
-            flight_download(uri, 1)  # warm-up
+            flight_download(uri, 1, table)  # warm-up
         for r in range(rounds):
             order = list(servers.items())
             for name, (proc, uri) in order if r % 2 == 0 else reversed(order):
                 server0, client0, t = cpu_seconds(proc.pid), client_cpu_seconds(), time.perf_counter()
-                gb = flight_download(uri, 1) / 1e9
+                flight_download(uri, 1, table)
+                gb = nbytes / 1e9
                 secs = time.perf_counter() - t
                 runs[name].append((gb / secs, (cpu_seconds(proc.pid) - server0) / gb,
                                    (client_cpu_seconds() - client0) / gb))
@@ -173,20 +188,23 @@ def main():
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--workdir", default=str(Path.home() / ".cache/flywheel-bench/download"))
     p.add_argument("--baseline", help="another flywheel binary to compare with, side by side")
+    p.add_argument("--strings", action="store_true",
+                   help="a table that also has two string columns (a long key and a category)")
     args = p.parse_args()
+    table = TABLE + ("_strings" if args.strings else "")
 
     warehouse = Path(args.workdir) / "warehouse"
     warehouse.mkdir(parents=True, exist_ok=True)
     proc, uri = start_server(args.flywheel, warehouse)
     try:
-        ensure_table(uri, warehouse, args.size_gb)
-        files = DeltaTable(str(warehouse / "tables" / TABLE)).file_uris()
+        ensure_table(uri, warehouse, args.size_gb, table)
+        files = DeltaTable(str(warehouse / "tables" / table)).file_uris()
         # Warm the page cache once so every reader sees the same state.
-        local_read(files)
+        table_bytes = local_read(files)
         rows = []
         for name, fn in [
-            ("Flight, 1 stream", lambda: flight_download(uri, 1)),
-            ("Flight, 4 shard streams", lambda: flight_download(uri, 4)),
+            ("Flight, 1 stream", lambda: flight_download(uri, 1, table)),
+            ("Flight, 4 shard streams", lambda: flight_download(uri, 4, table)),
             ("pyarrow.dataset, local Parquet", lambda: local_read(files)),
         ]:
             reset_peak_rss(proc.pid)
@@ -198,18 +216,18 @@ def main():
         proc.wait(timeout=30)
 
     local = rows[-1][1]
-    print(f"\ntable {TABLE}: {len(files)} Parquet files, {rows[-1][2] / 1e9:.2f} GB as Arrow; "
+    print(f"\ntable {table}: {len(files)} Parquet files, {table_bytes / 1e9:.2f} GB as Arrow; "
           f"median of {args.repeat}\n")
     print("| reader | median s | GB/s | vs local read | server peak RSS MiB |")
     print("|---|---|---|---|---|")
     for name, secs, nbytes, rss in rows:
         rss_text = f"{rss:.0f}" if rss is not None else "-"
-        print(f"| {name} | {secs:.2f} | {nbytes / 1e9 / secs:.2f} | {local / secs:.2f}x | {rss_text} |")
+        print(f"| {name} | {secs:.2f} | {table_bytes / 1e9 / secs:.2f} | {local / secs:.2f}x | {rss_text} |")
     print(f"\ncommand: python benches/flight_download.py --flywheel {args.flywheel} "
-          f"--size-gb {args.size_gb} --repeat {args.repeat}")
+          f"--size-gb {args.size_gb} --repeat {args.repeat}{' --strings' if args.strings else ''}")
     if args.baseline:
         compare({f"baseline {args.baseline}": args.baseline, f"flywheel {args.flywheel}": args.flywheel},
-                warehouse, args.repeat)
+                warehouse, args.repeat, table, table_bytes)
 
 
 if __name__ == "__main__":
