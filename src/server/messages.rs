@@ -3,20 +3,24 @@
 //! arrow-flight encodes a record batch by copying its buffers into one IPC body, and tonic's codec
 //! copies that body again into its send buffer: two copies of every byte a client downloads. Here
 //! a batch of plain columns (fixed-width primitives, booleans, strings and binaries, views
-//! included) becomes one
+//! included, and lists and structs of these) becomes one
 //! gRPC message in pieces: a small prefix (gRPC length, protobuf tags and the IPC flatbuffer
 //! header, written here) followed by the column buffers themselves, shared rather than copied,
 //! each padded to 64 bytes as arrow's own IPC writer does. The only copy left is the kernel's.
 //! Batches above [`MAX_MESSAGE_BYTES`] are sent as several row ranges, cut at multiples of 8 rows
-//! so that validity bitmaps can be shared too. Other schemas (dictionaries, nested types)
+//! so that validity bitmaps can be shared too. Other schemas (dictionaries, maps, unions)
 //! go through arrow-flight's encoder, whose message bodies are still sent without tonic's copy
 //! ([`flight_data_message`]).
 
-use arrow::array::{Array, ArrayRef, AsArray, GenericByteArray, GenericByteViewArray, RecordBatch};
+use arrow::array::{
+    Array, ArrayRef, AsArray, GenericByteArray, GenericByteViewArray, GenericListArray,
+    OffsetSizeTrait, RecordBatch,
+};
 use arrow::buffer::Buffer;
+use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{
-    ArrowNativeType, BinaryType, BinaryViewType, ByteArrayType, ByteViewType, DataType,
-    LargeBinaryType, LargeUtf8Type, Schema, StringViewType, Utf8Type,
+    BinaryType, BinaryViewType, ByteArrayType, ByteViewType, DataType, LargeBinaryType,
+    LargeUtf8Type, Schema, StringViewType, Utf8Type,
 };
 use arrow::ipc;
 use arrow::ipc::writer::IpcWriteOptions;
@@ -45,20 +49,25 @@ static PADDING: [u8; ALIGNMENT] = [0; ALIGNMENT];
 /// Whether batches of `schema` are sent from their own memory (otherwise arrow-flight encodes
 /// them).
 pub(super) fn shares_buffers(schema: &Schema) -> bool {
-    schema.fields().iter().all(|f| {
-        let t = f.data_type();
-        t.primitive_width().is_some()
-            || matches!(
-                t,
-                DataType::Boolean
-                    | DataType::Utf8
-                    | DataType::LargeUtf8
-                    | DataType::Binary
-                    | DataType::LargeBinary
-                    | DataType::Utf8View
-                    | DataType::BinaryView
-            )
-    })
+    schema.fields().iter().all(|f| shareable(f.data_type()))
+}
+
+/// Plain types, and lists and structs of them.
+fn shareable(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Boolean
+        | DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Binary
+        | DataType::LargeBinary
+        | DataType::Utf8View
+        | DataType::BinaryView => true,
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            shareable(f.data_type())
+        }
+        DataType::Struct(fields) => fields.iter().all(|f| shareable(f.data_type())),
+        other => other.primitive_width().is_some(),
+    }
 }
 
 /// The schema message that opens a stream.
@@ -135,6 +144,28 @@ impl Body {
             DataType::LargeBinary => self.push_bytes(array.as_bytes::<LargeBinaryType>())?,
             DataType::Utf8View => self.push_views(array.as_byte_view::<StringViewType>()),
             DataType::BinaryView => self.push_views(array.as_byte_view::<BinaryViewType>()),
+            DataType::List(_) => self.push_list(array.as_list::<i32>())?,
+            DataType::LargeList(_) => self.push_list(array.as_list::<i64>())?,
+            DataType::FixedSizeList(_, _) => {
+                let list = array.as_fixed_size_list();
+                let values = list.values();
+                if values.len() != len * list.value_length().max(0) as usize {
+                    return Err(Status::internal(
+                        "internal error: a fixed-size list's values do not match its length",
+                    ));
+                }
+                self.push_array(values)?;
+            }
+            DataType::Struct(_) => {
+                for child in array.as_struct().columns() {
+                    if child.len() != len {
+                        return Err(Status::internal(
+                            "internal error: a struct's field is not as long as the struct",
+                        ));
+                    }
+                    self.push_array(child)?;
+                }
+            }
             other => {
                 let width = other.primitive_width().ok_or_else(|| unsupported(other))?;
                 let data = array.to_data();
@@ -153,20 +184,7 @@ impl Body {
 
     /// Offsets (rebased to start at 0 when the array is a slice) and the values they cover.
     fn push_bytes<T: ByteArrayType>(&mut self, array: &GenericByteArray<T>) -> Result<(), Status> {
-        let offsets = array.offsets();
-        let first = offsets.first().map_or(0, |o| o.as_usize());
-        let last = offsets.last().map_or(0, |o| o.as_usize());
-        if first == 0 && !offsets.is_empty() {
-            self.push(offsets.inner().inner().clone());
-        } else {
-            let rebased = offsets
-                .iter()
-                .map(|o| T::Offset::from_usize(o.as_usize() - first))
-                .collect::<Option<Vec<_>>>()
-                .filter(|r| !r.is_empty())
-                .unwrap_or_else(|| vec![T::Offset::default()]);
-            self.push(Buffer::from_vec(rebased));
-        }
+        let (first, last) = self.push_offsets(array.offsets());
         if last > array.values().len() || last < first {
             return Err(Status::internal(
                 "internal error: a string column's offsets point outside its values",
@@ -174,6 +192,36 @@ impl Body {
         }
         self.push(array.values().slice_with_length(first, last - first));
         Ok(())
+    }
+
+    /// Offsets (rebased), then the range of the child array they cover.
+    fn push_list<O: OffsetSizeTrait>(&mut self, list: &GenericListArray<O>) -> Result<(), Status> {
+        let (first, last) = self.push_offsets(list.offsets());
+        if last > list.values().len() || last < first {
+            return Err(Status::internal(
+                "internal error: a list column's offsets point outside its values",
+            ));
+        }
+        self.push_array(&list.values().slice(first, last - first))
+    }
+
+    /// Pushes `offsets`, rebased to start at 0 when they do not, and returns the range of values
+    /// they cover.
+    fn push_offsets<O: OffsetSizeTrait>(&mut self, offsets: &OffsetBuffer<O>) -> (usize, usize) {
+        let first = offsets.first().map_or(0, |o| o.as_usize());
+        let last = offsets.last().map_or(0, |o| o.as_usize());
+        if first == 0 && !offsets.is_empty() {
+            self.push(offsets.inner().inner().clone());
+        } else {
+            let rebased = offsets
+                .iter()
+                .map(|o| O::from_usize(o.as_usize() - first))
+                .collect::<Option<Vec<_>>>()
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| vec![O::default()]);
+            self.push(Buffer::from_vec(rebased));
+        }
+        (first, last)
     }
 
     /// Views, then the data buffers they point into. A slice of a view array still points into
@@ -296,7 +344,8 @@ mod tests {
         Int32Array, Int64Array, LargeStringArray, StringArray, StringViewArray,
         TimestampMicrosecondArray,
     };
-    use arrow::datatypes::{Field, Int32Type};
+    use arrow::array::{FixedSizeListArray, ListArray, ListBuilder, StringBuilder, StructArray};
+    use arrow::datatypes::{Field, Float32Type, Int32Type};
     use arrow_flight::utils::flight_data_to_batches;
 
     use super::*;
@@ -325,6 +374,38 @@ mod tests {
 
     fn every_type(rows: i64) -> RecordBatch {
         let n = rows as usize;
+        let embedding = ListArray::from_iter_primitive::<Float32Type, _, _>((0..rows).map(|i| {
+            (i % 10 != 3).then(|| (0..i % 5).map(move |j| (j % 3 != 2).then_some((i * j) as f32)))
+        }));
+        let quad = FixedSizeListArray::from_iter_primitive::<Float32Type, _, _>(
+            (0..rows).map(|i| (i % 6 != 5).then(|| (0..4).map(move |j| Some((i + j) as f32)))),
+            4,
+        );
+        let mut tags = ListBuilder::new(StringBuilder::new());
+        for i in 0..rows {
+            for j in 0..i % 3 {
+                tags.values().append_value(format!("tag-{i}-{j}"));
+            }
+            tags.append(i % 8 != 7);
+        }
+        let tags = tags.finish();
+        let pair = StructArray::try_new(
+            vec![
+                Field::new("a", DataType::Int64, true),
+                Field::new("b", DataType::Utf8, true),
+            ]
+            .into(),
+            vec![
+                Arc::new(Int64Array::from_iter(
+                    (0..rows).map(|i| (i % 4 != 0).then_some(-i)),
+                )),
+                Arc::new(StringArray::from_iter(
+                    (0..rows).map(|i| (i % 3 != 0).then(|| i.to_string())),
+                )),
+            ],
+            Some((0..n).map(|i| i % 9 != 4).collect()),
+        )
+        .expect("struct");
         let schema = Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("score", DataType::Float64, true),
@@ -341,6 +422,10 @@ mod tests {
             Field::new("small", DataType::Int32, true),
             Field::new("label", DataType::Utf8View, true),
             Field::new("bytes", DataType::BinaryView, true),
+            Field::new("embedding", embedding.data_type().clone(), true),
+            Field::new("quad", quad.data_type().clone(), true),
+            Field::new("tags", tags.data_type().clone(), true),
+            Field::new("pair", pair.data_type().clone(), true),
         ]);
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from_iter_values(0..rows)),
@@ -381,6 +466,10 @@ mod tests {
             Arc::new(BinaryViewArray::from_iter(
                 (0..rows).map(|i| (i % 4 != 1).then(|| vec![i as u8; (i % 30) as usize])),
             )),
+            Arc::new(embedding),
+            Arc::new(quad),
+            Arc::new(tags),
+            Arc::new(pair),
         ];
         RecordBatch::try_new(Arc::new(schema), columns).expect("batch")
     }
