@@ -4,7 +4,7 @@
 //! online feature views in a temp warehouse, starts `flywheel serve` in-process on 127.0.0.1 port 0,
 //! then measures:
 //! - latency (p50/p99/p999 of sequential lookups, one client) for 1 key x 1 view x 10 features and
-//!   100 keys x 3 views;
+//!   100 keys x 3 views, and of a call that does no work (`ListActions`), the transport's floor;
 //! - throughput of 1-key lookups with 8 concurrent clients, each on its own connection and all on
 //!   one shared connection.
 //!
@@ -83,29 +83,43 @@ async fn channel(addr: std::net::SocketAddr) -> Channel {
         .expect("connects")
 }
 
-async fn latency(addr: std::net::SocketAddr, features: &[&str], keys_per: usize) -> Vec<Duration> {
+/// A call that does no work: `ListActions`.
+async fn nothing(client: &mut FlightServiceClient<Channel>) {
+    let actions = client
+        .list_actions(arrow_flight::Empty {})
+        .await
+        .expect("list_actions")
+        .into_inner();
+    let _: Vec<_> = actions.try_collect().await.expect("actions");
+}
+
+/// Latencies of sequential calls from one client, after 500 warm-up calls.
+async fn latency(
+    addr: std::net::SocketAddr,
+    call: Call,
+    features: &[&str],
+    keys_per: usize,
+) -> Vec<Duration> {
+    const WARM_UP: usize = 500;
     let mut client = FlightServiceClient::new(channel(addr).await);
     let mut keys = Keys(0x9E37_79B9_7F4A_7C15);
-    for _ in 0..500 {
-        lookup(
-            &mut client,
-            ticket(features, &keys.take(keys_per)),
-            keys_per,
-        )
-        .await;
-    }
     let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
-    for _ in 0..LATENCY_SAMPLES {
+    for i in 0..WARM_UP + LATENCY_SAMPLES {
         let t = ticket(features, &keys.take(keys_per));
         let start = Instant::now();
-        lookup(&mut client, t, keys_per).await;
-        samples.push(start.elapsed());
+        match call {
+            Call::Lookup => lookup(&mut client, t, keys_per).await,
+            Call::Nothing => nothing(&mut client).await,
+        }
+        if i >= WARM_UP {
+            samples.push(start.elapsed());
+        }
     }
     samples.sort();
     samples
 }
 
-/// What each call of a throughput run does.
+/// What each measured call does.
 #[derive(Clone, Copy, PartialEq)]
 enum Call {
     /// A 1-key lookup.
@@ -129,15 +143,9 @@ async fn throughput(addr: std::net::SocketAddr, shared: bool, call: Call) -> f64
             let mut keys = Keys(0x1234_5678 + c as u64);
             let mut n = 0u64;
             while Instant::now() < deadline {
-                if call == Call::Lookup {
-                    lookup(&mut client, ticket(&["v0"], &keys.take(1)), 1).await;
-                } else {
-                    let actions = client
-                        .list_actions(arrow_flight::Empty {})
-                        .await
-                        .expect("list_actions")
-                        .into_inner();
-                    let _: Vec<_> = actions.try_collect().await.expect("actions");
+                match call {
+                    Call::Lookup => lookup(&mut client, ticket(&["v0"], &keys.take(1)), 1).await,
+                    Call::Nothing => nothing(&mut client).await,
                 }
                 n += 1;
             }
@@ -201,8 +209,9 @@ fn main() {
             let _ = stopped.await;
         }));
 
-        let one = latency(addr, &["v0"], 1).await;
-        let hundred = latency(addr, &["v0", "v1", "v2"], 100).await;
+        let one = latency(addr, Call::Lookup, &["v0"], 1).await;
+        let hundred = latency(addr, Call::Lookup, &["v0", "v1", "v2"], 100).await;
+        let empty = latency(addr, Call::Nothing, &[], 0).await;
         let rate = throughput(addr, false, Call::Lookup).await;
         let shared_rate = throughput(addr, true, Call::Lookup).await;
         let floor = throughput(addr, false, Call::Nothing).await;
@@ -212,6 +221,7 @@ fn main() {
         for (name, s) in [
             ("1 key x 1 view x 10 features", &one),
             ("100 keys x 3 views x 10 features", &hundred),
+            ("ListActions (no work): the transport's floor", &empty),
         ] {
             println!(
                 "| {name} | {:.3} | {:.3} | {:.3} |",

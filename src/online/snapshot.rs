@@ -1,7 +1,7 @@
 //! [`Snapshot`]: one view's latest row per key, indexed by key, with what it needs to serve: key
 //! and event-time column names, the TTL, and when it was loaded.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,7 +9,8 @@ use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Schema, TimeUnit};
 use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
-use arrow::row::{RowConverter, SortField};
+use arrow::row::{RowConverter, Rows, SortField};
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::{Error, Result};
 
@@ -34,7 +35,7 @@ pub struct Snapshot {
     /// One row per key: key columns, event time, features.
     pub batch: RecordBatch,
     converter: RowConverter,
-    index: HashMap<Box<[u8]>, u32>,
+    index: KeyIndex,
     /// Each row's event time in microseconds (computed once; `None` for other time types).
     event_times_us: Option<Vec<Option<i64>>>,
 }
@@ -46,6 +47,48 @@ impl std::fmt::Debug for Snapshot {
             .field("rows", &self.batch.num_rows())
             .field("loaded_at_us", &self.loaded_at_us)
             .finish_non_exhaustive()
+    }
+}
+
+/// The row of each key: the keys in Arrow's row format, in one buffer, and a hash table of row
+/// numbers over it. A lookup is one probe of a table of `u32`s and one comparison in the buffer,
+/// without a separately allocated key per row to chase.
+struct KeyIndex {
+    rows: Rows,
+    table: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+}
+
+impl KeyIndex {
+    /// Indexes `rows`; a repeated key keeps its last row.
+    fn new(rows: Rows) -> Self {
+        let hasher = DefaultHashBuilder::default();
+        let mut table = HashTable::with_capacity(rows.num_rows());
+        for (i, row) in rows.iter().enumerate() {
+            let hash = hasher.hash_one(row.as_ref());
+            let same = |j: &u32| rows.row(*j as usize).as_ref() == row.as_ref();
+            match table.find_mut(hash, same) {
+                Some(slot) => *slot = i as u32,
+                None => {
+                    table.insert_unique(hash, i as u32, |j| {
+                        hasher.hash_one(rows.row(*j as usize).as_ref())
+                    });
+                }
+            }
+        }
+        Self {
+            rows,
+            table,
+            hasher,
+        }
+    }
+
+    /// The row of `key` (a key in the same row format), if indexed.
+    fn get(&self, key: &[u8]) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        self.table
+            .find(hash, |j| self.rows.row(*j as usize).as_ref() == key)
+            .copied()
     }
 }
 
@@ -67,11 +110,7 @@ impl Snapshot {
                 .map(|c| SortField::new(c.data_type().clone()))
                 .collect(),
         )?;
-        let rows = converter.convert_columns(&key_columns)?;
-        let mut index = HashMap::with_capacity(batch.num_rows());
-        for (i, row) in rows.iter().enumerate() {
-            index.insert(Box::<[u8]>::from(row.as_ref()), i as u32);
-        }
+        let index = KeyIndex::new(converter.convert_columns(&key_columns)?);
         let Some(times) = batch.column_by_name(&event_time) else {
             return Err(Error::Invalid(format!(
                 "online view `{view}` has no event time column `{event_time}`"
@@ -107,7 +146,7 @@ impl Snapshot {
                 if cast.iter().any(|c| c.is_null(i)) {
                     None
                 } else {
-                    self.index.get(row.as_ref()).copied()
+                    self.index.get(row.as_ref())
                 }
             })
             .collect())
@@ -246,4 +285,86 @@ fn key_columns(batch: &RecordBatch, keys: &[String]) -> Result<Vec<ArrayRef>> {
                 .ok_or_else(|| Error::Invalid(format!("online snapshot has no key column `{k}`")))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::Field;
+
+    use super::*;
+
+    fn snapshot(users: Vec<Option<i64>>, regions: Vec<&str>) -> Snapshot {
+        let n = users.len();
+        let schema = Schema::new(vec![
+            Field::new("user_id", DataType::Int64, true),
+            Field::new("region", DataType::Utf8, false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new("f", DataType::Float64, false),
+        ]);
+        let batch = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(Int64Array::from(users)),
+                Arc::new(StringArray::from(regions)),
+                Arc::new(TimestampMicrosecondArray::from(vec![0; n])),
+                Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64))),
+            ],
+        )
+        .expect("batch");
+        let keys = vec!["user_id".to_string(), "region".to_string()];
+        Snapshot::new("v".into(), keys, "ts".into(), None, 0, 0, batch).expect("snapshot")
+    }
+
+    fn probe(users: Vec<Option<i64>>, regions: Vec<&str>) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(Int64Array::from(users)),
+            Arc::new(StringArray::from(regions)),
+        ]
+    }
+
+    #[test]
+    fn composite_keys_find_their_rows_and_nothing_else() {
+        let s = snapshot(
+            vec![Some(1), Some(1), Some(2), None],
+            vec!["eu", "us", "eu", "eu"],
+        );
+        let found = s
+            .find(&probe(
+                vec![Some(1), Some(2), Some(1), Some(3), None, Some(2)],
+                vec!["us", "eu", "eu", "eu", "eu", "us"],
+            ))
+            .expect("find");
+        assert_eq!(found, vec![Some(1), Some(2), Some(0), None, None, None]);
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_last_row() {
+        let s = snapshot(vec![Some(7), Some(8), Some(7)], vec!["eu", "eu", "eu"]);
+        let found = s
+            .find(&probe(vec![Some(7), Some(8)], vec!["eu", "eu"]))
+            .expect("find");
+        assert_eq!(found, vec![Some(2), Some(1)]);
+    }
+
+    #[test]
+    fn every_one_of_many_keys_is_found() {
+        let n = 50_000;
+        let s = snapshot((0..n).map(Some).collect(), vec!["eu"; n as usize]);
+        let keys: Vec<i64> = (0..n).rev().step_by(7).collect();
+        let found = s
+            .find(&probe(
+                keys.iter().map(|k| Some(*k)).collect(),
+                vec!["eu"; keys.len()],
+            ))
+            .expect("find");
+        let want: Vec<Option<u32>> = keys.iter().map(|k| Some(*k as u32)).collect();
+        assert_eq!(found, want);
+    }
 }
