@@ -124,22 +124,28 @@ async fn do_get(
     Ok(grpc_body::response(messages))
 }
 
-/// The schema message, then each batch's messages.
+/// The schema message, then each batch's messages (dictionaries decoded, as arrow-flight's encoder
+/// also does).
 fn batch_messages(
     schema: SchemaRef,
     batches: BatchStream,
 ) -> BoxStream<'static, Result<Message, Status>> {
-    if !messages::shares_buffers(&schema) {
+    let sent = if messages::shares_buffers(&schema) {
+        Arc::clone(&schema)
+    } else if let Some(hydrated) = messages::hydrated(&schema) {
+        hydrated
+    } else {
         return encode(schema, batches)
             .map(|data| data.and_then(messages::flight_data_message))
             .boxed();
-    }
-    let head = stream::once(ready(messages::schema_message(&schema)));
+    };
+    let head = stream::once(ready(messages::schema_message(&sent)));
     let body = batches
         .map_err(Status::from)
-        .and_then(|batch| {
+        .and_then(move |batch| {
             ready(
-                messages::batch_messages(&batch)
+                messages::hydrate(batch, &sent)
+                    .and_then(|batch| messages::batch_messages(&batch))
                     .map(|m| stream::iter(m.into_iter().map(Ok::<_, Status>))),
             )
         })
@@ -177,4 +183,56 @@ async fn read_ticket(body: Body, limit: usize) -> Result<Ticket, Status> {
         ));
     }
     Ticket::decode(bytes).map_err(|e| Status::invalid_argument(format!("malformed ticket: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, DictionaryArray, Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Int32Type, Schema};
+    use arrow_flight::FlightData;
+    use arrow_flight::utils::flight_data_to_batches;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn dictionary_columns_are_sent_decoded() {
+        let dict = DictionaryArray::<Int32Type>::try_new(
+            vec![1, 0, 1, 1].into(),
+            Arc::new(StringArray::from(vec!["eu", "us"])),
+        )
+        .expect("dictionary");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("region", dict.data_type().clone(), false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from(vec![1, 2, 3, 4])), Arc::new(dict)],
+        )
+        .expect("batch");
+        let sent: Vec<Message> = batch_messages(schema, stream::iter([Ok(batch)]).boxed())
+            .try_collect()
+            .await
+            .expect("messages");
+        let data: Vec<FlightData> = sent
+            .iter()
+            .map(|m| {
+                let bytes: Vec<u8> = m.iter().flat_map(|p| p.iter().copied()).collect();
+                FlightData::decode(&bytes[5..]).expect("FlightData")
+            })
+            .collect();
+        let read = flight_data_to_batches(&data).expect("decodes");
+        let regions = read[0].column(1);
+        assert_eq!(regions.data_type(), &DataType::Utf8);
+        let regions: Vec<_> = regions
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("strings")
+            .iter()
+            .collect();
+        assert_eq!(
+            regions,
+            vec![Some("us"), Some("eu"), Some("us"), Some("us")]
+        );
+    }
 }

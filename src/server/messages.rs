@@ -3,14 +3,16 @@
 //! arrow-flight encodes a record batch by copying its buffers into one IPC body, and tonic's codec
 //! copies that body again into its send buffer: two copies of every byte a client downloads. Here
 //! a batch of plain columns (fixed-width primitives, booleans, strings and binaries, views
-//! included, and lists and structs of these) becomes one
-//! gRPC message in pieces: a small prefix (gRPC length, protobuf tags and the IPC flatbuffer
-//! header, written here) followed by the column buffers themselves, shared rather than copied,
-//! each padded to 64 bytes as arrow's own IPC writer does. The only copy left is the kernel's.
-//! Batches above [`MAX_MESSAGE_BYTES`] are sent as several row ranges, cut at multiples of 8 rows
-//! so that validity bitmaps can be shared too. Other schemas (dictionaries, maps, unions)
-//! go through arrow-flight's encoder, whose message bodies are still sent without tonic's copy
+//! included, and lists and structs of these) becomes one gRPC message in pieces: a small prefix
+//! (gRPC length, protobuf tags and the IPC flatbuffer header, written here) followed by the column
+//! buffers themselves, shared rather than copied, each padded to 64 bytes as arrow's own IPC
+//! writer does. The only copy left is the kernel's. Batches above [`MAX_MESSAGE_BYTES`] are sent
+//! as several row ranges, cut at multiples of 8 rows so that validity bitmaps can be shared too.
+//! Dictionary columns are decoded first ([`hydrate`]). Other schemas (maps, unions) go through
+//! arrow-flight's encoder, whose message bodies are still sent without tonic's copy
 //! ([`flight_data_message`]).
+
+use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, GenericByteArray, GenericByteViewArray, GenericListArray,
@@ -19,8 +21,8 @@ use arrow::array::{
 use arrow::buffer::Buffer;
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{
-    BinaryType, BinaryViewType, ByteArrayType, ByteViewType, DataType, LargeBinaryType,
-    LargeUtf8Type, Schema, StringViewType, Utf8Type,
+    BinaryType, BinaryViewType, ByteArrayType, ByteViewType, DataType, Field, LargeBinaryType,
+    LargeUtf8Type, Schema, SchemaRef, StringViewType, Utf8Type,
 };
 use arrow::ipc;
 use arrow::ipc::writer::IpcWriteOptions;
@@ -50,6 +52,47 @@ static PADDING: [u8; ALIGNMENT] = [0; ALIGNMENT];
 /// them).
 pub(super) fn shares_buffers(schema: &Schema) -> bool {
     schema.fields().iter().all(|f| shareable(f.data_type()))
+}
+
+/// `schema` with its dictionary columns as their value types (what arrow-flight's encoder also
+/// sends), when that makes every column shareable; `None` otherwise.
+pub(super) fn hydrated(schema: &Schema) -> Option<SchemaRef> {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, value) => {
+                f.as_ref().clone().with_data_type(value.as_ref().clone())
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let hydrated = Schema::new_with_metadata(fields, schema.metadata().clone());
+    shares_buffers(&hydrated).then(|| Arc::new(hydrated))
+}
+
+/// `batch` with each column of the type `schema` gives it (dictionaries decoded).
+pub(super) fn hydrate(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Status> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                arrow::compute::cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|columns| RecordBatch::try_new(Arc::clone(schema), columns))
+        .map_err(|e| {
+            Status::internal(format!("internal error: cannot decode a dictionary: {e}"))
+        })?;
+    Ok(columns)
 }
 
 /// Plain types, and lists and structs of them.
