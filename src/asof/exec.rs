@@ -260,14 +260,7 @@ impl JoinInputs {
                     Ok::<_, DataFusionError>(part)
                 }));
             }
-            let mut parts = Vec::with_capacity(partitions);
-            for task in tasks {
-                parts.push(
-                    task.join()
-                        .await
-                        .map_err(|e| DataFusionError::External(Box::new(e)))??,
-                );
-            }
+            let parts = join_all(tasks).await?;
             let schema = Arc::new(self.spec.right.schema().project(kept)?);
             let (index, op) = (Arc::clone(index), self.spec.op);
             let several = passes > 1;
@@ -408,7 +401,12 @@ async fn read_partitions(
         let stream = plan.execute(p, Arc::clone(context))?;
         tasks.push(SpawnedTask::spawn(collect(stream)));
     }
-    let mut out = Vec::with_capacity(partitions);
+    join_all(tasks).await
+}
+
+/// Waits for every task, in order; the first failure (a task's error or its panic) wins.
+async fn join_all<T: Send + 'static>(tasks: Vec<SpawnedTask<Result<T>>>) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(tasks.len());
     for task in tasks {
         out.push(
             task.join()
