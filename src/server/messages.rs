@@ -227,32 +227,32 @@ impl Body {
 
     /// Offsets (rebased to start at 0 when the array is a slice) and the values they cover.
     fn push_bytes<T: ByteArrayType>(&mut self, array: &GenericByteArray<T>) -> Result<(), Status> {
-        let (first, last) = self.push_offsets(array.offsets());
-        if last > array.values().len() || last < first {
-            return Err(Status::internal(
-                "internal error: a string column's offsets point outside its values",
-            ));
-        }
+        let (first, last) = self.push_offsets(array.offsets(), array.values().len(), "string")?;
         self.push(array.values().slice_with_length(first, last - first));
         Ok(())
     }
 
     /// Offsets (rebased), then the range of the child array they cover.
     fn push_list<O: OffsetSizeTrait>(&mut self, list: &GenericListArray<O>) -> Result<(), Status> {
-        let (first, last) = self.push_offsets(list.offsets());
-        if last > list.values().len() || last < first {
-            return Err(Status::internal(
-                "internal error: a list column's offsets point outside its values",
-            ));
-        }
+        let (first, last) = self.push_offsets(list.offsets(), list.values().len(), "list")?;
         self.push_array(&list.values().slice(first, last - first))
     }
 
-    /// Pushes `offsets`, rebased to start at 0 when they do not, and returns the range of values
-    /// they cover.
-    fn push_offsets<O: OffsetSizeTrait>(&mut self, offsets: &OffsetBuffer<O>) -> (usize, usize) {
+    /// Pushes `offsets`, rebased to start at 0 when they do not, and returns the range of the
+    /// `values` values (of a `what` column) they cover, checked to lie inside them.
+    fn push_offsets<O: OffsetSizeTrait>(
+        &mut self,
+        offsets: &OffsetBuffer<O>,
+        values: usize,
+        what: &str,
+    ) -> Result<(usize, usize), Status> {
         let first = offsets.first().map_or(0, |o| o.as_usize());
         let last = offsets.last().map_or(0, |o| o.as_usize());
+        if last > values || last < first {
+            return Err(Status::internal(format!(
+                "internal error: a {what} column's offsets point outside its values"
+            )));
+        }
         if first == 0 && !offsets.is_empty() {
             self.push(offsets.inner().inner().clone());
         } else {
@@ -264,7 +264,7 @@ impl Body {
                 .unwrap_or_else(|| vec![O::default()]);
             self.push(Buffer::from_vec(rebased));
         }
-        (first, last)
+        Ok((first, last))
     }
 
     /// Views, then the data buffers they point into. A slice of a view array still points into
@@ -354,13 +354,14 @@ fn frame(head: &FlightData, mut body: Vec<Bytes>, body_len: usize) -> Result<Mes
     } else {
         key_len(DATA_BODY_FIELD) + encoded_len_varint(body_len as u64) + body_len
     };
-    let len = head.encoded_len() + body_field;
+    let head_len = head.encoded_len();
+    let len = head_len + body_field;
     let len = u32::try_from(len).map_err(|_| {
         Status::internal(format!(
             "internal error: a message of {len} bytes is too large for gRPC"
         ))
     })?;
-    let mut prefix = BytesMut::with_capacity(5 + head.encoded_len() + 16);
+    let mut prefix = BytesMut::with_capacity(5 + head_len + 16);
     prefix.put_u8(0);
     prefix.put_u32(len);
     head.encode_raw(&mut prefix);
