@@ -12,6 +12,12 @@ script prints the median seconds, GB/s, the ratio to the local read, and the ser
 memory (a streaming server stays far below the table's size). GB/s is always the table's size as
 `pyarrow.dataset` reads it (strings as plain strings), whatever form a reader receives.
 
+`--keep-client-memory` runs this client with glibc's malloc told to keep freed memory
+(`MALLOC_TRIM_THRESHOLD_`, `MALLOC_MMAP_THRESHOLD_`). pyarrow.flight receives each message into
+gRPC buffers from glibc's malloc, which by default hands freed blocks back to the kernel, so every
+download in this process faults its gigabyte in again, while the local read reuses pyarrow's own
+pool (mimalloc), which keeps its memory. With the flag both readers run on warm memory.
+
 `--strings` uses a second table that also has a long string key and a small string category (Delta
 strings come back as string views).
 
@@ -37,6 +43,9 @@ import pyarrow.flight as flight
 from deltalake import DeltaTable
 
 TABLE = "train_download"
+# glibc malloc: never give freed memory back at the heap's top, and serve blocks up to 32 MiB from
+# the heap (reusable) rather than from fresh mappings.
+KEEP_MEMORY = [("MALLOC_TRIM_THRESHOLD_", str(1 << 32)), ("MALLOC_MMAP_THRESHOLD_", str(32 << 20))]
 # ADBC Go's gRPC client sends at most 16 MiB per message.
 ROWS_PER_BATCH = 100_000
 FEATURES = 10
@@ -190,7 +199,13 @@ def main():
     p.add_argument("--baseline", help="another flywheel binary to compare with, side by side")
     p.add_argument("--strings", action="store_true",
                    help="a table that also has two string columns (a long key and a category)")
+    p.add_argument("--keep-client-memory", action="store_true",
+                   help="run the client with glibc malloc keeping freed memory (see the module docs)")
     args = p.parse_args()
+    if args.keep_client_memory and KEEP_MEMORY[0][0] not in os.environ:
+        # glibc reads these once, at start: run this script again with them set.
+        env = dict(os.environ, **dict(KEEP_MEMORY))
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
     table = TABLE + ("_strings" if args.strings else "")
 
     warehouse = Path(args.workdir) / "warehouse"
@@ -224,7 +239,8 @@ def main():
         rss_text = f"{rss:.0f}" if rss is not None else "-"
         print(f"| {name} | {secs:.2f} | {table_bytes / 1e9 / secs:.2f} | {local / secs:.2f}x | {rss_text} |")
     print(f"\ncommand: python benches/flight_download.py --flywheel {args.flywheel} "
-          f"--size-gb {args.size_gb} --repeat {args.repeat}{' --strings' if args.strings else ''}")
+          f"--size-gb {args.size_gb} --repeat {args.repeat}{' --strings' if args.strings else ''}"
+          f"{' --keep-client-memory' if args.keep_client_memory else ''}")
     if args.baseline:
         compare({f"baseline {args.baseline}": args.baseline, f"flywheel {args.flywheel}": args.flywheel},
                 warehouse, args.repeat, table, table_bytes)

@@ -11,6 +11,7 @@ mod ddl;
 mod feature_views;
 mod ingest;
 mod insert;
+mod local_files;
 mod objects;
 mod online;
 mod output;
