@@ -193,11 +193,20 @@ mod tests {
     async fn errors_are_the_wrapped_stores() {
         let (_dir, unfilled, _plain, location) = store_with_file(1 << 20);
         // A range past the end of the file fails as it does with the wrapped store alone.
-        let past_end = [0..(2 << 20)];
-        let err = unfilled.get_ranges(&location, &past_end).await.unwrap_err();
+        let past_end = [Range {
+            start: 0,
+            end: 2 << 20,
+        }];
+        let err = unfilled
+            .get_ranges(&location, &past_end)
+            .await
+            .expect_err("past the end");
         assert!(err.to_string().contains("Out of range"), "{err}");
         let missing = Path::from("part-9.parquet");
-        let err = unfilled.get_ranges(&missing, &past_end).await.unwrap_err();
+        let err = unfilled
+            .get_ranges(&missing, &past_end)
+            .await
+            .expect_err("missing file");
         assert!(matches!(err, object_store::Error::NotFound { .. }), "{err}");
     }
 }
