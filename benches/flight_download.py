@@ -7,7 +7,8 @@ Usage (from the repository root, after `cargo build --release --bin flywheel`):
 The first run creates a table of about SIZE_GB of Arrow data in WORKDIR's warehouse (ingested through
 ADBC `adbc_ingest`, one commit) and reuses it afterwards. Each measurement is a full download into a
 `pyarrow.Table` in this process: through `FlightDescriptor.for_path("table", NAME, "shards=N")` with N
-readers on threads (one client each), and `pyarrow.dataset` over the table's Parquet files. The
+readers (one client each; one stream on the calling thread, shards on a pool of threads kept
+across downloads), and `pyarrow.dataset` over the table's Parquet files. The
 script prints the median seconds, GB/s, the ratio to the local read, and the server's peak resident
 memory (a streaming server stays far below the table's size). GB/s is always the table's size as
 `pyarrow.dataset` reads it (strings as plain strings), whatever form a reader receives.
@@ -115,10 +116,18 @@ def flight_download(uri: str, shards: int, table: str) -> int:
         finally:
             c.close()
 
-    with ThreadPoolExecutor(max_workers=shards) as pool:
-        total = sum(pool.map(read, info.endpoints))
+    if shards == 1:
+        # One stream is one reader, on the calling thread, as a training worker reads its shard.
+        total = read(info.endpoints[0])
+    else:
+        total = sum(READERS.map(read, info.endpoints))
     client.close()
     return total
+
+
+# Shard readers: threads kept across downloads, as a data loader keeps its workers (a fresh thread
+# per download would also get fresh malloc arenas, whose pages fault in again every time).
+READERS = ThreadPoolExecutor(max_workers=8)
 
 
 def local_read(files: list[str]) -> int:
