@@ -6,7 +6,9 @@
 //! - latency (p50/p99/p999 of sequential lookups, one client) for 1 key x 1 view x 10 features and
 //!   100 keys x 3 views, and of a call that does no work (`ListActions`), the transport's floor;
 //! - throughput of 1-key lookups with 8 concurrent clients, each on its own connection and all on
-//!   one shared connection.
+//!   one shared connection;
+//! - the same lookups and no-op calls from a bare HTTP/2 client (hyper's connection, no tonic
+//!   channel), to tell the client's share of the transport's cost from the server's.
 //!
 //! Keys are drawn at random from the 1M. Prints a Markdown table. Not a test: it asserts only that
 //! every answer has the requested rows.
@@ -159,6 +161,115 @@ async fn throughput(addr: std::net::SocketAddr, shared: bool, call: Call) -> f64
     total as f64 / THROUGHPUT_SECS as f64
 }
 
+/// Calls over a bare HTTP/2 connection: hyper's client connection, the request framed by hand, the
+/// answer collected and decoded with arrow-flight's helpers. No tonic channel (its buffer task,
+/// codecs and layers), so the difference to the tonic client is that client stack's cost.
+mod bare {
+    use arrow_flight::FlightData;
+    use bytes::{Buf, BufMut, Bytes, BytesMut};
+    use http_body_util::{BodyExt, Full};
+    use hyper::client::conn::http2::SendRequest;
+    use prost::Message;
+
+    pub type Connection = SendRequest<Full<Bytes>>;
+
+    pub async fn connect(addr: std::net::SocketAddr) -> Connection {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        tcp.set_nodelay(true).expect("nodelay");
+        let (send, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .expect("HTTP/2 handshake");
+        tokio::spawn(connection);
+        send
+    }
+
+    /// One unary-request, streaming-answer call: the answer's messages, after checking its status.
+    pub async fn call(send: &mut Connection, path: &str, message: &[u8]) -> Vec<Bytes> {
+        let mut frame = BytesMut::with_capacity(5 + message.len());
+        frame.put_u8(0);
+        frame.put_u32(message.len() as u32);
+        frame.put_slice(message);
+        let request = http::Request::post(format!("http://flywheel{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(frame.freeze()))
+            .expect("request");
+        send.ready().await.expect("connection ready");
+        let answer = send.send_request(request).await.expect("answer");
+        let collected = answer.into_body().collect().await.expect("body");
+        let status = collected
+            .trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .map(|v| v.as_bytes().to_vec());
+        assert_eq!(status.as_deref(), Some(&b"0"[..]), "call failed");
+        let mut body = collected.to_bytes();
+        let mut messages = Vec::new();
+        while body.len() >= 5 {
+            body.advance(1);
+            let len = body.get_u32() as usize;
+            messages.push(body.split_to(len));
+        }
+        messages
+    }
+
+    pub async fn lookup(send: &mut Connection, ticket: &arrow_flight::Ticket, rows: usize) {
+        let messages = call(
+            send,
+            "/arrow.flight.protocol.FlightService/DoGet",
+            &ticket.encode_to_vec(),
+        )
+        .await;
+        let data: Vec<FlightData> = messages
+            .into_iter()
+            .map(|m| FlightData::decode(m).expect("FlightData"))
+            .collect();
+        let batches = arrow_flight::utils::flight_data_to_batches(&data).expect("batches");
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), rows);
+    }
+
+    pub async fn nothing(send: &mut Connection) {
+        call(
+            send,
+            "/arrow.flight.protocol.FlightService/ListActions",
+            &[],
+        )
+        .await;
+    }
+}
+
+/// Calls per second from `THROUGHPUT_CLIENTS` bare HTTP/2 clients, a connection each.
+async fn bare_throughput(addr: std::net::SocketAddr, call: Call) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(THROUGHPUT_SECS);
+    let mut tasks = Vec::new();
+    for c in 0..THROUGHPUT_CLIENTS {
+        tasks.push(tokio::spawn(async move {
+            let mut connection = bare::connect(addr).await;
+            let mut keys = Keys(0x1234_5678 + c as u64);
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                match call {
+                    Call::Lookup => {
+                        bare::lookup(&mut connection, &ticket(&["v0"], &keys.take(1)), 1).await
+                    }
+                    Call::Nothing => bare::nothing(&mut connection).await,
+                }
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("client task");
+    }
+    total as f64 / THROUGHPUT_SECS as f64
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -215,6 +326,8 @@ fn main() {
         let rate = throughput(addr, false, Call::Lookup).await;
         let shared_rate = throughput(addr, true, Call::Lookup).await;
         let floor = throughput(addr, false, Call::Nothing).await;
+        let bare_rate = bare_throughput(addr, Call::Lookup).await;
+        let bare_floor = bare_throughput(addr, Call::Nothing).await;
 
         println!("| lookup | p50 ms | p99 ms | p999 ms |");
         println!("|---|---|---|---|");
@@ -237,6 +350,10 @@ fn main() {
         println!(
             "transport floor, ListActions (no work), {THROUGHPUT_CLIENTS} concurrent clients: \
              {floor:.0} calls/s"
+        );
+        println!(
+            "bare HTTP/2 clients (no tonic channel), {THROUGHPUT_CLIENTS} concurrent, a connection each: \
+             {bare_rate:.0} lookups/s, {bare_floor:.0} ListActions calls/s"
         );
         let _ = stop.send(());
         let _ = server.await;
