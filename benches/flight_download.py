@@ -105,6 +105,11 @@ def ensure_table(uri: str, warehouse: Path, size_gb: float, table: str):
         cur.adbc_ingest(table, reader, mode="create")
 
 
+# Shard readers: threads kept across downloads, as a data loader keeps its workers (a fresh thread
+# per download would also get fresh malloc arenas, whose pages fault in again every time).
+READERS = ThreadPoolExecutor(max_workers=8)
+
+
 def flight_download(uri: str, shards: int, table: str) -> int:
     client = flight.connect(uri)
     info = client.get_flight_info(flight.FlightDescriptor.for_path("table", table, f"shards={shards}"))
@@ -123,11 +128,6 @@ def flight_download(uri: str, shards: int, table: str) -> int:
         total = sum(READERS.map(read, info.endpoints))
     client.close()
     return total
-
-
-# Shard readers: threads kept across downloads, as a data loader keeps its workers (a fresh thread
-# per download would also get fresh malloc arenas, whose pages fault in again every time).
-READERS = ThreadPoolExecutor(max_workers=8)
 
 
 def local_read(files: list[str]) -> int:

@@ -131,24 +131,57 @@ enum Call {
     Nothing,
 }
 
-/// Calls per second from `THROUGHPUT_CLIENTS` concurrent callers, each on its own connection or all
-/// multiplexed over one (gRPC's usual set-up for a service: one channel, many calls).
-async fn throughput(addr: std::net::SocketAddr, shared: bool, call: Call) -> f64 {
+/// How the `THROUGHPUT_CLIENTS` concurrent callers reach the server.
+#[derive(Clone, Copy, PartialEq)]
+enum Clients {
+    /// tonic clients, a connection each.
+    OwnConnections,
+    /// tonic clients multiplexed over one connection (gRPC's usual set-up for a service: one
+    /// channel, many calls).
+    SharedConnection,
+    /// bare HTTP/2 clients (see [`bare`]), a connection each.
+    Bare,
+}
+
+/// One caller of a throughput run.
+enum Caller {
+    Tonic(FlightServiceClient<Channel>),
+    Bare(bare::Connection),
+}
+
+impl Caller {
+    /// Makes `call` once (a lookup of the next of `keys`).
+    async fn call(&mut self, call: Call, keys: &mut Keys) {
+        match (self, call) {
+            (Caller::Tonic(c), Call::Lookup) => lookup(c, ticket(&["v0"], &keys.take(1)), 1).await,
+            (Caller::Tonic(c), Call::Nothing) => nothing(c).await,
+            (Caller::Bare(c), Call::Lookup) => {
+                bare::lookup(c, &ticket(&["v0"], &keys.take(1)), 1).await
+            }
+            (Caller::Bare(c), Call::Nothing) => bare::nothing(c).await,
+        }
+    }
+}
+
+/// Calls per second from `THROUGHPUT_CLIENTS` concurrent callers connected as `clients` say.
+async fn throughput(addr: std::net::SocketAddr, clients: Clients, call: Call) -> f64 {
     let one = channel(addr).await;
     let deadline = Instant::now() + Duration::from_secs(THROUGHPUT_SECS);
     let mut tasks = Vec::new();
     for c in 0..THROUGHPUT_CLIENTS {
         let one = one.clone();
         tasks.push(tokio::spawn(async move {
-            let connection = if shared { one } else { channel(addr).await };
-            let mut client = FlightServiceClient::new(connection);
+            let mut caller = match clients {
+                Clients::OwnConnections => {
+                    Caller::Tonic(FlightServiceClient::new(channel(addr).await))
+                }
+                Clients::SharedConnection => Caller::Tonic(FlightServiceClient::new(one)),
+                Clients::Bare => Caller::Bare(bare::connect(addr).await),
+            };
             let mut keys = Keys(0x1234_5678 + c as u64);
             let mut n = 0u64;
             while Instant::now() < deadline {
-                match call {
-                    Call::Lookup => lookup(&mut client, ticket(&["v0"], &keys.take(1)), 1).await,
-                    Call::Nothing => nothing(&mut client).await,
-                }
+                caller.call(call, &mut keys).await;
                 n += 1;
             }
             n
@@ -242,34 +275,6 @@ mod bare {
     }
 }
 
-/// Calls per second from `THROUGHPUT_CLIENTS` bare HTTP/2 clients, a connection each.
-async fn bare_throughput(addr: std::net::SocketAddr, call: Call) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(THROUGHPUT_SECS);
-    let mut tasks = Vec::new();
-    for c in 0..THROUGHPUT_CLIENTS {
-        tasks.push(tokio::spawn(async move {
-            let mut connection = bare::connect(addr).await;
-            let mut keys = Keys(0x1234_5678 + c as u64);
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                match call {
-                    Call::Lookup => {
-                        bare::lookup(&mut connection, &ticket(&["v0"], &keys.take(1)), 1).await
-                    }
-                    Call::Nothing => bare::nothing(&mut connection).await,
-                }
-                n += 1;
-            }
-            n
-        }));
-    }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.expect("client task");
-    }
-    total as f64 / THROUGHPUT_SECS as f64
-}
-
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -323,11 +328,11 @@ fn main() {
         let one = latency(addr, Call::Lookup, &["v0"], 1).await;
         let hundred = latency(addr, Call::Lookup, &["v0", "v1", "v2"], 100).await;
         let empty = latency(addr, Call::Nothing, &[], 0).await;
-        let rate = throughput(addr, false, Call::Lookup).await;
-        let shared_rate = throughput(addr, true, Call::Lookup).await;
-        let floor = throughput(addr, false, Call::Nothing).await;
-        let bare_rate = bare_throughput(addr, Call::Lookup).await;
-        let bare_floor = bare_throughput(addr, Call::Nothing).await;
+        let rate = throughput(addr, Clients::OwnConnections, Call::Lookup).await;
+        let shared_rate = throughput(addr, Clients::SharedConnection, Call::Lookup).await;
+        let floor = throughput(addr, Clients::OwnConnections, Call::Nothing).await;
+        let bare_rate = throughput(addr, Clients::Bare, Call::Lookup).await;
+        let bare_floor = throughput(addr, Clients::Bare, Call::Nothing).await;
 
         println!("| lookup | p50 ms | p99 ms | p999 ms |");
         println!("|---|---|---|---|");
