@@ -3,7 +3,8 @@
 //! Precedence, lowest first: built-in defaults, a TOML file (`--config PATH` or `FLYWHEEL_CONFIG`),
 //! environment variables (`FLYWHEEL_LISTEN`, `FLYWHEEL_WAREHOUSE`, `FLYWHEEL_LOG`,
 //! `FLYWHEEL_AUTH_TOKEN`, `FLYWHEEL_AUTH_USER`, `FLYWHEEL_AUTH_PASSWORD`, `FLYWHEEL_TLS_CERT`,
-//! `FLYWHEEL_TLS_KEY`, `FLYWHEEL_ONLINE_STORE`), command-line flags.
+//! `FLYWHEEL_TLS_KEY`, `FLYWHEEL_ONLINE_STORE`, `FLYWHEEL_MEMORY_LIMIT`,
+//! `FLYWHEEL_DOWNLOAD_CACHE_SIZE`, `FLYWHEEL_DOWNLOAD_CACHE_DIR`), command-line flags.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -37,7 +38,16 @@ pub struct Config {
     /// The most memory queries may hold, e.g. `4GiB`, `512MiB` or a byte count (default: no limit).
     /// Over it, sorts and aggregates spill to disk and ASOF JOINs match their right side in passes.
     pub memory_limit: Option<String>,
+    /// The most disk the download cache may use (repeated shard reads of pinned training sets
+    /// and tables are sent from it), e.g. `20GiB`; `0` switches it off (default: 8 GiB).
+    pub download_cache_size: Option<String>,
+    /// The download cache's folder (default: `_flywheel/download_cache` in a local warehouse;
+    /// an object-store warehouse has no cache unless this is set).
+    pub download_cache_dir: Option<String>,
 }
+
+/// The download cache's budget when none is configured.
+const DEFAULT_DOWNLOAD_CACHE_BYTES: u64 = 8 << 30;
 
 impl Default for Config {
     fn default() -> Self {
@@ -52,6 +62,8 @@ impl Default for Config {
             tls_key: None,
             online_store: None,
             memory_limit: None,
+            download_cache_size: None,
+            download_cache_dir: None,
         }
     }
 }
@@ -131,6 +143,16 @@ impl Config {
                 &flags.memory_limit,
                 &mut config.memory_limit,
             ),
+            (
+                "FLYWHEEL_DOWNLOAD_CACHE_SIZE",
+                &None,
+                &mut config.download_cache_size,
+            ),
+            (
+                "FLYWHEEL_DOWNLOAD_CACHE_DIR",
+                &None,
+                &mut config.download_cache_dir,
+            ),
         ];
         for (var, flag, field) in optional {
             if let Some(v) = flag.clone().or_else(|| env(var)) {
@@ -157,6 +179,7 @@ impl Config {
             return Err(Error::Config("auth_token is empty".into()));
         }
         self.memory_limit_bytes()?;
+        self.download_cache_bytes()?;
         Ok(())
     }
 
@@ -165,28 +188,24 @@ impl Config {
         let Some(text) = self.memory_limit.as_deref() else {
             return Ok(None);
         };
-        let t = text.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (number, unit) = t.split_at(split);
-        let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "k" | "kb" | "kib" => 1 << 10,
-            "m" | "mb" | "mib" => 1 << 20,
-            "g" | "gb" | "gib" => 1 << 30,
-            "t" | "tb" | "tib" => 1 << 40,
-            _ => 0,
-        };
-        let bytes = number
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(factor))
-            .filter(|&b| b > 0);
-        match bytes {
-            Some(b) => Ok(Some(usize::try_from(b).unwrap_or(usize::MAX))),
-            None => Err(Error::Config(format!(
+        match parse_size(text) {
+            Some(b) if b > 0 => Ok(Some(usize::try_from(b).unwrap_or(usize::MAX))),
+            _ => Err(Error::Config(format!(
                 "memory_limit `{text}` is not a size; e.g. 4GiB, 512MiB or 1073741824"
             ))),
         }
+    }
+
+    /// `download_cache_size` in bytes (0: no cache).
+    pub fn download_cache_bytes(&self) -> Result<u64> {
+        let Some(text) = self.download_cache_size.as_deref() else {
+            return Ok(DEFAULT_DOWNLOAD_CACHE_BYTES);
+        };
+        parse_size(text).ok_or_else(|| {
+            Error::Config(format!(
+                "download_cache_size `{text}` is not a size; e.g. 20GiB, 512MiB, or 0 for no cache"
+            ))
+        })
     }
 
     /// The credentials clients must present (none configured: everyone is accepted).
@@ -206,6 +225,22 @@ impl Config {
             ))
         })
     }
+}
+
+/// A byte count with an optional unit (`4GiB`, `512 MB`, `1000`); `None` when it is not one.
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(factor)
 }
 
 #[cfg(test)]
@@ -246,6 +281,23 @@ mod tests {
         assert!(
             Config::resolve(&Overrides::default(), |k| env.get(k).map(|v| v.to_string())).is_err()
         );
+    }
+
+    #[test]
+    fn download_cache_size_defaults_to_8_gib_and_zero_switches_it_off() {
+        let with = |v: &str| Config {
+            download_cache_size: Some(v.into()),
+            ..Config::default()
+        };
+        assert_eq!(Config::default().download_cache_bytes().ok(), Some(8 << 30));
+        assert_eq!(with("0").download_cache_bytes().ok(), Some(0));
+        assert_eq!(with("20GiB").download_cache_bytes().ok(), Some(20 << 30));
+        let error = with("lots").download_cache_bytes().expect_err("not a size");
+        assert!(error.to_string().contains("download_cache_size"), "{error}");
+        let env: HashMap<&str, &str> = [("FLYWHEEL_DOWNLOAD_CACHE_SIZE", "0")].into();
+        let config = Config::resolve(&Overrides::default(), |k| env.get(k).map(|v| v.to_string()))
+            .expect("resolves");
+        assert_eq!(config.download_cache_bytes().ok(), Some(0));
     }
 
     #[test]

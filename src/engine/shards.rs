@@ -193,6 +193,22 @@ impl PinnedTable {
             self.version
         )
     }
+
+    /// The table and version of a query made by [`PinnedTable::query`]; `None` for any other
+    /// query.
+    pub fn parse_query(sql: &str) -> Option<(String, u64)> {
+        let rest = sql.strip_prefix("SELECT * FROM \"")?;
+        let (quoted, version) = rest.rsplit_once("\" VERSION AS OF ")?;
+        let version: u64 = version.parse().ok()?;
+        let name = quoted.replace("\"\"", "\"");
+        let pinned = PinnedTable {
+            name,
+            version,
+            files: 0,
+        };
+        // Only an exact round trip: `"a"" b"` and similar oddities are not this query.
+        (pinned.query() == sql).then_some((pinned.name, version))
+    }
 }
 
 impl Engine {
@@ -213,5 +229,49 @@ impl Engine {
             version: table.version().unwrap_or(0),
             files,
         })
+    }
+
+    /// The Delta id of table `name` (a table dropped and created again gets a new one), checking
+    /// that `version` exists.
+    pub async fn table_id(&self, name: &str, version: u64) -> Result<String> {
+        self.registry().refresh().await?;
+        let entry =
+            self.registry()
+                .table(name)
+                .ok_or_else(|| flywheel_catalog::Error::TableNotFound {
+                    name: name.to_string(),
+                })?;
+        let target = flywheel_catalog::TravelTarget::Version(version);
+        let table = flywheel_catalog::load_table(&entry, Some(&target)).await?;
+        Ok(table.snapshot()?.metadata().id().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PinnedTable;
+
+    #[test]
+    fn pinned_queries_parse_back() {
+        for name in ["fraud_train", "odd \"name\"", "a\" VERSION AS OF 1"] {
+            let pinned = PinnedTable {
+                name: name.into(),
+                version: 7,
+                files: 1,
+            };
+            assert_eq!(
+                PinnedTable::parse_query(&pinned.query()),
+                Some((name.to_string(), 7))
+            );
+        }
+        for other in [
+            "SELECT * FROM \"t\"",
+            "SELECT * FROM \"t\" VERSION AS OF x",
+            "SELECT * FROM \"t\" VERSION AS OF 1 WHERE true",
+            "SELECT a FROM \"t\" VERSION AS OF 1",
+            "SELECT * FROM \"t\" VERSION AS OF 01",
+        ] {
+            assert_eq!(PinnedTable::parse_query(other), None, "{other}");
+        }
     }
 }

@@ -5,7 +5,8 @@
 //! message is the ticket). Tickets answered by a stream of record batches (statements, shard
 //! reads, online lookups) are encoded by [`messages`](super::messages) from the batches' own
 //! buffers; other tickets (catalog metadata) run through the Flight SQL dispatch as before, and
-//! only their framing is done here. Credentials are already checked: this route sits inside the
+//! only their framing is done here. Shard reads of pinned table versions go through the
+//! [`download_cache`](super::download_cache) when the server has one. Credentials are already checked: this route sits inside the
 //! authentication interceptor.
 
 use std::convert::Infallible;
@@ -28,9 +29,11 @@ use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
 use tower_service::Service;
 
+use super::download_cache::{DownloadCache, Lookup};
 use super::grpc_body;
 use super::messages::{self, Message};
 use super::service::{BatchStream, FlywheelFlightSqlService, encode};
+use super::shards::SHARD_TICKET_TYPE;
 
 /// The gRPC path of `DoGet`.
 const DO_GET_PATH: &str = "/arrow.flight.protocol.FlightService/DoGet";
@@ -42,6 +45,7 @@ pub(super) struct DoGetRoute<S> {
     /// Shared: the router clones this route for every call.
     service: Arc<FlywheelFlightSqlService>,
     max_request_bytes: usize,
+    cache: Option<Arc<DownloadCache>>,
 }
 
 impl<S> DoGetRoute<S> {
@@ -49,11 +53,13 @@ impl<S> DoGetRoute<S> {
         inner: S,
         service: FlywheelFlightSqlService,
         max_request_bytes: usize,
+        cache: Option<Arc<DownloadCache>>,
     ) -> Self {
         Self {
             inner,
             service: Arc::new(service),
             max_request_bytes,
+            cache,
         }
     }
 }
@@ -81,8 +87,9 @@ where
         }
         let service = Arc::clone(&self.service);
         let limit = self.max_request_bytes;
+        let cache = self.cache.clone();
         async move {
-            Ok(do_get(service, request, limit)
+            Ok(do_get(service, cache, request, limit)
                 .await
                 .unwrap_or_else(Status::into_http))
         }
@@ -93,12 +100,24 @@ where
 /// Answers one `DoGet`.
 async fn do_get(
     service: Arc<FlywheelFlightSqlService>,
+    cache: Option<Arc<DownloadCache>>,
     request: http::Request<Body>,
     limit: usize,
 ) -> Result<http::Response<Body>, Status> {
     let (parts, body) = request.into_parts();
     let ticket = read_ticket(body, limit).await?;
     let command = Any::decode(ticket.ticket.clone()).ok();
+    let mut recorder = None;
+    if let (Some(cache), Some(command)) = (&cache, &command)
+        && command.type_url == SHARD_TICKET_TYPE
+        && let Some(key) = service.shard_cache_key(&command.value).await?
+    {
+        match cache.lookup(&key).await {
+            Lookup::Hit(messages) => return Ok(grpc_body::response(messages)),
+            Lookup::Miss(r) => recorder = Some(r),
+            Lookup::Uncached => {}
+        }
+    }
     let batches = match &command {
         Some(command) => service.ticket_batches(command).await,
         None => None,
@@ -120,6 +139,10 @@ async fn do_get(
                 .map(|data| data.and_then(messages::flight_data_message))
                 .boxed()
         }
+    };
+    let messages = match recorder {
+        Some(recorder) => recorder.tee(messages),
+        None => messages,
     };
     Ok(grpc_body::response(messages))
 }

@@ -11,6 +11,7 @@
 
 mod auth;
 mod do_get;
+mod download_cache;
 mod grpc_body;
 mod ingest;
 mod messages;
@@ -33,6 +34,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 pub use auth::{AuthInterceptor, Authenticator, Credentials};
+pub use download_cache::DownloadCacheOptions;
 pub use service::FlywheelFlightSqlService;
 pub use shards::{SHARD_TICKET_TYPE, ShardTicket};
 pub use status::to_status;
@@ -52,6 +54,15 @@ pub struct ServeOptions {
     pub credentials: Credentials,
     /// PEM certificate chain and private key.
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Where repeated shard reads of pinned table versions are cached (default: off; the
+    /// `flywheel serve` default is 8 GiB in the warehouse).
+    pub download_cache: DownloadCacheOptions,
+}
+
+impl Default for DownloadCacheOptions {
+    fn default() -> Self {
+        Self::OFF
+    }
 }
 
 impl ServeOptions {
@@ -68,6 +79,10 @@ impl ServeOptions {
         Ok(Self {
             credentials: config.credentials(),
             tls,
+            download_cache: DownloadCacheOptions {
+                dir: config.download_cache_dir.as_ref().map(Into::into),
+                max_bytes: config.download_cache_bytes()?,
+            },
         })
     }
 
@@ -101,11 +116,12 @@ pub async fn serve_with(
     let addr = listener.local_addr()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let authenticator = Authenticator::new(options.credentials.clone());
+    let cache = open_download_cache(&engine, &options.download_cache)?;
     let flight_sql = FlywheelFlightSqlService::with_auth(engine, Arc::clone(&authenticator));
     let service = FlightServiceServer::new(flight_sql.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let service = do_get::DoGetRoute::new(service, flight_sql, MAX_MESSAGE_BYTES);
+    let service = do_get::DoGetRoute::new(service, flight_sql, MAX_MESSAGE_BYTES, cache);
     let service = tonic::service::interceptor::InterceptedService::new(
         service,
         AuthInterceptor { authenticator },
@@ -148,6 +164,40 @@ pub async fn serve_with(
     }
     info!("Flight SQL server stopped");
     Ok(())
+}
+
+/// Opens the download cache `options` ask for: `None` when it is off, or when the warehouse is
+/// not a local folder and no folder was given.
+fn open_download_cache(
+    engine: &Engine,
+    options: &DownloadCacheOptions,
+) -> Result<Option<Arc<download_cache::DownloadCache>>> {
+    if options.max_bytes == 0 {
+        return Ok(None);
+    }
+    let dir = match &options.dir {
+        Some(dir) => dir.clone(),
+        None => match engine.registry().warehouse().root().to_file_path() {
+            Ok(root) => root.join("_flywheel").join("download_cache"),
+            Err(()) => {
+                info!(
+                    "no download cache: the warehouse is not a local folder; set \
+                     download_cache_dir to a local one to cache repeated training-set reads"
+                );
+                return Ok(None);
+            }
+        },
+    };
+    let cache =
+        download_cache::DownloadCache::open(dir.clone(), options.max_bytes).map_err(|e| {
+            Error::Config(format!(
+                "cannot open the download cache folder `{}`: {e}; set download_cache_dir to a \
+             writable folder, or download_cache_size = \"0\" to switch the cache off",
+                dir.display()
+            ))
+        })?;
+    info!(dir = %dir.display(), max_bytes = options.max_bytes, "download cache");
+    Ok(Some(Arc::new(cache)))
 }
 
 /// Largest message a call may send or receive.

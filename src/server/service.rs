@@ -35,10 +35,11 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
 use super::auth::Authenticator;
+use super::download_cache::CacheKey;
 use super::sql_info::{SQL_INFO, XDBC_TYPE_INFO};
 use super::tickets::{Statement, StatementTicket};
 use super::{ingest, metadata, shards, to_status};
-use crate::engine::Planned;
+use crate::engine::{PinnedTable, Planned};
 use crate::{Engine, Error, Output};
 
 type DoGetStream = <FlywheelFlightSqlService as FlightService>::DoGetStream;
@@ -162,6 +163,28 @@ impl FlywheelFlightSqlService {
             .await
             .map_err(to_status)?;
         Ok((batches.schema(), engine_batches(batches)))
+    }
+
+    /// The download-cache key of a shard ticket that reads a pinned table version (what
+    /// `training_set` and `table` descriptors hand out); `None` for other queries, whose answers
+    /// may change.
+    pub(super) async fn shard_cache_key(&self, ticket: &[u8]) -> Result<Option<CacheKey>, Status> {
+        let ticket = shards::ShardTicket::from_any_value(ticket).map_err(to_status)?;
+        let Some((name, version)) = PinnedTable::parse_query(&ticket.sql) else {
+            return Ok(None);
+        };
+        let table_id = self
+            .engine
+            .table_id(&name, version)
+            .await
+            .map_err(to_status)?;
+        Ok(Some(CacheKey {
+            table_id,
+            version,
+            shard: ticket.shard,
+            shards: ticket.shards,
+            partitions: ticket.partitions,
+        }))
     }
 
     /// One online lookup: the answer is one record batch.

@@ -489,6 +489,115 @@ async fn shards_hold_every_row_exactly_once() {
     server.stop().await.expect("clean shutdown");
 }
 
+/// The download cache's entries (`.flight` files), waiting until there are `n`: a recording is put
+/// in place just after its answer was sent.
+async fn cache_entries(dir: &std::path::Path, n: usize) -> Vec<String> {
+    let list = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".flight"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    for _ in 0..300 {
+        if list().len() >= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    list()
+}
+
+#[tokio::test]
+async fn repeated_shard_reads_are_sent_from_the_download_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let warehouse = dir.path().join("wh");
+    let cache = dir.path().join("cache");
+    let options = ServeOptions {
+        download_cache: flywheel::server::DownloadCacheOptions {
+            dir: Some(cache.clone()),
+            max_bytes: 1 << 30,
+        },
+        ..ServeOptions::default()
+    };
+    let server = TestServer::start_with(&warehouse, options).await;
+    create_objects(&server).await;
+    let mut sql = server.sql_client().await;
+    let mut flight = server.flight_client().await;
+    let whole = sorted_rows(&query(&mut sql, "SELECT * FROM fraud_train").await);
+    let info = flight
+        .get_flight_info(path(&["training_set", "fraud_train", "shards=2"]))
+        .await
+        .expect("info")
+        .into_inner();
+    let rows = |shards: Vec<Vec<RecordBatch>>| {
+        let mut rows: Vec<String> = shards.iter().flat_map(|s| sorted_rows(s)).collect();
+        rows.sort();
+        rows
+    };
+
+    // The first read records each shard; a query that may change is not recorded.
+    assert_eq!(rows(read_endpoints(&mut flight, &info).await), whole);
+    let q = path(&["sql", "SELECT * FROM fraud_train"]);
+    let sql_info = flight.get_flight_info(q).await.expect("info").into_inner();
+    read_endpoints(&mut flight, &sql_info).await;
+    let entries = cache_entries(&cache, 2).await;
+    assert_eq!(entries.len(), 2, "{entries:?}");
+
+    // Later reads are sent from the entries, without the table's files: remove them and read
+    // the same version again.
+    let table_dir = warehouse.join("tables").join("fraud_train");
+    let mut removed = 0;
+    for file in std::fs::read_dir(&table_dir)
+        .expect("table folder")
+        .flatten()
+    {
+        if file.path().extension().is_some_and(|e| e == "parquet") {
+            std::fs::remove_file(file.path()).expect("removes");
+            removed += 1;
+        }
+    }
+    assert!(removed > 0, "the training set has data files");
+    assert_eq!(rows(read_endpoints(&mut flight, &info).await), whole);
+
+    // An entry never outlives its table: a table created again under the same name, at the same
+    // version number, is read afresh.
+    for statement in [
+        "CREATE TABLE t AS SELECT 1 AS x",
+        "DROP TABLE t",
+        "CREATE TABLE t AS SELECT 2 AS x",
+    ] {
+        if statement.starts_with("DROP") {
+            let info = flight
+                .get_flight_info(path(&["table", "t", "version=0"]))
+                .await
+                .expect("info")
+                .into_inner();
+            let first = read_endpoints(&mut flight, &info).await;
+            assert_eq!(single_i64(&first.concat()), 1);
+            cache_entries(&cache, 3).await;
+        }
+        sql.execute_update(statement.into(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    let info = flight
+        .get_flight_info(path(&["table", "t", "version=0"]))
+        .await
+        .expect("info")
+        .into_inner();
+    assert_eq!(
+        single_i64(&read_endpoints(&mut flight, &info).await.concat()),
+        2
+    );
+    server.stop().await.expect("clean shutdown");
+}
+
 #[tokio::test]
 async fn credentials_are_required_when_configured() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -498,6 +607,7 @@ async fn credentials_are_required_when_configured() {
             user: Some(("ada".into(), "lovelace".into())),
         },
         tls: None,
+        ..ServeOptions::default()
     };
     let server = TestServer::start_with(dir.path(), options).await;
 
@@ -616,6 +726,7 @@ async fn tls_serves_clients_that_trust_the_certificate() {
     let options = ServeOptions {
         credentials: Credentials::default(),
         tls: Some((pem.clone(), std::fs::read(&key).expect("key"))),
+        ..ServeOptions::default()
     };
     let server = TestServer::start_with(&dir.path().join("wh"), options).await;
     let tls = tonic::transport::ClientTlsConfig::new()

@@ -1,0 +1,539 @@
+//! A disk cache of encoded shard reads: a training set downloaded again is sent from a file.
+//!
+//! A shard read of a pinned table version (what `training_set` and `table` descriptors hand out)
+//! always answers with the same rows, so its encoded answer, the gRPC body the client receives,
+//! can be kept and sent again: a training job reads its training set once per epoch, per worker
+//! and per trial of a sweep. A replay skips Parquet decoding and IPC framing: the server reads a
+//! file and writes it to the socket.
+//!
+//! - **Key.** The table's Delta id (a drop and a re-create give a new one, so an entry never
+//!   outlives its table), the version, the shard, the shard count and the partition count, plus
+//!   [`FORMAT`] (bumped whenever the bytes sent for the same rows change).
+//! - **Recording.** The first read of a key is answered as usual, and its messages are also
+//!   written, on a blocking thread, to a temporary file renamed into place once the whole answer
+//!   was sent. An answer that fails, that the client abandons, or that outgrows the cache is not
+//!   kept.
+//! - **Entries** are the gRPC body followed by a 16-byte trailer (a magic number and the body's
+//!   length); a file without a valid trailer (cut short by a crash, edited by hand) is removed and
+//!   the read is answered live.
+//! - **Size.** After each recording, the least recently used entries (by modification time,
+//!   which a replay refreshes) are removed until the cache holds at most its byte budget.
+//!   Several servers on one warehouse may share the folder: entries are immutable and renamed
+//!   into place whole.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio::sync::mpsc;
+use tonic::Status;
+use tracing::{debug, info, warn};
+
+use super::messages::Message;
+
+/// Version of the entry format and of the encoding it holds.
+pub const FORMAT: u32 = 1;
+
+/// Ends every entry: the magic number, then the body's length (little-endian u64).
+const MAGIC: &[u8; 8] = b"FWDLC\x00\x00\x01";
+const TRAILER_BYTES: u64 = 16;
+
+/// Entry files end in this.
+const EXTENSION: &str = "flight";
+
+/// A replay reads and sends the file in pieces of this size.
+const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Pieces read ahead of the socket during a replay, and messages queued for the recorder.
+const QUEUE: usize = 8;
+
+/// Temporary files older than this, left by a crashed recording, are removed at start.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
+
+/// Where the cache lives and how much it may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadCacheOptions {
+    /// The folder (`None`: `<warehouse>/_flywheel/download_cache` for a local warehouse).
+    pub dir: Option<PathBuf>,
+    /// The byte budget; 0 switches the cache off.
+    pub max_bytes: u64,
+}
+
+impl DownloadCacheOptions {
+    /// No cache.
+    pub const OFF: Self = Self {
+        dir: None,
+        max_bytes: 0,
+    };
+}
+
+/// What identifies one cached answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheKey {
+    pub table_id: String,
+    pub version: u64,
+    pub shard: usize,
+    pub shards: usize,
+    pub partitions: usize,
+}
+
+impl CacheKey {
+    /// The entry's file name; `None` when the table id holds characters unfit for one.
+    fn file_name(&self) -> Option<String> {
+        let safe = !self.table_id.is_empty()
+            && self
+                .table_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        safe.then(|| {
+            format!(
+                "f{FORMAT}-{}-v{}-s{}of{}-p{}.{EXTENSION}",
+                self.table_id, self.version, self.shard, self.shards, self.partitions
+            )
+        })
+    }
+}
+
+/// The cache: a folder of entries and its byte budget.
+#[derive(Debug)]
+pub struct DownloadCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    /// Makes temporary file names unique within the process.
+    counter: AtomicU64,
+}
+
+impl DownloadCache {
+    /// Opens (creating) the cache folder and removes temporary files left by crashed recordings.
+    pub fn open(dir: PathBuf, max_bytes: u64) -> io::Result<Self> {
+        fs::create_dir_all(&dir)?;
+        let now = SystemTime::now();
+        for entry in fs::read_dir(&dir)?.flatten() {
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > STALE_TEMP);
+            if is_temp(&entry.path()) && stale {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(Self {
+            dir,
+            max_bytes,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// What to do with a read of `key`: replay its entry, or answer live and record.
+    pub async fn lookup(self: &Arc<Self>, key: &CacheKey) -> Lookup {
+        let Some(name) = key.file_name() else {
+            return Lookup::Uncached;
+        };
+        let path = self.dir.join(&name);
+        let opened = tokio::task::spawn_blocking(move || open_entry(&path)).await;
+        match opened {
+            Ok(Ok(Some((file, len)))) => {
+                debug!(entry = %name, bytes = len, "download cache: replaying");
+                Lookup::Hit(replay(file, len))
+            }
+            Ok(Ok(None)) => Lookup::Miss(Recorder {
+                cache: Arc::clone(self),
+                name,
+            }),
+            Ok(Err(e)) => {
+                warn!(entry = %name, error = %e, "download cache: cannot read an entry; answering live");
+                Lookup::Uncached
+            }
+            Err(_) => Lookup::Uncached,
+        }
+    }
+
+    fn temp_path(&self, name: &str) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        self.dir
+            .join(format!("{name}.tmp-{}-{n}", std::process::id()))
+    }
+
+    /// Removes the least recently used entries until the cache fits its budget.
+    fn evict(&self) -> io::Result<()> {
+        let mut entries = Vec::new();
+        for entry in fs::read_dir(&self.dir)?.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == EXTENSION)
+                && let Ok(meta) = entry.metadata()
+            {
+                let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                entries.push((used, meta.len(), path));
+            }
+        }
+        let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
+        entries.sort();
+        for (_, len, path) in entries {
+            if total <= self.max_bytes {
+                break;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => debug!(entry = %path.display(), "download cache: evicted"),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            total = total.saturating_sub(len);
+        }
+        Ok(())
+    }
+}
+
+fn is_temp(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.contains(&format!(".{EXTENSION}.tmp-")))
+}
+
+/// The outcome of [`DownloadCache::lookup`].
+pub enum Lookup {
+    /// The entry's messages.
+    Hit(BoxStream<'static, Result<Message, Status>>),
+    /// No entry yet: answer live through this recorder.
+    Miss(Recorder),
+    /// Not cacheable, or the cache could not be read.
+    Uncached,
+}
+
+/// Opens a valid entry: the file and its body's length. `Ok(None)` when there is none (an
+/// invalid one is removed).
+fn open_entry(path: &Path) -> io::Result<Option<(File, u64)>> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let mut trailer = [0u8; TRAILER_BYTES as usize];
+    let valid = len >= TRAILER_BYTES && {
+        file.seek(SeekFrom::Start(len - TRAILER_BYTES))?;
+        file.read_exact(&mut trailer)?;
+        let (magic, body) = trailer.split_at(8);
+        let body = u64::from_le_bytes(body.try_into().unwrap_or_default());
+        magic == MAGIC && body == len - TRAILER_BYTES
+    };
+    if !valid {
+        warn!(entry = %path.display(), "download cache: removing an invalid entry");
+        fs::remove_file(path)?;
+        return Ok(None);
+    }
+    file.seek(SeekFrom::Start(0))?;
+    // The last use, for eviction.
+    if let Err(e) = file.set_modified(SystemTime::now()) {
+        debug!(entry = %path.display(), error = %e, "download cache: cannot touch an entry");
+    }
+    Ok(Some((file, len - TRAILER_BYTES)))
+}
+
+/// Sends an entry's body: read ahead on a blocking thread, a piece at a time.
+fn replay(file: File, len: u64) -> BoxStream<'static, Result<Message, Status>> {
+    let (tx, rx) = mpsc::channel::<Result<Message, Status>>(QUEUE);
+    tokio::task::spawn_blocking(move || {
+        let mut file = file.take(len);
+        let mut left = len;
+        while left > 0 {
+            let want = CHUNK_BYTES.min(usize::try_from(left).unwrap_or(CHUNK_BYTES));
+            // Read into spare capacity: the buffer is never zero-filled first.
+            let mut chunk = Vec::with_capacity(want);
+            let piece = match (&mut file).take(want as u64).read_to_end(&mut chunk) {
+                Ok(0) => Err(Status::internal(
+                    "internal error: a download cache entry ended early",
+                )),
+                Ok(n) => {
+                    left -= n as u64;
+                    Ok(vec![Bytes::from(chunk)])
+                }
+                Err(e) => Err(Status::internal(format!(
+                    "internal error: cannot read a download cache entry: {e}"
+                ))),
+            };
+            let failed = piece.is_err();
+            // The client hung up, or the read failed: stop.
+            if tx.blocking_send(piece).is_err() || failed {
+                break;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
+}
+
+/// Records one live answer into a new entry.
+pub struct Recorder {
+    cache: Arc<DownloadCache>,
+    name: String,
+}
+
+/// What the answer's stream tells the recording thread.
+enum Record {
+    Message(Message),
+    /// The whole answer was sent.
+    Done,
+}
+
+impl Recorder {
+    /// `messages`, also written to the entry; the entry is kept only if they all succeed.
+    pub fn tee(
+        self,
+        messages: BoxStream<'static, Result<Message, Status>>,
+    ) -> BoxStream<'static, Result<Message, Status>> {
+        self.tee_joined(messages).0
+    }
+
+    /// [`Recorder::tee`], and the recording thread, which ends once the entry is in place or
+    /// given up.
+    fn tee_joined(
+        self,
+        messages: BoxStream<'static, Result<Message, Status>>,
+    ) -> (
+        BoxStream<'static, Result<Message, Status>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, rx) = mpsc::channel::<Record>(QUEUE);
+        let writer = tokio::task::spawn_blocking(move || self.write(rx));
+        let messages =
+            futures::stream::unfold((messages, Some(tx)), |(mut messages, mut tx)| async move {
+                match messages.next().await {
+                    Some(Ok(message)) => {
+                        if let Some(sender) = &tx
+                            && sender.send(Record::Message(message.clone())).await.is_err()
+                        {
+                            // The recording gave up (too large, disk error); keep serving.
+                            tx = None;
+                        }
+                        Some((Ok(message), (messages, tx)))
+                    }
+                    // Dropping the sender without `Done` discards the recording.
+                    Some(Err(status)) => Some((Err(status), (messages, None))),
+                    None => {
+                        if let Some(sender) = tx {
+                            let _ = sender.send(Record::Done).await;
+                        }
+                        None
+                    }
+                }
+            })
+            .boxed();
+        (messages, writer)
+    }
+
+    /// The recording thread: writes messages until `Done`, then puts the entry in place.
+    fn write(self, mut rx: mpsc::Receiver<Record>) {
+        let temp = self.cache.temp_path(&self.name);
+        let result = self.record(&temp, &mut rx);
+        match result {
+            Ok(Some(bytes)) => {
+                let path = self.cache.dir.join(&self.name);
+                match fs::rename(&temp, &path) {
+                    Ok(()) => {
+                        info!(entry = %self.name, bytes, "download cache: recorded");
+                        if let Err(e) = self.cache.evict() {
+                            warn!(error = %e, "download cache: cannot evict old entries");
+                        }
+                    }
+                    Err(e) => {
+                        warn!(entry = %self.name, error = %e, "download cache: cannot keep an entry");
+                        let _ = fs::remove_file(&temp);
+                    }
+                }
+            }
+            Ok(None) => {
+                let _ = fs::remove_file(&temp);
+            }
+            Err(e) => {
+                warn!(entry = %self.name, error = %e, "download cache: cannot record an entry");
+                let _ = fs::remove_file(&temp);
+            }
+        }
+    }
+
+    /// Writes the entry to `temp`: `Some(body bytes)` when complete, `None` when abandoned.
+    fn record(&self, temp: &Path, rx: &mut mpsc::Receiver<Record>) -> io::Result<Option<u64>> {
+        let mut out = BufWriter::with_capacity(CHUNK_BYTES, File::create(temp)?);
+        let mut len: u64 = 0;
+        while let Some(record) = rx.blocking_recv() {
+            match record {
+                Record::Message(message) => {
+                    for piece in &message {
+                        len += piece.len() as u64;
+                        if len + TRAILER_BYTES > self.cache.max_bytes {
+                            debug!(entry = %self.name, budget = self.cache.max_bytes,
+                                "download cache: answer larger than the cache; not kept");
+                            return Ok(None);
+                        }
+                        out.write_all(piece)?;
+                    }
+                }
+                Record::Done => {
+                    out.write_all(MAGIC)?;
+                    out.write_all(&len.to_le_bytes())?;
+                    out.into_inner().map_err(|e| e.into_error())?;
+                    return Ok(Some(len));
+                }
+            }
+        }
+        // The answer stopped before its end.
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::TryStreamExt;
+    use futures::stream;
+
+    use super::*;
+
+    fn key(shard: usize) -> CacheKey {
+        CacheKey {
+            table_id: "0f8e-42".into(),
+            version: 3,
+            shard,
+            shards: 2,
+            partitions: 2,
+        }
+    }
+
+    fn messages(pieces: &[&'static [u8]]) -> BoxStream<'static, Result<Message, Status>> {
+        let messages: Vec<Result<Message, Status>> = pieces
+            .iter()
+            .map(|p| Ok(vec![Bytes::from_static(p), Bytes::from_static(b"|")]))
+            .collect();
+        stream::iter(messages).boxed()
+    }
+
+    async fn body(messages: BoxStream<'static, Result<Message, Status>>) -> Vec<u8> {
+        let messages: Vec<Message> = messages.try_collect().await.expect("messages");
+        messages.into_iter().flatten().flatten().collect()
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Records `pieces` under `key` and waits until the entry is in place (or not kept).
+    async fn record(cache: &Arc<DownloadCache>, key: &CacheKey, pieces: &[&'static [u8]]) {
+        let Lookup::Miss(recorder) = cache.lookup(key).await else {
+            panic!("expected a miss");
+        };
+        let (sent, writer) = recorder.tee_joined(messages(pieces));
+        assert_eq!(
+            body(sent).await,
+            body(messages(pieces)).await,
+            "the live answer is unchanged"
+        );
+        writer.await.expect("the recording thread ends");
+    }
+
+    #[tokio::test]
+    async fn a_recorded_answer_is_replayed_byte_for_byte() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Arc::new(DownloadCache::open(dir.path().into(), 1 << 20).expect("opens"));
+        record(&cache, &key(0), &[b"schema", b"batch one", b"batch two"]).await;
+        let Lookup::Hit(replayed) = cache.lookup(&key(0)).await else {
+            panic!("expected a hit");
+        };
+        assert_eq!(body(replayed).await, b"schema|batch one|batch two|");
+        assert!(
+            matches!(cache.lookup(&key(1)).await, Lookup::Miss(_)),
+            "another shard is another entry"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_answer_is_not_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Arc::new(DownloadCache::open(dir.path().into(), 1 << 20).expect("opens"));
+        let Lookup::Miss(recorder) = cache.lookup(&key(0)).await else {
+            panic!("expected a miss");
+        };
+        let failing = messages(&[b"schema"])
+            .chain(stream::iter([Err(Status::internal("disk on fire"))]))
+            .boxed();
+        let (sent, writer) = recorder.tee_joined(failing);
+        let sent: Vec<_> = sent.collect().await;
+        assert!(sent.last().is_some_and(|r| r.is_err()));
+        writer.await.expect("the recording thread ends");
+        assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+        assert!(matches!(cache.lookup(&key(0)).await, Lookup::Miss(_)));
+    }
+
+    #[tokio::test]
+    async fn an_entry_cut_short_is_removed_and_answered_live() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Arc::new(DownloadCache::open(dir.path().into(), 1 << 20).expect("opens"));
+        record(&cache, &key(0), &[b"schema", b"batch"]).await;
+        let [name] = &entries(dir.path())[..] else {
+            panic!("one entry expected: {:?}", entries(dir.path()));
+        };
+        let path = dir.path().join(name);
+        let bytes = fs::read(&path).expect("entry");
+        fs::write(&path, &bytes[..bytes.len() - 1]).expect("truncates");
+        assert!(matches!(cache.lookup(&key(0)).await, Lookup::Miss(_)));
+        assert!(!path.exists(), "the invalid entry is removed");
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_entries_leave_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let piece: &'static [u8] = &[7u8; 400];
+        // Room for two entries of ~420 bytes, not three.
+        let cache = Arc::new(DownloadCache::open(dir.path().into(), 1000).expect("opens"));
+        record(&cache, &key(0), &[piece]).await;
+        record(&cache, &key(1), &[piece]).await;
+        // Make entry 1 the older one, then use entry 0.
+        let old = SystemTime::now() - Duration::from_secs(60);
+        for name in entries(dir.path()) {
+            let file = File::options()
+                .write(true)
+                .open(dir.path().join(&name))
+                .expect("entry");
+            file.set_modified(old).expect("touch");
+        }
+        assert!(matches!(cache.lookup(&key(0)).await, Lookup::Hit(_)));
+        let third = CacheKey {
+            version: 4,
+            ..key(0)
+        };
+        record(&cache, &third, &[piece]).await;
+        let left = entries(dir.path());
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left.iter().all(|n| !n.contains("-v3-s1of2")), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_budget_is_not_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Arc::new(DownloadCache::open(dir.path().into(), 100).expect("opens"));
+        record(&cache, &key(0), &[&[1u8; 200]]).await;
+        assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+    }
+
+    #[test]
+    fn table_ids_unfit_for_file_names_are_not_cached() {
+        let mut k = key(0);
+        k.table_id = "../../etc".into();
+        assert_eq!(k.file_name(), None);
+        assert_eq!(
+            key(0).file_name().as_deref(),
+            Some("f1-0f8e-42-v3-s0of2-p2.flight")
+        );
+    }
+}
