@@ -8,10 +8,14 @@ The first run creates a table of about SIZE_GB of Arrow data in WORKDIR's wareho
 ADBC `adbc_ingest`, one commit) and reuses it afterwards. Each measurement is a full download into a
 `pyarrow.Table` in this process: through `FlightDescriptor.for_path("table", NAME, "shards=N")` with N
 readers (one client each; one stream on the calling thread, shards on a pool of threads kept
-across downloads), and `pyarrow.dataset` over the table's Parquet files. The
-script prints the median seconds, GB/s, the ratio to the local read, and the server's peak resident
-memory (a streaming server stays far below the table's size). GB/s is always the table's size as
-`pyarrow.dataset` reads it (strings as plain strings), whatever form a reader receives.
+across downloads), and `pyarrow.dataset` over the table's Parquet files. Downloads are measured from
+a server without the download cache (`FLYWHEEL_DOWNLOAD_CACHE_SIZE=0`: every read decodes the
+Parquet files), then from a default server: first reads (the cache emptied before each, so each
+read decodes and records) and reads again (sent from the cache). The script prints the median
+seconds, GB/s, the ratio to the local read, the server's and this client's CPU seconds per GB, and
+the server's peak resident memory (a streaming server stays far below the table's size). GB/s is
+always the table's size as `pyarrow.dataset` reads it (strings as plain strings), whatever form a
+reader receives.
 
 `--keep-client-memory` runs this client with glibc's malloc told to keep freed memory
 (`MALLOC_TRIM_THRESHOLD_`, `MALLOC_MMAP_THRESHOLD_`). pyarrow.flight receives each message into
@@ -23,7 +27,7 @@ pool (mimalloc), which keeps its memory. With the flag both readers run on warm 
 strings come back as string views).
 
 With `--baseline OTHER_BINARY` it then compares two builds side by side: both servers run on the same
-warehouse and one-stream downloads alternate between them, REPEAT rounds, so both see the same noise.
+warehouse, without the download cache, and one-stream downloads alternate between them, REPEAT rounds, so both see the same noise.
 It prints medians of GB/s and of CPU seconds per GB, the server's (from /proc) and this client's.
 """
 import argparse
@@ -52,12 +56,14 @@ ROWS_PER_BATCH = 100_000
 FEATURES = 10
 
 
-def start_server(binary: str, warehouse: Path):
+def start_server(binary: str, warehouse: Path, cache: bool = True):
+    env = dict(os.environ, **({} if cache else {"FLYWHEEL_DOWNLOAD_CACHE_SIZE": "0"}))
     proc = subprocess.Popen(
         [binary, "--warehouse", str(warehouse), "serve", "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        env=env,
     )
     banner = proc.stdout.readline()
     if "grpc://" not in banner:
@@ -142,14 +148,33 @@ def reset_peak_rss(pid: int):
         pass
 
 
-def timed(fn, repeat: int):
+def timed(fn, repeat: int, pid, before=None):
+    """Median seconds, bytes, and median CPU seconds per GB of the server `pid` and of this client."""
     runs = []
     nbytes = 0
     for _ in range(repeat):
+        if before:
+            before()
+        server0 = cpu_seconds(pid) if pid else 0.0
+        client0 = client_cpu_seconds()
         t = time.perf_counter()
         nbytes = fn()
-        runs.append(time.perf_counter() - t)
-    return statistics.median(runs), nbytes
+        secs = time.perf_counter() - t
+        gb = nbytes / 1e9
+        server = (cpu_seconds(pid) - server0) / gb if pid else None
+        runs.append((secs, server, (client_cpu_seconds() - client0) / gb))
+    server = statistics.median(r[1] for r in runs) if pid else None
+    return statistics.median(r[0] for r in runs), nbytes, server, statistics.median(r[2] for r in runs)
+
+
+def clear_cache(cache: Path):
+    """Empties the server's download cache (after any recording still being put in place)."""
+    for _ in range(600):
+        if not any(".tmp-" in f.name for f in cache.glob("*")):
+            break
+        time.sleep(0.05)
+    for f in cache.glob("*.flight"):
+        f.unlink(missing_ok=True)
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -172,7 +197,8 @@ def client_cpu_seconds() -> float:
 
 def compare(builds: dict, warehouse: Path, rounds: int, table: str, nbytes: int):
     """One-stream downloads alternating between builds; medians per build."""
-    servers = {name: start_server(binary, warehouse) for name, binary in builds.items()}
+    # Without the download cache: the two builds would share its entries.
+    servers = {name: start_server(binary, warehouse, cache=False) for name, binary in builds.items()}
     runs = {name: [] for name in servers}
     try:
         for _, uri in servers.values():
@@ -219,34 +245,55 @@ def main():
 
     warehouse = Path(args.workdir) / "warehouse"
     warehouse.mkdir(parents=True, exist_ok=True)
-    proc, uri = start_server(args.flywheel, warehouse)
+    cache = warehouse / "_flywheel" / "download_cache"
+    rows = []
+
+    def measure(name, fn, pid, before=None):
+        reset_peak_rss(pid) if pid else None
+        secs, nbytes, server, client = timed(fn, args.repeat, pid, before)
+        rss = peak_rss_mib(pid) if pid else None
+        rows.append((name, secs, nbytes, server, client, rss))
+
+    # The live path: a server without the download cache.
+    proc, uri = start_server(args.flywheel, warehouse, cache=False)
     try:
         ensure_table(uri, warehouse, args.size_gb, table)
         files = DeltaTable(str(warehouse / "tables" / table)).file_uris()
         # Warm the page cache once so every reader sees the same state.
         table_bytes = local_read(files)
-        rows = []
-        for name, fn in [
-            ("Flight, 1 stream", lambda: flight_download(uri, 1, table)),
-            ("Flight, 4 shard streams", lambda: flight_download(uri, 4, table)),
-            ("pyarrow.dataset, local Parquet", lambda: local_read(files)),
-        ]:
-            reset_peak_rss(proc.pid)
-            secs, nbytes = timed(fn, args.repeat)
-            rss = peak_rss_mib(proc.pid) if name.startswith("Flight") else None
-            rows.append((name, secs, nbytes, rss))
+        measure("Flight, 1 stream, no cache", lambda: flight_download(uri, 1, table), proc.pid)
+        measure("Flight, 4 shard streams, no cache", lambda: flight_download(uri, 4, table), proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    # The default server: the first read of a shard records it, later reads replay it.
+    proc, uri = start_server(args.flywheel, warehouse)
+    try:
+        clear_cache(cache)
+        measure("Flight, 1 stream, first read (recorded)", lambda: flight_download(uri, 1, table),
+                proc.pid, before=lambda: clear_cache(cache))
+        flight_download(uri, 1, table)
+        measure("Flight, 1 stream, read again (from the cache)",
+                lambda: flight_download(uri, 1, table), proc.pid)
+        flight_download(uri, 4, table)
+        measure("Flight, 4 shard streams, read again (from the cache)",
+                lambda: flight_download(uri, 4, table), proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    measure("pyarrow.dataset, local Parquet", lambda: local_read(files), None)
 
     local = rows[-1][1]
     print(f"\ntable {table}: {len(files)} Parquet files, {table_bytes / 1e9:.2f} GB as Arrow; "
           f"median of {args.repeat}\n")
-    print("| reader | median s | GB/s | vs local read | server peak RSS MiB |")
-    print("|---|---|---|---|---|")
-    for name, secs, nbytes, rss in rows:
+    print("| reader | median s | GB/s | vs local read | server CPU s/GB | client CPU s/GB "
+          "| server peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for name, secs, nbytes, server, client, rss in rows:
+        server_text = f"{server:.2f}" if server is not None else "-"
         rss_text = f"{rss:.0f}" if rss is not None else "-"
-        print(f"| {name} | {secs:.2f} | {table_bytes / 1e9 / secs:.2f} | {local / secs:.2f}x | {rss_text} |")
+        print(f"| {name} | {secs:.2f} | {table_bytes / 1e9 / secs:.2f} | {local / secs:.2f}x "
+              f"| {server_text} | {client:.2f} | {rss_text} |")
     print(f"\ncommand: python benches/flight_download.py --flywheel {args.flywheel} "
           f"--size-gb {args.size_gb} --repeat {args.repeat}{' --strings' if args.strings else ''}"
           f"{' --keep-client-memory' if args.keep_client_memory else ''}")

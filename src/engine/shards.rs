@@ -30,7 +30,8 @@ use datafusion::physical_plan::stream::{
     RecordBatchReceiverStreamBuilder, RecordBatchStreamAdapter,
 };
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, execute_stream};
-use futures::StreamExt;
+use deltalake::logstore::object_store::ObjectStoreExt as _;
+use futures::{StreamExt, TryStreamExt};
 
 use super::{Engine, Planned};
 use crate::{Error, Result};
@@ -231,9 +232,10 @@ impl Engine {
         })
     }
 
-    /// The Delta id of table `name` (a table dropped and created again gets a new one), checking
-    /// that `version` exists.
-    pub async fn table_id(&self, name: &str, version: u64) -> Result<String> {
+    /// The Delta id of table `name` (a table dropped and created again gets a new one) when every
+    /// data file of its version `version` is still in place; `None` when some are gone (a
+    /// vacuumed version: what was removed must not come back from a cache).
+    pub async fn readable_table_id(&self, name: &str, version: u64) -> Result<Option<String>> {
         self.registry().refresh().await?;
         let entry =
             self.registry()
@@ -243,7 +245,24 @@ impl Engine {
                 })?;
         let target = flywheel_catalog::TravelTarget::Version(version);
         let table = flywheel_catalog::load_table(&entry, Some(&target)).await?;
-        Ok(table.snapshot()?.metadata().id().to_string())
+        let snapshot = table.snapshot()?;
+        let store = table.object_store();
+        let files: Vec<_> = snapshot
+            .log_data()
+            .into_iter()
+            .map(|file| file.object_store_path())
+            .collect();
+        let present = futures::stream::iter(files)
+            .map(|path| {
+                let store = Arc::clone(&store);
+                async move { store.head(&path).await }
+            })
+            .buffer_unordered(16)
+            .try_collect::<Vec<_>>()
+            .await;
+        Ok(present
+            .is_ok()
+            .then(|| snapshot.metadata().id().to_string()))
     }
 }
 

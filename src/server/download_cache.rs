@@ -8,7 +8,8 @@
 //!
 //! - **Key.** The table's Delta id (a drop and a re-create give a new one, so an entry never
 //!   outlives its table), the version, the shard, the shard count and the partition count, plus
-//!   [`FORMAT`] (bumped whenever the bytes sent for the same rows change).
+//!   [`FORMAT`] (bumped whenever the bytes sent for the same rows change). A version whose data
+//!   files are gone (vacuumed) is not answered from the cache: what was removed stays removed.
 //! - **Recording.** The first read of a key is answered as usual, and its messages are also
 //!   written, on a blocking thread, to a temporary file renamed into place once the whole answer
 //!   was sent. An answer that fails, that the client abandons, or that outgrows the cache is not

@@ -167,17 +167,20 @@ impl FlywheelFlightSqlService {
 
     /// The download-cache key of a shard ticket that reads a pinned table version (what
     /// `training_set` and `table` descriptors hand out); `None` for other queries, whose answers
-    /// may change.
+    /// may change, and for versions whose files are gone.
     pub(super) async fn shard_cache_key(&self, ticket: &[u8]) -> Result<Option<CacheKey>, Status> {
         let ticket = shards::ShardTicket::from_any_value(ticket).map_err(to_status)?;
         let Some((name, version)) = PinnedTable::parse_query(&ticket.sql) else {
             return Ok(None);
         };
-        let table_id = self
+        let Some(table_id) = self
             .engine
-            .table_id(&name, version)
+            .readable_table_id(&name, version)
             .await
-            .map_err(to_status)?;
+            .map_err(to_status)?
+        else {
+            return Ok(None);
+        };
         Ok(Some(CacheKey {
             table_id,
             version,

@@ -549,8 +549,29 @@ async fn repeated_shard_reads_are_sent_from_the_download_cache() {
     let entries = cache_entries(&cache, 2).await;
     assert_eq!(entries.len(), 2, "{entries:?}");
 
-    // Later reads are sent from the entries, without the table's files: remove them and read
-    // the same version again.
+    // A later read is sent from the entries, which marks them used (the least recently used
+    // leave first when the cache is full).
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let touch = |time| {
+        for name in &entries {
+            let file = std::fs::File::options()
+                .write(true)
+                .open(cache.join(name))
+                .expect("entry");
+            file.set_modified(time).expect("sets the time");
+        }
+    };
+    touch(an_hour_ago);
+    assert_eq!(rows(read_endpoints(&mut flight, &info).await), whole);
+    for name in &entries {
+        let used = std::fs::metadata(cache.join(name))
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        assert!(used > an_hour_ago, "{name} was not read");
+    }
+
+    // What was removed from the table does not come back from the cache: with the version's data
+    // files gone (as after a vacuum), its read fails as it would without a cache.
     let table_dir = warehouse.join("tables").join("fraud_train");
     let mut removed = 0;
     for file in std::fs::read_dir(&table_dir)
@@ -563,7 +584,12 @@ async fn repeated_shard_reads_are_sent_from_the_download_cache() {
         }
     }
     assert!(removed > 0, "the training set has data files");
-    assert_eq!(rows(read_endpoints(&mut flight, &info).await), whole);
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let read = match flight.do_get(ticket).await {
+        Ok(data) => data.into_inner().try_collect::<Vec<_>>().await.map(|_| ()),
+        Err(status) => Err(status),
+    };
+    assert!(read.is_err(), "a vacuumed version was served");
 
     // An entry never outlives its table: a table created again under the same name, at the same
     // version number, is read afresh.
