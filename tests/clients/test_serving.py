@@ -2,6 +2,7 @@
 shard reads from several processes, authentication, and a client hanging up mid-stream."""
 
 import multiprocessing as mp
+import time
 from decimal import Decimal
 
 import adbc_driver_flightsql.dbapi as flightsql
@@ -165,6 +166,27 @@ def test_training_set_shards_read_in_parallel_processes(server):
     assert rows(pa.concat_tables(parts)) == sorted(
         (u, float(sum(v for v in range(5000) if v % 100 == u))) for u in range(100)
     )
+
+
+def test_a_second_epoch_reads_the_same_rows_from_the_download_cache(server, warehouse):
+    create_objects(server)
+    client = flight.connect(server.uri)
+    info = client.get_flight_info(flight.FlightDescriptor.for_path("training_set", "fraud_train", "shards=2"))
+    tickets = [(server.uri, e.ticket.ticket) for e in info.endpoints]
+    cache = warehouse / "_flywheel" / "download_cache"
+    epochs = []
+    with mp.get_context("spawn").Pool(2) as pool:
+        for _ in range(2):
+            epochs.append(pool.map(read_shard, tickets))
+            # The recordings land just after the answers were sent.
+            for _ in range(200):
+                if len(list(cache.glob("*.flight"))) == 2:
+                    break
+                time.sleep(0.05)
+            assert len(list(cache.glob("*.flight"))) == 2
+    for first, second in zip(*epochs):
+        assert first.num_rows > 0
+        assert second.equals(first)
 
 
 def test_unknown_training_set_is_not_found(server):
