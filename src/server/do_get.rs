@@ -29,7 +29,7 @@ use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
 use tower_service::Service;
 
-use super::download_cache::{DownloadCache, Lookup};
+use super::download_cache::Lookup;
 use super::grpc_body;
 use super::messages::{self, Message};
 use super::service::{BatchStream, FlywheelFlightSqlService, encode};
@@ -45,7 +45,6 @@ pub(super) struct DoGetRoute<S> {
     /// Shared: the router clones this route for every call.
     service: Arc<FlywheelFlightSqlService>,
     max_request_bytes: usize,
-    cache: Option<Arc<DownloadCache>>,
 }
 
 impl<S> DoGetRoute<S> {
@@ -53,13 +52,11 @@ impl<S> DoGetRoute<S> {
         inner: S,
         service: FlywheelFlightSqlService,
         max_request_bytes: usize,
-        cache: Option<Arc<DownloadCache>>,
     ) -> Self {
         Self {
             inner,
             service: Arc::new(service),
             max_request_bytes,
-            cache,
         }
     }
 }
@@ -87,9 +84,8 @@ where
         }
         let service = Arc::clone(&self.service);
         let limit = self.max_request_bytes;
-        let cache = self.cache.clone();
         async move {
-            Ok(do_get(service, cache, request, limit)
+            Ok(do_get(service, request, limit)
                 .await
                 .unwrap_or_else(Status::into_http))
         }
@@ -100,7 +96,6 @@ where
 /// Answers one `DoGet`.
 async fn do_get(
     service: Arc<FlywheelFlightSqlService>,
-    cache: Option<Arc<DownloadCache>>,
     request: http::Request<Body>,
     limit: usize,
 ) -> Result<http::Response<Body>, Status> {
@@ -108,7 +103,7 @@ async fn do_get(
     let ticket = read_ticket(body, limit).await?;
     let command = Any::decode(ticket.ticket.clone()).ok();
     let mut recorder = None;
-    if let (Some(cache), Some(command)) = (&cache, &command)
+    if let (Some(cache), Some(command)) = (service.download_cache(), &command)
         && command.type_url == SHARD_TICKET_TYPE
         && let Some(key) = service.shard_cache_key(&command.value).await?
     {
@@ -149,7 +144,7 @@ async fn do_get(
 
 /// The schema message, then each batch's messages (dictionaries decoded, as arrow-flight's encoder
 /// also does).
-fn batch_messages(
+pub(super) fn batch_messages(
     schema: SchemaRef,
     batches: BatchStream,
 ) -> BoxStream<'static, Result<Message, Status>> {

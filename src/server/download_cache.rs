@@ -292,14 +292,14 @@ impl Recorder {
         self.tee_joined(messages).0
     }
 
-    /// [`Recorder::tee`], and the recording thread, which ends once the entry is in place or
-    /// given up.
-    fn tee_joined(
+    /// [`Recorder::tee`], and the recording thread, which ends once the entry is in place
+    /// (`true`) or given up.
+    pub fn tee_joined(
         self,
         messages: BoxStream<'static, Result<Message, Status>>,
     ) -> (
         BoxStream<'static, Result<Message, Status>>,
-        tokio::task::JoinHandle<()>,
+        tokio::task::JoinHandle<bool>,
     ) {
         let (tx, rx) = mpsc::channel::<Record>(QUEUE);
         let writer = tokio::task::spawn_blocking(move || self.write(rx));
@@ -329,34 +329,35 @@ impl Recorder {
         (messages, writer)
     }
 
-    /// The recording thread: writes messages until `Done`, then puts the entry in place.
-    fn write(self, mut rx: mpsc::Receiver<Record>) {
+    /// The recording thread: writes messages until `Done`, then puts the entry in place;
+    /// whether it did.
+    fn write(self, mut rx: mpsc::Receiver<Record>) -> bool {
         let temp = self.cache.temp_path(&self.name);
         let result = self.record(&temp, &mut rx);
-        match result {
-            Ok(Some(bytes)) => {
-                let path = self.cache.dir.join(&self.name);
-                match fs::rename(&temp, &path) {
-                    Ok(()) => {
-                        info!(entry = %self.name, bytes, "download cache: recorded");
-                        if let Err(e) = self.cache.evict() {
-                            warn!(error = %e, "download cache: cannot evict old entries");
-                        }
+        let kept = match result {
+            Ok(Some(bytes)) => match fs::rename(&temp, self.cache.dir.join(&self.name)) {
+                Ok(()) => {
+                    info!(entry = %self.name, bytes, "download cache: recorded");
+                    if let Err(e) = self.cache.evict() {
+                        warn!(error = %e, "download cache: cannot evict old entries");
                     }
-                    Err(e) => {
-                        warn!(entry = %self.name, error = %e, "download cache: cannot keep an entry");
-                        let _ = fs::remove_file(&temp);
-                    }
+                    true
                 }
-            }
-            Ok(None) => {
-                let _ = fs::remove_file(&temp);
-            }
+                Err(e) => {
+                    warn!(entry = %self.name, error = %e, "download cache: cannot keep an entry");
+                    false
+                }
+            },
+            Ok(None) => false,
             Err(e) => {
                 warn!(entry = %self.name, error = %e, "download cache: cannot record an entry");
-                let _ = fs::remove_file(&temp);
+                false
             }
+        };
+        if !kept {
+            let _ = fs::remove_file(&temp);
         }
+        kept
     }
 
     /// Writes the entry to `temp`: `Some(body bytes)` when complete, `None` when abandoned.
@@ -471,7 +472,7 @@ mod tests {
         let (sent, writer) = recorder.tee_joined(failing);
         let sent: Vec<_> = sent.collect().await;
         assert!(sent.last().is_some_and(|r| r.is_err()));
-        writer.await.expect("the recording thread ends");
+        assert!(!writer.await.expect("the recording thread ends"));
         assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
         assert!(matches!(cache.lookup(&key(0)).await, Lookup::Miss(_)));
     }

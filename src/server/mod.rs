@@ -21,6 +21,7 @@ mod shards;
 mod sql_info;
 mod status;
 mod tickets;
+mod warm;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -117,11 +118,12 @@ pub async fn serve_with(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let authenticator = Authenticator::new(options.credentials.clone());
     let cache = open_download_cache(&engine, &options.download_cache)?;
-    let flight_sql = FlywheelFlightSqlService::with_auth(engine, Arc::clone(&authenticator));
+    let flight_sql = FlywheelFlightSqlService::with_auth(engine, Arc::clone(&authenticator))
+        .with_download_cache(cache);
     let service = FlightServiceServer::new(flight_sql.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let service = do_get::DoGetRoute::new(service, flight_sql, MAX_MESSAGE_BYTES, cache);
+    let service = do_get::DoGetRoute::new(service, flight_sql, MAX_MESSAGE_BYTES);
     let service = tonic::service::interceptor::InterceptedService::new(
         service,
         AuthInterceptor { authenticator },

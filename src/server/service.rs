@@ -25,8 +25,8 @@ use arrow_flight::sql::{
     DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
-    IpcMessage, SchemaAsIpc, Ticket, flight_descriptor,
+    Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket, flight_descriptor,
 };
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt, stream};
@@ -35,10 +35,10 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
 use super::auth::Authenticator;
-use super::download_cache::CacheKey;
+use super::download_cache::{CacheKey, DownloadCache};
 use super::sql_info::{SQL_INFO, XDBC_TYPE_INFO};
 use super::tickets::{Statement, StatementTicket};
-use super::{ingest, metadata, shards, to_status};
+use super::{ingest, metadata, shards, to_status, warm};
 use crate::engine::{PinnedTable, Planned};
 use crate::{Engine, Error, Output};
 
@@ -55,6 +55,8 @@ pub(super) type Batches = (SchemaRef, BatchStream);
 pub struct FlywheelFlightSqlService {
     engine: Engine,
     auth: Arc<Authenticator>,
+    /// Where shard reads of pinned table versions are recorded and replayed.
+    cache: Option<Arc<DownloadCache>>,
 }
 
 impl FlywheelFlightSqlService {
@@ -65,7 +67,27 @@ impl FlywheelFlightSqlService {
 
     /// A service whose handshake checks and issues credentials with `auth`.
     pub fn with_auth(engine: Engine, auth: Arc<Authenticator>) -> Self {
-        Self { engine, auth }
+        Self {
+            engine,
+            auth,
+            cache: None,
+        }
+    }
+
+    /// This service with a download cache.
+    pub(super) fn with_download_cache(mut self, cache: Option<Arc<DownloadCache>>) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// The download cache, when the server has one.
+    pub(super) fn download_cache(&self) -> Option<&Arc<DownloadCache>> {
+        self.cache.as_ref()
+    }
+
+    /// The engine.
+    pub(super) fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Parses, plans and binds a statement.
@@ -155,7 +177,7 @@ impl FlywheelFlightSqlService {
     }
 
     /// A shard of a sharded read.
-    async fn shard_batches(&self, ticket: &[u8]) -> Result<Batches, Status> {
+    pub(super) async fn shard_batches(&self, ticket: &[u8]) -> Result<Batches, Status> {
         let ticket = shards::ShardTicket::from_any_value(ticket).map_err(to_status)?;
         let batches = self
             .engine
@@ -448,6 +470,26 @@ impl FlightSqlService for FlywheelFlightSqlService {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         ingest::ingest(&self.engine, command, request.into_inner()).await
+    }
+
+    /// Flywheel's own actions ([`warm::ACTION`]).
+    #[instrument(skip_all)]
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let action = request.into_inner();
+        if action.r#type != warm::ACTION {
+            return Err(Status::invalid_argument(format!(
+                "unknown action `{}`: see ListActions",
+                action.r#type
+            )));
+        }
+        Ok(Response::new(warm::warm(self.clone(), &action.body).await?))
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        Some(vec![Ok(warm::action_type())])
     }
 
     /// Prepares a statement: checks and plans it (returning its result and parameter schemas)

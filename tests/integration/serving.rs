@@ -513,6 +513,29 @@ async fn cache_entries(dir: &std::path::Path, n: usize) -> Vec<String> {
     list()
 }
 
+/// Marks the cache entries `names` last used an hour ago; returns that time.
+fn mark_unused(dir: &std::path::Path, names: &[String]) -> std::time::SystemTime {
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for name in names {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(dir.join(name))
+            .expect("entry");
+        file.set_modified(an_hour_ago).expect("sets the time");
+    }
+    an_hour_ago
+}
+
+/// Asserts that each entry was replayed since `since` (a replay marks its entry used).
+fn assert_replayed(dir: &std::path::Path, names: &[String], since: std::time::SystemTime) {
+    for name in names {
+        let used = std::fs::metadata(dir.join(name))
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        assert!(used > since, "{name} was not replayed");
+    }
+}
+
 #[tokio::test]
 async fn repeated_shard_reads_are_sent_from_the_download_cache() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -551,24 +574,9 @@ async fn repeated_shard_reads_are_sent_from_the_download_cache() {
 
     // A later read is sent from the entries, which marks them used (the least recently used
     // leave first when the cache is full).
-    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    let touch = |time| {
-        for name in &entries {
-            let file = std::fs::File::options()
-                .write(true)
-                .open(cache.join(name))
-                .expect("entry");
-            file.set_modified(time).expect("sets the time");
-        }
-    };
-    touch(an_hour_ago);
+    let an_hour_ago = mark_unused(&cache, &entries);
     assert_eq!(rows(read_endpoints(&mut flight, &info).await), whole);
-    for name in &entries {
-        let used = std::fs::metadata(cache.join(name))
-            .and_then(|m| m.modified())
-            .expect("mtime");
-        assert!(used > an_hour_ago, "{name} was not read");
-    }
+    assert_replayed(&cache, &entries, an_hour_ago);
 
     // What was removed from the table does not come back from the cache: with the version's data
     // files gone (as after a vacuum), its read fails as it would without a cache.
@@ -621,6 +629,103 @@ async fn repeated_shard_reads_are_sent_from_the_download_cache() {
         single_i64(&read_endpoints(&mut flight, &info).await.concat()),
         2
     );
+    server.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_warmed_training_set_is_read_from_the_cache_at_once() {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let options = ServeOptions {
+        download_cache: flywheel::server::DownloadCacheOptions {
+            dir: Some(cache.clone()),
+            max_bytes: 1 << 30,
+        },
+        ..ServeOptions::default()
+    };
+    let server = TestServer::start_with(&dir.path().join("wh"), options).await;
+    create_objects(&server).await;
+    let mut sql = server.sql_client().await;
+    let mut flight = server.flight_client().await;
+    let warm = |descriptor: FlightDescriptor| arrow_flight::Action {
+        r#type: "flywheel.warm_download_cache".into(),
+        body: descriptor.encode_to_vec().into(),
+    };
+    let results = |client: FlightServiceClient<Channel>, action| async move {
+        let mut client = client;
+        let results: Vec<serde_json::Value> = client
+            .do_action(action)
+            .await?
+            .into_inner()
+            .map_ok(|r| serde_json::from_slice(&r.body).expect("JSON"))
+            .try_collect()
+            .await?;
+        Ok::<_, tonic::Status>(results)
+    };
+
+    let listed: Vec<String> = flight
+        .list_actions(arrow_flight::Empty {})
+        .await
+        .expect("list")
+        .into_inner()
+        .map_ok(|a| a.r#type)
+        .try_collect()
+        .await
+        .expect("actions");
+    assert!(
+        listed.contains(&"flywheel.warm_download_cache".to_string()),
+        "{listed:?}"
+    );
+
+    // Each shard is recorded before any reader asks; warming again finds them.
+    let descriptor = path(&["training_set", "fraud_train", "shards=2"]);
+    let warmed = results(flight.clone(), warm(descriptor.clone()))
+        .await
+        .expect("warms");
+    assert_eq!(warmed.len(), 2, "{warmed:?}");
+    assert!(
+        warmed.iter().all(|r| r["cached"] == "recorded"),
+        "{warmed:?}"
+    );
+    let entries = cache_entries(&cache, 2).await;
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let again = results(flight.clone(), warm(descriptor.clone()))
+        .await
+        .expect("warms");
+    assert!(again.iter().all(|r| r["cached"] == "already"), "{again:?}");
+
+    // The first read is a replay of the entries (which marks them used): the same rows.
+    let an_hour_ago = mark_unused(&cache, &entries);
+    let info = flight
+        .get_flight_info(descriptor)
+        .await
+        .expect("info")
+        .into_inner();
+    let mut union: Vec<String> = read_endpoints(&mut flight, &info)
+        .await
+        .iter()
+        .flat_map(|s| sorted_rows(s))
+        .collect();
+    union.sort();
+    assert_eq!(
+        union,
+        sorted_rows(&query(&mut sql, "SELECT * FROM fraud_train").await)
+    );
+    assert_replayed(&cache, &entries, an_hour_ago);
+
+    // Queries are not cached; a server without a cache says how to get one.
+    let e = results(flight.clone(), warm(path(&["sql", "SELECT 1"])))
+        .await
+        .expect_err("a query");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    let plain = TestServer::start(&dir.path().join("other")).await;
+    let e = results(plain.flight_client().await, warm(path(&["table", "t"])))
+        .await
+        .expect_err("no cache");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("download_cache_size"), "{e}");
+    plain.stop().await.expect("clean shutdown");
     server.stop().await.expect("clean shutdown");
 }
 

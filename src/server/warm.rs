@@ -1,0 +1,137 @@
+//! The `flywheel.warm_download_cache` action: records the shards of a training-set or table read
+//! into the [download cache](super::download_cache) before any reader asks, so that a training
+//! job's first read is already a replay.
+//!
+//! The action's body is the `FlightDescriptor` a reader passes to `GetFlightInfo` (a path:
+//! `["training_set", NAME, "version=V"?, "shards=N"?]` or `["table", ...]`), serialized as
+//! protobuf. The server makes the same endpoints and, one shard after the other, runs each read not
+//! yet cached and records it, sending the rows nowhere. One result per shard, as each finishes, with
+//! a JSON body: `{"shard": 0, "shards": 4, "version": 3, "cached": "recorded", "bytes": 1234}`
+//! (`cached`: `recorded`, `already`, or `not kept` when the answer is larger than the cache).
+
+use std::sync::Arc;
+
+use arrow_flight::sql::Any;
+use arrow_flight::{ActionType, FlightDescriptor};
+use bytes::Bytes;
+use futures::future::ready;
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, TryStreamExt};
+use prost::Message as _;
+use serde::Serialize;
+use tonic::Status;
+
+use super::do_get::batch_messages;
+use super::download_cache::{CacheKey, DownloadCache, Lookup};
+use super::service::FlywheelFlightSqlService;
+use super::shards::{self, DatasetRequest, SHARD_TICKET_TYPE};
+use super::to_status;
+
+/// The action's type.
+pub const ACTION: &str = "flywheel.warm_download_cache";
+
+/// How `ListActions` describes the action.
+pub fn action_type() -> ActionType {
+    ActionType {
+        r#type: ACTION.into(),
+        description: "Records every shard of a training_set or table path descriptor (the body, a \
+                      serialized FlightDescriptor) into the download cache; one result per shard"
+            .into(),
+    }
+}
+
+/// What one shard's result says.
+#[derive(Debug, Serialize)]
+struct Warmed {
+    shard: usize,
+    shards: usize,
+    version: u64,
+    cached: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
+}
+
+/// Runs the action: checks the request now, then warms the shards as the results are read.
+pub async fn warm(
+    service: FlywheelFlightSqlService,
+    body: &[u8],
+) -> Result<BoxStream<'static, Result<arrow_flight::Result, Status>>, Status> {
+    let cache = service.download_cache().cloned().ok_or_else(|| {
+        Status::failed_precondition(
+            "the download cache is off: set download_cache_size (and download_cache_dir when the \
+             warehouse is not a local folder)",
+        )
+    })?;
+    let descriptor = FlightDescriptor::decode(body).map_err(|e| {
+        Status::invalid_argument(format!(
+            "the body of {ACTION} must be a serialized FlightDescriptor: {e}"
+        ))
+    })?;
+    let request = DatasetRequest::from_path(&descriptor.path).map_err(to_status)?;
+    if matches!(request, DatasetRequest::Sql { .. }) {
+        return Err(Status::invalid_argument(
+            "only training_set and table reads are cached: a query's answer may change",
+        ));
+    }
+    let info = shards::flight_info(service.engine(), request, descriptor)
+        .await
+        .map_err(to_status)?;
+    let tickets = info
+        .endpoint
+        .iter()
+        .map(|endpoint| {
+            let ticket = endpoint.ticket.as_ref().map(|t| t.ticket.clone());
+            let any = ticket.and_then(|t| Any::decode(t).ok());
+            match any {
+                Some(any) if any.type_url == SHARD_TICKET_TYPE => Ok(any.value),
+                _ => Err(Status::internal(
+                    "internal error: an endpoint without a shard ticket",
+                )),
+            }
+        })
+        .collect::<Result<Vec<Bytes>, Status>>()?;
+    let service = Arc::new(service);
+    Ok(stream::iter(tickets)
+        .then(move |ticket| warm_shard(Arc::clone(&service), Arc::clone(&cache), ticket))
+        .boxed())
+}
+
+/// Records one shard unless it is cached already.
+async fn warm_shard(
+    service: Arc<FlywheelFlightSqlService>,
+    cache: Arc<DownloadCache>,
+    ticket: Bytes,
+) -> Result<arrow_flight::Result, Status> {
+    let key: CacheKey = service.shard_cache_key(&ticket).await?.ok_or_else(|| {
+        Status::failed_precondition("the version's data files are gone; it cannot be cached")
+    })?;
+    let (cached, bytes) = match cache.lookup(&key).await {
+        Lookup::Hit(_) => ("already", None),
+        Lookup::Miss(recorder) => {
+            let (schema, batches) = service.shard_batches(&ticket).await?;
+            let (messages, writer) = recorder.tee_joined(batch_messages(schema, batches));
+            let bytes = messages
+                .try_fold(0u64, |n, message| {
+                    ready(Ok(n + message.iter().map(|p| p.len() as u64).sum::<u64>()))
+                })
+                .await?;
+            let kept = writer.await.unwrap_or(false);
+            (if kept { "recorded" } else { "not kept" }, Some(bytes))
+        }
+        Lookup::Uncached => {
+            return Err(Status::internal(
+                "the download cache cannot be read; the server log says why",
+            ));
+        }
+    };
+    let warmed = Warmed {
+        shard: key.shard,
+        shards: key.shards,
+        version: key.version,
+        cached,
+        bytes,
+    };
+    let body = serde_json::to_vec(&warmed)
+        .map_err(|e| Status::internal(format!("internal error: {e}")))?;
+    Ok(arrow_flight::Result { body: body.into() })
+}
