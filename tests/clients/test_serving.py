@@ -1,6 +1,7 @@
 """Flight serving with real clients: ADBC parameters, metadata and ingest, polars, pyarrow.flight
 shard reads from several processes, authentication, and a client hanging up mid-stream."""
 
+import json
 import multiprocessing as mp
 import time
 from decimal import Decimal
@@ -171,6 +172,16 @@ def test_training_set_shards_read_in_parallel_processes(server):
 def test_a_second_epoch_reads_the_same_rows_from_the_download_cache(server, warehouse):
     create_objects(server)
     client = flight.connect(server.uri)
+    # Warming records the 3-shard read before any worker asks.
+    three = flight.FlightDescriptor.for_path("training_set", "fraud_train", "shards=3")
+    warmed = [json.loads(r.body.to_pybytes())
+              for r in client.do_action(flight.Action("flywheel.warm_download_cache", three.serialize()))]
+    assert [w["cached"] for w in warmed] == ["recorded"] * 3
+    info = client.get_flight_info(three)
+    assert sum(client.do_get(e.ticket).read_all().num_rows for e in info.endpoints) == 3000
+    for entry in (warehouse / "_flywheel" / "download_cache").glob("*.flight"):
+        entry.unlink()
+
     info = client.get_flight_info(flight.FlightDescriptor.for_path("training_set", "fraud_train", "shards=2"))
     tickets = [(server.uri, e.ticket.ticket) for e in info.endpoints]
     cache = warehouse / "_flywheel" / "download_cache"
