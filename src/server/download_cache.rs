@@ -18,15 +18,17 @@
 //!   length); a file without a valid trailer (cut short by a crash, edited by hand) is removed and
 //!   the read is answered live.
 //! - **Size.** After each recording, the least recently used entries (by modification time,
-//!   which a replay refreshes) are removed until the cache holds at most its byte budget.
+//!   which a replay refreshes) are removed until the cache holds at most its byte budget. An
+//!   answer larger than the whole budget is not kept, nor tried again until the server restarts.
 //!   Several servers on one warehouse may share the folder: entries are immutable and renamed
 //!   into place whole.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -108,6 +110,9 @@ pub struct DownloadCache {
     max_bytes: u64,
     /// Makes temporary file names unique within the process.
     counter: AtomicU64,
+    /// Entries found larger than the budget: not recorded again (each attempt would write the
+    /// budget's worth before giving up).
+    oversized: Mutex<HashSet<String>>,
 }
 
 impl DownloadCache {
@@ -130,6 +135,7 @@ impl DownloadCache {
             dir,
             max_bytes,
             counter: AtomicU64::new(0),
+            oversized: Mutex::default(),
         })
     }
 
@@ -138,6 +144,9 @@ impl DownloadCache {
         let Some(name) = key.file_name() else {
             return Lookup::Uncached;
         };
+        if self.oversized().contains(&name) {
+            return Lookup::Uncached;
+        }
         let path = self.dir.join(&name);
         let opened = tokio::task::spawn_blocking(move || open_entry(&path)).await;
         match opened {
@@ -155,6 +164,13 @@ impl DownloadCache {
             }
             Err(_) => Lookup::Uncached,
         }
+    }
+
+    fn oversized(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A panic while holding the set leaves it usable: it is only a memo.
+        self.oversized
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn temp_path(&self, name: &str) -> PathBuf {
@@ -370,8 +386,10 @@ impl Recorder {
                     for piece in &message {
                         len += piece.len() as u64;
                         if len + TRAILER_BYTES > self.cache.max_bytes {
-                            debug!(entry = %self.name, budget = self.cache.max_bytes,
-                                "download cache: answer larger than the cache; not kept");
+                            info!(entry = %self.name, budget = self.cache.max_bytes,
+                                "download cache: an answer larger than the cache is not kept; \
+                                 raise download_cache_size to cache it");
+                            self.cache.oversized().insert(self.name.clone());
                             return Ok(None);
                         }
                         out.write_all(piece)?;
@@ -526,6 +544,11 @@ mod tests {
         let cache = Arc::new(DownloadCache::open(dir.path().into(), 100).expect("opens"));
         record(&cache, &key(0), &[&[1u8; 200]]).await;
         assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+        assert!(
+            matches!(cache.lookup(&key(0)).await, Lookup::Uncached),
+            "not recorded again"
+        );
+        assert!(matches!(cache.lookup(&key(1)).await, Lookup::Miss(_)));
     }
 
     #[test]
