@@ -110,7 +110,7 @@ async fn do_get(
         match cache.lookup(&key).await {
             Lookup::Hit(messages) => return Ok(grpc_body::response(messages)),
             Lookup::Miss(r) => recorder = Some(r),
-            Lookup::Uncached => {}
+            Lookup::Oversized | Lookup::Uncached => {}
         }
     }
     let batches = match &command {

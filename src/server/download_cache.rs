@@ -145,7 +145,7 @@ impl DownloadCache {
             return Lookup::Uncached;
         };
         if self.oversized().contains(&name) {
-            return Lookup::Uncached;
+            return Lookup::Oversized;
         }
         let path = self.dir.join(&name);
         let opened = tokio::task::spawn_blocking(move || open_entry(&path)).await;
@@ -220,6 +220,8 @@ pub enum Lookup {
     Hit(BoxStream<'static, Result<Message, Status>>),
     /// No entry yet: answer live through this recorder.
     Miss(Recorder),
+    /// The answer is larger than the cache: answer live.
+    Oversized,
     /// Not cacheable, or the cache could not be read.
     Uncached,
 }
@@ -545,7 +547,7 @@ mod tests {
         record(&cache, &key(0), &[&[1u8; 200]]).await;
         assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
         assert!(
-            matches!(cache.lookup(&key(0)).await, Lookup::Uncached),
+            matches!(cache.lookup(&key(0)).await, Lookup::Oversized),
             "not recorded again"
         );
         assert!(matches!(cache.lookup(&key(1)).await, Lookup::Miss(_)));
