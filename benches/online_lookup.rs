@@ -141,6 +141,9 @@ enum Clients {
     SharedConnection,
     /// bare HTTP/2 clients (see [`bare`]), a connection each.
     Bare,
+    /// tonic clients, a connection each, each with this many calls in flight (as a service
+    /// answering several of its own requests at once).
+    InFlight(usize),
 }
 
 /// One caller of a throughput run.
@@ -169,23 +172,33 @@ async fn throughput(addr: std::net::SocketAddr, clients: Clients, call: Call) ->
     let deadline = Instant::now() + Duration::from_secs(THROUGHPUT_SECS);
     let mut tasks = Vec::new();
     for c in 0..THROUGHPUT_CLIENTS {
-        let one = one.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut caller = match clients {
-                Clients::OwnConnections => {
-                    Caller::Tonic(FlightServiceClient::new(channel(addr).await))
+        let (own, in_flight) = match clients {
+            Clients::InFlight(n) => (Some(channel(addr).await), n),
+            _ => (None, 1),
+        };
+        for i in 0..in_flight {
+            let (one, own) = (one.clone(), own.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut caller = match (clients, own) {
+                    (Clients::OwnConnections, _) => {
+                        Caller::Tonic(FlightServiceClient::new(channel(addr).await))
+                    }
+                    (Clients::SharedConnection, _) => Caller::Tonic(FlightServiceClient::new(one)),
+                    (Clients::InFlight(_), Some(own)) => {
+                        Caller::Tonic(FlightServiceClient::new(own))
+                    }
+                    (Clients::InFlight(_), None) => unreachable!("made above"),
+                    (Clients::Bare, _) => Caller::Bare(bare::connect(addr).await),
+                };
+                let mut keys = Keys(0x1234_5678 + (c * 64 + i) as u64);
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    caller.call(call, &mut keys).await;
+                    n += 1;
                 }
-                Clients::SharedConnection => Caller::Tonic(FlightServiceClient::new(one)),
-                Clients::Bare => Caller::Bare(bare::connect(addr).await),
-            };
-            let mut keys = Keys(0x1234_5678 + c as u64);
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                caller.call(call, &mut keys).await;
-                n += 1;
-            }
-            n
-        }));
+                n
+            }));
+        }
     }
     let mut total = 0;
     for t in tasks {
@@ -332,6 +345,7 @@ fn main() {
         let shared_rate = throughput(addr, Clients::SharedConnection, Call::Lookup).await;
         let floor = throughput(addr, Clients::OwnConnections, Call::Nothing).await;
         let bare_rate = throughput(addr, Clients::Bare, Call::Lookup).await;
+        let in_flight_rate = throughput(addr, Clients::InFlight(4), Call::Lookup).await;
         let bare_floor = throughput(addr, Clients::Bare, Call::Nothing).await;
 
         println!("| lookup | p50 ms | p99 ms | p999 ms |");
@@ -359,6 +373,10 @@ fn main() {
         println!(
             "bare HTTP/2 clients (no tonic channel), {THROUGHPUT_CLIENTS} concurrent, a connection each: \
              {bare_rate:.0} lookups/s, {bare_floor:.0} ListActions calls/s"
+        );
+        println!(
+            "{THROUGHPUT_CLIENTS} concurrent clients, a connection each, 4 lookups in flight each: \
+             {in_flight_rate:.0} lookups/s"
         );
         let _ = stop.send(());
         let _ = server.await;
