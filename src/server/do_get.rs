@@ -6,8 +6,8 @@
 //! reads, online lookups) are encoded by [`messages`](super::messages) from the batches' own
 //! buffers; other tickets (catalog metadata) run through the Flight SQL dispatch as before, and
 //! only their framing is done here. Shard reads of pinned table versions go through the
-//! [`download_cache`](super::download_cache) when the server has one. Credentials are already checked: this route sits inside the
-//! authentication interceptor.
+//! [`download_cache`](super::download_cache) when the server has one. Credentials are already
+//! checked: this route sits inside the authentication interceptor.
 
 use std::convert::Infallible;
 use std::sync::Arc;

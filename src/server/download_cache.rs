@@ -76,6 +76,13 @@ impl DownloadCacheOptions {
     };
 }
 
+impl Default for DownloadCacheOptions {
+    /// Off: a server embedded in a program caches only when asked to.
+    fn default() -> Self {
+        Self::OFF
+    }
+}
+
 /// What identifies one cached answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey {

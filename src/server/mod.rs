@@ -60,12 +60,6 @@ pub struct ServeOptions {
     pub download_cache: DownloadCacheOptions,
 }
 
-impl Default for DownloadCacheOptions {
-    fn default() -> Self {
-        Self::OFF
-    }
-}
-
 impl ServeOptions {
     /// The options `config` asks for; reads the TLS files.
     pub fn from_config(config: &crate::Config) -> Result<Self> {
