@@ -487,6 +487,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn two_first_reads_at_once_leave_one_valid_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Arc::new(DownloadCache::open(dir.path().into(), 1 << 20).expect("opens"));
+        let (Lookup::Miss(a), Lookup::Miss(b)) =
+            (cache.lookup(&key(0)).await, cache.lookup(&key(0)).await)
+        else {
+            panic!("expected two misses");
+        };
+        let pieces: &[&'static [u8]] = &[b"schema", b"batch"];
+        let ((sent_a, writer_a), (sent_b, writer_b)) = (
+            a.tee_joined(messages(pieces)),
+            b.tee_joined(messages(pieces)),
+        );
+        let (body_a, body_b) = futures::join!(body(sent_a), body(sent_b));
+        assert_eq!(body_a, body_b);
+        assert!(writer_a.await.expect("a") && writer_b.await.expect("b"));
+        assert_eq!(entries(dir.path()).len(), 1, "{:?}", entries(dir.path()));
+        let Lookup::Hit(replayed) = cache.lookup(&key(0)).await else {
+            panic!("expected a hit");
+        };
+        assert_eq!(body(replayed).await, body_a);
+    }
+
+    #[tokio::test]
     async fn a_failed_answer_is_not_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = Arc::new(DownloadCache::open(dir.path().into(), 1 << 20).expect("opens"));
