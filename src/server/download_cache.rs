@@ -387,6 +387,8 @@ impl Recorder {
 
     /// Writes the entry to `temp`: `Some(body bytes)` when complete, `None` when abandoned.
     fn record(&self, temp: &Path, rx: &mut mpsc::Receiver<Record>) -> io::Result<Option<u64>> {
+        // The folder may have been removed by hand to empty the cache.
+        fs::create_dir_all(&self.cache.dir)?;
         let mut out = BufWriter::with_capacity(CHUNK_BYTES, File::create(temp)?);
         let mut len: u64 = 0;
         while let Some(record) = rx.blocking_recv() {
@@ -508,6 +510,18 @@ mod tests {
             panic!("expected a hit");
         };
         assert_eq!(body(replayed).await, body_a);
+    }
+
+    #[tokio::test]
+    async fn a_cache_emptied_by_removing_its_folder_keeps_working() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = dir.path().join("cache");
+        let cache = Arc::new(DownloadCache::open(folder.clone(), 1 << 20).expect("opens"));
+        record(&cache, &key(0), &[b"schema"]).await;
+        fs::remove_dir_all(&folder).expect("removes the folder");
+        assert!(matches!(cache.lookup(&key(0)).await, Lookup::Miss(_)));
+        record(&cache, &key(0), &[b"schema"]).await;
+        assert!(matches!(cache.lookup(&key(0)).await, Lookup::Hit(_)));
     }
 
     #[tokio::test]
