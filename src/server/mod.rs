@@ -162,8 +162,9 @@ pub async fn serve_with(
     Ok(())
 }
 
-/// Opens the download cache `options` ask for: `None` when it is off, or when the warehouse is
-/// not a local folder and no folder was given.
+/// Opens the download cache `options` ask for: `None` when it is off, or when no folder was given
+/// and the warehouse has no usable one (an object store, a read-only folder). A configured folder
+/// that cannot be used is an error.
 fn open_download_cache(
     engine: &Engine,
     options: &DownloadCacheOptions,
@@ -184,14 +185,23 @@ fn open_download_cache(
             }
         },
     };
-    let cache =
-        download_cache::DownloadCache::open(dir.clone(), options.max_bytes).map_err(|e| {
-            Error::Config(format!(
+    let cache = match download_cache::DownloadCache::open(dir.clone(), options.max_bytes) {
+        Ok(cache) => cache,
+        // A folder the configuration names must work; the default one is a convenience.
+        Err(e) if options.dir.is_some() => {
+            return Err(Error::Config(format!(
                 "cannot open the download cache folder `{}`: {e}; set download_cache_dir to a \
-             writable folder, or download_cache_size = \"0\" to switch the cache off",
+                 writable folder, or download_cache_size = \"0\" to switch the cache off",
                 dir.display()
-            ))
-        })?;
+            )));
+        }
+        Err(e) => {
+            warn!(dir = %dir.display(), error = %e,
+                "no download cache: its folder cannot be created; set download_cache_dir to a \
+                 writable folder");
+            return Ok(None);
+        }
+    };
     info!(dir = %dir.display(), max_bytes = options.max_bytes, "download cache");
     Ok(Some(Arc::new(cache)))
 }

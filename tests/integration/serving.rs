@@ -633,6 +633,30 @@ async fn repeated_shard_reads_are_sent_from_the_download_cache() {
 }
 
 #[tokio::test]
+async fn a_configured_cache_folder_that_cannot_be_used_stops_the_server_with_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_a_folder = dir.path().join("file");
+    std::fs::write(&not_a_folder, b"x").expect("file");
+    let engine = flywheel::Engine::open(dir.path().join("wh").to_str().expect("utf-8"))
+        .await
+        .expect("engine");
+    let listener = flywheel::server::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("binds");
+    let options = ServeOptions {
+        download_cache: flywheel::server::DownloadCacheOptions {
+            dir: Some(not_a_folder.join("cache")),
+            max_bytes: 1 << 30,
+        },
+        ..ServeOptions::default()
+    };
+    let e = flywheel::server::serve_with(engine, listener, options, std::future::pending())
+        .await
+        .expect_err("refused");
+    assert!(e.to_string().contains("download_cache_dir"), "{e}");
+}
+
+#[tokio::test]
 async fn a_warmed_training_set_is_read_from_the_cache_at_once() {
     use prost::Message as _;
     let dir = tempfile::tempdir().expect("tempdir");
