@@ -30,7 +30,7 @@ use datafusion::physical_plan::stream::{
     RecordBatchReceiverStreamBuilder, RecordBatchStreamAdapter,
 };
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, execute_stream};
-use deltalake::logstore::object_store::ObjectStoreExt as _;
+use deltalake::logstore::object_store::{ObjectStore as _, ObjectStoreExt as _};
 use futures::{StreamExt, TryStreamExt};
 
 use super::{Engine, Planned};
@@ -38,6 +38,10 @@ use crate::{Error, Result};
 
 /// The most shards one request may ask for.
 pub const MAX_SHARDS: usize = 1024;
+
+/// Up to this many data files, a version's files are checked one request each; above, by one
+/// listing of the table.
+const HEAD_CHECKS: usize = 32;
 
 /// Rows per batch of a sharded read.
 const SHARD_BATCH_ROWS: usize = 65_536;
@@ -252,17 +256,27 @@ impl Engine {
             .into_iter()
             .map(|file| file.object_store_path())
             .collect();
-        let present = futures::stream::iter(files)
-            .map(|path| {
-                let store = Arc::clone(&store);
-                async move { store.head(&path).await }
-            })
-            .buffer_unordered(16)
-            .try_collect::<Vec<_>>()
-            .await;
-        Ok(present
-            .is_ok()
-            .then(|| snapshot.metadata().id().to_string()))
+        let present = if files.len() <= HEAD_CHECKS {
+            futures::stream::iter(files)
+                .map(|path| {
+                    let store = Arc::clone(&store);
+                    async move { store.head(&path).await }
+                })
+                .buffer_unordered(16)
+                .try_collect::<Vec<_>>()
+                .await
+                .is_ok()
+        } else {
+            // Many files: one listing (a few requests on an object store) rather than a request
+            // per file.
+            let listed = store
+                .list(None)
+                .map_ok(|meta| meta.location)
+                .try_collect::<std::collections::HashSet<_>>()
+                .await;
+            listed.is_ok_and(|listed| files.iter().all(|f| listed.contains(f)))
+        };
+        Ok(present.then(|| snapshot.metadata().id().to_string()))
     }
 }
 

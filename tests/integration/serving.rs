@@ -513,6 +513,27 @@ async fn cache_entries(dir: &std::path::Path, n: usize) -> Vec<String> {
     list()
 }
 
+/// Server options with a download cache of 1 GiB in `cache`.
+fn with_cache(cache: &std::path::Path) -> ServeOptions {
+    ServeOptions {
+        download_cache: flywheel::server::DownloadCacheOptions {
+            dir: Some(cache.to_path_buf()),
+            max_bytes: 1 << 30,
+        },
+        ..ServeOptions::default()
+    }
+}
+
+/// Reads an endpoint to its end; the call's error, if any.
+async fn redeem(
+    client: &mut FlightServiceClient<Channel>,
+    endpoint: &arrow_flight::FlightEndpoint,
+) -> Result<(), tonic::Status> {
+    let ticket = endpoint.ticket.clone().expect("ticket");
+    let data = client.do_get(ticket).await?.into_inner();
+    data.try_collect::<Vec<_>>().await.map(|_| ())
+}
+
 /// Marks the cache entries `names` last used an hour ago; returns that time.
 fn mark_unused(dir: &std::path::Path, names: &[String]) -> std::time::SystemTime {
     let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
@@ -541,13 +562,7 @@ async fn repeated_shard_reads_are_sent_from_the_download_cache() {
     let dir = tempfile::tempdir().expect("tempdir");
     let warehouse = dir.path().join("wh");
     let cache = dir.path().join("cache");
-    let options = ServeOptions {
-        download_cache: flywheel::server::DownloadCacheOptions {
-            dir: Some(cache.clone()),
-            max_bytes: 1 << 30,
-        },
-        ..ServeOptions::default()
-    };
+    let options = with_cache(&cache);
     let server = TestServer::start_with(&warehouse, options).await;
     create_objects(&server).await;
     let mut sql = server.sql_client().await;
@@ -592,11 +607,7 @@ async fn repeated_shard_reads_are_sent_from_the_download_cache() {
         }
     }
     assert!(removed > 0, "the training set has data files");
-    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-    let read = match flight.do_get(ticket).await {
-        Ok(data) => data.into_inner().try_collect::<Vec<_>>().await.map(|_| ()),
-        Err(status) => Err(status),
-    };
+    let read = redeem(&mut flight, &info.endpoint[0]).await;
     assert!(read.is_err(), "a vacuumed version was served");
 
     // An entry never outlives its table: a table created again under the same name, at the same
@@ -657,17 +668,56 @@ async fn a_configured_cache_folder_that_cannot_be_used_stops_the_server_with_the
 }
 
 #[tokio::test]
+async fn a_removed_file_of_a_version_with_many_files_is_noticed() {
+    // Over 32 data files, the cache checks them with one listing instead of a request each.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let warehouse = dir.path().join("wh");
+    let cache = dir.path().join("cache");
+    let options = with_cache(&cache);
+    let server = TestServer::start_with(&warehouse, options).await;
+    let mut sql = server.sql_client().await;
+    sql.execute_update("CREATE TABLE many AS SELECT 0 AS x".into(), None)
+        .await
+        .expect("create");
+    for i in 1..40 {
+        sql.execute_update(format!("INSERT INTO many VALUES ({i})"), None)
+            .await
+            .expect("insert");
+    }
+    let mut flight = server.flight_client().await;
+    let info = flight
+        .get_flight_info(path(&["table", "many", "shards=1"]))
+        .await
+        .expect("info")
+        .into_inner();
+    let count = |shards: Vec<Vec<RecordBatch>>| -> usize {
+        shards.iter().flatten().map(|b| b.num_rows()).sum()
+    };
+    assert_eq!(count(read_endpoints(&mut flight, &info).await), 40);
+    let entries = cache_entries(&cache, 1).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let an_hour_ago = mark_unused(&cache, &entries);
+    assert_eq!(count(read_endpoints(&mut flight, &info).await), 40);
+    assert_replayed(&cache, &entries, an_hour_ago);
+
+    let table_dir = warehouse.join("tables").join("many");
+    let parquet = std::fs::read_dir(&table_dir)
+        .expect("table folder")
+        .flatten()
+        .find(|f| f.path().extension().is_some_and(|e| e == "parquet"))
+        .expect("a data file");
+    std::fs::remove_file(parquet.path()).expect("removes");
+    let read = redeem(&mut flight, &info.endpoint[0]).await;
+    assert!(read.is_err(), "a version missing a file was served");
+    server.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
 async fn a_warmed_training_set_is_read_from_the_cache_at_once() {
     use prost::Message as _;
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = dir.path().join("cache");
-    let options = ServeOptions {
-        download_cache: flywheel::server::DownloadCacheOptions {
-            dir: Some(cache.clone()),
-            max_bytes: 1 << 30,
-        },
-        ..ServeOptions::default()
-    };
+    let options = with_cache(&cache);
     let server = TestServer::start_with(&dir.path().join("wh"), options).await;
     create_objects(&server).await;
     let mut sql = server.sql_client().await;
