@@ -217,8 +217,13 @@ impl PinnedTable {
 }
 
 impl Engine {
-    /// Pins table `name` at `version` (default: its latest version).
-    pub async fn pin_table(&self, name: &str, version: Option<u64>) -> Result<PinnedTable> {
+    /// The Delta table registered as `name` (its registered name, and the table at `version`, or
+    /// at its latest version), after catching up with the registry.
+    async fn load_registered(
+        &self,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<(String, deltalake::DeltaTable)> {
         self.registry().refresh().await?;
         let entry =
             self.registry()
@@ -228,9 +233,15 @@ impl Engine {
                 })?;
         let target = version.map(flywheel_catalog::TravelTarget::Version);
         let table = flywheel_catalog::load_table(&entry, target.as_ref()).await?;
+        Ok((entry.name, table))
+    }
+
+    /// Pins table `name` at `version` (default: its latest version).
+    pub async fn pin_table(&self, name: &str, version: Option<u64>) -> Result<PinnedTable> {
+        let (name, table) = self.load_registered(name, version).await?;
         let files = table.get_file_uris()?.count();
         Ok(PinnedTable {
-            name: entry.name,
+            name,
             version: table.version().unwrap_or(0),
             files,
         })
@@ -240,15 +251,7 @@ impl Engine {
     /// data file of its version `version` is still in place; `None` when some are gone (a
     /// vacuumed version: what was removed must not come back from a cache).
     pub async fn readable_table_id(&self, name: &str, version: u64) -> Result<Option<String>> {
-        self.registry().refresh().await?;
-        let entry =
-            self.registry()
-                .table(name)
-                .ok_or_else(|| flywheel_catalog::Error::TableNotFound {
-                    name: name.to_string(),
-                })?;
-        let target = flywheel_catalog::TravelTarget::Version(version);
-        let table = flywheel_catalog::load_table(&entry, Some(&target)).await?;
+        let (_, table) = self.load_registered(name, Some(version)).await?;
         let snapshot = table.snapshot()?;
         let store = table.object_store();
         let files: Vec<_> = snapshot

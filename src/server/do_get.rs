@@ -108,7 +108,7 @@ async fn do_get(
         && let Some(key) = service.shard_cache_key(&command.value).await?
     {
         match cache.lookup(&key).await {
-            Lookup::Hit(messages) => return Ok(grpc_body::response(messages)),
+            Lookup::Hit(entry) => return Ok(grpc_body::response(entry.replay())),
             Lookup::Miss(r) => recorder = Some(r),
             Lookup::Oversized | Lookup::Uncached => {}
         }

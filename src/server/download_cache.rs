@@ -157,10 +157,7 @@ impl DownloadCache {
         let path = self.dir.join(&name);
         let opened = tokio::task::spawn_blocking(move || open_entry(&path)).await;
         match opened {
-            Ok(Ok(Some((file, len)))) => {
-                debug!(entry = %name, bytes = len, "download cache: replaying");
-                Lookup::Hit(replay(file, len))
-            }
+            Ok(Ok(Some((file, len)))) => Lookup::Hit(Entry { name, file, len }),
             Ok(Ok(None)) => Lookup::Miss(Recorder {
                 cache: Arc::clone(self),
                 name,
@@ -223,8 +220,8 @@ fn is_temp(path: &Path) -> bool {
 
 /// The outcome of [`DownloadCache::lookup`].
 pub enum Lookup {
-    /// The entry's messages.
-    Hit(BoxStream<'static, Result<Message, Status>>),
+    /// A valid entry, opened (nothing read yet).
+    Hit(Entry),
     /// No entry yet: answer live through this recorder.
     Miss(Recorder),
     /// The answer is larger than the cache: answer live.
@@ -261,6 +258,22 @@ fn open_entry(path: &Path) -> io::Result<Option<(File, u64)>> {
         debug!(entry = %path.display(), error = %e, "download cache: cannot touch an entry");
     }
     Ok(Some((file, len - TRAILER_BYTES)))
+}
+
+/// An opened entry.
+pub struct Entry {
+    name: String,
+    file: File,
+    /// The body's length (without the trailer).
+    len: u64,
+}
+
+impl Entry {
+    /// The entry's messages, read ahead on a blocking thread.
+    pub fn replay(self) -> BoxStream<'static, Result<Message, Status>> {
+        debug!(entry = %self.name, bytes = self.len, "download cache: replaying");
+        replay(self.file, self.len)
+    }
 }
 
 /// Sends an entry's body: read ahead on a blocking thread, a piece at a time.
@@ -478,10 +491,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = Arc::new(DownloadCache::open(dir.path().into(), 1 << 20).expect("opens"));
         record(&cache, &key(0), &[b"schema", b"batch one", b"batch two"]).await;
-        let Lookup::Hit(replayed) = cache.lookup(&key(0)).await else {
+        let Lookup::Hit(entry) = cache.lookup(&key(0)).await else {
             panic!("expected a hit");
         };
-        assert_eq!(body(replayed).await, b"schema|batch one|batch two|");
+        assert_eq!(body(entry.replay()).await, b"schema|batch one|batch two|");
         assert!(
             matches!(cache.lookup(&key(1)).await, Lookup::Miss(_)),
             "another shard is another entry"
@@ -506,10 +519,10 @@ mod tests {
         assert_eq!(body_a, body_b);
         assert!(writer_a.await.expect("a") && writer_b.await.expect("b"));
         assert_eq!(entries(dir.path()).len(), 1, "{:?}", entries(dir.path()));
-        let Lookup::Hit(replayed) = cache.lookup(&key(0)).await else {
+        let Lookup::Hit(entry) = cache.lookup(&key(0)).await else {
             panic!("expected a hit");
         };
-        assert_eq!(body(replayed).await, body_a);
+        assert_eq!(body(entry.replay()).await, body_a);
     }
 
     #[tokio::test]

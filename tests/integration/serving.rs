@@ -59,6 +59,13 @@ async fn read_endpoints(
     shards
 }
 
+/// The rows of all shards together, sorted (see [`sorted_rows`]).
+fn union_rows(shards: &[Vec<RecordBatch>]) -> Vec<String> {
+    let mut rows: Vec<String> = shards.iter().flat_map(|s| sorted_rows(s)).collect();
+    rows.sort();
+    rows
+}
+
 fn path(items: &[&str]) -> FlightDescriptor {
     FlightDescriptor::new_path(items.iter().map(|s| s.to_string()).collect())
 }
@@ -392,10 +399,7 @@ async fn shards_hold_every_row_exactly_once() {
         .into_inner();
     assert_eq!(info.endpoint.len(), 3);
     assert_eq!(info.total_records, whole.len() as i64);
-    let shards = read_endpoints(&mut flight, &info).await;
-    let mut union: Vec<String> = shards.iter().flat_map(|s| sorted_rows(s)).collect();
-    union.sort();
-    assert_eq!(union, whole);
+    assert_eq!(union_rows(&read_endpoints(&mut flight, &info).await), whole);
 
     // A version pins the snapshot: after one more row, version 0 still reads 300 rows.
     sql.execute_update(
@@ -467,13 +471,10 @@ async fn shards_hold_every_row_exactly_once() {
         .await
         .expect("info")
         .into_inner();
-    let mut union: Vec<String> = read_endpoints(&mut flight, &info)
-        .await
-        .iter()
-        .flat_map(|s| sorted_rows(s))
-        .collect();
-    union.sort();
-    assert_eq!(union, sorted_rows(&query(&mut sql, q).await));
+    assert_eq!(
+        union_rows(&read_endpoints(&mut flight, &info).await),
+        sorted_rows(&query(&mut sql, q).await)
+    );
 
     // Errors name what is wrong.
     let e = flight
@@ -573,14 +574,9 @@ async fn repeated_shard_reads_are_sent_from_the_download_cache() {
         .await
         .expect("info")
         .into_inner();
-    let rows = |shards: Vec<Vec<RecordBatch>>| {
-        let mut rows: Vec<String> = shards.iter().flat_map(|s| sorted_rows(s)).collect();
-        rows.sort();
-        rows
-    };
 
     // The first read records each shard; a query that may change is not recorded.
-    assert_eq!(rows(read_endpoints(&mut flight, &info).await), whole);
+    assert_eq!(union_rows(&read_endpoints(&mut flight, &info).await), whole);
     let q = path(&["sql", "SELECT * FROM fraud_train"]);
     let sql_info = flight.get_flight_info(q).await.expect("info").into_inner();
     read_endpoints(&mut flight, &sql_info).await;
@@ -590,7 +586,7 @@ async fn repeated_shard_reads_are_sent_from_the_download_cache() {
     // A later read is sent from the entries, which marks them used (the least recently used
     // leave first when the cache is full).
     let an_hour_ago = mark_unused(&cache, &entries);
-    assert_eq!(rows(read_endpoints(&mut flight, &info).await), whole);
+    assert_eq!(union_rows(&read_endpoints(&mut flight, &info).await), whole);
     assert_replayed(&cache, &entries, an_hour_ago);
 
     // What was removed from the table does not come back from the cache: with the version's data
@@ -776,14 +772,8 @@ async fn a_warmed_training_set_is_read_from_the_cache_at_once() {
         .await
         .expect("info")
         .into_inner();
-    let mut union: Vec<String> = read_endpoints(&mut flight, &info)
-        .await
-        .iter()
-        .flat_map(|s| sorted_rows(s))
-        .collect();
-    union.sort();
     assert_eq!(
-        union,
+        union_rows(&read_endpoints(&mut flight, &info).await),
         sorted_rows(&query(&mut sql, "SELECT * FROM fraud_train").await)
     );
     assert_replayed(&cache, &entries, an_hour_ago);
