@@ -338,6 +338,13 @@ fn main() {
             let _ = stopped.await;
         }));
 
+        if let Ok(only) = std::env::var("PROFILE_ONLY") {
+            let call = if only == "lookup" { Call::Lookup } else { Call::Nothing };
+            for _ in 0..4 {
+                eprintln!("{only}: {:.0}/s", throughput(addr, Clients::InFlight(16), call).await);
+            }
+            std::process::exit(0);
+        }
         let one = latency(addr, Call::Lookup, &["v0"], 1).await;
         let hundred = latency(addr, Call::Lookup, &["v0", "v1", "v2"], 100).await;
         let empty = latency(addr, Call::Nothing, &[], 0).await;
@@ -346,6 +353,8 @@ fn main() {
         let floor = throughput(addr, Clients::OwnConnections, Call::Nothing).await;
         let bare_rate = throughput(addr, Clients::Bare, Call::Lookup).await;
         let in_flight_rate = throughput(addr, Clients::InFlight(4), Call::Lookup).await;
+        let deep_rate = throughput(addr, Clients::InFlight(16), Call::Lookup).await;
+        let deep_floor = throughput(addr, Clients::InFlight(16), Call::Nothing).await;
         let bare_floor = throughput(addr, Clients::Bare, Call::Nothing).await;
 
         println!("| lookup | p50 ms | p99 ms | p999 ms |");
@@ -377,6 +386,10 @@ fn main() {
         println!(
             "{THROUGHPUT_CLIENTS} concurrent clients, a connection each, 4 lookups in flight each: \
              {in_flight_rate:.0} lookups/s"
+        );
+        println!(
+            "{THROUGHPUT_CLIENTS} concurrent clients, a connection each, 16 calls in flight each: \
+             {deep_rate:.0} lookups/s, {deep_floor:.0} ListActions calls/s"
         );
         let _ = stop.send(());
         let _ = server.await;

@@ -7,13 +7,11 @@
 //! named as in the view, or `<view>__<column>` when two views share a name (the training-set rule).
 //! Missing keys and values older than the TTL are NULL.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
 
-use arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, UInt32Array,
-};
-use arrow::datatypes::{Field, Schema};
+use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, UInt32Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use base64::Engine as _;
 use serde::Deserialize;
 
@@ -46,12 +44,23 @@ struct Item {
 impl OnlineStore {
     /// Answers `request` at `now_us` from the latest published snapshots.
     pub async fn lookup(&self, request: &LookupRequest, now_us: i64) -> Result<RecordBatch> {
+        if let Some(plan) = self.plans.get(&request.features) {
+            let mut snapshots = Vec::with_capacity(plan.views.len());
+            for view in &plan.views {
+                snapshots.push(self.get(&view.name).await?);
+            }
+            if let Some(snapshots) = plan.current(snapshots) {
+                return plan.answer(&snapshots, request, now_us);
+            }
+        }
         let items = parse_items(&request.features)?;
         let mut snapshots = Vec::new();
         for item in &items {
             snapshots.push(self.get(&item.view).await?);
         }
-        answer(request, &items, snapshots, now_us)
+        let (plan, snapshots) = LookupPlan::new(&items, snapshots)?;
+        let plan = self.plans.insert(&request.features, plan);
+        plan.answer(&snapshots, request, now_us)
     }
 
     /// Answers `request` from the snapshots this server holds (for SQL, which cannot wait on the
@@ -62,100 +71,186 @@ impl OnlineStore {
             .iter()
             .map(|i| self.cached(&i.view))
             .collect::<Result<Vec<_>>>()?;
-        answer(request, &items, snapshots, now_us)
+        let (plan, snapshots) = LookupPlan::new(&items, snapshots)?;
+        plan.answer(&snapshots, request, now_us)
     }
 }
 
-/// The answer to `request`, given the snapshot (if any) of each item's view.
-fn answer(
-    request: &LookupRequest,
-    items: &[Item],
-    snapshots: Vec<Option<Arc<Snapshot>>>,
-    now_us: i64,
-) -> Result<RecordBatch> {
-    let mut views: Vec<(String, Arc<Snapshot>, Vec<String>)> = Vec::new();
-    for (item, snapshot) in items.iter().zip(snapshots) {
-        let snapshot = snapshot.ok_or_else(|| {
-            Error::Catalog(flywheel_catalog::Error::ObjectNotFound {
-                kind: "online feature view".into(),
-                name: item.view.clone(),
-            })
-        })?;
-        let columns = match &item.column {
-            Some(c) => {
-                if snapshot.batch.column_by_name(c).is_none() {
-                    return Err(Error::Invalid(format!(
-                        "feature view `{}` has no column `{c}`",
-                        item.view
-                    )));
-                }
-                vec![c.clone()]
-            }
-            None => feature_columns(&snapshot),
-        };
-        match views.iter_mut().find(|(v, _, _)| *v == item.view) {
-            Some((_, _, cols)) => cols.extend(columns),
-            None => views.push((item.view.clone(), snapshot, columns)),
-        }
-    }
-    let Some((_, first, _)) = views.first() else {
-        return Err(Error::Invalid(
-            "a lookup names at least one feature view".into(),
-        ));
-    };
-    let keys = first.keys.clone();
-    if let Some((v, _, _)) = views.iter().find(|(_, s, _)| s.keys != keys) {
-        return Err(Error::Invalid(format!(
-            "feature views `{}` and `{v}` have different entity keys; look them up separately",
-            first.view
-        )));
-    }
-    let key_columns = key_columns(request, &keys, &first.converter_types())?;
+/// How to answer one list of requested features from the snapshots current when it was made: the
+/// answer's schema, and per view the snapshot's columns to take. Lookups from a service ask the
+/// same features call after call, so plans are kept ([`LookupPlans`]) and the answer's schema is
+/// the same `Arc` every time (the server encodes it once, see `server::messages`).
+#[derive(Debug)]
+pub struct LookupPlan {
+    views: Vec<ViewPlan>,
+    schema: SchemaRef,
+}
 
-    let mut fields = Vec::new();
-    let mut columns: Vec<ArrayRef> = Vec::new();
-    for (k, c) in keys.iter().zip(&key_columns) {
-        fields.push(Field::new(k, c.data_type().clone(), true));
-        columns.push(Arc::clone(c));
-    }
-    let mut seen: HashSet<String> = keys.iter().cloned().collect();
-    let all_names: Vec<&String> = views.iter().flat_map(|(_, _, c)| c).collect();
-    for (view, snapshot, wanted) in &views {
-        let rows: Vec<Option<u32>> = snapshot
-            .find(&key_columns)?
-            .into_iter()
-            .map(|r| r.filter(|&i| !snapshot.expired(i as usize, now_us)))
-            .collect();
-        fields.push(Field::new(
-            format!("{view}__found"),
-            arrow::datatypes::DataType::Boolean,
-            false,
-        ));
-        columns.push(Arc::new(BooleanArray::from(
-            rows.iter().map(|r| r.is_some()).collect::<Vec<_>>(),
-        )));
-        let take = UInt32Array::from(rows);
-        for name in wanted {
-            let shared = all_names.iter().filter(|n| **n == name).count() > 1;
-            let out_name = if shared || seen.contains(name) {
-                format!("{view}__{name}")
-            } else {
-                name.clone()
+#[derive(Debug)]
+struct ViewPlan {
+    name: String,
+    /// The snapshot planned for; weak, so a kept plan does not keep a replaced snapshot's rows.
+    snapshot: Weak<Snapshot>,
+    /// Column indices in the snapshot's batch, in answer order.
+    columns: Vec<usize>,
+}
+
+impl LookupPlan {
+    /// The plan for `items`, given the snapshot (if any) of each item's view; also returns the
+    /// snapshots of the plan's views, in plan order.
+    fn new(
+        items: &[Item],
+        snapshots: Vec<Option<Arc<Snapshot>>>,
+    ) -> Result<(Self, Vec<Arc<Snapshot>>)> {
+        let mut views: Vec<(String, Arc<Snapshot>, Vec<String>)> = Vec::new();
+        for (item, snapshot) in items.iter().zip(snapshots) {
+            let snapshot = snapshot.ok_or_else(|| {
+                Error::Catalog(flywheel_catalog::Error::ObjectNotFound {
+                    kind: "online feature view".into(),
+                    name: item.view.clone(),
+                })
+            })?;
+            let columns = match &item.column {
+                Some(c) => {
+                    if snapshot.batch.column_by_name(c).is_none() {
+                        return Err(Error::Invalid(format!(
+                            "feature view `{}` has no column `{c}`",
+                            item.view
+                        )));
+                    }
+                    vec![c.clone()]
+                }
+                None => feature_columns(&snapshot),
             };
-            seen.insert(out_name.clone());
-            let source = snapshot
-                .batch
-                .column_by_name(name)
-                .ok_or_else(|| Error::Invalid(format!("no column `{name}` in `{view}`")))?;
-            let values = arrow::compute::take(source.as_ref(), &take, None)?;
-            fields.push(Field::new(out_name, values.data_type().clone(), true));
-            columns.push(values);
+            match views.iter_mut().find(|(v, _, _)| *v == item.view) {
+                Some((_, _, cols)) => cols.extend(columns),
+                None => views.push((item.view.clone(), snapshot, columns)),
+            }
         }
+        let Some((_, first, _)) = views.first() else {
+            return Err(Error::Invalid(
+                "a lookup names at least one feature view".into(),
+            ));
+        };
+        let keys = first.keys.clone();
+        if let Some((v, _, _)) = views.iter().find(|(_, s, _)| s.keys != keys) {
+            return Err(Error::Invalid(format!(
+                "feature views `{}` and `{v}` have different entity keys; look them up separately",
+                first.view
+            )));
+        }
+        let mut fields: Vec<Field> = keys
+            .iter()
+            .zip(first.converter_types())
+            .map(|(k, t)| Field::new(k, t, true))
+            .collect();
+        let mut seen: HashSet<String> = keys.iter().cloned().collect();
+        let all_names: Vec<&String> = views.iter().flat_map(|(_, _, c)| c).collect();
+        let mut planned = Vec::with_capacity(views.len());
+        for (view, snapshot, wanted) in &views {
+            fields.push(Field::new(
+                format!("{view}__found"),
+                DataType::Boolean,
+                false,
+            ));
+            let schema = snapshot.batch.schema();
+            let mut columns = Vec::with_capacity(wanted.len());
+            for name in wanted {
+                let shared = all_names.iter().filter(|n| **n == name).count() > 1;
+                let out_name = if shared || seen.contains(name) {
+                    format!("{view}__{name}")
+                } else {
+                    name.clone()
+                };
+                seen.insert(out_name.clone());
+                let (index, field) = schema
+                    .column_with_name(name)
+                    .ok_or_else(|| Error::Invalid(format!("no column `{name}` in `{view}`")))?;
+                fields.push(Field::new(out_name, field.data_type().clone(), true));
+                columns.push(index);
+            }
+            planned.push(ViewPlan {
+                name: view.clone(),
+                snapshot: Arc::downgrade(snapshot),
+                columns,
+            });
+        }
+        let plan = Self {
+            views: planned,
+            schema: Arc::new(Schema::new(fields)),
+        };
+        Ok((plan, views.into_iter().map(|(_, s, _)| s).collect()))
     }
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
+
+    /// `snapshots` (of the plan's views, in order) when they are the ones planned for.
+    fn current(&self, snapshots: Vec<Option<Arc<Snapshot>>>) -> Option<Vec<Arc<Snapshot>>> {
+        let snapshots: Vec<Arc<Snapshot>> = snapshots.into_iter().collect::<Option<_>>()?;
+        let same = snapshots.len() == self.views.len()
+            && self
+                .views
+                .iter()
+                .zip(&snapshots)
+                .all(|(v, s)| std::ptr::eq(v.snapshot.as_ptr(), Arc::as_ptr(s)));
+        same.then_some(snapshots)
+    }
+
+    /// The answer to `request` from `snapshots` (those the plan was made for).
+    fn answer(
+        &self,
+        snapshots: &[Arc<Snapshot>],
+        request: &LookupRequest,
+        now_us: i64,
+    ) -> Result<RecordBatch> {
+        let first = snapshots
+            .first()
+            .ok_or_else(|| Error::Invalid("a lookup names at least one feature view".into()))?;
+        let mut columns = key_columns(request, &first.keys, &first.converter_types())?;
+        for (view, snapshot) in self.views.iter().zip(snapshots) {
+            let rows: Vec<Option<u32>> = snapshot
+                .find(&columns[..first.keys.len()])?
+                .into_iter()
+                .map(|r| r.filter(|&i| !snapshot.expired(i as usize, now_us)))
+                .collect();
+            columns.push(Arc::new(BooleanArray::from(
+                rows.iter().map(Option::is_some).collect::<Vec<_>>(),
+            )));
+            let take = UInt32Array::from(rows);
+            for &index in &view.columns {
+                columns.push(arrow::compute::take(
+                    snapshot.batch.column(index).as_ref(),
+                    &take,
+                    None,
+                )?);
+            }
+        }
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}
+
+/// Plans of recent lookups, by their list of requested features.
+#[derive(Debug, Default)]
+pub(super) struct LookupPlans {
+    plans: Mutex<HashMap<Vec<String>, Arc<LookupPlan>>>,
+}
+
+/// Distinct feature lists kept; past it the plans start over (a service asks a handful).
+const KEPT_PLANS: usize = 256;
+
+impl LookupPlans {
+    fn get(&self, features: &[String]) -> Option<Arc<LookupPlan>> {
+        self.plans.lock().ok()?.get(features).cloned()
+    }
+
+    fn insert(&self, features: &[String], plan: LookupPlan) -> Arc<LookupPlan> {
+        let plan = Arc::new(plan);
+        if let Ok(mut plans) = self.plans.lock() {
+            if plans.len() >= KEPT_PLANS {
+                plans.clear();
+            }
+            plans.insert(features.to_vec(), Arc::clone(&plan));
+        }
+        plan
+    }
 }
 
 fn parse_items(features: &[String]) -> Result<Vec<Item>> {

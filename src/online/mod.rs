@@ -47,6 +47,8 @@ pub struct OnlineStore {
     backend: Backend,
     /// What this server serves: per view, the snapshot and its id in the backend.
     loaded: RwLock<HashMap<String, (String, Arc<Snapshot>)>>,
+    /// Plans of recent lookups.
+    plans: lookup::LookupPlans,
 }
 
 impl std::fmt::Debug for OnlineStore {
@@ -118,6 +120,7 @@ impl OnlineStore {
         Ok(Self {
             backend,
             loaded: RwLock::default(),
+            plans: lookup::LookupPlans::default(),
         })
     }
 

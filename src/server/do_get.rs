@@ -31,7 +31,7 @@ use tower_service::Service;
 
 use super::download_cache::Lookup;
 use super::grpc_body;
-use super::messages::{self, Message};
+use super::messages::{self, Message, SchemaMessages};
 use super::service::{BatchStream, FlywheelFlightSqlService, encode};
 use super::shards::SHARD_TICKET_TYPE;
 
@@ -120,7 +120,11 @@ async fn do_get(
     let messages = match batches {
         Some(batches) => {
             let (schema, batches) = batches?;
-            batch_messages(schema, batches)
+            // A lookup's schema is its plan's, the same for every call asking the same features.
+            let lookup = command
+                .as_ref()
+                .is_some_and(|c| c.type_url == crate::online::LOOKUP_TICKET_TYPE);
+            batch_messages(schema, batches, lookup.then(|| service.schema_messages()))
         }
         None => {
             let request = tonic::Request::from_parts(
@@ -142,11 +146,12 @@ async fn do_get(
     Ok(grpc_body::response(messages))
 }
 
-/// The schema message, then each batch's messages (dictionaries decoded, as arrow-flight's encoder
-/// also does).
+/// The schema message (from `schemas` when given), then each batch's messages (dictionaries
+/// decoded, as arrow-flight's encoder also does).
 pub(super) fn batch_messages(
     schema: SchemaRef,
     batches: BatchStream,
+    schemas: Option<&SchemaMessages>,
 ) -> BoxStream<'static, Result<Message, Status>> {
     let sent = if messages::shares_buffers(&schema) {
         Arc::clone(&schema)
@@ -157,7 +162,11 @@ pub(super) fn batch_messages(
             .map(|data| data.and_then(messages::flight_data_message))
             .boxed();
     };
-    let head = stream::once(ready(messages::schema_message(&sent)));
+    let head = match schemas {
+        Some(schemas) => schemas.get(&sent),
+        None => messages::schema_message(&sent),
+    };
+    let head = stream::once(ready(head));
     let body = batches
         .map_err(Status::from)
         .and_then(move |batch| {
@@ -228,7 +237,7 @@ mod tests {
             vec![Arc::new(Int64Array::from(vec![1, 2, 3, 4])), Arc::new(dict)],
         )
         .expect("batch");
-        let sent: Vec<Message> = batch_messages(schema, stream::iter([Ok(batch)]).boxed())
+        let sent: Vec<Message> = batch_messages(schema, stream::iter([Ok(batch)]).boxed(), None)
             .try_collect()
             .await
             .expect("messages");

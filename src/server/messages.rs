@@ -12,7 +12,8 @@
 //! arrow-flight's encoder, whose message bodies are still sent without tonic's copy
 //! ([`flight_data_message`]).
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{
     Array, ArrayRef, AsArray, GenericByteArray, GenericByteViewArray, GenericListArray,
@@ -116,6 +117,38 @@ fn shareable(data_type: &DataType) -> bool {
 /// The schema message that opens a stream.
 pub(super) fn schema_message(schema: &Schema) -> Result<Message, Status> {
     flight_data_message(SchemaAsIpc::new(schema, &IpcWriteOptions::default()).into())
+}
+
+/// Schema messages of schemas answered again and again, by identity: an online lookup answers with
+/// its plan's schema, the same `Arc` for every call asking the same features, and encoding it
+/// (a flatbuffer of every field) cost as much as the rest of the answer.
+#[derive(Debug, Default)]
+pub(super) struct SchemaMessages {
+    /// Most recently encoded last; the schema is held, so its address is not reused meanwhile.
+    recent: Mutex<VecDeque<(SchemaRef, Message)>>,
+}
+
+/// Schemas kept.
+const KEPT_SCHEMAS: usize = 64;
+
+impl SchemaMessages {
+    /// The schema message of `schema`, encoded once while it stays among the recent ones.
+    pub(super) fn get(&self, schema: &SchemaRef) -> Result<Message, Status> {
+        let same = |(kept, _): &(SchemaRef, Message)| Arc::ptr_eq(kept, schema);
+        if let Ok(recent) = self.recent.lock()
+            && let Some((_, message)) = recent.iter().find(|e| same(e))
+        {
+            return Ok(message.clone());
+        }
+        let message = schema_message(schema)?;
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() >= KEPT_SCHEMAS {
+                recent.pop_front();
+            }
+            recent.push_back((Arc::clone(schema), message.clone()));
+        }
+        Ok(message)
+    }
 }
 
 /// Frames a `FlightData`; its body is sent as it is, not copied.

@@ -36,6 +36,7 @@ use tracing::instrument;
 
 use super::auth::Authenticator;
 use super::download_cache::{CacheKey, DownloadCache};
+use super::messages::SchemaMessages;
 use super::sql_info::{SQL_INFO, XDBC_TYPE_INFO};
 use super::tickets::{Statement, StatementTicket};
 use super::{ingest, metadata, shards, to_status, warm};
@@ -57,6 +58,8 @@ pub struct FlywheelFlightSqlService {
     auth: Arc<Authenticator>,
     /// Where shard reads of pinned table versions are recorded and replayed.
     cache: Option<Arc<DownloadCache>>,
+    /// Encoded schemas of online lookup answers.
+    schemas: Arc<SchemaMessages>,
 }
 
 impl FlywheelFlightSqlService {
@@ -71,6 +74,7 @@ impl FlywheelFlightSqlService {
             engine,
             auth,
             cache: None,
+            schemas: Arc::default(),
         }
     }
 
@@ -83,6 +87,11 @@ impl FlywheelFlightSqlService {
     /// The download cache, when the server has one.
     pub(super) fn download_cache(&self) -> Option<&Arc<DownloadCache>> {
         self.cache.as_ref()
+    }
+
+    /// Encoded schemas of online lookup answers.
+    pub(super) fn schema_messages(&self) -> &SchemaMessages {
+        &self.schemas
     }
 
     /// The engine.

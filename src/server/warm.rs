@@ -110,7 +110,7 @@ async fn warm_shard(
         Lookup::Oversized => ("not kept", None),
         Lookup::Miss(recorder) => {
             let (schema, batches) = service.shard_batches(&ticket).await?;
-            let (messages, writer) = recorder.tee_joined(batch_messages(schema, batches));
+            let (messages, writer) = recorder.tee_joined(batch_messages(schema, batches, None));
             let bytes = messages
                 .try_fold(0u64, |n, message| {
                     ready(Ok(n + message.iter().map(|p| p.len() as u64).sum::<u64>()))

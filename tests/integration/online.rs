@@ -222,6 +222,63 @@ async fn ttl_and_alter_online() {
     server.stop().await.expect("clean shutdown");
 }
 
+/// A service asks the same features call after call (the server keeps a plan per feature list):
+/// a refresh, a dropped view and a view defined anew are all seen by the next call.
+#[tokio::test]
+async fn the_same_lookup_asked_again_sees_refreshes_and_new_definitions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let mut sql = server.sql_client().await;
+    let mut run = async |s: &str| {
+        sql.execute_update(s.to_string(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    };
+    run("CREATE ENTITY user (user_id BIGINT)").await;
+    run("CREATE TABLE ev (user_id BIGINT, ts TIMESTAMP, a DOUBLE)").await;
+    run("INSERT INTO ev VALUES (1, now() - INTERVAL '1 hour', 1.0)").await;
+    run(
+        "CREATE FEATURE VIEW fv ENTITY user EVENT TIME ts WITH (online = true) \
+         AS SELECT user_id, ts, a FROM ev",
+    )
+    .await;
+    let request = serde_json::json!({"features": ["fv"], "keys": [[1], [2]]});
+    for _ in 0..2 {
+        let answer = lookup(&server, request.clone()).await.expect("lookup");
+        assert_eq!(f64s(&answer, "a"), vec![Some(1.0), None]);
+    }
+
+    run("INSERT INTO ev VALUES (1, now(), 2.0), (2, now(), 5.0)").await;
+    run("REFRESH FEATURE VIEW fv").await;
+    let answer = lookup(&server, request.clone())
+        .await
+        .expect("after refresh");
+    assert_eq!(f64s(&answer, "a"), vec![Some(2.0), Some(5.0)]);
+    assert_eq!(bools(&answer, "fv__found"), vec![true, true]);
+
+    run("DROP FEATURE VIEW fv").await;
+    let e = lookup(&server, request.clone())
+        .await
+        .expect_err("dropped view");
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+
+    run(
+        "CREATE FEATURE VIEW fv ENTITY user EVENT TIME ts WITH (online = true) \
+         AS SELECT user_id, ts, a * 10 AS b FROM ev",
+    )
+    .await;
+    let answer = lookup(&server, request).await.expect("new definition");
+    let names: Vec<String> = answer
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["user_id", "fv__found", "b"]);
+    assert_eq!(f64s(&answer, "b"), vec![Some(20.0), Some(50.0)]);
+    server.stop().await.expect("clean shutdown");
+}
+
 /// A real `redis-server` on a free loopback port, stopped on drop.
 struct Redis {
     child: std::process::Child,
