@@ -6,7 +6,8 @@
 //! included, and lists and structs of these) becomes one gRPC message in pieces: a small prefix
 //! (gRPC length, protobuf tags and the IPC flatbuffer header, written here) followed by the column
 //! buffers themselves, shared rather than copied, each padded to 64 bytes as arrow's own IPC
-//! writer does. The only copy left is the kernel's. Batches above [`MAX_MESSAGE_BYTES`] are sent
+//! writer does (buffers of up to 1 KiB, as in a lookup's answer, are copied: cheaper than a piece
+//! each). The only copy left is the kernel's. Batches above [`MAX_MESSAGE_BYTES`] are sent
 //! as several row ranges, cut at multiples of 8 rows so that validity bitmaps can be shared too.
 //! Dictionary columns are decoded first ([`hydrate`]). Other schemas (maps, unions) go through
 //! arrow-flight's encoder, whose message bodies are still sent without tonic's copy
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::{
     Array, ArrayRef, AsArray, GenericByteArray, GenericByteViewArray, GenericListArray,
-    OffsetSizeTrait, RecordBatch,
+    OffsetSizeTrait, RecordBatch, downcast_primitive_array,
 };
 use arrow::buffer::Buffer;
 use arrow::buffer::OffsetBuffer;
@@ -48,6 +49,9 @@ const ALIGNMENT: usize = 64;
 const DATA_BODY_FIELD: u32 = 1000;
 
 static PADDING: [u8; ALIGNMENT] = [0; ALIGNMENT];
+
+/// Column buffers up to this size are copied into the message rather than shared.
+const COPIED_UP_TO: usize = 1024;
 
 /// Whether batches of `schema` are sent from their own memory (otherwise arrow-flight encodes
 /// them).
@@ -187,6 +191,8 @@ pub(super) fn batch_messages(batch: &RecordBatch) -> Result<Vec<Message>, Status
 #[derive(Default)]
 struct Body {
     pieces: Vec<Bytes>,
+    /// Small buffers and padding since the last shared piece, copied.
+    copied: BytesMut,
     len: usize,
     nodes: Vec<ipc::FieldNode>,
     buffers: Vec<ipc::Buffer>,
@@ -244,15 +250,17 @@ impl Body {
             }
             other => {
                 let width = other.primitive_width().ok_or_else(|| unsupported(other))?;
-                let data = array.to_data();
-                let values = data.buffers().first().ok_or_else(|| unsupported(other))?;
-                let (start, bytes) = (data.offset() * width, len * width);
-                if start + bytes > values.len() {
+                // The values, already cut to the array's rows (no `ArrayData` built per column).
+                let values = downcast_primitive_array!(
+                    array => array.values().inner().clone(),
+                    _ => return Err(unsupported(other))
+                );
+                if values.len() != len * width {
                     return Err(Status::internal(format!(
-                        "internal error: a {other} column's buffer is shorter than its length"
+                        "internal error: a {other} column's buffer does not match its length"
                     )));
                 }
-                self.push(values.slice_with_length(start, bytes));
+                self.push(values);
             }
         }
         Ok(())
@@ -327,23 +335,33 @@ impl Body {
         self.variadic_counts.push(array.data_buffers().len() as i64);
     }
 
+    /// Appends `buffer`: shared when large, copied when small (a lookup's answer is a few bytes
+    /// per column, where a shared piece each would cost more than the copy), then its padding.
     fn push(&mut self, buffer: Buffer) {
         let len = buffer.len();
         self.buffers
             .push(ipc::Buffer::new(self.len as i64, len as i64));
-        if len > 0 {
+        if len <= COPIED_UP_TO {
+            self.copied.extend_from_slice(buffer.as_slice());
+        } else {
+            self.flush_copied();
             self.pieces.push(Bytes::from_owner(Shared(buffer)));
         }
         let padded = len.next_multiple_of(ALIGNMENT);
-        if padded > len {
-            self.pieces
-                .push(Bytes::from_static(&PADDING[..padded - len]));
-        }
+        self.copied.extend_from_slice(&PADDING[..padded - len]);
         self.len += padded;
     }
 
+    /// Ends the piece of copied bytes.
+    fn flush_copied(&mut self) {
+        if !self.copied.is_empty() {
+            self.pieces.push(self.copied.split().freeze());
+        }
+    }
+
     /// The message: its IPC header, then the body.
-    fn into_message(self, rows: usize) -> Result<Message, Status> {
+    fn into_message(mut self, rows: usize) -> Result<Message, Status> {
+        self.flush_copied();
         let mut fbb = flatbuffers::FlatBufferBuilder::new();
         let nodes = fbb.create_vector(&self.nodes);
         let buffers = fbb.create_vector(&self.buffers);
