@@ -166,8 +166,58 @@ impl Caller {
     }
 }
 
-/// Calls per second from `THROUGHPUT_CLIENTS` concurrent callers connected as `clients` say.
-async fn throughput(addr: std::net::SocketAddr, clients: Clients, call: Call) -> f64 {
+/// What a throughput run measured.
+struct Rate {
+    calls_per_s: f64,
+    /// CPU time of the server's threads per call.
+    server_us_per_call: f64,
+}
+
+impl Rate {
+    /// Calls per second the server's CPU alone would allow on `cores` cores (clients elsewhere).
+    fn capacity(&self, cores: f64) -> f64 {
+        cores * 1e6 / self.server_us_per_call
+    }
+}
+
+/// The server runtime's threads are named this (15 bytes: Linux keeps at most that of a name).
+const SERVER_THREADS: &str = "flywheel-server";
+
+/// CPU seconds used so far by this process's threads named [`SERVER_THREADS`] (Linux `/proc`).
+fn server_cpu_seconds() -> f64 {
+    let ticks_per_s = 100.0; // USER_HZ, 100 on every Linux this runs on
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return f64::NAN;
+    };
+    let mut ticks = 0u64;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`: the name may hold spaces, so split at its closing parenthesis.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != SERVER_THREADS {
+            continue;
+        }
+        // After the name: state is field 3; utime and stime are fields 14 and 15.
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let field = |n: usize| {
+            fields
+                .get(n - 3)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ticks += field(14) + field(15);
+    }
+    ticks as f64 / ticks_per_s
+}
+
+/// Calls per second from `THROUGHPUT_CLIENTS` concurrent callers connected as `clients` say, and
+/// the server's CPU per call.
+async fn throughput(addr: std::net::SocketAddr, clients: Clients, call: Call) -> Rate {
+    let cpu_before = server_cpu_seconds();
     let one = channel(addr).await;
     let deadline = Instant::now() + Duration::from_secs(THROUGHPUT_SECS);
     let mut tasks = Vec::new();
@@ -204,7 +254,11 @@ async fn throughput(addr: std::net::SocketAddr, clients: Clients, call: Call) ->
     for t in tasks {
         total += t.await.expect("client task");
     }
-    total as f64 / THROUGHPUT_SECS as f64
+    let server_cpu = server_cpu_seconds() - cpu_before;
+    Rate {
+        calls_per_s: total as f64 / THROUGHPUT_SECS as f64,
+        server_us_per_call: server_cpu * 1e6 / total.max(1) as f64,
+    }
 }
 
 /// Calls over a bare HTTP/2 connection: hyper's client connection, the request framed by hand, the
@@ -289,11 +343,18 @@ mod bare {
 }
 
 fn main() {
+    // The clients' runtime; the server gets its own (below), as in its own process, so that its
+    // threads' CPU time can be told from the clients'.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(async {
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(SERVER_THREADS)
+        .build()
+        .expect("server runtime");
+    let engine = server_runtime.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = flywheel::Engine::open(dir.path().to_str().expect("utf-8"))
             .await
@@ -328,41 +389,48 @@ fn main() {
                 .expect("view");
         }
         eprintln!("setup: 1M entities, 3 online views in {:.1} s", load.elapsed().as_secs_f64());
+        (engine, dir)
+    });
+    let (engine, _dir) = engine;
+    let listener = server_runtime
+        .block_on(flywheel::server::bind("127.0.0.1:0".parse().expect("addr")))
+        .expect("binds");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = server_runtime.spawn(flywheel::server::serve(engine, listener, async {
+        let _ = stopped.await;
+    }));
 
-        let listener = flywheel::server::bind("127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("binds");
-        let addr = listener.local_addr().expect("addr");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(flywheel::server::serve(engine, listener, async {
-            let _ = stopped.await;
-        }));
-
-        if let Ok(only) = std::env::var("PROFILE_ONLY") {
-            let call = if only == "lookup" { Call::Lookup } else { Call::Nothing };
+    runtime.block_on(async {
+        // For profiling one phase: `FLYWHEEL_BENCH_ONLY=lookup` (or `nothing`) runs only the
+        // throughput of 16 calls in flight per client, four times.
+        if let Ok(only) = std::env::var("FLYWHEEL_BENCH_ONLY") {
+            let call = if only == "lookup" {
+                Call::Lookup
+            } else {
+                Call::Nothing
+            };
             for _ in 0..4 {
-                eprintln!("{only}: {:.0}/s", throughput(addr, Clients::InFlight(16), call).await);
+                let rate = throughput(addr, Clients::InFlight(16), call).await;
+                eprintln!(
+                    "{only}: {:.0} calls/s, server {:.1} us CPU per call",
+                    rate.calls_per_s, rate.server_us_per_call
+                );
             }
-            std::process::exit(0);
+            return;
         }
         let one = latency(addr, Call::Lookup, &["v0"], 1).await;
         let hundred = latency(addr, Call::Lookup, &["v0", "v1", "v2"], 100).await;
         let empty = latency(addr, Call::Nothing, &[], 0).await;
-        let rate = throughput(addr, Clients::OwnConnections, Call::Lookup).await;
-        let shared_rate = throughput(addr, Clients::SharedConnection, Call::Lookup).await;
-        let floor = throughput(addr, Clients::OwnConnections, Call::Nothing).await;
-        let bare_rate = throughput(addr, Clients::Bare, Call::Lookup).await;
-        let in_flight_rate = throughput(addr, Clients::InFlight(4), Call::Lookup).await;
-        let deep_rate = throughput(addr, Clients::InFlight(16), Call::Lookup).await;
-        let deep_floor = throughput(addr, Clients::InFlight(16), Call::Nothing).await;
-        let bare_floor = throughput(addr, Clients::Bare, Call::Nothing).await;
-
-        println!("| lookup | p50 ms | p99 ms | p999 ms |");
+        println!("| call | p50 ms | p99 ms | p999 ms |");
         println!("|---|---|---|---|");
         for (name, s) in [
-            ("1 key x 1 view x 10 features", &one),
-            ("100 keys x 3 views x 10 features", &hundred),
-            ("ListActions (no work): the transport's floor", &empty),
+            ("lookup, 1 key x 1 view x 10 features", &one),
+            ("lookup, 100 keys x 3 views x 10 features", &hundred),
+            (
+                "`ListActions` (does nothing): the transport's floor",
+                &empty,
+            ),
         ] {
             println!(
                 "| {name} | {:.3} | {:.3} | {:.3} |",
@@ -371,27 +439,64 @@ fn main() {
                 percentile(s, 0.999)
             );
         }
+
+        let runs = [
+            (
+                "lookups, a connection each",
+                Clients::OwnConnections,
+                Call::Lookup,
+            ),
+            (
+                "lookups, all on one shared connection",
+                Clients::SharedConnection,
+                Call::Lookup,
+            ),
+            (
+                "lookups, bare HTTP/2 clients (no tonic channel)",
+                Clients::Bare,
+                Call::Lookup,
+            ),
+            (
+                "lookups, 4 in flight per client",
+                Clients::InFlight(4),
+                Call::Lookup,
+            ),
+            (
+                "lookups, 16 in flight per client",
+                Clients::InFlight(16),
+                Call::Lookup,
+            ),
+            (
+                "`ListActions` (does nothing), a connection each",
+                Clients::OwnConnections,
+                Call::Nothing,
+            ),
+            (
+                "`ListActions`, bare HTTP/2 clients",
+                Clients::Bare,
+                Call::Nothing,
+            ),
+            (
+                "`ListActions`, 16 in flight per client",
+                Clients::InFlight(16),
+                Call::Nothing,
+            ),
+        ];
         println!(
-            "\nthroughput, 1-key lookups, {THROUGHPUT_CLIENTS} concurrent clients: {rate:.0} lookups/s \
-             (a connection each), {shared_rate:.0} lookups/s (one shared connection)"
+            "\n| {THROUGHPUT_CLIENTS} concurrent clients, 1-key lookups or no-op calls | calls/s | \
+             server CPU us per call | server's own limit on 2 cores, calls/s |"
         );
-        println!(
-            "transport floor, ListActions (no work), {THROUGHPUT_CLIENTS} concurrent clients: \
-             {floor:.0} calls/s"
-        );
-        println!(
-            "bare HTTP/2 clients (no tonic channel), {THROUGHPUT_CLIENTS} concurrent, a connection each: \
-             {bare_rate:.0} lookups/s, {bare_floor:.0} ListActions calls/s"
-        );
-        println!(
-            "{THROUGHPUT_CLIENTS} concurrent clients, a connection each, 4 lookups in flight each: \
-             {in_flight_rate:.0} lookups/s"
-        );
-        println!(
-            "{THROUGHPUT_CLIENTS} concurrent clients, a connection each, 16 calls in flight each: \
-             {deep_rate:.0} lookups/s, {deep_floor:.0} ListActions calls/s"
-        );
-        let _ = stop.send(());
-        let _ = server.await;
+        println!("|---|---|---|---|");
+        for (name, clients, call) in runs {
+            let rate = throughput(addr, clients, call).await;
+            println!(
+                "| {name} | {:.0} | {:.1} | {:.0} |",
+                rate.calls_per_s,
+                rate.server_us_per_call,
+                rate.capacity(2.0)
+            );
+        }
     });
+    let _ = stop.send(());
+    let _ = server_runtime.block_on(server);
 }
