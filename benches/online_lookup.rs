@@ -1,14 +1,20 @@
 //! Online lookup latency and throughput over loopback, with a real server and a Rust Flight client.
 //!
 //! `cargo bench --bench online_lookup` (release build). Builds 1M entities with 10 features in three
-//! online feature views in a temp warehouse, starts `flywheel serve` in-process on 127.0.0.1 port 0,
-//! then measures:
+//! online feature views in a temp warehouse, starts `flywheel serve` in-process on 127.0.0.1 port 0
+//! on a runtime of its own (as in its own process), then measures:
 //! - latency (p50/p99/p999 of sequential lookups, one client) for 1 key x 1 view x 10 features and
 //!   100 keys x 3 views, and of a call that does no work (`ListActions`), the transport's floor;
-//! - throughput of 1-key lookups with 8 concurrent clients, each on its own connection and all on
-//!   one shared connection;
-//! - the same lookups and no-op calls from a bare HTTP/2 client (hyper's connection, no tonic
-//!   channel), to tell the client's share of the transport's cost from the server's.
+//! - throughput of 1-key lookups and of no-op calls with 8 concurrent clients: each on its own
+//!   connection, all on one shared connection, bare HTTP/2 clients (hyper's connection, no tonic
+//!   channel: the client stack's share), and with 4 or 16 calls in flight per client (a service
+//!   answering several of its own requests at once);
+//! - for each throughput run, the CPU time of the server's threads per call (`/proc`), and the
+//!   rate that CPU alone would allow on 2 cores: what the server could answer with its clients on
+//!   other machines, since here they share the same 2 cores.
+//!
+//! `FLYWHEEL_BENCH_ONLY=lookup` (or `nothing`) runs only the 16-in-flight throughput, four times:
+//! for profiling one phase.
 //!
 //! Keys are drawn at random from the 1M. Prints a Markdown table. Not a test: it asserts only that
 //! every answer has the requested rows.
