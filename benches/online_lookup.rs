@@ -13,8 +13,8 @@
 //!   rate that CPU alone would allow on 2 cores: what the server could answer with its clients on
 //!   other machines, since here they share the same 2 cores.
 //!
-//! `FLYWHEEL_BENCH_ONLY=lookup` (or `nothing`) runs only the 16-in-flight throughput, four times:
-//! for profiling one phase.
+//! `FLYWHEEL_BENCH_ONLY=lookup` (or `nothing`; `lookup:1` for one call at a time per client, `:N`
+//! for N in flight, 16 by default) runs only that throughput, four times: for profiling one phase.
 //!
 //! Keys are drawn at random from the 1M. Prints a Markdown table. Not a test: it asserts only that
 //! every answer has the requested rows.
@@ -408,16 +408,21 @@ fn main() {
     }));
 
     runtime.block_on(async {
-        // For profiling one phase: `FLYWHEEL_BENCH_ONLY=lookup` (or `nothing`) runs only the
-        // throughput of 16 calls in flight per client, four times.
+        // For profiling one phase: `FLYWHEEL_BENCH_ONLY=lookup` (or `nothing`), optionally
+        // `:N` calls in flight per client (default 16), runs only that throughput, four times.
         if let Ok(only) = std::env::var("FLYWHEEL_BENCH_ONLY") {
-            let call = if only == "lookup" {
+            let (what, depth) = only.split_once(':').unwrap_or((only.as_str(), "16"));
+            let call = if what == "lookup" {
                 Call::Lookup
             } else {
                 Call::Nothing
             };
+            let clients = match depth.parse().unwrap_or(16) {
+                1 => Clients::OwnConnections,
+                n => Clients::InFlight(n),
+            };
             for _ in 0..4 {
-                let rate = throughput(addr, Clients::InFlight(16), call).await;
+                let rate = throughput(addr, clients, call).await;
                 eprintln!(
                     "{only}: {:.0} calls/s, server {:.1} us CPU per call",
                     rate.calls_per_s, rate.server_us_per_call
