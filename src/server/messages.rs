@@ -651,6 +651,35 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_answered_again_is_encoded_once() {
+        let schemas = SchemaMessages::default();
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let first = schemas.get(&schema).expect("encodes");
+        let again = schemas.get(&schema).expect("kept");
+        assert_eq!(first, again);
+        assert_eq!(
+            first[0].as_ptr(),
+            again[0].as_ptr(),
+            "the kept message, not a new one"
+        );
+        // The key is the schema's identity: an equal schema elsewhere is encoded, to the same bytes.
+        let equal = Arc::new((*schema).clone());
+        let other = schemas.get(&equal).expect("encodes");
+        assert_ne!(first[0].as_ptr(), other[0].as_ptr());
+        assert_eq!(first, other);
+        let bytes: Vec<u8> = first.iter().flat_map(|p| p.iter().copied()).collect();
+        let data = FlightData::decode(&bytes[5..]).expect("FlightData");
+        let decoded = Schema::try_from(&data).expect("a schema message");
+        assert_eq!(decoded, *schema);
+        // Only the recent ones are kept.
+        for _ in 0..KEPT_SCHEMAS {
+            schemas.get(&Arc::new((*schema).clone())).expect("encodes");
+        }
+        let later = schemas.get(&schema).expect("encodes");
+        assert_ne!(first[0].as_ptr(), later[0].as_ptr(), "encoded anew");
+    }
+
+    #[test]
     fn column_buffers_are_sent_without_copying() {
         let values = Int64Array::from_iter_values(0..1000);
         let address = values.values().inner().as_ptr();
