@@ -81,7 +81,7 @@ impl OnlineStore {
 /// same features call after call, so plans are kept ([`LookupPlans`]) and the answer's schema is
 /// the same `Arc` every time (the server encodes it once, see `server::messages`).
 #[derive(Debug)]
-pub struct LookupPlan {
+pub(super) struct LookupPlan {
     views: Vec<ViewPlan>,
     schema: SchemaRef,
 }
