@@ -18,7 +18,7 @@ use flywheel_catalog::{
 };
 use tracing::info;
 
-use super::{Engine, Output};
+use super::{Engine, Output, parquet_files};
 use crate::{Error, Result};
 
 /// The bare table name of a reference in the warehouse's schema; other schemas are refused.
@@ -115,6 +115,7 @@ async fn write_new_table(
             .with_input_plan(input.clone())
             .with_table_name(name)
             .with_save_mode(SaveMode::ErrorIfExists)
+            .with_writer_properties(parquet_files::writer_properties())
             .with_session_state(Arc::new(engine.context().state()))
             .await?;
     }
@@ -143,6 +144,7 @@ async fn replace_table(
         .with_input_plan(plan)
         .with_save_mode(SaveMode::Overwrite)
         .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+        .with_writer_properties(parquet_files::writer_properties())
         .with_session_state(Arc::new(engine.context().state()))
         .await?;
     Ok(Output::empty())

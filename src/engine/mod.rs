@@ -16,6 +16,7 @@ mod objects;
 mod online;
 mod output;
 mod params;
+mod parquet_files;
 mod planner;
 mod session;
 mod shards;
