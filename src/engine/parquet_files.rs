@@ -34,7 +34,7 @@ mod tests {
     use bytes::Bytes;
     use deltalake::parquet::arrow::ArrowWriter;
     use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    use deltalake::parquet::column::page::{Page, PageReader};
+    use deltalake::parquet::column::page::Page;
     use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
 
     use super::*;
