@@ -115,7 +115,9 @@ async fn write_new_table(
             .with_input_plan(input.clone())
             .with_table_name(name)
             .with_save_mode(SaveMode::ErrorIfExists)
-            .with_writer_properties(parquet_files::writer_properties())
+            .with_writer_properties(parquet_files::writer_properties(
+                input.schema().as_arrow().fields(),
+            ))
             .with_session_state(Arc::new(engine.context().state()))
             .await?;
     }
@@ -140,11 +142,12 @@ async fn replace_table(
         input.clone()
     };
     let snapshot = table.snapshot()?.snapshot().clone();
+    let properties = parquet_files::writer_properties(plan.schema().as_arrow().fields());
     WriteBuilder::new(table.log_store(), Some(snapshot))
         .with_input_plan(plan)
         .with_save_mode(SaveMode::Overwrite)
         .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
-        .with_writer_properties(parquet_files::writer_properties())
+        .with_writer_properties(properties)
         .with_session_state(Arc::new(engine.context().state()))
         .await?;
     Ok(Output::empty())

@@ -7,30 +7,60 @@
 //! buffer to allocate), while keys, timestamps and categories stay compressed.
 //!
 //! Values are dictionary-encoded first and fall back to PLAIN, as V1 files do (the 2.0 writer
-//! would otherwise pick the DELTA encodings, slower to decode). Every Parquet reader in use
+//! would otherwise pick the DELTA encodings, slower to decode), except floating-point columns,
+//! written PLAIN from the start: a feature column rarely repeats values, and the writer only gives
+//! up on a dictionary once it holds 1 MiB, so each row group would start with a megabyte of
+//! dictionary (always compressed) and pages of indices that are larger than the values, for
+//! every reader to decode. A float column that does repeat still shrinks: Snappy compresses
+//! its PLAIN pages. Every Parquet reader in use
 //! (pyarrow, DuckDB, Spark, delta-rs, Polars) reads V2 pages. Appends through `INSERT` and
 //! bulk-ingest appends go through delta-rs's table sink, which writes its own defaults (Snappy,
 //! V1 pages); a table may therefore hold both kinds of files.
 
+use arrow::datatypes::{DataType, Fields};
 use deltalake::parquet::basic::{Compression, Encoding};
 use deltalake::parquet::file::properties::{WriterProperties, WriterVersion};
+use deltalake::parquet::schema::types::ColumnPath;
 
-/// The writer properties of every table Flywheel creates or replaces.
-pub(super) fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
-        .set_created_by(format!("flywheel {}", env!("CARGO_PKG_VERSION")))
-        .set_compression(Compression::SNAPPY)
-        .set_writer_version(WriterVersion::PARQUET_2_0)
-        .set_encoding(Encoding::PLAIN)
+/// The writer properties of a table Flywheel creates or replaces with columns `fields`.
+pub(super) fn writer_properties(fields: &Fields) -> WriterProperties {
+    let mut floats = vec![];
+    float_columns(fields, &mut vec![], &mut floats);
+    floats
+        .into_iter()
+        .fold(
+            WriterProperties::builder()
+                .set_created_by(format!("flywheel {}", env!("CARGO_PKG_VERSION")))
+                .set_compression(Compression::SNAPPY)
+                .set_writer_version(WriterVersion::PARQUET_2_0)
+                .set_encoding(Encoding::PLAIN),
+            |builder, path| builder.set_column_dictionary_enabled(path, false),
+        )
         .build()
+}
+
+/// The Parquet paths of the floating-point columns in `fields`, struct fields included (lists
+/// and maps keep the defaults).
+fn float_columns(fields: &Fields, prefix: &mut Vec<String>, out: &mut Vec<ColumnPath>) {
+    for field in fields {
+        prefix.push(field.name().clone());
+        match field.data_type() {
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+                out.push(ColumnPath::new(prefix.clone()));
+            }
+            DataType::Struct(children) => float_columns(children, prefix, out),
+            _ => {}
+        }
+        prefix.pop();
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{Array, Float64Array, Int64Array, RecordBatch};
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::array::{Float64Array, Int64Array, RecordBatch};
+    use arrow::datatypes::{Field, Schema};
     use bytes::Bytes;
     use deltalake::parquet::arrow::ArrowWriter;
     use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -59,8 +89,15 @@ mod tests {
             .expect("a valid batch")
     }
 
-    /// Each column's data pages: (V2 page, compressed).
-    fn pages(file: &Bytes, column: usize) -> Vec<(bool, bool)> {
+    /// What a column chunk's pages are, in order.
+    #[derive(Debug, PartialEq)]
+    enum Kind {
+        Dictionary,
+        V1,
+        V2 { compressed: bool },
+    }
+
+    fn pages(file: &Bytes, column: usize) -> Vec<Kind> {
         let reader = SerializedFileReader::new(file.clone()).expect("a Parquet file");
         let mut out = vec![];
         for g in 0..reader.num_row_groups() {
@@ -69,38 +106,44 @@ mod tests {
                 .and_then(|rg| rg.get_column_page_reader(column))
                 .expect("a column's pages");
             while let Some(page) = pages.get_next_page().expect("a page") {
-                match page {
-                    Page::DataPageV2 { is_compressed, .. } => out.push((true, is_compressed)),
-                    Page::DataPage { .. } => out.push((false, true)),
-                    Page::DictionaryPage { .. } => {}
-                }
+                out.push(match page {
+                    Page::DictionaryPage { .. } => Kind::Dictionary,
+                    Page::DataPage { .. } => Kind::V1,
+                    Page::DataPageV2 { is_compressed, .. } => Kind::V2 {
+                        compressed: is_compressed,
+                    },
+                });
             }
         }
         out
     }
 
     #[test]
-    fn incompressible_pages_are_stored_plain_and_the_rest_compressed() {
-        // Enough rows that the pages written before the dictionary fills and the writer falls back
-        // to PLAIN are a small share.
+    fn float_pages_are_plain_and_uncompressed_the_rest_compressed() {
         let batch = batch(1_000_000);
         let mut file = vec![];
-        let mut writer = ArrowWriter::try_new(&mut file, batch.schema(), Some(writer_properties()))
-            .expect("a writer");
+        let properties = writer_properties(batch.schema().fields());
+        let mut writer =
+            ArrowWriter::try_new(&mut file, batch.schema(), Some(properties)).expect("a writer");
         writer.write(&batch).expect("written");
         writer.close().expect("closed");
         let file = Bytes::from(file);
 
+        // Random floats: no dictionary, and pages stored as they are.
         let floats = pages(&file, 0);
-        assert!(floats.iter().all(|(v2, _)| *v2), "V2 pages: {floats:?}");
-        let stored = |pages: &[(bool, bool)]| pages.iter().filter(|(_, c)| !c).count();
+        assert!(!floats.is_empty());
         assert!(
-            stored(&floats) * 2 > floats.len(),
-            "float pages: {floats:?}"
+            floats.iter().all(|p| *p == Kind::V2 { compressed: false }),
+            "{floats:?}"
         );
-        let ints = pages(&file, 1);
-        assert!(ints.iter().all(|(v2, _)| *v2), "V2 pages: {ints:?}");
-        assert!(stored(&ints) * 2 < ints.len(), "id pages: {ints:?}");
+        // Ids: a dictionary first (it fills up, then PLAIN), and pages that Snappy shrinks.
+        let ids = pages(&file, 1);
+        assert_eq!(ids.first(), Some(&Kind::Dictionary), "{ids:?}");
+        let compressed = ids
+            .iter()
+            .filter(|p| **p == Kind::V2 { compressed: true })
+            .count();
+        assert!(compressed * 2 > ids.len(), "{ids:?}");
 
         // The values come back as written.
         let back: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -110,6 +153,25 @@ mod tests {
             .expect("read back");
         let back = arrow::compute::concat_batches(&batch.schema(), &back).expect("concat");
         assert_eq!(back, batch);
-        assert_eq!(back.column(0).null_count(), 0);
+    }
+
+    #[test]
+    fn float_columns_are_found_inside_structs() {
+        let fields = Fields::from(vec![
+            Field::new("f", DataType::Float32, true),
+            Field::new("n", DataType::Int32, true),
+            Field::new(
+                "s",
+                DataType::Struct(Fields::from(vec![
+                    Field::new("score", DataType::Float64, true),
+                    Field::new("label", DataType::Utf8, true),
+                ])),
+                true,
+            ),
+        ]);
+        let mut found = vec![];
+        float_columns(&fields, &mut vec![], &mut found);
+        let found: Vec<String> = found.iter().map(|p| p.string()).collect();
+        assert_eq!(found, ["f", "s.score"]);
     }
 }
