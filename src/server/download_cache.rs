@@ -25,7 +25,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -402,27 +402,26 @@ impl Recorder {
     fn record(&self, temp: &Path, rx: &mut mpsc::Receiver<Record>) -> io::Result<Option<u64>> {
         // The folder may have been removed by hand to empty the cache.
         fs::create_dir_all(&self.cache.dir)?;
-        let mut out = BufWriter::with_capacity(CHUNK_BYTES, File::create(temp)?);
+        let mut out = File::create(temp)?;
         let mut len: u64 = 0;
         while let Some(record) = rx.blocking_recv() {
             match record {
                 Record::Message(message) => {
-                    for piece in &message {
-                        len += piece.len() as u64;
-                        if len + TRAILER_BYTES > self.cache.max_bytes {
-                            info!(entry = %self.name, budget = self.cache.max_bytes,
-                                "download cache: an answer larger than the cache is not kept; \
-                                 raise download_cache_size to cache it");
-                            self.cache.oversized().insert(self.name.clone());
-                            return Ok(None);
-                        }
-                        out.write_all(piece)?;
+                    len += message.iter().map(|piece| piece.len() as u64).sum::<u64>();
+                    if len + TRAILER_BYTES > self.cache.max_bytes {
+                        info!(entry = %self.name, budget = self.cache.max_bytes,
+                            "download cache: an answer larger than the cache is not kept; \
+                             raise download_cache_size to cache it");
+                        self.cache.oversized().insert(self.name.clone());
+                        return Ok(None);
                     }
+                    write_pieces(&mut out, &message)?;
                 }
                 Record::Done => {
-                    out.write_all(MAGIC)?;
-                    out.write_all(&len.to_le_bytes())?;
-                    out.into_inner().map_err(|e| e.into_error())?;
+                    let mut trailer = [0u8; TRAILER_BYTES as usize];
+                    trailer[..MAGIC.len()].copy_from_slice(MAGIC);
+                    trailer[MAGIC.len()..].copy_from_slice(&len.to_le_bytes());
+                    out.write_all(&trailer)?;
                     return Ok(Some(len));
                 }
             }
@@ -430,6 +429,26 @@ impl Recorder {
         // The answer stopped before its end.
         Ok(None)
     }
+}
+
+/// Writes a message's pieces as they are, in as few `writev` calls as the kernel takes (a
+/// buffered writer would copy every column once more).
+fn write_pieces(out: &mut File, pieces: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = pieces
+        .iter()
+        .filter(|piece| !piece.is_empty())
+        .map(|piece| IoSlice::new(piece))
+        .collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        match out.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
