@@ -26,6 +26,10 @@ pool (mimalloc), which keeps its memory. With the flag both readers run on warm 
 `--strings` uses a second table that also has a long string key and a small string category (Delta
 strings come back as string views).
 
+With `--compare-workdirs DIR...` it then compares the same table as written by other builds (their
+own workdirs, made by running this script with those builds): one server each, this binary, one-stream
+downloads without the download cache rotating between them, REPEAT rounds.
+
 With `--baseline OTHER_BINARY` it then compares two builds side by side: both servers run on the same
 warehouse, without the download cache, and one-stream downloads alternate between them, REPEAT rounds, so both see the same noise.
 It prints medians of GB/s and of CPU seconds per GB, the server's (from /proc) and this client's.
@@ -204,17 +208,18 @@ def client_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def compare(builds: dict, warehouse: Path, rounds: int, table: str, nbytes: int):
-    """One-stream downloads alternating between builds; medians per build."""
-    # Without the download cache: the two builds would share its entries.
-    servers = {name: start_server(binary, warehouse, cache=False) for name, binary in builds.items()}
+def compare(builds: dict, rounds: int, table: str, nbytes: int):
+    """One-stream downloads rotating between servers (name: (binary, warehouse)); medians each."""
+    # Without the download cache: servers on one warehouse would share its entries.
+    servers = {name: start_server(binary, warehouse, cache=False)
+               for name, (binary, warehouse) in builds.items()}
     runs = {name: [] for name in servers}
     try:
         for _, uri in servers.values():
             flight_download(uri, 1, table)  # warm-up
         for r in range(rounds):
             order = list(servers.items())
-            for name, (proc, uri) in order if r % 2 == 0 else reversed(order):
+            for name, (proc, uri) in order[r % len(order):] + order[:r % len(order)]:
                 server0, client0, t = cpu_seconds(proc.pid), client_cpu_seconds(), time.perf_counter()
                 flight_download(uri, 1, table)
                 gb = nbytes / 1e9
@@ -225,8 +230,8 @@ def compare(builds: dict, warehouse: Path, rounds: int, table: str, nbytes: int)
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=30)
-    print(f"\none stream, builds alternating, {rounds} rounds, medians\n")
-    print("| build | GB/s | server CPU s/GB | client CPU s/GB |")
+    print(f"\none stream, servers in turn, {rounds} rounds, medians\n")
+    print("| server | GB/s | server CPU s/GB | client CPU s/GB |")
     print("|---|---|---|---|")
     for name, rows in runs.items():
         med = [statistics.median(r[i] for r in rows) for i in range(3)]
@@ -241,6 +246,9 @@ def main():
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--workdir", default=str(Path.home() / ".cache/flywheel-bench/download"))
     p.add_argument("--baseline", help="another flywheel binary to compare with, side by side")
+    p.add_argument("--compare-workdirs", nargs="+", metavar="WORKDIR",
+                   help="other workdirs whose table was written by other builds (another Parquet "
+                        "layout): one-stream downloads by this binary rotate between the tables")
     p.add_argument("--strings", action="store_true",
                    help="a table that also has two string columns (a long key and a category)")
     p.add_argument("--keep-client-memory", action="store_true",
@@ -309,8 +317,13 @@ def main():
           f"--size-gb {args.size_gb} --repeat {args.repeat}{' --strings' if args.strings else ''}"
           f"{' --keep-client-memory' if args.keep_client_memory else ''}")
     if args.baseline:
-        compare({f"baseline {args.baseline}": args.baseline, f"flywheel {args.flywheel}": args.flywheel},
-                warehouse, args.repeat, table, table_bytes)
+        compare({f"baseline {args.baseline}": (args.baseline, warehouse),
+                 f"flywheel {args.flywheel}": (args.flywheel, warehouse)},
+                args.repeat, table, table_bytes)
+    if args.compare_workdirs:
+        builds = {f"table in {d}": (args.flywheel, Path(d) / "warehouse")
+                  for d in [args.workdir] + args.compare_workdirs}
+        compare(builds, args.repeat, table, table_bytes)
 
 
 if __name__ == "__main__":
