@@ -15,6 +15,8 @@
 //!
 //! `FLYWHEEL_BENCH_ONLY=lookup` (or `nothing`; `lookup:1` for one call at a time per client, `:N`
 //! for N in flight, 16 by default) runs only that throughput, four times: for profiling one phase.
+//! `FLYWHEEL_BENCH_ONLY=latency:lookup` (or `latency:nothing`) runs the one-key latency four times
+//! and also prints the server's and the client's CPU per call.
 //!
 //! Keys are drawn at random from the 1M. Prints a Markdown table. Not a test: it asserts only that
 //! every answer has the requested rows.
@@ -101,8 +103,30 @@ async fn nothing(client: &mut FlightServiceClient<Channel>) {
     let _: Vec<_> = actions.try_collect().await.expect("actions");
 }
 
-/// Latencies of sequential calls from one client, after 500 warm-up calls.
+/// Latencies of sequential calls from one client, after 500 warm-up calls. The client runs on a
+/// single-threaded runtime of its own, as a latency-sensitive caller would: on a multi-threaded
+/// one, every answer also wakes a second worker thread, which on these 2 shared cores costs the
+/// client more CPU per call than the whole call costs the server.
 async fn latency(
+    addr: std::net::SocketAddr,
+    call: Call,
+    features: &[&str],
+    keys_per: usize,
+) -> Vec<Duration> {
+    let features: Vec<String> = features.iter().map(|f| f.to_string()).collect();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("client runtime");
+        let features: Vec<&str> = features.iter().map(String::as_str).collect();
+        let _ = tx.send(runtime.block_on(sequential_calls(addr, call, &features, keys_per)));
+    });
+    rx.await.expect("the latency client finished")
+}
+
+async fn sequential_calls(
     addr: std::net::SocketAddr,
     call: Call,
     features: &[&str],
@@ -218,6 +242,24 @@ fn server_cpu_seconds() -> f64 {
         ticks += field(14) + field(15);
     }
     ticks as f64 / ticks_per_s
+}
+
+/// CPU seconds used so far by this whole process (server and clients).
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let field = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field(14) + field(15)) as f64 / 100.0
 }
 
 /// Calls per second from `THROUGHPUT_CLIENTS` concurrent callers connected as `clients` say, and
@@ -411,6 +453,26 @@ fn main() {
         // For profiling one phase: `FLYWHEEL_BENCH_ONLY=lookup` (or `nothing`), optionally
         // `:N` calls in flight per client (default 16), runs only that throughput, four times.
         if let Ok(only) = std::env::var("FLYWHEEL_BENCH_ONLY") {
+            if let Some(call) = only.strip_prefix("latency:") {
+                let (call, features) = match call {
+                    "lookup" => (Call::Lookup, vec!["v0"]),
+                    _ => (Call::Nothing, vec![]),
+                };
+                for _ in 0..4 {
+                    let (server0, all0) = (server_cpu_seconds(), process_cpu_seconds());
+                    let s = latency(addr, call, &features, 1).await;
+                    let calls = s.len() as f64;
+                    let server = (server_cpu_seconds() - server0) * 1e6 / calls;
+                    let client = (process_cpu_seconds() - all0) * 1e6 / calls - server;
+                    eprintln!(
+                        "{only}: p50 {:.3} ms, p99 {:.3} ms; CPU per call: server {server:.1} us, \
+                         client {client:.1} us",
+                        percentile(&s, 0.5),
+                        percentile(&s, 0.99)
+                    );
+                }
+                return;
+            }
             let (what, depth) = only.split_once(':').unwrap_or((only.as_str(), "16"));
             let call = if what == "lookup" {
                 Call::Lookup
