@@ -141,8 +141,8 @@ impl LookupPlan {
         }
         let mut fields: Vec<Field> = keys
             .iter()
-            .zip(first.converter_types())
-            .map(|(k, t)| Field::new(k, t, true))
+            .zip(first.key_types())
+            .map(|(k, t)| Field::new(k, t.clone(), true))
             .collect();
         let mut seen: HashSet<String> = keys.iter().cloned().collect();
         let all_names: Vec<&String> = views.iter().flat_map(|(_, _, c)| c).collect();
@@ -204,7 +204,7 @@ impl LookupPlan {
         let first = snapshots
             .first()
             .ok_or_else(|| Error::Invalid("a lookup names at least one feature view".into()))?;
-        let mut columns = key_columns(request, &first.keys, &first.converter_types())?;
+        let mut columns = key_columns(request, &first.keys, first.key_types())?;
         for (view, snapshot) in self.views.iter().zip(snapshots) {
             let rows: Vec<Option<u32>> = snapshot
                 .find(&columns[..first.keys.len()])?
@@ -309,10 +309,7 @@ fn key_columns(
         }
         None => json_keys(&request.keys, keys)?,
     };
-    raw.iter()
-        .zip(types)
-        .map(|(c, t)| arrow::compute::cast(c, t).map_err(Error::from))
-        .collect()
+    super::snapshot::cast_keys(&raw, types)
 }
 
 fn json_keys(rows: &[serde_json::Value], keys: &[String]) -> Result<Vec<ArrayRef>> {

@@ -35,6 +35,8 @@ pub struct Snapshot {
     /// One row per key: key columns, event time, features.
     pub batch: RecordBatch,
     converter: RowConverter,
+    /// The Arrow types of the key columns, in the entity's order.
+    key_types: Vec<DataType>,
     index: KeyIndex,
     /// Each row's event time in microseconds (computed once; `None` for other time types).
     event_times_us: Option<Vec<Option<i64>>>,
@@ -104,12 +106,8 @@ impl Snapshot {
         batch: RecordBatch,
     ) -> Result<Self> {
         let key_columns = key_columns(&batch, &keys)?;
-        let converter = RowConverter::new(
-            key_columns
-                .iter()
-                .map(|c| SortField::new(c.data_type().clone()))
-                .collect(),
-        )?;
+        let key_types: Vec<DataType> = key_columns.iter().map(|c| c.data_type().clone()).collect();
+        let converter = RowConverter::new(key_types.iter().cloned().map(SortField::new).collect())?;
         let index = KeyIndex::new(converter.convert_columns(&key_columns)?);
         let Some(times) = batch.column_by_name(&event_time) else {
             return Err(Error::Invalid(format!(
@@ -126,6 +124,7 @@ impl Snapshot {
             cutoff_us,
             batch,
             converter,
+            key_types,
             index,
             event_times_us,
         })
@@ -133,11 +132,7 @@ impl Snapshot {
 
     /// The row of each requested key (`key_columns` in the entity's key order), or `None`.
     pub fn find(&self, key_columns: &[ArrayRef]) -> Result<Vec<Option<u32>>> {
-        let cast: Vec<ArrayRef> = key_columns
-            .iter()
-            .zip(self.converter_types())
-            .map(|(c, t)| arrow::compute::cast(c, &t))
-            .collect::<std::result::Result<_, _>>()?;
+        let cast = cast_keys(key_columns, &self.key_types)?;
         let rows = self.converter.convert_columns(&cast)?;
         Ok(rows
             .iter()
@@ -152,13 +147,9 @@ impl Snapshot {
             .collect())
     }
 
-    /// The Arrow types of the key columns.
-    pub fn converter_types(&self) -> Vec<DataType> {
-        self.keys
-            .iter()
-            .filter_map(|k| self.batch.column_by_name(k))
-            .map(|c| c.data_type().clone())
-            .collect()
+    /// The Arrow types of the key columns, in the entity's order.
+    pub fn key_types(&self) -> &[DataType] {
+        &self.key_types
     }
 
     /// The event time of row `i` in microseconds, when the column is a timestamp or date.
@@ -274,6 +265,21 @@ fn event_times_us(c: &ArrayRef) -> Result<Option<Vec<Option<i64>>>> {
         .downcast_ref::<arrow::array::Int64Array>()
         .ok_or_else(|| Error::Invalid("event time did not cast to integers".into()))?;
     Ok(Some(values.iter().map(|v| v.map(scale)).collect()))
+}
+
+/// `columns` cast to `types`; a column already of its type is shared, not copied.
+pub fn cast_keys(columns: &[ArrayRef], types: &[DataType]) -> Result<Vec<ArrayRef>> {
+    columns
+        .iter()
+        .zip(types)
+        .map(|(c, t)| {
+            if c.data_type() == t {
+                Ok(Arc::clone(c))
+            } else {
+                Ok(arrow::compute::cast(c, t)?)
+            }
+        })
+        .collect()
 }
 
 fn key_columns(batch: &RecordBatch, keys: &[String]) -> Result<Vec<ArrayRef>> {
