@@ -12,10 +12,11 @@
 //! up on a dictionary once it holds 1 MiB, so each row group would start with a megabyte of
 //! dictionary (always compressed) and pages of indices that are larger than the values, for
 //! every reader to decode. A float column that does repeat still shrinks: Snappy compresses
-//! its PLAIN pages. pyarrow, Polars, DuckDB and
-//! delta-rs read V2 pages, and Spark since 3.3. Appends through `INSERT` and
-//! bulk-ingest appends go through delta-rs's table sink, which writes its own defaults (Snappy,
-//! V1 pages); a table may therefore hold both kinds of files.
+//! its PLAIN pages.
+//!
+//! pyarrow, Polars, DuckDB and delta-rs read V2 pages, and Spark since 3.3. Appends through
+//! `INSERT` and bulk-ingest appends go through delta-rs's table sink, which writes its own
+//! defaults (Snappy, V1 pages); a table may therefore hold both kinds of files.
 
 use arrow::datatypes::{DataType, Fields};
 use deltalake::parquet::basic::{Compression, Encoding};
