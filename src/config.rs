@@ -11,6 +11,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::engine::DataPages;
 use crate::{Error, Result};
 
 /// Settings shared by `flywheel serve` and `flywheel sql`.
@@ -44,6 +45,9 @@ pub struct Config {
     /// The download cache's folder (default: `_flywheel/download_cache` in a local warehouse;
     /// an object-store warehouse has no cache unless this is set).
     pub download_cache_dir: Option<String>,
+    /// The Parquet data pages of the tables Flywheel writes: `v2` (default; pages compression
+    /// does not shrink are stored uncompressed) or `v1` (for readers without V2 support).
+    pub parquet_data_pages: Option<String>,
 }
 
 /// The download cache's budget when none is configured.
@@ -64,6 +68,7 @@ impl Default for Config {
             memory_limit: None,
             download_cache_size: None,
             download_cache_dir: None,
+            parquet_data_pages: None,
         }
     }
 }
@@ -153,6 +158,11 @@ impl Config {
                 &None,
                 &mut config.download_cache_dir,
             ),
+            (
+                "FLYWHEEL_PARQUET_DATA_PAGES",
+                &None,
+                &mut config.parquet_data_pages,
+            ),
         ];
         for (var, flag, field) in optional {
             if let Some(v) = flag.clone().or_else(|| env(var)) {
@@ -180,7 +190,16 @@ impl Config {
         }
         self.memory_limit_bytes()?;
         self.download_cache_bytes()?;
+        self.data_pages()?;
         Ok(())
+    }
+
+    /// `parquet_data_pages` (default: V2).
+    pub fn data_pages(&self) -> Result<DataPages> {
+        self.parquet_data_pages
+            .as_deref()
+            .map_or(Ok(DataPages::default()), str::parse)
+            .map_err(Error::Config)
     }
 
     /// `memory_limit` in bytes (`None`: no limit).
@@ -278,6 +297,22 @@ mod tests {
             .expect_err("no password");
         assert!(e.to_string().contains("auth_password"), "{e}");
         let env: HashMap<&str, &str> = [("FLYWHEEL_TLS_CERT", "c.pem")].into();
+        assert!(
+            Config::resolve(&Overrides::default(), |k| env.get(k).map(|v| v.to_string())).is_err()
+        );
+    }
+
+    #[test]
+    fn parquet_data_pages_default_to_v2_and_take_v1_from_the_environment() {
+        assert_eq!(Config::default().data_pages().ok(), Some(DataPages::V2));
+        let env: HashMap<&str, &str> = [("FLYWHEEL_PARQUET_DATA_PAGES", "v1")].into();
+        let config = Config::resolve(&Overrides::default(), |k| env.get(k).map(|v| v.to_string()))
+            .expect("resolves");
+        assert_eq!(config.data_pages().ok(), Some(DataPages::V1));
+        let config = Config::from_toml("parquet_data_pages = \"v7\"").expect("parses");
+        let error = config.data_pages().expect_err("no such version");
+        assert!(error.to_string().contains("parquet_data_pages"), "{error}");
+        let env: HashMap<&str, &str> = [("FLYWHEEL_PARQUET_DATA_PAGES", "v7")].into();
         assert!(
             Config::resolve(&Overrides::default(), |k| env.get(k).map(|v| v.to_string())).is_err()
         );

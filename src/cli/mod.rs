@@ -142,6 +142,7 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
     let options = EngineOptions {
         online_store: config.online_store.clone(),
         memory_limit: config.memory_limit_bytes()?,
+        data_pages: config.data_pages()?,
     };
     let engine = Engine::open_with(&config.warehouse, &options).await?;
     match command {

@@ -117,6 +117,7 @@ async fn write_new_table(
             .with_save_mode(SaveMode::ErrorIfExists)
             .with_writer_properties(parquet_files::writer_properties(
                 input.schema().as_arrow().fields(),
+                engine.data_pages,
             ))
             .with_session_state(Arc::new(engine.context().state()))
             .await?;
@@ -142,7 +143,8 @@ async fn replace_table(
         input.clone()
     };
     let snapshot = table.snapshot()?.snapshot().clone();
-    let properties = parquet_files::writer_properties(plan.schema().as_arrow().fields());
+    let properties =
+        parquet_files::writer_properties(plan.schema().as_arrow().fields(), engine.data_pages);
     WriteBuilder::new(table.log_store(), Some(snapshot))
         .with_input_plan(plan)
         .with_save_mode(SaveMode::Overwrite)

@@ -35,6 +35,7 @@ use tracing::instrument;
 pub use ingest::{IfExists, IfMissing, IngestTarget};
 pub use online::is_online;
 pub use output::Output;
+pub use parquet_files::DataPages;
 pub use shards::{MAX_SHARDS, PinnedTable};
 pub(crate) use time_travel::visit_statement_mut;
 
@@ -67,6 +68,7 @@ pub struct Engine {
     ctx: SessionContext,
     registry: Arc<Registry>,
     online: Arc<crate::online::OnlineStore>,
+    data_pages: DataPages,
 }
 
 impl std::fmt::Debug for Engine {
@@ -85,6 +87,8 @@ pub struct EngineOptions {
     pub online_store: Option<String>,
     /// The most memory queries may hold, in bytes (`None`: no limit).
     pub memory_limit: Option<usize>,
+    /// The Parquet data pages of the tables the engine writes.
+    pub data_pages: DataPages,
 }
 
 impl Engine {
@@ -107,6 +111,7 @@ impl Engine {
             ctx,
             registry,
             online,
+            data_pages: options.data_pages,
         })
     }
 

@@ -14,17 +14,48 @@
 //! every reader to decode. A float column that does repeat still shrinks: Snappy compresses
 //! its PLAIN pages.
 //!
-//! pyarrow, Polars, DuckDB and delta-rs read V2 pages, and Spark since 3.3. Appends through
-//! `INSERT` and bulk-ingest appends go through delta-rs's table sink, which writes its own
-//! defaults (Snappy, V1 pages); a table may therefore hold both kinds of files.
+//! pyarrow, Polars, DuckDB and delta-rs read V2 pages, and Spark since 3.3. For readers that do
+//! not, the `parquet_data_pages = "v1"` setting ([`DataPages::V1`]) writes V1 pages (every page
+//! compressed), keeping the rest. Appends through `INSERT` and bulk-ingest appends go through
+//! delta-rs's table sink, which writes its own defaults (Snappy, V1 pages); a table may therefore
+//! hold both kinds of files.
 
 use arrow::datatypes::{DataType, Fields};
 use deltalake::parquet::basic::{Compression, Encoding};
 use deltalake::parquet::file::properties::{WriterProperties, WriterVersion};
 use deltalake::parquet::schema::types::ColumnPath;
 
+/// Which Parquet data pages Flywheel writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DataPages {
+    /// Data Page V2: a page Snappy does not shrink is stored uncompressed (the default).
+    #[default]
+    V2,
+    /// Data Page V1, every page compressed: for readers without V2 support.
+    V1,
+}
+
+impl std::str::FromStr for DataPages {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "v2" | "2" => Ok(Self::V2),
+            "v1" | "1" => Ok(Self::V1),
+            _ => Err(format!(
+                "parquet_data_pages `{s}` is not a page version: use \"v2\" (the default) or \"v1\" \
+                 for readers without Data Page V2 support"
+            )),
+        }
+    }
+}
+
 /// The writer properties of a table Flywheel creates or replaces with columns `fields`.
-pub(super) fn writer_properties(fields: &Fields) -> WriterProperties {
+pub(super) fn writer_properties(fields: &Fields, pages: DataPages) -> WriterProperties {
+    let version = match pages {
+        DataPages::V2 => WriterVersion::PARQUET_2_0,
+        DataPages::V1 => WriterVersion::PARQUET_1_0,
+    };
     let mut floats = vec![];
     float_columns(fields, &mut vec![], &mut floats);
     floats
@@ -33,7 +64,7 @@ pub(super) fn writer_properties(fields: &Fields) -> WriterProperties {
             WriterProperties::builder()
                 .set_created_by(format!("flywheel {}", env!("CARGO_PKG_VERSION")))
                 .set_compression(Compression::SNAPPY)
-                .set_writer_version(WriterVersion::PARQUET_2_0)
+                .set_writer_version(version)
                 .set_encoding(Encoding::PLAIN),
             |builder, path| builder.set_column_dictionary_enabled(path, false),
         )
@@ -119,16 +150,20 @@ mod tests {
         out
     }
 
+    fn write(batch: &RecordBatch, pages: DataPages) -> Bytes {
+        let mut file = vec![];
+        let properties = writer_properties(batch.schema().fields(), pages);
+        let mut writer =
+            ArrowWriter::try_new(&mut file, batch.schema(), Some(properties)).expect("a writer");
+        writer.write(batch).expect("written");
+        writer.close().expect("closed");
+        Bytes::from(file)
+    }
+
     #[test]
     fn float_pages_are_plain_and_uncompressed_the_rest_compressed() {
         let batch = batch(1_000_000);
-        let mut file = vec![];
-        let properties = writer_properties(batch.schema().fields());
-        let mut writer =
-            ArrowWriter::try_new(&mut file, batch.schema(), Some(properties)).expect("a writer");
-        writer.write(&batch).expect("written");
-        writer.close().expect("closed");
-        let file = Bytes::from(file);
+        let file = write(&batch, DataPages::V2);
 
         // Random floats: no dictionary, and pages stored as they are.
         let floats = pages(&file, 0);
@@ -154,6 +189,42 @@ mod tests {
             .expect("read back");
         let back = arrow::compute::concat_batches(&batch.schema(), &back).expect("concat");
         assert_eq!(back, batch);
+    }
+
+    #[test]
+    fn v1_pages_for_readers_without_v2_support() {
+        let batch = batch(100_000);
+        let file = write(&batch, DataPages::V1);
+        for column in 0..2 {
+            let pages = pages(&file, column);
+            assert!(pages.contains(&Kind::V1), "{pages:?}");
+            assert!(
+                pages
+                    .iter()
+                    .all(|p| matches!(p, Kind::V1 | Kind::Dictionary)),
+                "{pages:?}"
+            );
+        }
+        // Floats still skip the dictionary.
+        assert!(!pages(&file, 0).contains(&Kind::Dictionary));
+        let back: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .expect("a reader")
+            .collect::<Result<_, _>>()
+            .expect("read back");
+        let back = arrow::compute::concat_batches(&batch.schema(), &back).expect("concat");
+        assert_eq!(back, batch);
+    }
+
+    #[test]
+    fn page_versions_parse_and_a_wrong_one_says_what_to_write() {
+        assert_eq!("v2".parse::<DataPages>(), Ok(DataPages::V2));
+        assert_eq!("V1".parse::<DataPages>(), Ok(DataPages::V1));
+        let error = "v3".parse::<DataPages>().expect_err("no such version");
+        assert!(
+            error.contains("parquet_data_pages") && error.contains("\"v1\""),
+            "{error}"
+        );
     }
 
     #[test]

@@ -17,11 +17,12 @@ def flywheel_bin() -> str:
 
 
 class Server:
-    """`flywheel serve` on a free port; `args` are extra `serve` flags (e.g. `--auth-token`)."""
+    """`flywheel serve` on a free port; `args` are extra `serve` flags (e.g. `--auth-token`), `env`
+    extra `FLYWHEEL_*` settings."""
 
-    def __init__(self, warehouse: Path, args: list[str] | None = None):
+    def __init__(self, warehouse: Path, args: list[str] | None = None, env: dict | None = None):
         self.warehouse = warehouse
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")} | (env or {})
         self.proc = subprocess.Popen(
             [flywheel_bin(), "--warehouse", str(warehouse), "serve", "--listen", "127.0.0.1:0"]
             + list(args or []),

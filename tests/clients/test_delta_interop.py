@@ -6,6 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 
+from conftest import Server
+
 
 def test_deltalake_reads_what_flywheel_wrote(server, warehouse):
     with flightsql.connect(server.uri) as conn, conn.cursor() as cur:
@@ -49,6 +51,8 @@ def test_other_readers_read_the_parquet_files_flywheel_writes(server, warehouse)
 
     dt = DeltaTable(str(warehouse / "tables" / "feats"))
     files = dt.file_uris()
+    # Written with Data Page V2 (the files' format version says which writer version made them).
+    assert {pq.ParquetFile(f).metadata.format_version for f in files} == {"2.6"}
     by_pyarrow = pa.concat_tables(pq.read_table(f).select(["id", "f", "c"]) for f in files)
     by_polars = pl.read_parquet(files).select(["id", "f", "c"]).to_arrow()
     by_deltalake = dt.to_pyarrow_table().select(["id", "f", "c"])
@@ -57,3 +61,17 @@ def test_other_readers_read_the_parquet_files_flywheel_writes(server, warehouse)
         assert got.column("id").to_pylist() == expected.column("id").to_pylist(), name
         assert got.column("f").to_pylist() == expected.column("f").to_pylist(), name
         assert got.column("c").cast(pa.string()).to_pylist() == expected.column("c").cast(pa.string()).to_pylist(), name
+
+
+def test_parquet_data_pages_v1_for_readers_without_v2_support(tmp_path):
+    server = Server(tmp_path / "warehouse", env={"FLYWHEEL_PARQUET_DATA_PAGES": "v1"})
+    try:
+        with flightsql.connect(server.uri) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE t AS SELECT value AS id, random() AS f FROM generate_series(1, 1000)")
+            cur.execute("SELECT count(*) FROM t")
+            assert cur.fetchone()[0] == 1000
+        files = DeltaTable(str(tmp_path / "warehouse" / "tables" / "t")).file_uris()
+        assert {pq.ParquetFile(f).metadata.format_version for f in files} == {"1.0"}
+        assert pa.concat_tables(pq.read_table(f) for f in files).num_rows == 1000
+    finally:
+        assert server.stop() == 0
