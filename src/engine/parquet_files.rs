@@ -91,7 +91,7 @@ fn float_columns(fields: &Fields, prefix: &mut Vec<String>, out: &mut Vec<Column
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{Float64Array, Int64Array, RecordBatch};
+    use arrow::array::{Float64Array, Int64Array, RecordBatch, RecordBatchReader};
     use arrow::datatypes::{Field, Schema};
     use bytes::Bytes;
     use deltalake::parquet::arrow::ArrowWriter;
@@ -160,6 +160,16 @@ mod tests {
         Bytes::from(file)
     }
 
+    /// The file's rows, in one batch.
+    fn read_back(file: Bytes) -> RecordBatch {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .expect("a reader");
+        let schema = reader.schema();
+        let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().expect("read back");
+        arrow::compute::concat_batches(&schema, &batches).expect("concat")
+    }
+
     #[test]
     fn float_pages_are_plain_and_uncompressed_the_rest_compressed() {
         let batch = batch(1_000_000);
@@ -182,13 +192,7 @@ mod tests {
         assert!(compressed * 2 > ids.len(), "{ids:?}");
 
         // The values come back as written.
-        let back: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.build())
-            .expect("a reader")
-            .collect::<Result<_, _>>()
-            .expect("read back");
-        let back = arrow::compute::concat_batches(&batch.schema(), &back).expect("concat");
-        assert_eq!(back, batch);
+        assert_eq!(read_back(file), batch);
     }
 
     #[test]
@@ -207,13 +211,7 @@ mod tests {
         }
         // Floats still skip the dictionary.
         assert!(!pages(&file, 0).contains(&Kind::Dictionary));
-        let back: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.build())
-            .expect("a reader")
-            .collect::<Result<_, _>>()
-            .expect("read back");
-        let back = arrow::compute::concat_batches(&batch.schema(), &back).expect("concat");
-        assert_eq!(back, batch);
+        assert_eq!(read_back(file), batch);
     }
 
     #[test]
