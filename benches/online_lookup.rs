@@ -215,7 +215,6 @@ const SERVER_THREADS: &str = "flywheel-server";
 
 /// CPU seconds used so far by this process's threads named [`SERVER_THREADS`] (Linux `/proc`).
 fn server_cpu_seconds() -> f64 {
-    let ticks_per_s = 100.0; // USER_HZ, 100 on every Linux this runs on
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return f64::NAN;
     };
@@ -231,17 +230,25 @@ fn server_cpu_seconds() -> f64 {
         if &stat[open + 1..close] != SERVER_THREADS {
             continue;
         }
-        // After the name: state is field 3; utime and stime are fields 14 and 15.
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let field = |n: usize| {
-            fields
-                .get(n - 3)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        ticks += field(14) + field(15);
+        ticks += cpu_ticks(&stat[close + 1..]);
     }
-    ticks as f64 / ticks_per_s
+    ticks as f64 / TICKS_PER_S
+}
+
+/// USER_HZ, 100 on every Linux this runs on.
+const TICKS_PER_S: f64 = 100.0;
+
+/// User plus system CPU ticks from a `/proc/.../stat` line's fields after the name (`) state
+/// ...`): the state is field 3, utime and stime are fields 14 and 15.
+fn cpu_ticks(after_name: &str) -> u64 {
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let field = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(14) + field(15)
 }
 
 /// CPU seconds used so far by this whole process (server and clients).
@@ -252,14 +259,7 @@ fn process_cpu_seconds() -> f64 {
     let Some(close) = stat.rfind(')') else {
         return f64::NAN;
     };
-    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    let field = |n: usize| {
-        fields
-            .get(n - 3)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (field(14) + field(15)) as f64 / 100.0
+    cpu_ticks(&stat[close + 1..]) as f64 / TICKS_PER_S
 }
 
 /// Calls per second from `THROUGHPUT_CLIENTS` concurrent callers connected as `clients` say, and
