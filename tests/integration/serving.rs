@@ -525,6 +525,16 @@ fn with_cache(cache: &std::path::Path) -> ServeOptions {
     }
 }
 
+/// A server in `dir` with a download cache: the server, its warehouse (`dir/wh`) and its cache
+/// folder (`dir/cache`).
+async fn start_with_cache(
+    dir: &std::path::Path,
+) -> (TestServer, std::path::PathBuf, std::path::PathBuf) {
+    let (warehouse, cache) = (dir.join("wh"), dir.join("cache"));
+    let server = TestServer::start_with(&warehouse, with_cache(&cache)).await;
+    (server, warehouse, cache)
+}
+
 /// Reads an endpoint to its end; the call's error, if any.
 async fn redeem(
     client: &mut FlightServiceClient<Channel>,
@@ -561,10 +571,7 @@ fn assert_replayed(dir: &std::path::Path, names: &[String], since: std::time::Sy
 #[tokio::test]
 async fn repeated_shard_reads_are_sent_from_the_download_cache() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let warehouse = dir.path().join("wh");
-    let cache = dir.path().join("cache");
-    let options = with_cache(&cache);
-    let server = TestServer::start_with(&warehouse, options).await;
+    let (server, warehouse, cache) = start_with_cache(dir.path()).await;
     create_objects(&server).await;
     let mut sql = server.sql_client().await;
     let mut flight = server.flight_client().await;
@@ -667,10 +674,7 @@ async fn a_configured_cache_folder_that_cannot_be_used_stops_the_server_with_the
 async fn a_removed_file_of_a_version_with_many_files_is_noticed() {
     // Over 32 data files, the cache checks them with one listing instead of a request each.
     let dir = tempfile::tempdir().expect("tempdir");
-    let warehouse = dir.path().join("wh");
-    let cache = dir.path().join("cache");
-    let options = with_cache(&cache);
-    let server = TestServer::start_with(&warehouse, options).await;
+    let (server, warehouse, cache) = start_with_cache(dir.path()).await;
     let mut sql = server.sql_client().await;
     sql.execute_update("CREATE TABLE many AS SELECT 0 AS x".into(), None)
         .await
@@ -712,9 +716,7 @@ async fn a_removed_file_of_a_version_with_many_files_is_noticed() {
 async fn a_warmed_training_set_is_read_from_the_cache_at_once() {
     use prost::Message as _;
     let dir = tempfile::tempdir().expect("tempdir");
-    let cache = dir.path().join("cache");
-    let options = with_cache(&cache);
-    let server = TestServer::start_with(&dir.path().join("wh"), options).await;
+    let (server, _, cache) = start_with_cache(dir.path()).await;
     create_objects(&server).await;
     let mut sql = server.sql_client().await;
     let mut flight = server.flight_client().await;
