@@ -33,7 +33,7 @@ pub(super) fn build(
     }
     let runtime = runtime.build_arc()?;
     // Delta scans of local tables read through the session's `file://` store.
-    let local = super::local_files::UnfilledReads::new(LocalFileSystem::new());
+    let local = super::local_files::MappedRanges::new(LocalFileSystem::new());
     runtime.register_object_store(ObjectStoreUrl::local_filesystem().as_ref(), Arc::new(local));
     let state = SessionStateBuilder::new()
         .with_config(config)
