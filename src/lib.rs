@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
+mod file_pages;
 pub mod online;
 pub mod server;
 

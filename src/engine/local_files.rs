@@ -11,10 +11,8 @@
 //! kernel refuses is answered by the wrapped store, with its usual error or bytes. The engine's
 //! session registers it for `file://`, the store Delta scans of local tables read through.
 //!
-//! Mapping is sound because the files read this way are Delta data files, which are written once
-//! and never changed: a new version writes new files, and deleting one (`VACUUM`) leaves a mapping
-//! of it valid until it is dropped. A process that truncates a data file in place (which no Delta
-//! writer does) while a read of it is mapped would stop the server with `SIGBUS`.
+//! Mapping is sound because the files read this way are Delta data files, never changed once
+//! written (see [`crate::file_pages`] for what that relies on).
 
 use std::fmt;
 use std::ops::Range;
@@ -32,10 +30,6 @@ use futures::stream::BoxStream;
 /// Ranges at least this long are mapped; shorter ones (footers, page indexes, small column
 /// chunks) are read, which costs less than a mapping.
 pub const MAP_FROM: u64 = 64 * 1024;
-
-/// The page size mappings are aligned to (the smallest on the platforms Flywheel runs on; a
-/// multiple of it is also aligned for larger pages).
-const PAGE: u64 = 4096;
 
 /// The local file system, with range reads served from the page cache.
 #[derive(Debug)]
@@ -70,31 +64,12 @@ fn read_ranges(
             return Ok(None);
         }
         out.push(if r.end - r.start >= MAP_FROM {
-            mapped(&file, r)?
+            crate::file_pages::mapped(&file, r)?
         } else {
             read(&mut file, r)?
         });
     }
     Ok(Some(out))
-}
-
-/// `range` of `file` as its mapped pages (the mapping starts at the page holding the range's first
-/// byte, and lives as long as the returned bytes or any slice of them).
-fn mapped(file: &std::fs::File, range: &Range<u64>) -> std::io::Result<Bytes> {
-    let start = range.start - range.start % PAGE;
-    let len = usize::try_from(range.end - start).map_err(std::io::Error::other)?;
-    let skip = usize::try_from(range.start - start).map_err(std::io::Error::other)?;
-    // SAFETY: the mapping is read-only and private to the returned bytes; the file is a Delta data
-    // file, never modified after it is written (module docs), so its pages stay what they were.
-    #[allow(unsafe_code)]
-    let map = unsafe {
-        memmap2::MmapOptions::new()
-            .offset(start)
-            .len(len)
-            .populate()
-            .map(file)?
-    };
-    Ok(Bytes::from_owner(map).slice(skip..))
 }
 
 /// `range` of `file` read into a buffer that is not zero-filled first (the standard library's

@@ -50,10 +50,10 @@ const TRAILER_BYTES: u64 = 16;
 /// Entry files end in this.
 const EXTENSION: &str = "flight";
 
-/// A replay reads and sends the file in pieces of this size.
+/// A replay sends the file in pieces of this size.
 const CHUNK_BYTES: usize = 1024 * 1024;
 
-/// Pieces read ahead of the socket during a replay, and messages queued for the recorder.
+/// Pieces mapped ahead of the socket during a replay, and messages queued for the recorder.
 const QUEUE: usize = 8;
 
 /// Temporary files older than this, left by a crashed recording, are removed at start.
@@ -276,28 +276,24 @@ impl Entry {
     }
 }
 
-/// Sends an entry's body: read ahead on a blocking thread, a piece at a time.
-fn replay(file: File, len: u64) -> BoxStream<'static, Result<Message, Status>> {
+/// Sends an entry's body a piece at a time, mapped ahead of the socket on a blocking thread: the
+/// pieces are the file's own pages ([`crate::file_pages`]; entries are never changed once renamed
+/// into place), or read copies where the kernel refuses a mapping.
+fn replay(mut file: File, len: u64) -> BoxStream<'static, Result<Message, Status>> {
     let (tx, rx) = mpsc::channel::<Result<Message, Status>>(QUEUE);
     tokio::task::spawn_blocking(move || {
-        let mut file = file.take(len);
-        let mut left = len;
-        while left > 0 {
-            let want = CHUNK_BYTES.min(usize::try_from(left).unwrap_or(CHUNK_BYTES));
-            // Read into spare capacity: the buffer is never zero-filled first.
-            let mut chunk = Vec::with_capacity(want);
-            let piece = match (&mut file).take(want as u64).read_to_end(&mut chunk) {
-                Ok(0) => Err(Status::internal(
-                    "internal error: a download cache entry ended early",
-                )),
-                Ok(n) => {
-                    left -= n as u64;
-                    Ok(vec![Bytes::from(chunk)])
-                }
-                Err(e) => Err(Status::internal(format!(
-                    "internal error: cannot read a download cache entry: {e}"
-                ))),
-            };
+        let mut start = 0;
+        while start < len {
+            let range = start..len.min(start + CHUNK_BYTES as u64);
+            start = range.end;
+            let piece = crate::file_pages::mapped(&file, &range)
+                .or_else(|_| read_piece(&mut file, &range))
+                .map(|piece| vec![piece])
+                .map_err(|e| {
+                    Status::internal(format!(
+                        "internal error: cannot read a download cache entry: {e}"
+                    ))
+                });
             let failed = piece.is_err();
             // The client hung up, or the read failed: stop.
             if tx.blocking_send(piece).is_err() || failed {
@@ -306,6 +302,21 @@ fn replay(file: File, len: u64) -> BoxStream<'static, Result<Message, Status>> {
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
+}
+
+/// `range` of `file`, read into a buffer that is not zero-filled first.
+fn read_piece(file: &mut File, range: &std::ops::Range<u64>) -> io::Result<Bytes> {
+    let want = range.end - range.start;
+    let mut piece = Vec::with_capacity(usize::try_from(want).map_err(io::Error::other)?);
+    file.seek(SeekFrom::Start(range.start))?;
+    file.take(want).read_to_end(&mut piece)?;
+    if piece.len() as u64 != want {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the entry ended early",
+        ));
+    }
+    Ok(Bytes::from(piece))
 }
 
 /// Records one live answer into a new entry.
