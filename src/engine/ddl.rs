@@ -21,8 +21,8 @@ use tracing::info;
 use super::{Engine, Output, parquet_files};
 use crate::{Error, Result};
 
-/// The bare table name of a reference in the warehouse's schema; other schemas are refused.
-fn table_name(r: &TableReference) -> Result<String> {
+/// The bare table name of a reference in the warehouse's schema; `None` for other schemas.
+pub(super) fn warehouse_name(r: &TableReference) -> Option<String> {
     let ok = match r {
         TableReference::Bare { .. } => true,
         TableReference::Partial { schema, .. } => schema.as_ref() == DEFAULT_SCHEMA,
@@ -30,13 +30,15 @@ fn table_name(r: &TableReference) -> Result<String> {
             catalog, schema, ..
         } => catalog.as_ref() == DEFAULT_CATALOG && schema.as_ref() == DEFAULT_SCHEMA,
     };
-    if !ok {
-        return Err(Error::Unsupported {
-            what: format!("table `{r}` outside the warehouse"),
-            hint: format!("tables live in `{DEFAULT_CATALOG}.{DEFAULT_SCHEMA}`; use a bare name"),
-        });
-    }
-    Ok(r.table().to_string())
+    ok.then(|| r.table().to_string())
+}
+
+/// The bare table name of a reference in the warehouse's schema; other schemas are refused.
+fn table_name(r: &TableReference) -> Result<String> {
+    warehouse_name(r).ok_or_else(|| Error::Unsupported {
+        what: format!("table `{r}` outside the warehouse"),
+        hint: format!("tables live in `{DEFAULT_CATALOG}.{DEFAULT_SCHEMA}`; use a bare name"),
+    })
 }
 
 /// `CREATE TABLE t (...)` and `CREATE TABLE t AS SELECT ...`: a managed Delta table.

@@ -3,8 +3,9 @@
 //! This is the log-observation path: product services send events, served features and predictions
 //! straight into Delta (Flight SQL `CommandStatementIngest`, ADBC's `cursor.adbc_ingest`). The
 //! batches are never collected: they stream through a one-shot DataFusion source into the same
-//! writers `CREATE TABLE AS`, `INSERT` and `CREATE OR REPLACE TABLE` use, so the ingest inherits
-//! their guarantees (one commit, a failed create leaves nothing, a failed cast names the column).
+//! writers `CREATE TABLE AS`, `INSERT` ([`append`]) and `CREATE OR REPLACE TABLE` use, so the
+//! ingest inherits their guarantees (one commit; a failed create leaves nothing, a failed append
+//! commits nothing).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,13 +16,12 @@ use datafusion::common::{Constraints, TableReference};
 use datafusion::datasource::provider_as_source;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{CreateMemoryTable, LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use futures::{StreamExt, stream};
 
-use super::{Engine, Planned, ddl};
+use super::{Engine, append, ddl};
 use crate::{Error, Result};
 
 /// What to do when the target table does not exist.
@@ -72,20 +72,7 @@ impl Engine {
                 ddl::create_table(self, create_statement(name, input, exists)).await?;
             }
             (true, _, IfExists::Append) => {
-                let provider = self
-                    .context()
-                    .table_provider(TableReference::bare(name.as_str()))
-                    .await
-                    .map_err(Error::from_datafusion)?;
-                let plan = LogicalPlanBuilder::insert_into(
-                    input,
-                    TableReference::bare(name.as_str()),
-                    provider_as_source(provider),
-                    InsertOp::Append,
-                )
-                .and_then(|b| b.build())
-                .map_err(Error::from_datafusion)?;
-                self.run(Planned::Command(plan)).await?;
+                append::append(self, name, input).await?;
             }
         }
         Ok(rows.load(Ordering::Relaxed))
@@ -105,7 +92,7 @@ fn create_statement(name: &str, input: LogicalPlan, or_replace: bool) -> CreateM
 }
 
 /// A logical plan that reads `batches` once, counting rows into `rows`.
-fn one_shot_plan(
+pub(super) fn one_shot_plan(
     schema: SchemaRef,
     batches: SendableRecordBatchStream,
     rows: Arc<AtomicU64>,

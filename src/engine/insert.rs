@@ -6,7 +6,6 @@
 //! committed: the Delta commit happens only after every row was written.
 
 use datafusion::common::Column;
-use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, WriteOp};
 use datafusion::prelude::SessionContext;
 
@@ -36,10 +35,10 @@ impl InsertContext {
     }
 
     /// Turns the insert's error into one that names the failing column, when it is a cast error.
-    pub(super) async fn explain(self, ctx: &SessionContext, e: DataFusionError) -> Error {
-        let message = e.find_root().to_string();
+    pub(super) async fn explain(self, ctx: &SessionContext, e: Error) -> Error {
+        let message = e.to_string();
         if !message.contains("Cast error") && !message.contains("cast") {
-            return Error::from_datafusion(e);
+            return e;
         }
         for field in self.input.schema().fields() {
             let name = field.name();
@@ -62,6 +61,6 @@ impl InsertContext {
                 ));
             }
         }
-        Error::from_datafusion(e)
+        e
     }
 }

@@ -7,6 +7,7 @@
 //! [`Output::Batch`]. The shell and the server share this code, so a statement gives the same answer
 //! in both.
 
+mod append;
 mod ddl;
 mod feature_views;
 mod ingest;
@@ -198,6 +199,15 @@ impl Engine {
             Planned::Flywheel(ddl) => objects::execute(self, ddl).await,
             Planned::Command(plan) => {
                 let insert = insert::InsertContext::of(&plan);
+                if let Some((table, input)) = append::target(self, &plan) {
+                    return match append::append(self, &table, input).await {
+                        Ok(rows) => append::count_output(rows),
+                        Err(e) => Err(match insert {
+                            Some(insert) => insert.explain(&self.ctx, e).await,
+                            None => e,
+                        }),
+                    };
+                }
                 let result = async {
                     let df = self.ctx.execute_logical_plan(plan).await?;
                     let schema = Arc::clone(df.schema().inner());
@@ -207,7 +217,9 @@ impl Engine {
                 match result {
                     Ok((schema, batches)) => Ok(Output::batches(schema, batches)?),
                     Err(e) => match insert {
-                        Some(insert) => Err(insert.explain(&self.ctx, e).await),
+                        Some(insert) => {
+                            Err(insert.explain(&self.ctx, Error::from_datafusion(e)).await)
+                        }
                         None => Err(Error::from_datafusion(e)),
                     },
                 }

@@ -88,7 +88,7 @@ fn float_columns(fields: &Fields, prefix: &mut Vec<String>, out: &mut Vec<Column
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use arrow::array::{Float64Array, Int64Array, RecordBatch, RecordBatchReader};
@@ -123,13 +123,14 @@ mod tests {
 
     /// What a column chunk's pages are, in order.
     #[derive(Debug, PartialEq)]
-    enum Kind {
+    pub(crate) enum Kind {
         Dictionary,
         V1,
         V2 { compressed: bool },
     }
 
-    fn pages(file: &Bytes, column: usize) -> Vec<Kind> {
+    /// The kinds of the pages of `column` in the Parquet `file`, row group after row group.
+    pub(crate) fn pages(file: &Bytes, column: usize) -> Vec<Kind> {
         let reader = SerializedFileReader::new(file.clone()).expect("a Parquet file");
         let mut out = vec![];
         for g in 0..reader.num_row_groups() {
