@@ -9,22 +9,30 @@
 //! [`parquet_files::writer_properties`] for the table's columns: one Delta commit, made only after
 //! every row was written, so a failure leaves the table as it was.
 //!
-//! The rows stream from the input plan through a one-shot source that counts them (the count is the
-//! statement's result). `WriteBuilder` matches columns by name and casts them to the table's types;
-//! a column the input lacks is NULL, a column the table lacks is refused. `INSERT INTO` already
-//! hands it the table's columns in order, cast by DataFusion's planner; bulk ingest hands it the
-//! client's batches as they came.
+//! The rows stream from the input plan, are shaped into the table's columns ([`conform`]) and
+//! go through a one-shot source that counts them (the count is the statement's result). Columns
+//! are matched by name and cast to the table's types; a nullable column the rows lack is NULL. A
+//! column the table lacks, a missing NOT NULL column, a value that does not cast or a NULL in a
+//! NOT NULL column fails the append with the table and the column named, and nothing is committed
+//! (delta-rs's sink dropped extra columns without a word). `INSERT INTO` already arrives in the
+//! table's shape, cast by DataFusion's planner; bulk ingest brings the client's batches as they
+//! came.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{RecordBatch, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::array::{ArrayRef, RecordBatch, UInt64Array, new_null_array};
+use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::error::DataFusionError;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use deltalake::delta_datafusion::DataFusionMixins as _;
 use deltalake::operations::write::WriteBuilder;
 use deltalake::protocol::SaveMode;
 use flywheel_catalog::load_table;
+use futures::StreamExt as _;
 
 use super::{Engine, Output, ddl, ingest, parquet_files};
 use crate::{Error, Result};
@@ -59,6 +67,8 @@ pub(super) async fn append(engine: &Engine, name: &str, input: LogicalPlan) -> R
     let snapshot = table.snapshot()?.snapshot().clone();
     let properties =
         parquet_files::writer_properties(snapshot.arrow_schema().fields(), engine.data_pages);
+    let shape = snapshot.input_schema();
+    let plan = Conform::new(name, input.schema().as_arrow(), &shape)?;
     let rows = Arc::new(AtomicU64::new(0));
     let stream = engine
         .context()
@@ -68,14 +78,107 @@ pub(super) async fn append(engine: &Engine, name: &str, input: LogicalPlan) -> R
         .execute_stream()
         .await
         .map_err(Error::from_datafusion)?;
-    let counted = ingest::one_shot_plan(stream.schema(), stream, Arc::clone(&rows))?;
+    let conformed = stream.map(move |batch| plan.apply(&batch?));
+    let conformed = Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&shape), conformed));
+    let counted = ingest::one_shot_plan(shape, conformed, Arc::clone(&rows))?;
     WriteBuilder::new(table.log_store(), Some(snapshot))
         .with_input_plan(counted)
         .with_save_mode(SaveMode::Append)
         .with_writer_properties(properties)
         .with_session_state(Arc::new(engine.context().state()))
-        .await?;
+        .await
+        .map_err(|e| refusal(&e).unwrap_or_else(|| e.into()))?;
     Ok(rows.load(Ordering::Relaxed))
+}
+
+/// How every refusal of [`Conform`] starts.
+const REFUSED: &str = "cannot append to table `";
+
+/// The refusal [`Conform::apply`] raised inside the write, if that is what stopped it. delta-rs
+/// turns the stream's error into text behind its own prefixes ("Generic DeltaTable error: External
+/// error: ..."); the user needs only the refusal's words.
+fn refusal(e: &deltalake::DeltaTableError) -> Option<Error> {
+    let text = e.to_string();
+    let at = text.find(REFUSED)?;
+    Some(Error::Invalid(text[at..].to_string()))
+}
+
+/// How the input's batches become the table's: per table column, the input column it comes from
+/// (`None`: all NULL).
+struct Conform {
+    table: String,
+    shape: SchemaRef,
+    sources: Vec<Option<usize>>,
+}
+
+impl Conform {
+    /// The plan for rows of `input` into a table of `shape`, or the error that refuses them.
+    fn new(table: &str, input: &Schema, shape: &SchemaRef) -> Result<Self> {
+        if let Some(extra) = input
+            .fields()
+            .iter()
+            .find(|f| shape.field_with_name(f.name()).is_err())
+        {
+            let columns: Vec<&str> = shape.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(Error::Invalid(format!(
+                "{REFUSED}{table}`: it has no column `{}` (its columns: {}); \
+                 nothing was written",
+                extra.name(),
+                columns.join(", ")
+            )));
+        }
+        let mut sources = Vec::with_capacity(shape.fields().len());
+        for field in shape.fields() {
+            let source = input.index_of(field.name()).ok();
+            if source.is_none() && !field.is_nullable() {
+                return Err(Error::Invalid(format!(
+                    "{REFUSED}{table}`: its column `{}` is NOT NULL and the rows do \
+                     not have it; nothing was written",
+                    field.name()
+                )));
+            }
+            sources.push(source);
+        }
+        Ok(Self {
+            table: table.to_string(),
+            shape: Arc::clone(shape),
+            sources,
+        })
+    }
+
+    /// `batch` as a batch of the table's columns.
+    fn apply(&self, batch: &RecordBatch) -> datafusion::error::Result<RecordBatch> {
+        let refuse = |what: String| {
+            DataFusionError::External(Box::new(Error::Invalid(format!(
+                "{REFUSED}{}`: {what}; nothing was written",
+                self.table
+            ))))
+        };
+        let cast = CastOptions {
+            safe: false,
+            ..CastOptions::default()
+        };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.sources.len());
+        for (field, source) in self.shape.fields().iter().zip(&self.sources) {
+            let column = match source {
+                Some(i) if batch.column(*i).data_type() == field.data_type() => {
+                    Arc::clone(batch.column(*i))
+                }
+                Some(i) => {
+                    cast_with_options(batch.column(*i), field.data_type(), &cast).map_err(|e| {
+                        refuse(format!(
+                            "column `{}` ({}) cannot take a value: {e}",
+                            field.name(),
+                            field.data_type()
+                        ))
+                    })?
+                }
+                None => new_null_array(field.data_type(), batch.num_rows()),
+            };
+            columns.push(column);
+        }
+        RecordBatch::try_new(Arc::clone(&self.shape), columns).map_err(|e| refuse(e.to_string()))
+    }
 }
 
 /// The result of an append: its row count, as DataFusion's DML reports it (a `count` column).
@@ -93,9 +196,8 @@ pub(super) fn count_output(rows: u64) -> Result<Output> {
 mod tests {
     use std::path::Path;
 
-    use arrow::array::{Float64Array, Int64Array};
+    use arrow::array::{Float64Array, Int32Array, Int64Array, StringArray};
     use bytes::Bytes;
-    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
     use futures::stream;
 
     use super::*;
@@ -131,6 +233,94 @@ mod tests {
             .value(0)
     }
 
+    async fn ingest(engine: &Engine, batch: RecordBatch) -> Result<u64> {
+        let target = IngestTarget {
+            table: "events".into(),
+            if_missing: IfMissing::Fail,
+            if_exists: IfExists::Append,
+        };
+        let schema = batch.schema();
+        let batches = Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&schema),
+            stream::iter([Ok(batch)]),
+        ));
+        engine.ingest(&target, schema, batches).await
+    }
+
+    fn ids(values: &[i64]) -> ArrayRef {
+        Arc::new(Int64Array::from(values.to_vec()))
+    }
+
+    #[tokio::test]
+    async fn appended_rows_take_the_tables_shape_or_are_refused_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::open(dir.path().to_str().expect("utf-8"))
+            .await
+            .expect("engine");
+        engine
+            .sql("CREATE TABLE events (id BIGINT NOT NULL, kind VARCHAR, score DOUBLE)")
+            .await
+            .expect("create");
+
+        // Columns by name, cast (Int32 -> Int64), a missing nullable column is NULL.
+        let ok = RecordBatch::try_from_iter([
+            (
+                "kind",
+                Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef,
+            ),
+            ("id", Arc::new(Int32Array::from(vec![1, 2])) as _),
+        ])
+        .expect("batch");
+        assert_eq!(ingest(&engine, ok).await.expect("append"), 2);
+        assert_eq!(
+            count(&engine, "SELECT count(*) FROM events WHERE score IS NULL").await,
+            2
+        );
+
+        let refused = [
+            (
+                RecordBatch::try_from_iter([
+                    ("id", ids(&[3])),
+                    ("extra", Arc::new(Float64Array::from(vec![1.0])) as _),
+                ]),
+                "it has no column `extra` (its columns: id, kind, score)",
+            ),
+            (
+                RecordBatch::try_from_iter([(
+                    "kind",
+                    Arc::new(StringArray::from(vec!["c"])) as ArrayRef,
+                )]),
+                "its column `id` is NOT NULL and the rows do not have it",
+            ),
+            (
+                RecordBatch::try_from_iter([(
+                    "id",
+                    Arc::new(StringArray::from(vec!["4", "x"])) as ArrayRef,
+                )]),
+                "column `id` (Int64) cannot take a value: Cast error: Cannot cast string 'x'",
+            ),
+            (
+                RecordBatch::try_from_iter([(
+                    "id",
+                    Arc::new(Int64Array::from(vec![Some(5), None])) as ArrayRef,
+                )]),
+                "Column 'id' is declared as non-nullable but contains null values",
+            ),
+        ];
+        for (batch, message) in refused {
+            let e = ingest(&engine, batch.expect("batch"))
+                .await
+                .expect_err("refused");
+            let text = e.to_string();
+            assert!(
+                text.starts_with("cannot append to table `events`") && text.contains(message),
+                "{text}"
+            );
+            assert!(text.contains("nothing was written"), "{text}");
+        }
+        assert_eq!(count(&engine, "SELECT count(*) FROM events").await, 2);
+    }
+
     #[tokio::test]
     async fn inserted_and_ingested_rows_are_written_as_created_tables_are() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -161,21 +351,7 @@ mod tests {
             ),
         ])
         .expect("batch");
-        let target = IngestTarget {
-            table: "events".into(),
-            if_missing: IfMissing::Fail,
-            if_exists: IfExists::Append,
-        };
-        let schema = batch.schema();
-        let batches = Box::pin(RecordBatchStreamAdapter::new(
-            Arc::clone(&schema),
-            stream::iter([Ok(batch)]),
-        ));
-        let ingested = engine
-            .ingest(&target, schema, batches)
-            .await
-            .expect("ingest");
-        assert_eq!(ingested, 50_000);
+        assert_eq!(ingest(&engine, batch).await.expect("ingest"), 50_000);
         assert_eq!(count(&engine, "SELECT count(*) FROM events").await, 250_000);
         assert_eq!(
             count(

@@ -80,6 +80,12 @@ def test_ingest_create_append_replace(server):
         assert cur.adbc_ingest("events", batch, mode="append") == 100
         cur.execute("SELECT count(*), count(DISTINCT event_id) FROM events")
         assert cur.fetchone() == (200, 100)
+        # A column the table does not have is refused, not dropped, and nothing is written.
+        with pytest.raises(flightsql.Error) as extra:
+            cur.adbc_ingest("events", batch.append_column("score", pa.array([0.5] * 100)), mode="append")
+        assert "table `events`: it has no column `score`" in str(extra.value)
+        cur.execute("SELECT count(*) FROM events")
+        assert cur.fetchone() == (200,)
         with pytest.raises(flightsql.Error) as exists:
             cur.adbc_ingest("events", batch, mode="create")
         assert "events" in str(exists.value)
