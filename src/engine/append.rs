@@ -247,20 +247,23 @@ mod tests {
         engine.ingest(&target, schema, batches).await
     }
 
-    fn ids(values: &[i64]) -> ArrayRef {
-        Arc::new(Int64Array::from(values.to_vec()))
-    }
-
-    #[tokio::test]
-    async fn appended_rows_take_the_tables_shape_or_are_refused_whole() {
+    /// An engine on a new warehouse whose table `events` has `columns`.
+    async fn engine_with_events(columns: &str) -> (tempfile::TempDir, Engine) {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = Engine::open(dir.path().to_str().expect("utf-8"))
             .await
             .expect("engine");
         engine
-            .sql("CREATE TABLE events (id BIGINT NOT NULL, kind VARCHAR, score DOUBLE)")
+            .sql(&format!("CREATE TABLE events ({columns})"))
             .await
             .expect("create");
+        (dir, engine)
+    }
+
+    #[tokio::test]
+    async fn appended_rows_take_the_tables_shape_or_are_refused_whole() {
+        let (_dir, engine) =
+            engine_with_events("id BIGINT NOT NULL, kind VARCHAR, score DOUBLE").await;
 
         // Columns by name, cast (Int32 -> Int64), a missing nullable column is NULL.
         let ok = RecordBatch::try_from_iter([
@@ -280,7 +283,7 @@ mod tests {
         let refused = [
             (
                 RecordBatch::try_from_iter([
-                    ("id", ids(&[3])),
+                    ("id", Arc::new(Int64Array::from(vec![3])) as ArrayRef),
                     ("extra", Arc::new(Float64Array::from(vec![1.0])) as _),
                 ]),
                 "it has no column `extra` (its columns: id, kind, score)",
@@ -323,14 +326,7 @@ mod tests {
 
     #[tokio::test]
     async fn inserted_and_ingested_rows_are_written_as_created_tables_are() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let engine = Engine::open(dir.path().to_str().expect("utf-8"))
-            .await
-            .expect("engine");
-        engine
-            .sql("CREATE TABLE events (id BIGINT, score DOUBLE)")
-            .await
-            .expect("create");
+        let (_dir, engine) = engine_with_events("id BIGINT, score DOUBLE").await;
         let inserted = engine
             .sql("INSERT INTO events SELECT value, random() FROM range(0, 200000)")
             .await
