@@ -62,6 +62,32 @@ pub(super) fn shares_buffers(schema: &Schema) -> bool {
     schema.fields().iter().all(|f| shareable(f.data_type()))
 }
 
+/// The schema a `DoGet` stream of `schema`'s batches announces: dictionary columns (top-level or
+/// nested in lists and structs) as their value types, since every answer is sent with
+/// dictionaries decoded ([`hydrated`] here, arrow-flight's encoder otherwise). `FlightInfo` and
+/// prepared statements must report this schema: clients such as ADBC refuse a stream whose schema
+/// differs from the one announced (a partitioned Delta table's partition columns are dictionaries).
+pub(super) fn wire_schema(schema: &Schema) -> Schema {
+    let fields: Vec<Field> = schema.fields().iter().map(|f| wire_field(f)).collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
+fn wire_field(field: &Field) -> Field {
+    let data_type = match field.data_type() {
+        DataType::Dictionary(_, value) => {
+            let value = Field::new(field.name(), value.as_ref().clone(), field.is_nullable());
+            return wire_field(&value).with_metadata(field.metadata().clone());
+        }
+        DataType::List(inner) => DataType::List(Arc::new(wire_field(inner))),
+        DataType::LargeList(inner) => DataType::LargeList(Arc::new(wire_field(inner))),
+        DataType::Struct(fields) => {
+            DataType::Struct(fields.iter().map(|f| wire_field(f)).collect())
+        }
+        other => other.clone(),
+    };
+    field.clone().with_data_type(data_type)
+}
+
 /// `schema` with its dictionary columns as their value types (what arrow-flight's encoder also
 /// sends), when that makes every column shareable; `None` otherwise.
 pub(super) fn hydrated(schema: &Schema) -> Option<SchemaRef> {
@@ -730,5 +756,51 @@ mod tests {
         let message = flight_data_message(data.clone()).expect("message");
         assert!(message.iter().any(|piece| piece.as_ptr() == address));
         assert_eq!(received(&[message]), vec![data]);
+    }
+
+    #[tokio::test]
+    async fn the_announced_schema_is_the_one_clients_receive() {
+        use arrow_flight::encode::FlightDataEncoderBuilder;
+        use futures::TryStreamExt;
+
+        let dict =
+            |values: Vec<&str>| -> DictionaryArray<Int32Type> { values.into_iter().collect() };
+        let mut tags = ListBuilder::new(arrow::array::StringDictionaryBuilder::<Int32Type>::new());
+        tags.values().append_value("a");
+        tags.append(true);
+        tags.append(true);
+        let nested = StructArray::from(vec![(
+            Arc::new(Field::new(
+                "kind",
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                true,
+            )),
+            Arc::new(dict(vec!["x", "y"])) as ArrayRef,
+        )]);
+        let batch = RecordBatch::try_from_iter([
+            ("region", Arc::new(dict(vec!["eu", "us"])) as ArrayRef),
+            ("tags", Arc::new(tags.finish()) as ArrayRef),
+            ("nested", Arc::new(nested) as ArrayRef),
+            ("id", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
+        ])
+        .expect("batch");
+        let data: Vec<FlightData> = FlightDataEncoderBuilder::new()
+            .build(futures::stream::iter([Ok(batch.clone())]))
+            .try_collect()
+            .await
+            .expect("encoded");
+        let received = flight_data_to_batches(&data).expect("decoded");
+        let announced = wire_schema(&batch.schema());
+        assert_eq!(received[0].schema().as_ref(), &announced);
+        assert!(
+            announced
+                .fields()
+                .iter()
+                .all(|f| !format!("{:?}", f.data_type()).contains("Dictionary")),
+            "{announced:?}"
+        );
+        // The shared-buffer path announces the same for top-level dictionaries.
+        let flat = Schema::new(vec![batch.schema().field(0).clone()]);
+        assert_eq!(hydrated(&flat).as_deref(), Some(&wire_schema(&flat)));
     }
 }

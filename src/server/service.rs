@@ -36,7 +36,7 @@ use tracing::instrument;
 
 use super::auth::Authenticator;
 use super::download_cache::{CacheKey, DownloadCache};
-use super::messages::SchemaMessages;
+use super::messages::{self, SchemaMessages};
 use super::sql_info::{SQL_INFO, XDBC_TYPE_INFO};
 use super::tickets::{Statement, StatementTicket};
 use super::{ingest, metadata, shards, to_status, warm};
@@ -134,7 +134,7 @@ impl FlywheelFlightSqlService {
         };
         let endpoint =
             FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
-        Ok(schema_info(&schema, descriptor)?
+        Ok(schema_info(&messages::wire_schema(&schema), descriptor)?
             .with_endpoint(endpoint)
             .with_total_records(-1))
     }
@@ -518,7 +518,7 @@ impl FlightSqlService for FlywheelFlightSqlService {
         let parameters = planned.parameter_schema().map_err(to_status)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: statement.encode().map_err(to_status)?,
-            dataset_schema: ipc_schema(&schema)?,
+            dataset_schema: ipc_schema(&messages::wire_schema(&schema))?,
             parameter_schema: if parameters.fields().is_empty() {
                 Default::default()
             } else {

@@ -175,7 +175,7 @@ pub async fn flight_info(
         ));
     }
     let mut info = FlightInfo::new()
-        .try_with_schema(&planned.schema())?
+        .try_with_schema(&super::messages::wire_schema(&planned.schema()))?
         .with_descriptor(descriptor)
         .with_total_records(rows)
         .with_total_bytes(-1);

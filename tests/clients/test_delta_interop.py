@@ -37,6 +37,32 @@ def test_flywheel_reads_what_deltalake_wrote(server, tmp_path):
         assert cur.fetchone()[0] == 2
 
 
+def test_partitioned_delta_tables_are_read_and_appended_to(server, tmp_path):
+    # Partition columns come back from Delta scans as dictionaries; every answer decodes them, and
+    # the schema a FlightInfo or prepared statement announces must say so (ADBC checks it).
+    location = tmp_path / "partitioned"
+    write_deltalake(str(location), pa.table({"region": ["eu", "us"], "id": [1, 2], "v": [1.0, 2.0]}),
+                    partition_by=["region"])
+    with flightsql.connect(server.uri) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE EXTERNAL TABLE part STORED AS DELTA LOCATION '{location}'")
+        cur.execute("INSERT INTO part VALUES ('eu', 3, 3.0)")
+        assert cur.adbc_ingest("part", pa.table({"id": [4], "v": [4.0], "region": ["jp"]}),
+                               mode="append") == 1
+        cur.execute("SELECT region, id, v FROM part ORDER BY id")
+        table = cur.fetch_arrow_table()
+        assert table.schema.field("region").type == pa.string()
+        assert table.to_pylist() == [
+            {"region": "eu", "id": 1, "v": 1.0}, {"region": "us", "id": 2, "v": 2.0},
+            {"region": "eu", "id": 3, "v": 3.0}, {"region": "jp", "id": 4, "v": 4.0},
+        ]
+        cur.execute("SELECT id FROM part WHERE region = ? ORDER BY id", ("eu",))
+        assert [r[0] for r in cur.fetchall()] == [1, 3]
+    # Other Delta readers see the appends, in their partitions.
+    dt = DeltaTable(str(location))
+    assert sorted(dt.to_pyarrow_table().column("id").to_pylist()) == [1, 2, 3, 4]
+    assert any("region=jp" in f for f in dt.file_uris())
+
+
 def test_other_readers_read_the_parquet_files_flywheel_writes(server, warehouse):
     # Random floats do not shrink under Snappy: Flywheel stores those pages uncompressed (Data Page
     # V2), beside compressed pages of the other columns. Readers outside Flywheel read them all.
