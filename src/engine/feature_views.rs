@@ -74,9 +74,19 @@ fn is_integer_or_string(t: &DataType) -> Option<&'static str> {
     }
 }
 
+/// The type of a column's values: a dictionary column's value type (a partitioned Delta table's
+/// partition columns come back dictionary-encoded), any other column's own type.
+fn value_type(t: &DataType) -> &DataType {
+    match t {
+        DataType::Dictionary(_, value) => value,
+        other => other,
+    }
+}
+
 /// Whether a column of type `found` can carry an entity key declared as `declared` (an Arrow type
-/// name): the same type, or the same family (integers, strings).
+/// name): the same type, or the same family (integers, strings), dictionary-encoded or not.
 fn key_type_fits(declared: &str, found: &DataType) -> bool {
+    let found = value_type(found);
     if found.to_string() == declared {
         return true;
     }
@@ -161,10 +171,11 @@ async fn plan_and_check(
             columns()
         )));
     };
+    let time_type = value_type(time.data_type());
     let ok_time = matches!(
-        time.data_type(),
+        time_type,
         DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
-    ) || time.data_type().is_integer();
+    ) || time_type.is_integer();
     if !ok_time {
         return Err(Error::Invalid(format!(
             "{noun} `{name}`: event time column `{}` is {}; it must be a timestamp, a date or an integer",

@@ -1,5 +1,7 @@
 """Delta interop: tables Flywheel writes are read by the `deltalake` Python package, and back."""
 
+import datetime
+
 import adbc_driver_flightsql.dbapi as flightsql
 import polars as pl
 import pyarrow as pa
@@ -61,6 +63,27 @@ def test_partitioned_delta_tables_are_read_and_appended_to(server, tmp_path):
     dt = DeltaTable(str(location))
     assert sorted(dt.to_pyarrow_table().column("id").to_pylist()) == [1, 2, 3, 4]
     assert any("region=jp" in f for f in dt.file_uris())
+
+
+def test_a_partition_column_can_key_features_and_labels(server, tmp_path):
+    # A partition column comes back dictionary-encoded: it still fits an entity's VARCHAR key.
+    day = lambda d: datetime.datetime(2026, 1, d)  # noqa: E731
+    write_deltalake(str(tmp_path / "tx"), pa.table({
+        "region": ["eu", "eu", "us", "us"], "ts": pa.array([day(1), day(3), day(2), day(4)], pa.timestamp("us")),
+        "amount": [1.0, 2.0, 3.0, 4.0]}), partition_by=["region"])
+    write_deltalake(str(tmp_path / "cb"), pa.table({
+        "region": ["eu", "us"], "ts": pa.array([day(5), day(5)], pa.timestamp("us")),
+        "is_fraud": [True, False]}), partition_by=["region"])
+    with flightsql.connect(server.uri) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE EXTERNAL TABLE tx STORED AS DELTA LOCATION '{tmp_path / 'tx'}'")
+        cur.execute(f"CREATE EXTERNAL TABLE cb STORED AS DELTA LOCATION '{tmp_path / 'cb'}'")
+        cur.execute("CREATE ENTITY region (region VARCHAR)")
+        cur.execute("CREATE FEATURE VIEW spend ENTITY region EVENT TIME ts AS "
+                    "SELECT region, ts, sum(amount) OVER (PARTITION BY region ORDER BY ts) AS total FROM tx")
+        cur.execute("CREATE LABEL fraud ENTITY region EVENT TIME ts FROM (SELECT region, ts, is_fraud FROM cb)")
+        cur.execute("CREATE TRAINING SET train LABEL fraud FEATURES spend")
+        cur.execute("SELECT region, is_fraud, total FROM train ORDER BY region")
+        assert cur.fetchall() == [("eu", True, 3.0), ("us", False, 7.0)]
 
 
 def test_other_readers_read_the_parquet_files_flywheel_writes(server, warehouse):
