@@ -89,7 +89,8 @@ pub async fn tables(engine: &Engine, query: CommandGetTables) -> Result<RecordBa
                     .await
                     .map_err(Error::from_datafusion)?
                 {
-                    Some(t) => t.schema(),
+                    // As a query's answer has it (dictionary columns decoded).
+                    Some(t) => Arc::new(super::messages::wire_schema(&t.schema())),
                     // Dropped between listing and loading.
                     None => continue,
                 }

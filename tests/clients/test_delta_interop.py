@@ -47,6 +47,7 @@ def test_partitioned_delta_tables_are_read_and_appended_to(server, tmp_path):
                     partition_by=["region"])
     with flightsql.connect(server.uri) as conn, conn.cursor() as cur:
         cur.execute(f"CREATE EXTERNAL TABLE part STORED AS DELTA LOCATION '{location}'")
+        assert conn.adbc_get_table_schema("part").field("region").type == pa.string()
         cur.execute("INSERT INTO part VALUES ('eu', 3, 3.0)")
         assert cur.adbc_ingest("part", pa.table({"id": [4], "v": [4.0], "region": ["jp"]}),
                                mode="append") == 1
