@@ -15,7 +15,7 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::SqlInfoData;
-use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::server::{DoPutError, FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, Any, Command, CommandGetCatalogs, CommandGetDbSchemas,
@@ -470,6 +470,27 @@ impl FlightSqlService for FlywheelFlightSqlService {
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(statement.encode().map_err(to_status)?),
         })
+    }
+
+    /// A `DoPut` whose stream names no command. ADBC's bulk ingest of a table without rows sends
+    /// no message at all, so the server cannot tell what was meant: say so, and how to get an empty
+    /// table.
+    async fn do_put_error_callback(
+        &self,
+        _request: Request<PeekableFlightDataStream>,
+        error: DoPutError,
+    ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
+        Err(Status::invalid_argument(match error {
+            DoPutError::MissingCommand => {
+                "DoPut sent no messages, so it names no command (ADBC's adbc_ingest of a table \
+                 without rows sends none): to create an empty table run CREATE TABLE name \
+                 (columns); appending no rows needs no call"
+            }
+            DoPutError::MissingFlightDescriptor => {
+                "DoPut's first message has no flight descriptor: it must carry the Flight SQL \
+                 command (CommandStatementUpdate, CommandStatementIngest, a prepared statement)"
+            }
+        }))
     }
 
     #[instrument(skip_all)]

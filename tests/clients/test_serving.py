@@ -91,6 +91,10 @@ def test_ingest_create_append_replace(server):
         assert "events" in str(exists.value)
         assert cur.adbc_ingest("events", batch.slice(0, 10), mode="replace") == 10
         assert cur.adbc_ingest("fresh", batch, mode="create_append") == 100
+        # ADBC sends nothing for a table without rows; the error says how to get an empty table.
+        with pytest.raises(flightsql.Error) as empty:
+            cur.adbc_ingest("empty", batch.slice(0, 0), mode="create")
+        assert "CREATE TABLE" in str(empty.value)
         cur.execute("SELECT (SELECT count(*) FROM events) AS e, (SELECT count(*) FROM fresh) AS f")
         assert cur.fetchone() == (10, 100)
 
