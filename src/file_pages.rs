@@ -1,4 +1,5 @@
-//! Bytes that are a file's own pages, mapped read-only, for files that never change once written.
+//! Bytes that are a file's own pages, mapped read-only, for files that never change once written
+//! (and plain reads, for ranges too short to map or where the kernel refuses a mapping).
 //!
 //! Reading a file into a buffer copies every byte out of the kernel's page cache; a mapping hands
 //! those pages to the reader as they are. Flywheel maps two kinds of files, both immutable by
@@ -45,6 +46,27 @@ pub(crate) fn mapped(file: &File, range: &Range<u64>) -> io::Result<Bytes> {
     Ok(Bytes::from_owner(map).slice(skip..))
 }
 
+/// `range` of `file`, read into a buffer that is not zero-filled first (the standard library's
+/// `read_to_end` fills spare capacity directly): for ranges too short to be worth a mapping, and
+/// where the kernel refuses one. Fails if the file ends before the range does.
+pub(crate) fn read_range(file: &mut File, range: &Range<u64>) -> io::Result<Bytes> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = range
+        .end
+        .checked_sub(range.start)
+        .ok_or_else(|| io::Error::other(format!("invalid file range {range:?}")))?;
+    let mut buf = Vec::with_capacity(usize::try_from(len).map_err(io::Error::other)?);
+    file.seek(SeekFrom::Start(range.start))?;
+    file.take(len).read_to_end(&mut buf)?;
+    if buf.len() as u64 != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the file ends before the range does",
+        ));
+    }
+    Ok(Bytes::from(buf))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,12 +79,16 @@ mod tests {
             .map(|i| (i % 251) as u8)
             .collect();
         std::fs::write(&path, &bytes).expect("write");
-        let file = File::open(&path).expect("open");
+        let mut file = File::open(&path).expect("open");
         for r in [0..1, 1..4097, 4096..8192, 5000..bytes.len() as u64, 7..7] {
-            let got = mapped(&file, &r).expect("mapped");
-            assert_eq!(&got[..], &bytes[r.start as usize..r.end as usize], "{r:?}");
+            let want = &bytes[r.start as usize..r.end as usize];
+            assert_eq!(&mapped(&file, &r).expect("mapped")[..], want, "{r:?}");
+            assert_eq!(&read_range(&mut file, &r).expect("read")[..], want, "{r:?}");
         }
         let reversed = Range { start: 10, end: 5 };
         assert!(mapped(&file, &reversed).is_err());
+        assert!(read_range(&mut file, &reversed).is_err());
+        let past_end = 0..bytes.len() as u64 + 1;
+        assert!(read_range(&mut file, &past_end).is_err());
     }
 }

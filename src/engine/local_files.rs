@@ -27,6 +27,8 @@ use deltalake::logstore::object_store::{
 };
 use futures::stream::BoxStream;
 
+use crate::file_pages;
+
 /// Ranges at least this long are mapped; shorter ones (footers, page indexes, small column
 /// chunks) are read, which costs less than a mapping.
 pub const MAP_FROM: u64 = 64 * 1024;
@@ -64,26 +66,12 @@ fn read_ranges(
             return Ok(None);
         }
         out.push(if r.end - r.start >= MAP_FROM {
-            crate::file_pages::mapped(&file, r)?
+            file_pages::mapped(&file, r)?
         } else {
-            read(&mut file, r)?
+            file_pages::read_range(&mut file, r)?
         });
     }
     Ok(Some(out))
-}
-
-/// `range` of `file` read into a buffer that is not zero-filled first (the standard library's
-/// `read_to_end` fills spare capacity directly).
-fn read(file: &mut std::fs::File, range: &Range<u64>) -> std::io::Result<Bytes> {
-    use std::io::{Read, Seek, SeekFrom};
-    let len = range.end - range.start;
-    let mut buf = Vec::with_capacity(usize::try_from(len).map_err(std::io::Error::other)?);
-    file.seek(SeekFrom::Start(range.start))?;
-    file.take(len).read_to_end(&mut buf)?;
-    if buf.len() as u64 != len {
-        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-    }
-    Ok(Bytes::from(buf))
 }
 
 #[async_trait]

@@ -287,7 +287,7 @@ fn replay(mut file: File, len: u64) -> BoxStream<'static, Result<Message, Status
             let range = start..len.min(start + CHUNK_BYTES as u64);
             start = range.end;
             let piece = crate::file_pages::mapped(&file, &range)
-                .or_else(|_| read_piece(&mut file, &range))
+                .or_else(|_| crate::file_pages::read_range(&mut file, &range))
                 .map(|piece| vec![piece])
                 .map_err(|e| {
                     Status::internal(format!(
@@ -302,21 +302,6 @@ fn replay(mut file: File, len: u64) -> BoxStream<'static, Result<Message, Status
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
-}
-
-/// `range` of `file`, read into a buffer that is not zero-filled first.
-fn read_piece(file: &mut File, range: &std::ops::Range<u64>) -> io::Result<Bytes> {
-    let want = range.end - range.start;
-    let mut piece = Vec::with_capacity(usize::try_from(want).map_err(io::Error::other)?);
-    file.seek(SeekFrom::Start(range.start))?;
-    file.take(want).read_to_end(&mut piece)?;
-    if piece.len() as u64 != want {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the entry ended early",
-        ));
-    }
-    Ok(Bytes::from(piece))
 }
 
 /// Records one live answer into a new entry.
