@@ -56,6 +56,7 @@ pub(super) fn target(engine: &Engine, plan: &LogicalPlan) -> Option<(String, Log
 
 /// Appends the rows of `input` to the warehouse table `name` as one commit; returns how many.
 pub(super) async fn append(engine: &Engine, name: &str, input: LogicalPlan) -> Result<u64> {
+    ddl::refuse_object_table(engine, name, ddl::TableChange::Write)?;
     let entry =
         engine
             .registry()

@@ -205,21 +205,44 @@ pub(super) async fn create_external_table(
     Ok(Output::empty())
 }
 
+/// What a statement does to a table, for [`refuse_object_table`].
+#[derive(Debug, Clone, Copy)]
+pub(super) enum TableChange {
+    Drop,
+    /// `INSERT`, `CREATE OR REPLACE TABLE`, bulk ingest.
+    Write,
+}
+
+/// Refuses `change` of the table `name` when it is the table of a training set, feature view or
+/// label: its rows come from the object's definition (and its versions are what training sets are
+/// rebuilt from), so only the object's own statements change it.
+pub(super) fn refuse_object_table(engine: &Engine, name: &str, change: TableChange) -> Result<()> {
+    let (noun, sql) = if super::training_sets::exists(engine, name) {
+        ("training set", "TRAINING SET")
+    } else if let Some(kind) = super::feature_views::keyed_object(engine, name) {
+        (kind.noun(), kind.sql())
+    } else {
+        return Ok(());
+    };
+    let hint = match change {
+        TableChange::Drop => format!("use DROP {sql} {name}"),
+        TableChange::Write if sql == "LABEL" => format!(
+            "its rows come from its definition; change them with CREATE OR REPLACE LABEL {name}"
+        ),
+        TableChange::Write => format!(
+            "its rows come from its definition; use REFRESH {sql} {name} (or CREATE OR REPLACE \
+             {sql} {name})"
+        ),
+    };
+    Err(Error::Invalid(format!(
+        "`{name}` is the table of a {noun}; {hint}"
+    )))
+}
+
 /// `DROP TABLE [IF EXISTS] t`: forgets the table; a managed table's files are deleted too.
 pub(super) async fn drop_table(engine: &Engine, d: DropTable) -> Result<Output> {
     let name = table_name(&d.name)?;
-    if super::training_sets::exists(engine, &name) {
-        return Err(Error::Invalid(format!(
-            "`{name}` is the table of a training set; use DROP TRAINING SET {name}"
-        )));
-    }
-    if let Some(kind) = super::feature_views::keyed_object(engine, &name) {
-        return Err(Error::Invalid(format!(
-            "`{name}` is the table of a {}; use DROP {} {name}",
-            kind.noun(),
-            kind.sql()
-        )));
-    }
+    refuse_object_table(engine, &name, TableChange::Drop)?;
     let registry = engine.registry();
     let entry = match registry.drop_table(&name).await {
         Ok(entry) => entry,

@@ -68,7 +68,11 @@ impl Engine {
             (true, _, IfExists::Fail) => {
                 return Err(flywheel_catalog::Error::TableExists { name: name.clone() }.into());
             }
-            (false, IfMissing::Create, _) | (true, _, IfExists::Replace) => {
+            (true, _, IfExists::Replace) => {
+                ddl::refuse_object_table(self, name, ddl::TableChange::Write)?;
+                ddl::create_table(self, create_statement(name, input, exists)).await?;
+            }
+            (false, IfMissing::Create, _) => {
                 ddl::create_table(self, create_statement(name, input, exists)).await?;
             }
             (true, _, IfExists::Append) => {

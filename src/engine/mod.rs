@@ -26,7 +26,7 @@ mod training_sets;
 
 use std::sync::Arc;
 
-use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::logical_expr::{DdlStatement, DmlStatement, LogicalPlan, WriteOp};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use flywheel_catalog::{Registry, Warehouse};
@@ -198,6 +198,15 @@ impl Engine {
             Planned::Command(LogicalPlan::Ddl(ddl)) => self.run_ddl(ddl).await,
             Planned::Flywheel(ddl) => objects::execute(self, ddl).await,
             Planned::Command(plan) => {
+                if let LogicalPlan::Dml(DmlStatement {
+                    table_name,
+                    op: WriteOp::Insert(_),
+                    ..
+                }) = &plan
+                    && let Some(name) = ddl::warehouse_name(table_name)
+                {
+                    ddl::refuse_object_table(self, &name, ddl::TableChange::Write)?;
+                }
                 let insert = insert::InsertContext::of(&plan);
                 if let Some((table, input)) = append::target(self, &plan) {
                     return match append::append(self, &table, input).await {
@@ -229,7 +238,16 @@ impl Engine {
 
     async fn run_ddl(&self, ddl: DdlStatement) -> Result<Output> {
         match ddl {
-            DdlStatement::CreateMemoryTable(c) => ddl::create_table(self, c).await,
+            DdlStatement::CreateMemoryTable(c) => {
+                // A feature view, label or training set replaces its table itself (through
+                // `create_table` too); a user statement may not.
+                if c.or_replace
+                    && let Some(name) = ddl::warehouse_name(&c.name)
+                {
+                    ddl::refuse_object_table(self, &name, ddl::TableChange::Write)?;
+                }
+                ddl::create_table(self, c).await
+            }
             DdlStatement::CreateExternalTable(c) => ddl::create_external_table(self, *c).await,
             DdlStatement::DropTable(d) => ddl::drop_table(self, d).await,
             DdlStatement::CreateView(_) | DdlStatement::DropView(_) => Err(Error::Unsupported {
