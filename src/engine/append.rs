@@ -88,20 +88,32 @@ pub(super) async fn append(engine: &Engine, name: &str, input: LogicalPlan) -> R
         .with_writer_properties(properties)
         .with_session_state(Arc::new(engine.context().state()))
         .await
-        .map_err(|e| refusal(&e).unwrap_or_else(|| e.into()))?;
+        .map_err(|e| refusal(name, &e).unwrap_or_else(|| e.into()))?;
     Ok(rows.load(Ordering::Relaxed))
 }
 
 /// How every refusal of [`Conform`] starts.
 const REFUSED: &str = "cannot append to table `";
 
-/// The refusal [`Conform::apply`] raised inside the write, if that is what stopped it. delta-rs
-/// turns the stream's error into text behind its own prefixes ("Generic DeltaTable error: External
-/// error: ..."); the user needs only the refusal's words.
-fn refusal(e: &deltalake::DeltaTableError) -> Option<Error> {
+/// How delta-rs starts the error of rows that break the table's CHECK constraints, invariants or
+/// NOT NULL columns (it checks them while writing; delta-rs's sink did not).
+const INVALID_DATA: &str = "Invalid data found: ";
+
+/// The refusal that stopped the write, if one did: [`Conform::apply`]'s, or delta-rs's for rows
+/// that break the table's constraints. delta-rs turns a stream's error into text behind its own
+/// prefixes ("Generic DeltaTable error: External error: ..."); the user needs only the refusal's
+/// words, as a bad-input error rather than an internal one.
+fn refusal(table: &str, e: &deltalake::DeltaTableError) -> Option<Error> {
     let text = e.to_string();
-    let at = text.find(REFUSED)?;
-    Some(Error::Invalid(text[at..].to_string()))
+    if let Some(at) = text.find(REFUSED) {
+        return Some(Error::Invalid(text[at..].to_string()));
+    }
+    let at = text.find(INVALID_DATA)?;
+    Some(Error::Invalid(format!(
+        "{REFUSED}{table}`: rows break its constraints (its Delta CHECK constraints, invariants \
+         or NOT NULL columns); nothing was written. {}",
+        &text[at + INVALID_DATA.len()..]
+    )))
 }
 
 /// How the input's batches become the table's: per table column, the input column it comes from

@@ -4,6 +4,7 @@ import datetime
 
 import adbc_driver_flightsql.dbapi as flightsql
 import polars as pl
+import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
@@ -64,6 +65,25 @@ def test_partitioned_delta_tables_are_read_and_appended_to(server, tmp_path):
     dt = DeltaTable(str(location))
     assert sorted(dt.to_pyarrow_table().column("id").to_pylist()) == [1, 2, 3, 4]
     assert any("region=jp" in f for f in dt.file_uris())
+
+
+def test_appends_keep_the_tables_check_constraints(server, tmp_path):
+    location = tmp_path / "checked"
+    write_deltalake(str(location), pa.table({"k": pa.array([1], pa.int64()), "v": ["a"]}))
+    DeltaTable(str(location)).alter.add_constraint({"k_positive": "k > 0"})
+    with flightsql.connect(server.uri) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE EXTERNAL TABLE checked STORED AS DELTA LOCATION '{location}'")
+        cur.execute("INSERT INTO checked VALUES (2, 'b')")
+        with pytest.raises(flightsql.ProgrammingError) as insert:
+            cur.execute("INSERT INTO checked VALUES (-1, 'x')")
+        with pytest.raises(flightsql.ProgrammingError) as ingest:
+            cur.adbc_ingest("checked", pa.table({"k": pa.array([-2], pa.int64()), "v": ["y"]}), mode="append")
+        for refused in (insert, ingest):
+            message = str(refused.value)
+            assert "INVALID_ARGUMENT" in message and "table `checked`: rows break its constraints" in message
+        cur.execute("SELECT k FROM checked ORDER BY k")
+        assert cur.fetchall() == [(1,), (2,)]
+    assert sorted(DeltaTable(str(location)).to_pyarrow_table().column("k").to_pylist()) == [1, 2]
 
 
 def test_a_partition_column_can_key_features_and_labels(server, tmp_path):
