@@ -9,9 +9,10 @@
 //! [`parquet_files::writer_properties`] for the table's columns: one Delta commit, made only after
 //! every row was written, so a failure leaves the table as it was.
 //!
-//! The rows stream from the input plan, are shaped into the table's columns ([`conform`]) and
+//! The rows stream from the input plan, are shaped into the table's columns ([`Conform`]) and
 //! go through a one-shot source that counts them (the count is the statement's result). Columns
-//! are matched by name and cast to the table's types; a nullable column the rows lack is NULL. A
+//! are matched by name and cast to the table's types; a nullable column the rows lack is NULL, a
+//! generated column they lack is computed by delta-rs from its expression. A
 //! column the table lacks, a missing NOT NULL column, a value that does not cast or a NULL in a
 //! NOT NULL column fails the append with the table and the column named, and nothing is committed
 //! (delta-rs's sink dropped extra columns without a word). `INSERT INTO` already arrives in the
@@ -26,7 +27,7 @@ use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
+use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, WriteOp};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use deltalake::delta_datafusion::DataFusionMixins as _;
 use deltalake::operations::write::WriteBuilder;
@@ -68,8 +69,10 @@ pub(super) async fn append(engine: &Engine, name: &str, input: LogicalPlan) -> R
     let snapshot = table.snapshot()?.snapshot().clone();
     let properties =
         parquet_files::writer_properties(snapshot.arrow_schema().fields(), engine.data_pages);
-    let shape = snapshot.input_schema();
-    let plan = Conform::new(name, input.schema().as_arrow(), &shape)?;
+    let table_shape = snapshot.input_schema();
+    let input = without_unnamed_generated(input, &table_shape)?;
+    let plan = Conform::new(name, input.schema().as_arrow(), &table_shape)?;
+    let shape = Arc::clone(&plan.shape);
     let rows = Arc::new(AtomicU64::new(0));
     let stream = engine
         .context()
@@ -116,10 +119,48 @@ fn refusal(table: &str, e: &deltalake::DeltaTableError) -> Option<Error> {
     )))
 }
 
+/// `input` without the NULLs DataFusion's `INSERT` planner put in the generated columns the
+/// statement did not name (`INSERT INTO t (k) VALUES (5)` plans `NULL AS g`): left out, the writer
+/// computes them. Any other input is returned as it is.
+fn without_unnamed_generated(input: LogicalPlan, table: &Schema) -> Result<LogicalPlan> {
+    fn is_null(e: &Expr) -> bool {
+        match e {
+            Expr::Alias(a) => is_null(&a.expr),
+            Expr::Cast(c) => is_null(&c.expr),
+            Expr::Literal(value, _) => value.is_null(),
+            _ => false,
+        }
+    }
+    let LogicalPlan::Projection(projection) = &input else {
+        return Ok(input);
+    };
+    let generated = |name: &str| {
+        table
+            .field_with_name(name)
+            .is_ok_and(|f| f.metadata().contains_key(GENERATION_EXPRESSION))
+    };
+    let (kept, dropped): (Vec<_>, Vec<_>) = projection
+        .expr
+        .iter()
+        .zip(projection.schema.fields())
+        .partition(|(e, f)| !(is_null(e) && generated(f.name())));
+    if dropped.is_empty() {
+        return Ok(input);
+    }
+    LogicalPlanBuilder::from(projection.input.as_ref().clone())
+        .project(kept.into_iter().map(|(e, _)| e.clone()))
+        .and_then(|b| b.build())
+        .map_err(Error::from_datafusion)
+}
+
+/// The field metadata of a Delta generated column (its SQL expression).
+const GENERATION_EXPRESSION: &str = "delta.generationExpression";
+
 /// How the input's batches become the table's: per table column, the input column it comes from
-/// (`None`: all NULL).
+/// (`None`: all NULL). A generated column the input lacks is left out, for the writer to compute.
 struct Conform {
     table: String,
+    /// The table's columns the batches carry.
     shape: SchemaRef,
     sources: Vec<Option<usize>>,
 }
@@ -141,8 +182,13 @@ impl Conform {
             )));
         }
         let mut sources = Vec::with_capacity(shape.fields().len());
+        let mut fields = Vec::with_capacity(shape.fields().len());
         for field in shape.fields() {
             let source = input.index_of(field.name()).ok();
+            if source.is_none() && field.metadata().contains_key(GENERATION_EXPRESSION) {
+                // Left out: the writer computes it from its expression.
+                continue;
+            }
             if source.is_none() && !field.is_nullable() {
                 return Err(Error::Invalid(format!(
                     "{REFUSED}{table}`: its column `{}` is NOT NULL and the rows do \
@@ -151,10 +197,11 @@ impl Conform {
                 )));
             }
             sources.push(source);
+            fields.push(Arc::clone(field));
         }
         Ok(Self {
             table: table.to_string(),
-            shape: Arc::clone(shape),
+            shape: Arc::new(Schema::new_with_metadata(fields, shape.metadata().clone())),
             sources,
         })
     }

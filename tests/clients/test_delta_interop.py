@@ -86,6 +86,26 @@ def test_appends_keep_the_tables_check_constraints(server, tmp_path):
     assert sorted(DeltaTable(str(location)).to_pyarrow_table().column("k").to_pylist()) == [1, 2]
 
 
+def test_appends_compute_generated_columns(server, tmp_path):
+    from deltalake.schema import Field, PrimitiveType, Schema
+
+    location = tmp_path / "generated"
+    DeltaTable.create(str(location), schema=Schema([
+        Field("k", PrimitiveType("long"), nullable=True),
+        Field("g", PrimitiveType("long"), nullable=True, metadata={"delta.generationExpression": "k * 2"}),
+    ]))
+    with flightsql.connect(server.uri) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE EXTERNAL TABLE generated STORED AS DELTA LOCATION '{location}'")
+        cur.execute("INSERT INTO generated (k) VALUES (5)")
+        assert cur.adbc_ingest("generated", pa.table({"k": pa.array([6], pa.int64())}), mode="append") == 1
+        # A value that contradicts the expression is refused.
+        with pytest.raises(flightsql.ProgrammingError) as wrong:
+            cur.execute("INSERT INTO generated VALUES (7, 1)")
+        assert "table `generated`: rows break its constraints" in str(wrong.value)
+        cur.execute("SELECT k, g FROM generated ORDER BY k")
+        assert cur.fetchall() == [(5, 10), (6, 12)]
+
+
 def test_a_partition_column_can_key_features_and_labels(server, tmp_path):
     # A partition column comes back dictionary-encoded: it still fits an entity's VARCHAR key.
     day = lambda d: datetime.datetime(2026, 1, d)  # noqa: E731
