@@ -17,7 +17,10 @@
 //! NOT NULL column fails the append with the table and the column named, and nothing is committed
 //! (delta-rs's sink dropped extra columns without a word). `INSERT INTO` already arrives in the
 //! table's shape, cast by DataFusion's planner; bulk ingest brings the client's batches as they
-//! came.
+//! came. `WriteBuilder` also keeps the rules of tables other writers made: rows that break a CHECK
+//! constraint or invariant are refused (the sink wrote them), generated columns are computed. The
+//! tables of feature views, labels and training sets are not appended to (their rows come from
+//! their definitions).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,8 +74,8 @@ pub(super) async fn append(engine: &Engine, name: &str, input: LogicalPlan) -> R
         parquet_files::writer_properties(snapshot.arrow_schema().fields(), engine.data_pages);
     let table_shape = snapshot.input_schema();
     let input = without_unnamed_generated(input, &table_shape)?;
-    let plan = Conform::new(name, input.schema().as_arrow(), &table_shape)?;
-    let shape = Arc::clone(&plan.shape);
+    let conform = Conform::new(name, input.schema().as_arrow(), &table_shape)?;
+    let shape = Arc::clone(&conform.shape);
     let rows = Arc::new(AtomicU64::new(0));
     let stream = engine
         .context()
@@ -82,7 +85,7 @@ pub(super) async fn append(engine: &Engine, name: &str, input: LogicalPlan) -> R
         .execute_stream()
         .await
         .map_err(Error::from_datafusion)?;
-    let conformed = stream.map(move |batch| plan.apply(&batch?));
+    let conformed = stream.map(move |batch| conform.apply(&batch?));
     let conformed = Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&shape), conformed));
     let counted = ingest::one_shot_plan(shape, conformed, Arc::clone(&rows))?;
     WriteBuilder::new(table.log_store(), Some(snapshot))
