@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use datafusion::common::TableReference;
-use datafusion::logical_expr::{CreateExternalTable, CreateMemoryTable, DropTable, LogicalPlan};
+use datafusion::logical_expr::{
+    CreateExternalTable, CreateMemoryTable, DropTable, LogicalPlan, WriteOp,
+};
 use deltalake::DeltaTable;
 use deltalake::kernel::StructField;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
@@ -237,6 +239,41 @@ pub(super) fn refuse_object_table(engine: &Engine, name: &str, change: TableChan
     Err(Error::Invalid(format!(
         "`{name}` is the table of a {noun}; {hint}"
     )))
+}
+
+/// The error for a row-changing statement Flywheel does not run (`DELETE`, `UPDATE`, `TRUNCATE`,
+/// `MERGE`) on a warehouse table, with what to do instead: a managed table takes appends and whole
+/// replacements (each one Delta version), an external one is changed by the writer that owns it.
+/// `None` for inserts and for names that are not warehouse tables (DataFusion answers those).
+pub(super) fn unsupported_change(
+    engine: &Engine,
+    op: &WriteOp,
+    table: &TableReference,
+) -> Option<Error> {
+    let statement = match op {
+        WriteOp::Delete => "DELETE",
+        WriteOp::Update => "UPDATE",
+        WriteOp::Truncate => "TRUNCATE",
+        WriteOp::MergeInto(_) => "MERGE",
+        _ => return None,
+    };
+    let name = warehouse_name(table)?;
+    let entry = engine.registry().table(&name)?;
+    let hint = match entry.kind {
+        TableKind::Managed => format!(
+            "tables take appends and whole replacements: write the rows to keep with CREATE OR \
+             REPLACE TABLE {name} AS SELECT ... FROM {name} (one new version; the earlier ones \
+             stay readable by time travel)"
+        ),
+        TableKind::External => format!(
+            "`{name}` is an external Delta table: change its rows with the writer that owns it \
+             (Spark, delta-rs); Flywheel appends to it and reads its new versions"
+        ),
+    };
+    Some(Error::Unsupported {
+        what: format!("{statement} on table `{name}`"),
+        hint,
+    })
 }
 
 /// `DROP TABLE [IF EXISTS] t`: forgets the table; a managed table's files are deleted too.

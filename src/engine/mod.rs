@@ -198,14 +198,15 @@ impl Engine {
             Planned::Command(LogicalPlan::Ddl(ddl)) => self.run_ddl(ddl).await,
             Planned::Flywheel(ddl) => objects::execute(self, ddl).await,
             Planned::Command(plan) => {
-                if let LogicalPlan::Dml(DmlStatement {
-                    table_name,
-                    op: WriteOp::Insert(_),
-                    ..
-                }) = &plan
-                    && let Some(name) = ddl::warehouse_name(table_name)
-                {
-                    ddl::refuse_object_table(self, &name, ddl::TableChange::Write)?;
+                if let LogicalPlan::Dml(DmlStatement { table_name, op, .. }) = &plan {
+                    if let WriteOp::Insert(_) = op
+                        && let Some(name) = ddl::warehouse_name(table_name)
+                    {
+                        ddl::refuse_object_table(self, &name, ddl::TableChange::Write)?;
+                    }
+                    if let Some(refused) = ddl::unsupported_change(self, op, table_name) {
+                        return Err(refused);
+                    }
                 }
                 let insert = insert::InsertContext::of(&plan);
                 if let Some((table, input)) = append::target(self, &plan) {
