@@ -88,20 +88,10 @@ fn wire_field(field: &Field) -> Field {
     field.clone().with_data_type(data_type)
 }
 
-/// `schema` with its dictionary columns as their value types (what arrow-flight's encoder also
-/// sends), when that makes every column shareable; `None` otherwise.
+/// `schema` with its dictionary columns as their value types ([`wire_schema`], what arrow-flight's
+/// encoder also sends), when that makes every column shareable; `None` otherwise.
 pub(super) fn hydrated(schema: &Schema) -> Option<SchemaRef> {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Dictionary(_, value) => {
-                f.as_ref().clone().with_data_type(value.as_ref().clone())
-            }
-            _ => f.as_ref().clone(),
-        })
-        .collect();
-    let hydrated = Schema::new_with_metadata(fields, schema.metadata().clone());
+    let hydrated = wire_schema(schema);
     shares_buffers(&hydrated).then(|| Arc::new(hydrated))
 }
 
@@ -799,8 +789,9 @@ mod tests {
                 .all(|f| !format!("{:?}", f.data_type()).contains("Dictionary")),
             "{announced:?}"
         );
-        // The shared-buffer path announces the same for top-level dictionaries.
-        let flat = Schema::new(vec![batch.schema().field(0).clone()]);
-        assert_eq!(hydrated(&flat).as_deref(), Some(&wire_schema(&flat)));
+        // The shared-buffer path sends the same schema and values.
+        let shared = hydrated(&batch.schema()).expect("shareable once decoded");
+        assert_eq!(shared.as_ref(), &announced);
+        assert_eq!(hydrate(batch, &shared).expect("decoded"), received[0]);
     }
 }
