@@ -35,7 +35,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use deltalake::delta_datafusion::DataFusionMixins as _;
 use deltalake::operations::write::WriteBuilder;
 use deltalake::protocol::SaveMode;
-use flywheel_catalog::load_table;
+use flywheel_catalog::{TableEntry, load_table};
 use futures::StreamExt as _;
 
 use super::{Engine, Output, ddl, ingest, parquet_files};
@@ -43,7 +43,7 @@ use crate::{Error, Result};
 
 /// The warehouse table and the input rows of `plan`, when it is an `INSERT INTO` (append) of a
 /// table this module writes; `None` for any other plan (it runs as DataFusion plans it).
-pub(super) fn target(engine: &Engine, plan: &LogicalPlan) -> Option<(String, LogicalPlan)> {
+pub(super) fn target(engine: &Engine, plan: &LogicalPlan) -> Option<(TableEntry, LogicalPlan)> {
     let LogicalPlan::Dml(DmlStatement {
         table_name,
         op: WriteOp::Insert(InsertOp::Append),
@@ -53,22 +53,15 @@ pub(super) fn target(engine: &Engine, plan: &LogicalPlan) -> Option<(String, Log
     else {
         return None;
     };
-    let name = ddl::warehouse_name(table_name)?;
-    engine.registry().table(&name)?;
-    Some((name, input.as_ref().clone()))
+    let entry = engine.registry().table(&ddl::warehouse_name(table_name)?)?;
+    Some((entry, input.as_ref().clone()))
 }
 
-/// Appends the rows of `input` to the warehouse table `name` as one commit; returns how many.
-pub(super) async fn append(engine: &Engine, name: &str, input: LogicalPlan) -> Result<u64> {
-    ddl::refuse_object_table(engine, name, ddl::TableChange::Write)?;
-    let entry =
-        engine
-            .registry()
-            .table(name)
-            .ok_or_else(|| flywheel_catalog::Error::TableNotFound {
-                name: name.to_string(),
-            })?;
-    let table = load_table(&entry, None).await?;
+/// Appends the rows of `input` to the warehouse table `entry` as one commit; returns how many.
+/// The caller has refused the tables of Flywheel's objects ([`ddl::refuse_object_table`]).
+pub(super) async fn append(engine: &Engine, entry: &TableEntry, input: LogicalPlan) -> Result<u64> {
+    let name = entry.name.as_str();
+    let table = load_table(entry, None).await?;
     let snapshot = table.snapshot()?.snapshot().clone();
     let properties =
         parquet_files::writer_properties(snapshot.arrow_schema().fields(), engine.data_pages);
@@ -137,11 +130,7 @@ fn without_unnamed_generated(input: LogicalPlan, table: &Schema) -> Result<Logic
     let LogicalPlan::Projection(projection) = &input else {
         return Ok(input);
     };
-    let generated = |name: &str| {
-        table
-            .field_with_name(name)
-            .is_ok_and(|f| f.metadata().contains_key(GENERATION_EXPRESSION))
-    };
+    let generated = |name: &str| table.field_with_name(name).is_ok_and(is_generated);
     let (kept, dropped): (Vec<_>, Vec<_>) = projection
         .expr
         .iter()
@@ -156,8 +145,10 @@ fn without_unnamed_generated(input: LogicalPlan, table: &Schema) -> Result<Logic
         .map_err(Error::from_datafusion)
 }
 
-/// The field metadata of a Delta generated column (its SQL expression).
-const GENERATION_EXPRESSION: &str = "delta.generationExpression";
+/// Whether `field` is a Delta generated column (its metadata holds its SQL expression).
+fn is_generated(field: &Field) -> bool {
+    field.metadata().contains_key("delta.generationExpression")
+}
 
 /// How the input's batches become the table's: per table column, the input column it comes from
 /// (`None`: all NULL). A generated column the input lacks is left out, for the writer to compute.
@@ -188,7 +179,7 @@ impl Conform {
         let mut fields = Vec::with_capacity(shape.fields().len());
         for field in shape.fields() {
             let source = input.index_of(field.name()).ok();
-            if source.is_none() && field.metadata().contains_key(GENERATION_EXPRESSION) {
+            if source.is_none() && is_generated(field) {
                 // Left out: the writer computes it from its expression.
                 continue;
             }

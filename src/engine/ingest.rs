@@ -60,23 +60,26 @@ impl Engine {
         let rows = Arc::new(AtomicU64::new(0));
         let input = one_shot_plan(schema, batches, Arc::clone(&rows))?;
         let name = &target.table;
-        let exists = self.registry().table(name).is_some();
-        match (exists, target.if_missing, target.if_exists) {
-            (false, IfMissing::Fail, _) => {
+        let existing = self.registry().table(name);
+        if existing.is_some() && target.if_exists != IfExists::Fail {
+            // Appending to or replacing a table Flywheel's objects own.
+            ddl::refuse_object_table(self, name, ddl::TableChange::Write)?;
+        }
+        match (existing, target.if_missing, target.if_exists) {
+            (None, IfMissing::Fail, _) => {
                 return Err(flywheel_catalog::Error::TableNotFound { name: name.clone() }.into());
             }
-            (true, _, IfExists::Fail) => {
+            (Some(_), _, IfExists::Fail) => {
                 return Err(flywheel_catalog::Error::TableExists { name: name.clone() }.into());
             }
-            (true, _, IfExists::Replace) => {
-                ddl::refuse_object_table(self, name, ddl::TableChange::Write)?;
-                ddl::create_table(self, create_statement(name, input, exists)).await?;
+            (Some(_), _, IfExists::Replace) => {
+                ddl::create_table(self, create_statement(name, input, true)).await?;
             }
-            (false, IfMissing::Create, _) => {
-                ddl::create_table(self, create_statement(name, input, exists)).await?;
+            (None, IfMissing::Create, _) => {
+                ddl::create_table(self, create_statement(name, input, false)).await?;
             }
-            (true, _, IfExists::Append) => {
-                append::append(self, name, input).await?;
+            (Some(entry), _, IfExists::Append) => {
+                append::append(self, &entry, input).await?;
             }
         }
         Ok(rows.load(Ordering::Relaxed))

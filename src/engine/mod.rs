@@ -210,6 +210,7 @@ impl Engine {
                 }
                 let insert = insert::InsertContext::of(&plan);
                 if let Some((table, input)) = append::target(self, &plan) {
+                    // Refused above if it is the table of a feature view, label or training set.
                     return match append::append(self, &table, input).await {
                         Ok(rows) => append::count_output(rows),
                         Err(e) => Err(match insert {
