@@ -1,4 +1,4 @@
-//! How Flywheel writes the Parquet files of the tables it creates: Snappy, in Data Page V2 pages.
+//! How Flywheel writes the Parquet files of its tables: Snappy, in Data Page V2 pages.
 //!
 //! With V2 pages the writer keeps a page's compressed values only when they are smaller than the
 //! values themselves, and otherwise stores them as they are, flagged `is_compressed = false`.
@@ -16,9 +16,8 @@
 //!
 //! pyarrow, Polars, DuckDB and delta-rs read V2 pages, and Spark since 3.3. For readers that do
 //! not, the `parquet_data_pages = "v1"` setting ([`DataPages::V1`]) writes V1 pages (every page
-//! compressed), keeping the rest. Appends through `INSERT` and bulk-ingest appends go through
-//! delta-rs's table sink, which writes its own defaults (Snappy, V1 pages); a table may therefore
-//! hold both kinds of files.
+//! compressed), keeping the rest. Appends (`INSERT`, bulk ingest) are written with the same
+//! properties (`super::append`).
 
 use arrow::datatypes::{DataType, Fields};
 use deltalake::parquet::basic::{Compression, Encoding};
@@ -50,7 +49,7 @@ impl std::str::FromStr for DataPages {
     }
 }
 
-/// The writer properties of a table Flywheel creates or replaces with columns `fields`.
+/// The writer properties of the files Flywheel writes for a table with columns `fields`.
 pub(super) fn writer_properties(fields: &Fields, pages: DataPages) -> WriterProperties {
     let version = match pages {
         DataPages::V2 => WriterVersion::PARQUET_2_0,

@@ -3,8 +3,8 @@
 //! A shard read of a pinned table version (what `training_set` and `table` descriptors hand out)
 //! always answers with the same rows, so its encoded answer, the gRPC body the client receives,
 //! can be kept and sent again: a training job reads its training set once per epoch, per worker
-//! and per trial of a sweep. A replay skips Parquet decoding and IPC framing: the server reads a
-//! file and writes it to the socket.
+//! and per trial of a sweep. A replay skips Parquet decoding and IPC framing: the server sends a
+//! file's pages to the socket.
 //!
 //! - **Key.** The table's Delta id (a drop and a re-create give a new one, so an entry never
 //!   outlives its table), the version, the shard, the shard count and the partition count, plus
@@ -269,7 +269,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The entry's messages, read ahead on a blocking thread.
+    /// The entry's messages, mapped ahead on a blocking thread.
     pub fn replay(self) -> BoxStream<'static, Result<Message, Status>> {
         debug!(entry = %self.name, bytes = self.len, "download cache: replaying");
         replay(self.file, self.len)
