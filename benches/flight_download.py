@@ -97,15 +97,20 @@ def batches(total_rows: int, schema: pa.Schema):
         start += n
 
 
-def ensure_table(uri: str, warehouse: Path, size_gb: float, table: str):
-    if (warehouse / "tables" / table / "_delta_log").exists():
-        return
-    strings = table != TABLE
-    schema = pa.schema(
+def table_schema(strings: bool) -> pa.Schema:
+    """The bench table's columns: ids, timestamps, a label, FEATURES floats (and two strings)."""
+    return pa.schema(
         [("user_id", pa.int64()), ("ts", pa.timestamp("us")), ("label", pa.bool_())]
         + [(f"f{i}", pa.float64()) for i in range(FEATURES)]
         + ([("customer", pa.string()), ("country", pa.string())] if strings else [])
     )
+
+
+def ensure_table(uri: str, warehouse: Path, size_gb: float, table: str):
+    if (warehouse / "tables" / table / "_delta_log").exists():
+        return
+    strings = table != TABLE
+    schema = table_schema(strings)
     # Strings as they come back (views): 16 bytes a value, plus the values over 12 bytes.
     row_bytes = 8 + 8 + 1 + 8 * FEATURES + (16 + 22 + 16 if strings else 0)
     total_rows = int(size_gb * 1e9 / row_bytes)

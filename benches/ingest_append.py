@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 from adbc_driver_flightsql import dbapi as flightsql
 
-from flight_download import FEATURES, batches, cpu_seconds, start_server
+from flight_download import batches, cpu_seconds, start_server, table_schema
 
 
 def main():
@@ -34,8 +34,7 @@ def main():
     # ADBC warns that it cannot switch autocommit off: every ingest is its own commit anyway.
     warnings.filterwarnings("ignore", message="Cannot disable autocommit")
 
-    schema = pa.schema([("user_id", pa.int64()), ("ts", pa.timestamp("us")), ("label", pa.bool_())]
-                       + [(f"f{i}", pa.float64()) for i in range(FEATURES)])
+    schema = table_schema(strings=False)
     data = pa.Table.from_batches(list(batches(args.rows, schema)), schema)
     builds = {"flywheel": args.flywheel} | ({"baseline": args.baseline} if args.baseline else {})
     servers = {}
