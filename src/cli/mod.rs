@@ -16,7 +16,8 @@ use crate::{Engine, EngineOptions, Result, server};
 #[command(name = "flywheel", version, about)]
 pub struct Cli {
     /// TOML config file (keys: listen, warehouse, log, auth_token, auth_user, auth_password,
-    /// tls_cert, tls_key). Also FLYWHEEL_CONFIG.
+    /// tls_cert, tls_key, online_store, memory_limit, download_cache_size, download_cache_dir,
+    /// parquet_data_pages; see the README's Configuration). Also FLYWHEEL_CONFIG.
     #[arg(long, global = true)]
     config: Option<String>,
     /// Warehouse root: a folder or an object-store URL [default: ./warehouse]. Also FLYWHEEL_WAREHOUSE.
@@ -175,6 +176,35 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
             );
             server::serve_with(engine, listener, options, server::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_config_flags_help_names_every_key_a_config_file_takes() {
+        // serde lists the accepted keys when it refuses an unknown one.
+        let refused = Config::from_toml("not_a_key = 1")
+            .expect_err("unknown key")
+            .to_string();
+        let (_, expected) = refused
+            .split_once("expected one of")
+            .expect("serde lists the keys");
+        let keys: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        assert!(keys.contains(&"listen"), "{refused}");
+        let help = Cli::command()
+            .get_arguments()
+            .find(|a| a.get_id() == "config")
+            .and_then(|a| a.get_help())
+            .expect("--config has help")
+            .to_string();
+        for key in keys {
+            assert!(help.contains(key), "`--config` help lacks `{key}`: {help}");
         }
     }
 }
