@@ -35,6 +35,11 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
 
+    /// A lookup named a feature view with no online snapshot; callers that hold the registry say
+    /// why instead ([`crate::engine::not_served`]).
+    #[error("feature view `{view}` is not served online")]
+    NotServed { view: String },
+
     /// A name that is taken; the message says how to replace or reuse it.
     #[error("{0}")]
     Exists(String),

@@ -6,11 +6,13 @@
 //! answer at the refresh's cut-off, ties and all.
 
 use arrow::array::Array;
+use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
-use flywheel_catalog::objects::FeatureViewDefinition;
+use flywheel_catalog::Registry;
+use flywheel_catalog::objects::{FeatureViewDefinition, KIND_FEATURE_VIEW};
 
 use super::Engine;
-use crate::online::Snapshot;
+use crate::online::{LookupRequest, Snapshot};
 use crate::{Error, Result};
 
 /// Whether a feature view asks to be served online (`WITH (online = true)`).
@@ -20,11 +22,48 @@ pub fn is_online(def: &FeatureViewDefinition) -> bool {
         .any(|(k, v)| k.eq_ignore_ascii_case("online") && v.eq_ignore_ascii_case("true"))
 }
 
+/// Why feature view `view` has no online snapshot to answer from: it does not exist, it is not
+/// online, or its load has not happened (yet) on this server's store.
+pub fn not_served(registry: &Registry, view: &str) -> Error {
+    let def = registry
+        .object(KIND_FEATURE_VIEW, view)
+        .and_then(|e| serde_json::from_str::<FeatureViewDefinition>(&e.definition).ok());
+    match def {
+        None => Error::NotFound(format!(
+            "feature view `{view}` not found; SHOW FEATURE VIEWS lists them"
+        )),
+        Some(def) if !is_online(&def) => Error::NotFound(format!(
+            "feature view `{view}` is not online; ALTER FEATURE VIEW {view} SET (online = true) \
+             loads it"
+        )),
+        Some(_) => Error::NotFound(format!(
+            "feature view `{view}` has no online snapshot loaded; REFRESH FEATURE VIEW {view} \
+             loads one"
+        )),
+    }
+}
+
+/// `error`, a missing online snapshot explained ([`not_served`]).
+pub fn explain_online(registry: &Registry, error: Error) -> Error {
+    match error {
+        Error::NotServed { view } => not_served(registry, &view),
+        other => other,
+    }
+}
+
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 impl Engine {
+    /// Answers an online lookup at `now_us` (see `online::lookup`).
+    pub async fn online_lookup(&self, request: &LookupRequest, now_us: i64) -> Result<RecordBatch> {
+        self.online()
+            .lookup(request, now_us)
+            .await
+            .map_err(|e| explain_online(self.registry(), e))
+    }
+
     /// Loads (or, when the view is not online, removes) `name`'s online snapshot.
     pub(super) async fn sync_online(&self, name: &str, def: &FeatureViewDefinition) -> Result<()> {
         if !is_online(def) {

@@ -49,10 +49,16 @@ pub(super) fn build(
         DEFAULT_CATALOG,
         Arc::new(FlywheelCatalogProvider::with_system_tables(
             Arc::clone(&registry),
-            vec![crate::online::freshness_table(Arc::clone(online), registry)],
+            vec![crate::online::freshness_table(
+                Arc::clone(online),
+                Arc::clone(&registry),
+            )],
         )),
     );
-    ctx.register_udtf("online", crate::online::online_function(Arc::clone(online)));
+    ctx.register_udtf(
+        "online",
+        crate::online::online_function(Arc::clone(online), Arc::clone(&registry)),
+    );
     ctx.register_udf(ScalarUDF::new_from_impl(AsOfMatchUdf::default()));
     flywheel_udfs::register_all(&ctx);
     Ok(ctx)

@@ -10,7 +10,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 
-use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, UInt32Array};
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, UInt32Array,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -104,11 +106,8 @@ impl LookupPlan {
     ) -> Result<(Self, Vec<Arc<Snapshot>>)> {
         let mut views: Vec<(String, Arc<Snapshot>, Vec<String>)> = Vec::new();
         for (item, snapshot) in items.iter().zip(snapshots) {
-            let snapshot = snapshot.ok_or_else(|| {
-                Error::Catalog(flywheel_catalog::Error::ObjectNotFound {
-                    kind: "online feature view".into(),
-                    name: item.view.clone(),
-                })
+            let snapshot = snapshot.ok_or_else(|| Error::NotServed {
+                view: item.view.clone(),
             })?;
             let columns = match &item.column {
                 Some(c) => {
@@ -123,7 +122,14 @@ impl LookupPlan {
                 None => feature_columns(&snapshot),
             };
             match views.iter_mut().find(|(v, _, _)| *v == item.view) {
-                Some((_, _, cols)) => cols.extend(columns),
+                // A feature asked for twice (`v.a` and `v`, or `v` twice) is answered once.
+                Some((_, _, cols)) => {
+                    for c in columns {
+                        if !cols.contains(&c) {
+                            cols.push(c);
+                        }
+                    }
+                }
                 None => views.push((item.view.clone(), snapshot, columns)),
             }
         }
@@ -309,7 +315,37 @@ fn key_columns(
         }
         None => json_keys(&request.keys, keys)?,
     };
-    super::snapshot::cast_keys(&raw, types)
+    raw.iter()
+        .zip(keys)
+        .zip(types)
+        .map(|((column, key), to)| key_as(column, key, to))
+        .collect()
+}
+
+/// The requested values of key column `key` as the view's key type `to`. A value that does not
+/// convert (`"x"` or `4.2` for an integer key, an integer out of range) is refused, naming it: looked
+/// up as NULL it would come back as a key the view does not know, hiding the caller's mistake.
+fn key_as(column: &ArrayRef, key: &str, to: &DataType) -> Result<ArrayRef> {
+    let from = column.data_type();
+    if from == to {
+        return Ok(Arc::clone(column));
+    }
+    if from.is_floating() && to.is_integer() {
+        return Err(Error::Invalid(format!(
+            "keys_arrow column `{key}` is {from}, but the key is {to}: send integers"
+        )));
+    }
+    let cast = arrow::compute::cast(column, to)?;
+    if cast.null_count() > column.null_count()
+        && let Some(i) = (0..column.len()).find(|&i| column.is_valid(i) && cast.is_null(i))
+    {
+        let value = arrow::util::display::array_value_to_string(column, i)?;
+        return Err(Error::Invalid(format!(
+            "key {i} of the request: `{key}` = {value} does not convert to the key's type, {to}; \
+             nothing was looked up"
+        )));
+    }
+    Ok(cast)
 }
 
 fn json_keys(rows: &[serde_json::Value], keys: &[String]) -> Result<Vec<ArrayRef>> {

@@ -22,13 +22,18 @@ use flywheel_catalog::{Registry, SystemTableFn};
 use super::{LookupRequest, OnlineStore};
 
 /// `online(view [, key, ...])`.
-pub fn online_function(store: Arc<OnlineStore>) -> Arc<dyn TableFunctionImpl> {
-    Arc::new(OnlineFunction { store })
+pub fn online_function(
+    store: Arc<OnlineStore>,
+    registry: Arc<Registry>,
+) -> Arc<dyn TableFunctionImpl> {
+    Arc::new(OnlineFunction { store, registry })
 }
 
 #[derive(Debug)]
 struct OnlineFunction {
     store: Arc<OnlineStore>,
+    /// Says why a view has nothing online.
+    registry: Arc<Registry>,
 }
 
 fn literal(e: &Expr) -> Option<&ScalarValue> {
@@ -56,11 +61,7 @@ impl TableFunctionImpl for OnlineFunction {
         let batch = if exprs.len() == 1 {
             match self.store.cached(&view).map_err(external)? {
                 Some(s) => s.batch.clone(),
-                None => {
-                    return plan_err!(
-                        "feature view `{view}` is not online; ALTER FEATURE VIEW {view} SET (online = true)"
-                    );
-                }
+                None => return Err(external(crate::engine::not_served(&self.registry, &view))),
             }
         } else {
             let key = exprs[1..]
@@ -81,7 +82,7 @@ impl TableFunctionImpl for OnlineFunction {
             };
             self.store
                 .lookup_cached(&request, chrono::Utc::now().timestamp_micros())
-                .map_err(external)?
+                .map_err(|e| external(crate::engine::explain_online(&self.registry, e)))?
         };
         Ok(Arc::new(MemTable::try_new(
             batch.schema(),

@@ -101,9 +101,18 @@ async fn do_get(
 ) -> Result<http::Response<Body>, Status> {
     let (parts, body) = request.into_parts();
     let ticket = read_ticket(body, limit).await?;
-    let command = Any::decode(ticket.ticket.clone()).ok();
+    let command = Any::decode(ticket.ticket.clone())
+        .ok()
+        .filter(|c| !c.type_url.is_empty())
+        .ok_or_else(|| {
+            Status::invalid_argument(
+                "this ticket is not one Flywheel reads: redeem the tickets of GetFlightInfo's \
+                 endpoints as they are, or send a lookup ticket (a protobuf Any with type URL \
+                 type.googleapis.com/flywheel.OnlineLookup; see the README's Online lookups)",
+            )
+        })?;
     let mut recorder = None;
-    if let (Some(cache), Some(command)) = (service.download_cache(), &command)
+    if let Some(cache) = service.download_cache()
         && command.type_url == SHARD_TICKET_TYPE
         && let Some(key) = service.shard_cache_key(&command.value).await?
     {
@@ -113,17 +122,11 @@ async fn do_get(
             Lookup::Oversized | Lookup::Uncached => {}
         }
     }
-    let batches = match &command {
-        Some(command) => service.ticket_batches(command).await,
-        None => None,
-    };
-    let messages = match batches {
+    let messages = match service.ticket_batches(&command).await {
         Some(batches) => {
             let (schema, batches) = batches?;
             // A lookup's schema is its plan's, the same for every call asking the same features.
-            let lookup = command
-                .as_ref()
-                .is_some_and(|c| c.type_url == crate::online::LOOKUP_TICKET_TYPE);
+            let lookup = command.type_url == crate::online::LOOKUP_TICKET_TYPE;
             batch_messages(schema, batches, lookup.then(|| service.schema_messages()))
         }
         None => {

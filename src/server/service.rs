@@ -228,8 +228,7 @@ impl FlywheelFlightSqlService {
         let now_us = chrono::Utc::now().timestamp_micros();
         let batch = self
             .engine
-            .online()
-            .lookup(&request, now_us)
+            .online_lookup(&request, now_us)
             .await
             .map_err(to_status)?;
         Ok((batch.schema(), stream::iter([Ok(batch)]).boxed()))

@@ -15,7 +15,7 @@ pub fn to_status(e: Error) -> Status {
             Status::invalid_argument(message)
         }
         Error::Unsupported { .. } => Status::unimplemented(message),
-        Error::NotFound(_) => Status::not_found(message),
+        Error::NotFound(_) | Error::NotServed { .. } => Status::not_found(message),
         Error::Exists(_) => Status::already_exists(message),
         Error::Catalog(c) => match c {
             C::TableNotFound { .. }

@@ -173,9 +173,14 @@ async fn ttl_and_alter_online() {
     .expect("lookup on an empty view");
     assert_eq!(bools(&empty, "empty_now__found"), vec![false]);
     let request = serde_json::json!({"features": ["clicks_1d"], "keys": [[1], [2]]});
-    // Not online yet.
+    // Not online yet: the answer says how to make it so.
     let e = lookup(&server, request.clone()).await.expect_err("offline");
     assert_eq!(e.code(), Code::NotFound, "{e}");
+    assert!(
+        e.message()
+            .contains("ALTER FEATURE VIEW clicks_1d SET (online = true)"),
+        "{e}"
+    );
     sql.execute_update(
         "ALTER FEATURE VIEW clicks_1d SET (online = true)".into(),
         None,
@@ -210,8 +215,41 @@ async fn ttl_and_alter_online() {
     let e = sql
         .execute("SELECT * FROM online('no_such_view')".into(), None)
         .await
-        .expect_err("not online");
-    assert!(e.to_string().contains("not online"), "{e}");
+        .expect_err("no such view");
+    assert!(e.to_string().contains("`no_such_view` not found"), "{e}");
+
+    // Keys that are not the entity's type are refused, naming the key, not reported missing.
+    for keys in [serde_json::json!([[2], ["x"]]), serde_json::json!([[4.5]])] {
+        let bad = serde_json::json!({"features": ["clicks_1d"], "keys": keys});
+        let e = lookup(&server, bad)
+            .await
+            .expect_err("a key of the wrong type");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+        assert!(e.message().contains("`user_id` = "), "{e}");
+    }
+    let e = sql
+        .execute("SELECT * FROM online('clicks_1d', 'two')".into(), None)
+        .await
+        .expect_err("a key of the wrong type");
+    assert!(e.to_string().contains("`user_id` = two"), "{e}");
+    // A feature asked for twice is answered once, under its own name.
+    let twice = serde_json::json!({"features": ["clicks_1d.clicks", "clicks_1d"], "keys": [[2]]});
+    let answer = lookup(&server, twice).await.expect("lookup");
+    let names: Vec<String> = answer
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["user_id", "clicks_1d__found", "clicks"]);
+    // A ticket that is not a protobuf `Any` says what tickets Flywheel reads.
+    let mut client = server.flight_client().await;
+    let e = client
+        .do_get(Ticket::new(b"hello".to_vec()))
+        .await
+        .expect_err("not a ticket");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("flywheel.OnlineLookup"), "{e}");
     sql.execute_update(
         "ALTER FEATURE VIEW clicks_1d SET (online = false)".into(),
         None,
