@@ -57,10 +57,7 @@ impl Planned {
         let mut params: Vec<(usize, String, arrow::datatypes::DataType)> = types
             .into_iter()
             .map(|(id, t)| {
-                let position = id
-                    .strip_prefix('$')
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .unwrap_or(usize::MAX);
+                let position = position(&id).unwrap_or(usize::MAX);
                 (position, id, t.unwrap_or(arrow::datatypes::DataType::Null))
             })
             .collect();
@@ -77,6 +74,19 @@ impl Planned {
     pub fn bind(self, values: &RecordBatch) -> Result<Planned> {
         if values.num_columns() == 0 {
             return Ok(self);
+        }
+        if let Planned::Query(plan) | Planned::Command(plan) = &self {
+            // More values than placeholders is a caller's mistake (a wrong tuple, a stale
+            // statement), not something to drop silently.
+            let takes = parameter_count(plan)?;
+            if values.num_columns() > takes {
+                return Err(Error::Invalid(format!(
+                    "the statement takes {takes} parameter{}, but {} values were bound per row; \
+                     bind one value per placeholder",
+                    if takes == 1 { "" } else { "s" },
+                    values.num_columns()
+                )));
+            }
         }
         let rows = rows_of(values)?;
         match self {
@@ -100,6 +110,21 @@ impl Planned {
             },
         }
     }
+}
+
+/// The highest placeholder position of `plan` (`$3` alone takes three values).
+fn parameter_count(plan: &LogicalPlan) -> Result<usize> {
+    let types = plan.get_parameter_types().map_err(Error::from_datafusion)?;
+    Ok(types
+        .keys()
+        .filter_map(|id| position(id))
+        .max()
+        .unwrap_or(0))
+}
+
+/// The position of placeholder `$n`.
+fn position(id: &str) -> Option<usize> {
+    id.strip_prefix('$')?.parse().ok()
 }
 
 fn bind_row(plan: LogicalPlan, row: &[ScalarValue]) -> Result<LogicalPlan> {

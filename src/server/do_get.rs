@@ -1,7 +1,9 @@
 //! `DoGet`, served beside tonic's generated Flight service so that answers leave without tonic's
 //! copy.
 //!
-//! Every other RPC goes on to the generated service. A `DoGet` is read here (its one request
+//! Every other RPC goes on to the generated service, `GetFlightInfo` after a look at its
+//! descriptor (a command that is not a protobuf `Any`, such as SQL text, is answered here with what
+//! to send instead, rather than with a protobuf decoder's error). A `DoGet` is read here (its one request
 //! message is the ticket). Tickets answered by a stream of record batches (statements, shard
 //! reads, online lookups) are encoded by [`messages`](super::messages) from the batches' own
 //! buffers; other tickets (catalog metadata) run through the Flight SQL dispatch as before, and
@@ -14,10 +16,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use arrow::datatypes::SchemaRef;
-use arrow_flight::Ticket;
+use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::Any;
-use bytes::Buf;
+use arrow_flight::{FlightDescriptor, Ticket};
+use bytes::{Buf, Bytes};
 use futures::future::{BoxFuture, ready};
 use futures::stream::{self, BoxStream};
 use futures::{FutureExt, StreamExt, TryStreamExt};
@@ -37,6 +40,9 @@ use super::shards::SHARD_TICKET_TYPE;
 
 /// The gRPC path of `DoGet`.
 const DO_GET_PATH: &str = "/arrow.flight.protocol.FlightService/DoGet";
+
+/// The gRPC path of `GetFlightInfo`, whose command descriptors are checked here first.
+const GET_FLIGHT_INFO_PATH: &str = "/arrow.flight.protocol.FlightService/GetFlightInfo";
 
 /// Routes `DoGet` to [`do_get`] and everything else to `inner`.
 #[derive(Debug, Clone)]
@@ -67,7 +73,10 @@ impl<S: NamedService> NamedService for DoGetRoute<S> {
 
 impl<S> Service<http::Request<Body>> for DoGetRoute<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
 {
     type Response = http::Response<Body>;
@@ -79,18 +88,57 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() != DO_GET_PATH {
-            return self.inner.call(request).boxed();
-        }
-        let service = Arc::clone(&self.service);
         let limit = self.max_request_bytes;
-        async move {
-            Ok(do_get(service, request, limit)
-                .await
-                .unwrap_or_else(Status::into_http))
+        match request.uri().path() {
+            DO_GET_PATH => {
+                let service = Arc::clone(&self.service);
+                async move {
+                    Ok(do_get(service, request, limit)
+                        .await
+                        .unwrap_or_else(Status::into_http))
+                }
+                .boxed()
+            }
+            GET_FLIGHT_INFO_PATH => {
+                // The service that was polled ready takes the call; its clone stays for the next.
+                let ready = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, ready);
+                async move {
+                    let (parts, body) = request.into_parts();
+                    let checked = read_body(body, limit, "GetFlightInfo")
+                        .await
+                        .and_then(|body| check_descriptor(&body).map(|()| body));
+                    match checked {
+                        Ok(body) => {
+                            let body = Body::new(http_body_util::Full::new(body));
+                            inner.call(http::Request::from_parts(parts, body)).await
+                        }
+                        Err(status) => Ok(status.into_http()),
+                    }
+                }
+                .boxed()
+            }
+            _ => self.inner.call(request).boxed(),
         }
-        .boxed()
     }
+}
+
+/// Refuses a command descriptor that is not a protobuf `Any` (what arrow-flight would answer with
+/// a decoder's debug output): most often SQL text from `FlightDescriptor.for_command(sql)`.
+fn check_descriptor(body: &Bytes) -> Result<(), Status> {
+    let descriptor = FlightDescriptor::decode(one_message(body.clone(), "GetFlightInfo")?)
+        .map_err(|e| Status::invalid_argument(format!("malformed flight descriptor: {e}")))?;
+    let is_command = descriptor.r#type == DescriptorType::Cmd as i32;
+    let is_any = Any::decode(descriptor.cmd).is_ok_and(|any| !any.type_url.is_empty());
+    if is_command && !is_any {
+        return Err(Status::invalid_argument(
+            "this command descriptor does not hold a Flight SQL command (a protobuf Any): \
+             from pyarrow.flight, ask for a query with FlightDescriptor.for_path(\"sql\", QUERY), \
+             for a table or training set with for_path(\"table\" or \"training_set\", NAME) (see \
+             the README's Serving training data), or use a Flight SQL client (ADBC)",
+        ));
+    }
+    Ok(())
 }
 
 /// Answers one `DoGet`.
@@ -185,34 +233,45 @@ pub(super) fn batch_messages(
 
 /// Reads the request: one uncompressed gRPC message holding a `Ticket`.
 async fn read_ticket(body: Body, limit: usize) -> Result<Ticket, Status> {
-    let mut bytes = Limited::new(body, limit)
+    let message = one_message(read_body(body, limit, "DoGet").await?, "DoGet")?;
+    Ticket::decode(message).map_err(|e| Status::invalid_argument(format!("malformed ticket: {e}")))
+}
+
+/// The whole body of a unary request to `rpc`, at most `limit` bytes.
+async fn read_body(body: Body, limit: usize, rpc: &str) -> Result<Bytes, Status> {
+    Ok(Limited::new(body, limit)
         .collect()
         .await
         .map_err(|e| match e.downcast::<Status>() {
             Ok(status) => *status,
             Err(e) => Status::resource_exhausted(format!(
-                "the DoGet request is larger than {limit} bytes or could not be read: {e}"
+                "the {rpc} request is larger than {limit} bytes or could not be read: {e}"
             )),
         })?
-        .to_bytes();
+        .to_bytes())
+}
+
+/// The one message of a unary request body (gRPC framing: a compression flag, a length, the
+/// message).
+fn one_message(mut bytes: Bytes, rpc: &str) -> Result<Bytes, Status> {
     if bytes.len() < 5 {
-        return Err(Status::invalid_argument(
-            "the DoGet request carries no ticket",
-        ));
+        return Err(Status::invalid_argument(format!(
+            "the {rpc} request carries no message"
+        )));
     }
     let compressed = bytes.get_u8();
     let len = bytes.get_u32() as usize;
     if compressed != 0 {
-        return Err(Status::unimplemented(
-            "compressed DoGet requests are not supported: send the ticket uncompressed",
-        ));
+        return Err(Status::unimplemented(format!(
+            "compressed {rpc} requests are not supported: send the request uncompressed"
+        )));
     }
     if len != bytes.len() {
-        return Err(Status::invalid_argument(
-            "the DoGet request must be exactly one message, the ticket",
-        ));
+        return Err(Status::invalid_argument(format!(
+            "the {rpc} request must be exactly one message"
+        )));
     }
-    Ticket::decode(bytes).map_err(|e| Status::invalid_argument(format!("malformed ticket: {e}")))
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -63,6 +63,18 @@ impl DatasetRequest {
         let mut version = None;
         let mut shards = None;
         for option in options {
+            let name = option.split_once('=').map(|(name, _)| name);
+            if options
+                .iter()
+                .filter(|o| o.split_once('=').map(|(n, _)| n) == name)
+                .count()
+                > 1
+            {
+                return Err(Error::Invalid(format!(
+                    "descriptor option `{}` is given more than once: give it once",
+                    name.unwrap_or(option)
+                )));
+            }
             match option.split_once('=') {
                 Some(("version", v)) => version = Some(parse_number(option, v)?),
                 Some(("shards", n)) => {

@@ -50,6 +50,15 @@ def test_parameters_bind_to_queries_and_executemany(server):
         # executemany wrote one Delta commit: version 1 holds all three rows.
         cur.execute("SELECT count(*) FROM users VERSION AS OF 1")
         assert cur.fetchone()[0] == 3
+        # More values than placeholders is refused, not silently cut short.
+        for statement, values in [
+            ("SELECT name FROM users WHERE id = ?", (2, 3)),
+            ("INSERT INTO users VALUES (?, ?)", (4, "dee", "extra")),
+        ]:
+            with pytest.raises(flightsql.ProgrammingError, match="takes (1 parameter, but 2|2 parameters, but 3) values"):
+                cur.execute(statement, values)
+        cur.execute("SELECT count(*) FROM users")
+        assert cur.fetchone()[0] == 3
 
 
 def test_get_objects_lists_tables_feature_views_and_system_tables(server):

@@ -487,6 +487,27 @@ async fn shards_hold_every_row_exactly_once() {
         .await
         .expect_err("zero shards");
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    let e = flight
+        .get_flight_info(path(&["table", "big", "shards=2", "shards=3"]))
+        .await
+        .expect_err("shards twice");
+    assert!(
+        e.message().contains("`shards` is given more than once"),
+        "{e}"
+    );
+    // SQL text in a command descriptor (what `FlightDescriptor.for_command(sql)` sends) is not a
+    // Flight SQL command: the answer says what to send instead.
+    let e = flight
+        .get_flight_info(FlightDescriptor::new_cmd("SELECT * FROM big"))
+        .await
+        .expect_err("SQL text is not a command");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("for_path(\"sql\", QUERY)"), "{e}");
+    // Flight SQL commands go on to be answered as before.
+    assert_eq!(
+        single_i64(&query(&mut sql, "SELECT count(*) FROM big").await),
+        2_500_000
+    );
     server.stop().await.expect("clean shutdown");
 }
 
