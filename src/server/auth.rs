@@ -7,9 +7,12 @@
 //! `UNAUTHENTICATED`. The handshake (which ADBC and pyarrow send with Basic credentials) answers
 //! with an `authorization: Bearer <session token>` header that clients then send on every call.
 //! Session tokens live in this server's memory: after a restart clients handshake again (ADBC does
-//! so on reconnect).
+//! so on reconnect). At most [`MAX_SESSIONS`] are kept: past that, the least recently used are
+//! forgotten, so clients that handshake on every connection cannot grow the server without bound.
+//! Configured secrets are compared in constant time.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
@@ -34,11 +37,17 @@ impl Credentials {
     }
 }
 
+/// Session tokens kept; past this many, the least recently used tenth is forgotten.
+pub const MAX_SESSIONS: usize = 100_000;
+
 /// Checks credentials and issues session tokens.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Authenticator {
     credentials: Credentials,
-    sessions: RwLock<HashSet<String>>,
+    /// Issued session tokens and when each was last presented (a tick of `clock`).
+    sessions: RwLock<HashMap<String, AtomicU64>>,
+    /// Counts session uses: each use gets a distinct tick, so the least recently used are exact.
+    clock: AtomicU64,
 }
 
 /// Who a call was authenticated as.
@@ -57,7 +66,50 @@ impl Authenticator {
         Arc::new(Self {
             credentials,
             sessions: RwLock::default(),
+            clock: AtomicU64::new(0),
         })
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether `token` is a session token, noting its use.
+    fn is_session(&self, token: &str) -> bool {
+        let Ok(sessions) = self.sessions.read() else {
+            return false;
+        };
+        match sessions.get(token) {
+            Some(used) => {
+                used.store(self.tick(), Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Issues a new session token, forgetting the least recently used tenth when full.
+    fn new_session(&self) -> Result<String, Status> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut sessions = self
+            .sessions
+            .write()
+            .map_err(|_| Status::internal("internal error: session table poisoned"))?;
+        if sessions.len() >= MAX_SESSIONS {
+            let mut used: Vec<u64> = sessions
+                .values()
+                .map(|u| u.load(Ordering::Relaxed))
+                .collect();
+            let cut = MAX_SESSIONS / 10;
+            let (_, &mut oldest_kept, _) = used.select_nth_unstable(cut);
+            sessions.retain(|_, u| u.load(Ordering::Relaxed) >= oldest_kept);
+            tracing::info!(
+                kept = sessions.len(),
+                "authentication: forgot the least recently used session tokens"
+            );
+        }
+        sessions.insert(token.clone(), AtomicU64::new(self.tick()));
+        Ok(token)
     }
 
     /// Checks the `authorization` header of a call.
@@ -75,17 +127,19 @@ impl Authenticator {
         match scheme.to_ascii_lowercase().as_str() {
             "bearer" => {
                 let value = value.trim();
-                let known = self.credentials.token.as_deref() == Some(value)
-                    || self
-                        .sessions
-                        .read()
-                        .map(|s| s.contains(value))
-                        .unwrap_or(false);
+                let known = self
+                    .credentials
+                    .token
+                    .as_deref()
+                    .is_some_and(|t| same(t, value))
+                    || self.is_session(value);
                 if known {
                     Ok(Caller::Bearer(value.to_string()))
                 } else {
                     Err(refused(
-                        "the bearer token is not valid (expired by a restart?)",
+                        "the bearer token is not valid (session tokens are forgotten by a \
+                         restart, and the least recently used when there are very many; \
+                         handshake again)",
                     ))
                 }
             }
@@ -93,7 +147,8 @@ impl Authenticator {
                 let (user, password) = decode_basic(value.trim())
                     .ok_or_else(|| refused("the Basic credentials are not base64 user:password"))?;
                 match &self.credentials.user {
-                    Some((u, p)) if *u == user && *p == password => Ok(Caller::User),
+                    // Both compared whatever the first gives, in constant time.
+                    Some((u, p)) if same(u, &user) & same(p, &password) => Ok(Caller::User),
                     _ => Err(refused("wrong user or password")),
                 }
             }
@@ -107,14 +162,7 @@ impl Authenticator {
         match self.check(metadata)? {
             Caller::Anonymous => Ok(None),
             Caller::Bearer(token) => Ok(Some(token)),
-            Caller::User => {
-                let token = uuid::Uuid::new_v4().simple().to_string();
-                self.sessions
-                    .write()
-                    .map_err(|_| Status::internal("internal error: session table poisoned"))?
-                    .insert(token.clone());
-                Ok(Some(token))
-            }
+            Caller::User => self.new_session().map(Some),
         }
     }
 
@@ -130,6 +178,12 @@ fn refused(why: &str) -> Status {
     Status::unauthenticated(format!(
         "{why}: send `authorization: Bearer <token>`, or handshake with Basic user and password"
     ))
+}
+
+/// Whether two secrets are equal, in time that depends on their lengths only.
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// `dXNlcjpwdw` (padded or not, as ADBC sends it) to (`user`, `pw`).
@@ -208,5 +262,36 @@ mod tests {
             .expect("a token");
         assert!(a.check(&with_header(&format!("Bearer {token}"))).is_ok());
         assert!(a.handshake(&MetadataMap::new()).is_err());
+    }
+
+    #[test]
+    fn session_tokens_are_bounded_and_the_recently_used_survive() {
+        let a = auth();
+        let basic = with_header(&format!("Basic {}", STANDARD.encode("ada:pw:with:colons")));
+        let first = a.handshake(&basic).expect("ok").expect("a token");
+        let idle = a.handshake(&basic).expect("ok").expect("a token");
+        for _ in 2..MAX_SESSIONS {
+            a.handshake(&basic).expect("ok");
+        }
+        // The first session is in use; the second has been idle since it was issued.
+        assert!(a.check(&with_header(&format!("Bearer {first}"))).is_ok());
+        let newest = a.handshake(&basic).expect("ok").expect("a token");
+        let kept = a.sessions.read().expect("lock").len();
+        assert_eq!(kept, MAX_SESSIONS - MAX_SESSIONS / 10 + 1);
+        assert!(a.check(&with_header(&format!("Bearer {first}"))).is_ok());
+        assert!(a.check(&with_header(&format!("Bearer {newest}"))).is_ok());
+        let e = a
+            .check(&with_header(&format!("Bearer {idle}")))
+            .expect_err("forgotten");
+        assert!(e.message().contains("handshake again"), "{e}");
+    }
+
+    #[test]
+    fn secrets_compare_equal_only_when_equal() {
+        assert!(same("t0ken", "t0ken"));
+        assert!(!same("t0ken", "t0kem"));
+        assert!(!same("t0ken", "t0ke"));
+        assert!(!same("", "x"));
+        assert!(same("", ""));
     }
 }
