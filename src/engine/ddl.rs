@@ -20,7 +20,7 @@ use flywheel_catalog::{
 };
 use tracing::info;
 
-use super::{Engine, Output, parquet_files};
+use super::{Engine, Output, delta_types, parquet_files};
 use crate::{Error, Result};
 
 /// The bare table name of a reference in the warehouse's schema; `None` for other schemas.
@@ -115,18 +115,32 @@ async fn write_new_table(
             .with_save_mode(SaveMode::ErrorIfExists)
             .await?;
     } else {
+        let input = delta_types::storable_plan(input.clone())?;
+        let properties =
+            parquet_files::writer_properties(input.schema().as_arrow().fields(), engine.data_pages);
         WriteBuilder::new(table.log_store(), None)
-            .with_input_plan(input.clone())
+            .with_input_plan(input)
             .with_table_name(name)
             .with_save_mode(SaveMode::ErrorIfExists)
-            .with_writer_properties(parquet_files::writer_properties(
-                input.schema().as_arrow().fields(),
-                engine.data_pages,
-            ))
+            .with_writer_properties(properties)
             .with_session_state(Arc::new(engine.context().state()))
-            .await?;
+            .await
+            .map_err(|e| value_refused(name, e))?;
     }
     Ok(())
+}
+
+/// A value that does not fit its column's Delta type (a `uint64` above `BIGINT`'s maximum) said as
+/// such: delta-rs reports it as a failure to convert the schema.
+fn value_refused(table: &str, e: deltalake::DeltaTableError) -> Error {
+    let text = e.to_string();
+    match text.find("Cast error: ") {
+        Some(at) => Error::Invalid(format!(
+            "cannot create table `{table}`: {}; nothing was written",
+            &text[at..]
+        )),
+        None => e.into(),
+    }
 }
 
 /// `CREATE OR REPLACE TABLE` on a managed table: one overwrite commit (schema included), so readers
@@ -144,7 +158,7 @@ async fn replace_table(
             schema: Arc::clone(input.schema()),
         })
     } else {
-        input.clone()
+        delta_types::storable_plan(input.clone())?
     };
     let snapshot = table.snapshot()?.snapshot().clone();
     let properties =
@@ -160,8 +174,8 @@ async fn replace_table(
 }
 
 fn delta_columns(input: &LogicalPlan) -> Result<Vec<StructField>> {
-    let arrow_schema = input.schema().as_arrow();
-    let st: deltalake::kernel::StructType = arrow_schema
+    let fields = delta_types::storable_fields(input.schema().as_arrow().fields())?;
+    let st: deltalake::kernel::StructType = (&arrow::datatypes::Schema::new(fields))
         .try_into_kernel()
         .map_err(|e| Error::Invalid(format!("a column type has no Delta Lake equivalent: {e}")))?;
     Ok(st.fields().cloned().collect())

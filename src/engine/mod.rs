@@ -9,6 +9,7 @@
 
 mod append;
 mod ddl;
+mod delta_types;
 mod feature_views;
 mod ingest;
 mod insert;

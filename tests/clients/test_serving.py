@@ -108,6 +108,40 @@ def test_ingest_create_append_replace(server):
         assert cur.fetchone() == (10, 100)
 
 
+def test_unsigned_and_zoned_columns_are_ingested_as_types_delta_holds(server):
+    # numpy-born data is often unsigned; Delta has no unsigned types, nor zones other than UTC.
+    data = pa.table({
+        "pixel": pa.array([200, 0], pa.uint8()),
+        "item": pa.array([4_000_000_000, 1], pa.uint32()),
+        "big": pa.array([2**63 - 1, 0], pa.uint64()),
+        "seen": pa.array([0, 3_600_000_000_000], pa.timestamp("ns", tz="Europe/Paris")),
+        "tags": pa.array([[65535], []], pa.list_(pa.uint16())),
+    })
+    with flightsql.connect(server.uri) as conn, conn.cursor() as cur:
+        assert cur.adbc_ingest("pixels", data, mode="create") == 2
+        assert cur.adbc_ingest("pixels", data, mode="append") == 2
+        cur.execute("SELECT * FROM pixels")
+        back = cur.fetch_arrow_table()
+        assert back.schema.field("pixel").type == pa.int16()
+        assert back.schema.field("item").type == pa.int64()
+        assert back.schema.field("seen").type == pa.timestamp("us", tz="UTC")
+        assert back.schema.field("tags").type.value_type == pa.int32()
+        rows = back.to_pylist()[:2]
+        assert [r["pixel"] for r in rows] == [200, 0]
+        assert [r["item"] for r in rows] == [4_000_000_000, 1]
+        assert [r["big"] for r in rows] == [2**63 - 1, 0]
+        # The same instants, in UTC.
+        assert [r["seen"].timestamp() for r in rows] == [0, 3600]
+        assert rows[0]["tags"] == [65535]
+        # A value no Delta type holds is refused, and no table is left behind.
+        with pytest.raises(flightsql.Error, match="cannot create table `huge`: Cast error"):
+            cur.adbc_ingest("huge", pa.table({"u": pa.array([2**64 - 1], pa.uint64())}), mode="create")
+        with pytest.raises(flightsql.Error, match="column `t` is Time64"):
+            cur.adbc_ingest("clock", pa.table({"t": pa.array([1], pa.time64("us"))}), mode="create")
+        cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('huge', 'clock')")
+        assert cur.fetchone() == (0,)
+
+
 def test_polars_read_database_through_adbc(server):
     with flightsql.connect(server.uri) as conn:
         with conn.cursor() as cur:
