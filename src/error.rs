@@ -55,6 +55,11 @@ pub enum Error {
 
     #[error("server error: {0}")]
     Transport(String),
+
+    /// A service Flywheel depends on (the online store's Redis) cannot be reached for now; the
+    /// call may succeed when retried.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl Error {

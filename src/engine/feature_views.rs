@@ -246,7 +246,26 @@ async fn store(engine: &Engine, name: &str, def: &FeatureViewDefinition) -> Resu
         .registry()
         .create_object(KIND_FEATURE_VIEW, name, json, true)
         .await?;
-    engine.sync_online(name, def).await
+    engine
+        .sync_online(name, def)
+        .await
+        .map_err(|e| online_load_failed(name, "defined", e))
+}
+
+/// `e`, from loading `view` into the online store after its definition and table were committed,
+/// saying so: the statement is not to be run again, the view is to be refreshed.
+fn online_load_failed(view: &str, done: &str, e: Error) -> Error {
+    let say = |why: String| {
+        format!(
+            "feature view `{view}` was {done} and its table written, but loading it into the \
+             online store failed: {why}; REFRESH FEATURE VIEW {view} loads it again"
+        )
+    };
+    match e {
+        Error::Unavailable(why) => Error::Unavailable(say(why)),
+        Error::Transport(why) => Error::Transport(say(why)),
+        other => other,
+    }
 }
 
 /// Writes the view's rows as its table: a new table, or one overwrite commit of the existing one.
@@ -298,7 +317,10 @@ pub(super) async fn refresh(engine: &Engine, name: &str) -> Result<Output> {
     let def = definition(engine, Keyed::FeatureView, name)?;
     let plan = plan_and_check(engine, Keyed::FeatureView, name, &def).await?;
     materialize(engine, name, plan, true).await?;
-    engine.sync_online(name, &def).await?;
+    engine
+        .sync_online(name, &def)
+        .await
+        .map_err(|e| online_load_failed(name, "refreshed", e))?;
     Ok(Output::empty())
 }
 

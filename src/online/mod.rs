@@ -12,7 +12,10 @@
 //! - **Redis** (`online_store = "redis://..."`), for several servers: the snapshot's bytes under a
 //!   fresh key, then a pointer key swapped to it. Each lookup checks the pointer (one small `GET`)
 //!   and reloads when another server published a newer snapshot, so every server answers from the
-//!   latest load.
+//!   latest load. Pointers and snapshots travel on two connections, so a large load never queues
+//!   lookups behind it. A connection that breaks (Redis restarted, failed over) is replaced on the
+//!   next call, and a read that found it broken is tried once more on the new one; while Redis is
+//!   unreachable, calls fail with [`Error::Unavailable`].
 
 mod lookup;
 mod snapshot;
@@ -20,7 +23,10 @@ mod sql;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
 
 pub use lookup::{LOOKUP_TICKET_TYPE, LookupRequest};
 pub use snapshot::Snapshot;
@@ -37,9 +43,91 @@ enum Backend {
 
 struct RedisBackend {
     client: redis::Client,
-    connection: tokio::sync::OnceCell<redis::aio::MultiplexedConnection>,
+    /// Pointer keys: small and quick (lookups wait on them).
+    pointers: Mutex<Option<MultiplexedConnection>>,
+    /// Snapshot bytes: as large as a view.
+    snapshots: Mutex<Option<MultiplexedConnection>>,
     /// Key prefix: one Redis can serve several warehouses.
     prefix: String,
+}
+
+/// Which of the two Redis connections a command takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Pointers,
+    Snapshots,
+}
+
+/// How long a connection attempt may take before Redis counts as unreachable.
+const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a pointer command may wait for its answer.
+const REDIS_POINTER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a snapshot's bytes may take to travel (a view of many millions of keys is gigabytes).
+const REDIS_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl RedisBackend {
+    fn slot(&self, lane: Lane) -> &Mutex<Option<MultiplexedConnection>> {
+        match lane {
+            Lane::Pointers => &self.pointers,
+            Lane::Snapshots => &self.snapshots,
+        }
+    }
+
+    /// The lane's connection, connecting when there is none.
+    async fn connection(&self, lane: Lane) -> Result<MultiplexedConnection> {
+        if let Some(c) = self.slot(lane).lock().map_err(|_| poisoned())?.clone() {
+            return Ok(c);
+        }
+        let response = match lane {
+            Lane::Pointers => REDIS_POINTER_TIMEOUT,
+            Lane::Snapshots => REDIS_SNAPSHOT_TIMEOUT,
+        };
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
+            .set_response_timeout(Some(response));
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(redis_error)?;
+        *self.slot(lane).lock().map_err(|_| poisoned())? = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs `command` on `lane`. When the connection turns out broken it is dropped (the next call
+    /// connects again), and a command that may safely run twice (`repeatable`: reads, deletes) runs
+    /// once more on a new connection.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        lane: Lane,
+        command: &redis::Cmd,
+        repeatable: bool,
+    ) -> Result<T> {
+        let mut retried = false;
+        loop {
+            let mut conn = self.connection(lane).await?;
+            match command.query_async::<T>(&mut conn).await {
+                Ok(value) => return Ok(value),
+                Err(e) if is_broken(&e) => {
+                    if let Ok(mut slot) = self.slot(lane).lock() {
+                        *slot = None;
+                    }
+                    if repeatable && !retried {
+                        tracing::info!(error = %e, "online store (Redis): connection lost; reconnecting");
+                        retried = true;
+                        continue;
+                    }
+                    return Err(redis_error(e));
+                }
+                Err(e) => return Err(redis_error(e)),
+            }
+        }
+    }
+}
+
+/// Whether `e` means the connection is gone (rather than a refused command).
+fn is_broken(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()
 }
 
 /// All online snapshots of one warehouse.
@@ -68,7 +156,14 @@ fn poisoned() -> Error {
 }
 
 fn redis_error(e: redis::RedisError) -> Error {
-    Error::Transport(format!("online store (Redis): {e}"))
+    if is_broken(&e) || e.is_connection_refusal() {
+        Error::Unavailable(format!(
+            "the online store (Redis) cannot be reached: {e}; the server reconnects by itself once \
+             it is back"
+        ))
+    } else {
+        Error::Transport(format!("online store (Redis): {e}"))
+    }
 }
 
 /// The Redis key of snapshot `id` of the view whose pointer key is `pointer`.
@@ -77,17 +172,11 @@ fn snapshot_key(pointer: &str, id: &str) -> String {
 }
 
 /// Deletes the snapshot a view's pointer named before it moved or went (`old`), if it named one.
-async fn delete_snapshot(
-    conn: &mut redis::aio::MultiplexedConnection,
-    pointer: &str,
-    old: Option<String>,
-) -> Result<()> {
+async fn delete_snapshot(redis: &RedisBackend, pointer: &str, old: Option<String>) -> Result<()> {
     if let Some(old) = old {
-        redis::cmd("DEL")
-            .arg(snapshot_key(pointer, &old))
-            .query_async::<()>(conn)
-            .await
-            .map_err(redis_error)?;
+        let mut del = redis::cmd("DEL");
+        del.arg(snapshot_key(pointer, &old));
+        redis.query::<()>(Lane::Snapshots, &del, true).await?;
     }
     Ok(())
 }
@@ -107,7 +196,8 @@ impl OnlineStore {
                     client: redis::Client::open(url).map_err(|e| {
                         Error::Config(format!("online_store `{url}` is not a Redis URL: {e}"))
                     })?,
-                    connection: tokio::sync::OnceCell::new(),
+                    pointers: Mutex::default(),
+                    snapshots: Mutex::default(),
                     prefix: format!("flywheel:{root}:online:"),
                 }))
             }
@@ -132,16 +222,11 @@ impl OnlineStore {
         Ok(dir.join(format!("{view}.arrow")))
     }
 
-    async fn redis(&self) -> Result<Option<(redis::aio::MultiplexedConnection, &str)>> {
-        let Backend::Redis(r) = &self.backend else {
-            return Ok(None);
-        };
-        let conn = r
-            .connection
-            .get_or_try_init(|| r.client.get_multiplexed_async_connection())
-            .await
-            .map_err(redis_error)?;
-        Ok(Some((conn.clone(), r.prefix.as_str())))
+    fn redis(&self) -> Option<&RedisBackend> {
+        match &self.backend {
+            Backend::Redis(r) => Some(r),
+            Backend::Embedded(_) => None,
+        }
     }
 
     fn remember(&self, id: String, snapshot: Arc<Snapshot>) -> Result<()> {
@@ -158,26 +243,16 @@ impl OnlineStore {
         let snapshot = Arc::new(snapshot);
         match &self.backend {
             Backend::Embedded(dir) => snapshot.write(&Self::file(dir, &snapshot.view)?)?,
-            Backend::Redis(_) => {
-                let Some((mut conn, prefix)) = self.redis().await? else {
-                    return Err(Error::Invalid("online store backend changed".into()));
-                };
-                let pointer = format!("{prefix}{}", snapshot.view);
-                let data = snapshot_key(&pointer, &id);
-                redis::cmd("SET")
-                    .arg(&data)
-                    .arg(snapshot.encode()?)
-                    .query_async::<()>(&mut conn)
-                    .await
-                    .map_err(redis_error)?;
-                let old: Option<String> = redis::cmd("SET")
-                    .arg(&pointer)
-                    .arg(&id)
-                    .arg("GET")
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(redis_error)?;
-                delete_snapshot(&mut conn, &pointer, old).await?;
+            Backend::Redis(r) => {
+                let pointer = format!("{}{}", r.prefix, snapshot.view);
+                let mut set = redis::cmd("SET");
+                set.arg(snapshot_key(&pointer, &id)).arg(snapshot.encode()?);
+                r.query::<()>(Lane::Snapshots, &set, true).await?;
+                // Not repeated: a swap whose answer was lost would delete the new snapshot.
+                let mut swap = redis::cmd("SET");
+                swap.arg(&pointer).arg(&id).arg("GET");
+                let old: Option<String> = r.query(Lane::Pointers, &swap, false).await?;
+                delete_snapshot(r, &pointer, old).await?;
             }
         }
         self.remember(id, Arc::clone(&snapshot))?;
@@ -206,15 +281,13 @@ impl OnlineStore {
     /// The latest published snapshot of `view` (with Redis: reloaded when another server
     /// published a newer one).
     pub async fn get(&self, view: &str) -> Result<Option<Arc<Snapshot>>> {
-        let Some((mut conn, prefix)) = self.redis().await? else {
+        let Some(r) = self.redis() else {
             return self.cached(view);
         };
-        let pointer = format!("{prefix}{view}");
-        let id: Option<String> = redis::cmd("GET")
-            .arg(&pointer)
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_error)?;
+        let pointer = format!("{}{view}", r.prefix);
+        let mut get = redis::cmd("GET");
+        get.arg(&pointer);
+        let id: Option<String> = r.query(Lane::Pointers, &get, true).await?;
         let Some(id) = id else {
             if let Ok(mut loaded) = self.loaded.write() {
                 loaded.remove(view);
@@ -226,11 +299,9 @@ impl OnlineStore {
         {
             return Ok(Some(Arc::clone(s)));
         }
-        let bytes: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(snapshot_key(&pointer, &id))
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_error)?;
+        let mut get = redis::cmd("GET");
+        get.arg(snapshot_key(&pointer, &id));
+        let bytes: Option<Vec<u8>> = r.query(Lane::Snapshots, &get, true).await?;
         let Some(bytes) = bytes else {
             // Replaced between the two reads: the next lookup sees the newer one.
             return self.cached(view);
@@ -259,17 +330,12 @@ impl OnlineStore {
                     Err(e) => Err(e.into()),
                 }
             }
-            Backend::Redis(_) => {
-                let Some((mut conn, prefix)) = self.redis().await? else {
-                    return Ok(());
-                };
-                let pointer = format!("{prefix}{view}");
-                let id: Option<String> = redis::cmd("GETDEL")
-                    .arg(&pointer)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(redis_error)?;
-                delete_snapshot(&mut conn, &pointer, id).await
+            Backend::Redis(r) => {
+                let pointer = format!("{}{view}", r.prefix);
+                let mut take = redis::cmd("GETDEL");
+                take.arg(&pointer);
+                let id: Option<String> = r.query(Lane::Pointers, &take, false).await?;
+                delete_snapshot(r, &pointer, id).await
             }
         }
     }

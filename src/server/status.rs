@@ -31,6 +31,10 @@ pub fn to_status(e: Error) -> Status {
         Error::DataFusion(df) => datafusion_status(df, message, &e),
         Error::Config(_) => Status::invalid_argument(message),
         Error::Delta(d) if is_bad_data(d) => Status::invalid_argument(message),
+        Error::Unavailable(_) => {
+            tracing::warn!(error = %message, "unavailable");
+            Status::unavailable(message)
+        }
         Error::Delta(_) | Error::Io(_) | Error::Transport(_) => internal(&e),
     }
 }

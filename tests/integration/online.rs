@@ -320,8 +320,9 @@ async fn the_same_lookup_asked_again_sees_refreshes_and_new_definitions() {
 /// A real `redis-server` on a free loopback port, stopped on drop.
 struct Redis {
     child: std::process::Child,
+    port: u16,
     url: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Redis {
@@ -331,11 +332,21 @@ impl Redis {
             .expect("a free port")
             .port();
         let dir = tempfile::tempdir().expect("tempdir");
+        let child = Self::spawn(port, dir.path()).await;
+        Self {
+            child,
+            port,
+            url: format!("redis://127.0.0.1:{port}"),
+            dir,
+        }
+    }
+
+    async fn spawn(port: u16, dir: &std::path::Path) -> std::process::Child {
         let child = std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(dir)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server runs (scripts/test.sh installs the Debian package)");
@@ -348,38 +359,47 @@ impl Redis {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        Self {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-            _dir: dir,
-        }
+        child
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts again on the same port (empty: nothing is persisted).
+    async fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.port, self.dir.path()).await;
     }
 }
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
+}
+
+/// A server on `redis` (the warehouse in `dir`).
+async fn serve_on_redis(dir: &std::path::Path, redis: &Redis) -> TestServer {
+    let engine = flywheel::Engine::open_with(
+        dir.to_str().expect("utf-8"),
+        &flywheel::EngineOptions {
+            online_store: Some(redis.url.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("engine with Redis");
+    TestServer::serve_engine(engine, Default::default()).await
 }
 
 #[tokio::test]
 async fn redis_backend_serves_every_server_the_latest_load() {
     let redis = Redis::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let open = || async {
-        flywheel::Engine::open_with(
-            dir.path().to_str().expect("utf-8"),
-            &flywheel::EngineOptions {
-                online_store: Some(redis.url.clone()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("engine with Redis")
-    };
-    let a = TestServer::serve_engine(open().await, Default::default()).await;
-    let b = TestServer::serve_engine(open().await, Default::default()).await;
+    let a = serve_on_redis(dir.path(), &redis).await;
+    let b = serve_on_redis(dir.path(), &redis).await;
     let mut sql = a.sql_client().await;
     for s in [
         "CREATE ENTITY user (user_id BIGINT)",
@@ -419,4 +439,61 @@ async fn redis_backend_serves_every_server_the_latest_load() {
     assert_eq!(e.code(), Code::NotFound, "{e}");
     a.stop().await.expect("clean shutdown");
     b.stop().await.expect("clean shutdown");
+}
+
+/// Redis goes away and comes back (a restart, a failover): while it is away, lookups and loads
+/// answer `UNAVAILABLE` saying so; once it is back, the same server reconnects by itself.
+#[tokio::test]
+async fn a_restarted_redis_is_reconnected_to_by_the_running_server() {
+    let mut redis = Redis::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = serve_on_redis(dir.path(), &redis).await;
+    let mut sql = server.sql_client().await;
+    for s in [
+        "CREATE ENTITY user (user_id BIGINT)",
+        "CREATE TABLE spend (user_id BIGINT, ts TIMESTAMP, amount DOUBLE)",
+        "INSERT INTO spend VALUES (1, '2026-01-01T00:00:00', 1.0)",
+        "CREATE FEATURE VIEW user_spend ENTITY user EVENT TIME ts WITH (online = true) \
+         AS SELECT user_id, ts, amount FROM spend",
+    ] {
+        sql.execute_update(s.into(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    let request = serde_json::json!({"features": ["user_spend"], "keys": [[1]]});
+    lookup(&server, request.clone()).await.expect("lookup");
+
+    redis.stop();
+    let e = lookup(&server, request.clone())
+        .await
+        .expect_err("Redis is away");
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(
+        e.message()
+            .contains("online store (Redis) cannot be reached"),
+        "{e}"
+    );
+    let e = sql
+        .execute_update("REFRESH FEATURE VIEW user_spend".into(), None)
+        .await
+        .expect_err("cannot load");
+    assert!(
+        e.to_string()
+            .contains("REFRESH FEATURE VIEW user_spend loads it again"),
+        "{e}"
+    );
+
+    // Back, empty (nothing persisted): the next lookup reaches it (no UNAVAILABLE) and finds no
+    // snapshot; a refresh loads one and lookups are answered again.
+    redis.restart().await;
+    let e = lookup(&server, request.clone())
+        .await
+        .expect_err("Redis lost its data");
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    sql.execute_update("REFRESH FEATURE VIEW user_spend".into(), None)
+        .await
+        .expect("refresh once Redis is back");
+    let answer = lookup(&server, request).await.expect("lookup");
+    assert_eq!(f64s(&answer, "amount"), vec![Some(1.0)]);
+    server.stop().await.expect("clean shutdown");
 }
