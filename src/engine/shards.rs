@@ -12,7 +12,9 @@
 //!   with it, a partition executed alone reads its idle siblings' files as well.)
 //! - Otherwise (joins, aggregates, a table too small to split), every shard runs the whole query and
 //!   keeps the rows whose hash (over all columns, with a fixed seed) falls in shard `k`: correct for
-//!   any query, at `n` times the compute.
+//!   any query that gives the same rows every time it runs, at `n` times the compute. A query
+//!   calling a function whose value changes from run to run (`random()`, `now()`) is refused on
+//!   this path: each shard would keep its share of different rows.
 //!
 //! Either way the stream is consumed batch by batch; nothing is collected.
 
@@ -21,9 +23,11 @@ use std::sync::Arc;
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::{
@@ -121,7 +125,19 @@ impl Engine {
             plan = %datafusion::physical_plan::displayable(physical.as_ref()).indent(false),
             "sharded read"
         );
-        if per_partition && partitions >= shards {
+        let by_partition = per_partition && partitions >= shards;
+        if !by_partition
+            && shards > 1
+            && let Some(function) = varying_function(&logical)
+        {
+            return Err(Error::Invalid(format!(
+                "this query cannot be read in {shards} shards: split by row hash, it runs once \
+                 per shard, so its rows must be the same each time, and `{function}()` gives \
+                 new values every run; read it in one shard (shards=1), or write it to a table \
+                 first (CREATE TABLE t AS ...) and read the table in shards"
+            )));
+        }
+        if by_partition {
             // This shard's partitions, each decoded on its own task (on all cores), merged.
             let mut merged = RecordBatchReceiverStreamBuilder::new(physical.schema(), 2);
             for p in (shard..partitions).step_by(shards) {
@@ -160,6 +176,32 @@ fn is_per_partition(plan: &Arc<dyn ExecutionPlan>) -> bool {
         return plan.name() == "DataSourceExec";
     }
     passes_through && children.iter().all(|c| is_per_partition(c))
+}
+
+/// The first function of `plan` (subqueries included) whose value may change from one run to the
+/// next (`random()`, `now()`, `uuid()`: volatile or stable), by name.
+fn varying_function(plan: &LogicalPlan) -> Option<String> {
+    let mut found = None;
+    let visit_expr = |e: &Expr, found: &mut Option<String>| {
+        if let Expr::ScalarFunction(f) = e
+            && f.func.signature().volatility != Volatility::Immutable
+        {
+            *found = Some(f.name().to_string());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    };
+    let _ = plan.apply_with_subqueries(|node| {
+        for e in node.expressions() {
+            e.apply(|e| visit_expr(e, &mut found))?;
+        }
+        Ok(if found.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
 }
 
 /// The rows of `batch` that belong to shard `shard` of `shards` by their hash.

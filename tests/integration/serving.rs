@@ -495,6 +495,21 @@ async fn shards_hold_every_row_exactly_once() {
         e.message().contains("`shards` is given more than once"),
         "{e}"
     );
+    // A query split by row hash runs once per shard: one whose rows change from run to run
+    // (`random()`) would lose and repeat rows, so it is refused, naming the function.
+    let info = flight
+        .get_flight_info(path(&[
+            "sql",
+            "SELECT user_id, random() AS draw FROM chargebacks GROUP BY user_id",
+            "shards=2",
+        ]))
+        .await
+        .expect("info")
+        .into_inner();
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let e = flight.do_get(ticket).await.expect_err("random() in shards");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("`random()`"), "{e}");
     // SQL text in a command descriptor (what `FlightDescriptor.for_command(sql)` sends) is not a
     // Flight SQL command: the answer says what to send instead.
     let e = flight
