@@ -118,8 +118,12 @@ impl Engine {
             )
             .collect::<Vec<_>>()
             .join(", ");
+        // The cut-off joins the keys after DISTINCT, not inside it: a constant among the grouping
+        // columns makes DataFusion aggregate as if sorted, emitting in batch-sized steps that
+        // each shift all remaining groups (3M keys: 2.3 s against 0.14 s).
         let sql = format!(
-            "SELECT {select} FROM (SELECT DISTINCT {key_list}, {cutoff} AS __flywheel_cutoff FROM {view}) k \
+            "SELECT {select} FROM (SELECT {key_list}, {cutoff} AS __flywheel_cutoff \
+             FROM (SELECT DISTINCT {key_list} FROM {view}) d) k \
              ASOF JOIN {view} f MATCH_CONDITION (k.__flywheel_cutoff >= f.{t}) ON {on} \
              WHERE f.{t} IS NOT NULL",
             t = quote(ts)

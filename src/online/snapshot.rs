@@ -173,8 +173,8 @@ impl Snapshot {
             .max()
     }
 
-    /// The snapshot as an Arrow IPC file (its metadata in the schema's metadata).
-    pub fn encode(&self) -> Result<Vec<u8>> {
+    /// Writes the snapshot to `out` as an Arrow IPC file (its metadata in the schema's metadata).
+    fn encode_to(&self, out: impl std::io::Write) -> Result<()> {
         let mut metadata = self.batch.schema().metadata().clone();
         metadata.insert(META_VIEW.into(), self.view.clone());
         metadata.insert(META_KEYS.into(), self.keys.join("\u{1f}"));
@@ -189,11 +189,17 @@ impl Snapshot {
             metadata,
         ));
         let batch = self.batch.clone().with_schema(Arc::clone(&schema))?;
-        let mut out = Vec::new();
-        let mut w = FileWriter::try_new(&mut out, &schema)?;
+        let mut w = FileWriter::try_new(out, &schema)?;
         w.write(&batch)?;
         w.finish()?;
-        drop(w);
+        Ok(())
+    }
+
+    /// The snapshot as an Arrow IPC file, in memory (sized up front: growing a buffer of
+    /// hundreds of megabytes by doubling copies it and faults in fresh pages each time).
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.batch.get_array_memory_size() + (64 << 10));
+        self.encode_to(&mut out)?;
         Ok(out)
     }
 
@@ -231,15 +237,23 @@ impl Snapshot {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let bytes = self.encode()?;
         let tmp = path.with_extension(format!("arrow.{}.tmp", uuid::Uuid::new_v4().simple()));
-        {
-            let mut file = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut file, &bytes)?;
-            file.sync_all()?;
+        // Streamed to the file: no copy of the whole snapshot in memory.
+        let written = std::fs::File::create(&tmp)
+            .map_err(Error::from)
+            .and_then(|file| {
+                let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+                self.encode_to(&mut file)?;
+                let file = file.into_inner().map_err(|e| Error::Io(e.into_error()))?;
+                file.sync_all()?;
+                Ok(())
+            })
+            .and_then(|()| Ok(std::fs::rename(&tmp, path)?));
+        if written.is_err() {
+            // A full disk or a crash mid-write leaves the served snapshot as it was.
+            let _ = std::fs::remove_file(&tmp);
         }
-        std::fs::rename(&tmp, path)?;
-        Ok(())
+        written
     }
 
     /// Reads a snapshot [`Snapshot::write`] wrote.
