@@ -35,7 +35,7 @@ use flywheel_sql::FlywheelStatement;
 use tracing::instrument;
 
 pub use ingest::{IfExists, IfMissing, IngestTarget};
-pub use online::{explain_online, is_online, not_served};
+pub use online::{explain_online, is_online, not_served, online_views};
 pub use output::Output;
 pub use parquet_files::DataPages;
 pub use shards::{MAX_SHARDS, PinnedTable};

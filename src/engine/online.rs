@@ -6,6 +6,8 @@
 //! answer at the refresh's cut-off, ties and all.
 
 use arrow::array::Array;
+use std::sync::Arc;
+
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use flywheel_catalog::Registry;
@@ -20,6 +22,19 @@ pub fn is_online(def: &FeatureViewDefinition) -> bool {
     def.options
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("online") && v.eq_ignore_ascii_case("true"))
+}
+
+/// The feature views that ask to be served online, by name.
+pub fn online_views(registry: &Registry) -> Vec<String> {
+    registry
+        .objects(KIND_FEATURE_VIEW)
+        .into_iter()
+        .filter(|e| {
+            serde_json::from_str::<FeatureViewDefinition>(&e.definition)
+                .is_ok_and(|def| is_online(&def))
+        })
+        .map(|e| e.name)
+        .collect()
 }
 
 /// Why feature view `view` has no online snapshot to answer from: it does not exist, it is not
@@ -56,6 +71,13 @@ fn quote(name: &str) -> String {
 }
 
 impl Engine {
+    /// Starts reading the snapshots of every online feature view into memory, in the background
+    /// (see `OnlineStore::preload`).
+    pub fn preload_online(&self) -> tokio::task::JoinHandle<()> {
+        let views = online_views(self.registry());
+        tokio::spawn(Arc::clone(self.online()).preload(views))
+    }
+
     /// Answers an online lookup at `now_us` (see `online::lookup`).
     pub async fn online_lookup(&self, request: &LookupRequest, now_us: i64) -> Result<RecordBatch> {
         self.online()

@@ -16,7 +16,6 @@ use datafusion::common::{ScalarValue, plan_err};
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::Expr;
-use flywheel_catalog::objects::{FeatureViewDefinition, KIND_FEATURE_VIEW};
 use flywheel_catalog::{Registry, SystemTableFn};
 
 use super::{LookupRequest, OnlineStore};
@@ -107,15 +106,9 @@ fn freshness(store: &OnlineStore, registry: &Registry) -> DFResult<RecordBatch> 
     let mut latest = Vec::new();
     let mut loaded_at = Vec::new();
     let mut cutoff = Vec::new();
-    for entry in registry.objects(KIND_FEATURE_VIEW) {
-        let Ok(def) = serde_json::from_str::<FeatureViewDefinition>(&entry.definition) else {
-            continue;
-        };
-        if !crate::engine::is_online(&def) {
-            continue;
-        }
-        let snapshot = store.cached(&entry.name).map_err(external)?;
-        views.push(entry.name.clone());
+    for view in crate::engine::online_views(registry) {
+        let snapshot = store.cached(&view).map_err(external)?;
+        views.push(view);
         loaded.push(snapshot.is_some());
         rows.push(snapshot.as_ref().map(|s| s.batch.num_rows() as i64));
         latest.push(snapshot.as_ref().and_then(|s| s.max_event_time_us()));

@@ -112,6 +112,8 @@ pub async fn serve_with(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let authenticator = Authenticator::new(options.credentials.clone());
     let cache = open_download_cache(&engine, &options.download_cache)?;
+    // A restarted server answers its first lookups from memory.
+    engine.preload_online();
     let flight_sql = FlywheelFlightSqlService::with_auth(engine, Arc::clone(&authenticator))
         .with_download_cache(cache);
     let service = FlightServiceServer::new(flight_sql.clone())

@@ -497,3 +497,46 @@ async fn a_restarted_redis_is_reconnected_to_by_the_running_server() {
     assert_eq!(f64s(&answer, "amount"), vec![Some(1.0)]);
     server.stop().await.expect("clean shutdown");
 }
+
+/// A server reads its online snapshots into memory as it starts (`Engine::preload_online`, which
+/// `serve` runs), so a restarted server's first lookups do not wait for them: here the snapshot's
+/// file is deleted once preloaded, and lookups are still answered.
+#[tokio::test]
+async fn online_snapshots_are_preloaded_when_a_server_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_str().expect("utf-8");
+    let engine = flywheel::Engine::open(path).await.expect("engine");
+    for s in [
+        "CREATE ENTITY user (user_id BIGINT)",
+        "CREATE TABLE spend (user_id BIGINT, ts TIMESTAMP, amount DOUBLE)",
+        "INSERT INTO spend VALUES (1, '2026-01-01T00:00:00', 4.5)",
+        "CREATE FEATURE VIEW user_spend ENTITY user EVENT TIME ts WITH (online = true) \
+         AS SELECT user_id, ts, amount FROM spend",
+        "CREATE FEATURE VIEW offline_only ENTITY user EVENT TIME ts AS SELECT user_id, ts, amount FROM spend",
+    ] {
+        engine
+            .sql(s)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    drop(engine);
+
+    let engine = flywheel::Engine::open(path).await.expect("engine");
+    assert_eq!(
+        flywheel::engine::online_views(engine.registry()),
+        ["user_spend"]
+    );
+    engine.preload_online().await.expect("preloaded");
+    std::fs::remove_file(dir.path().join("_flywheel/online/user_spend.arrow")).expect("file");
+    let request: flywheel::online::LookupRequest =
+        serde_json::from_value(serde_json::json!({"features": ["user_spend"], "keys": [[1]]}))
+            .expect("request");
+    let answer = engine
+        .online_lookup(&request, chrono::Utc::now().timestamp_micros())
+        .await
+        .expect("answered from memory");
+    assert_eq!(f64s(&answer, "amount"), vec![Some(4.5)]);
+}
