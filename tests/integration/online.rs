@@ -394,6 +394,26 @@ async fn serve_on_redis(dir: &std::path::Path, redis: &Redis) -> TestServer {
     TestServer::serve_engine(engine, Default::default()).await
 }
 
+/// Creates entity `user`, table `spend (user_id, ts, amount)` holding `rows` (an SQL `VALUES`
+/// list) and the online feature view `user_spend` over it.
+async fn create_user_spend(
+    sql: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    rows: &str,
+) {
+    for s in [
+        "CREATE ENTITY user (user_id BIGINT)".to_string(),
+        "CREATE TABLE spend (user_id BIGINT, ts TIMESTAMP, amount DOUBLE)".to_string(),
+        format!("INSERT INTO spend VALUES {rows}"),
+        "CREATE FEATURE VIEW user_spend ENTITY user EVENT TIME ts WITH (online = true) \
+         AS SELECT user_id, ts, amount FROM spend"
+            .to_string(),
+    ] {
+        sql.execute_update(s.clone(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+}
+
 #[tokio::test]
 async fn redis_backend_serves_every_server_the_latest_load() {
     let redis = Redis::start().await;
@@ -401,17 +421,11 @@ async fn redis_backend_serves_every_server_the_latest_load() {
     let a = serve_on_redis(dir.path(), &redis).await;
     let b = serve_on_redis(dir.path(), &redis).await;
     let mut sql = a.sql_client().await;
-    for s in [
-        "CREATE ENTITY user (user_id BIGINT)",
-        "CREATE TABLE spend (user_id BIGINT, ts TIMESTAMP, amount DOUBLE)",
-        "INSERT INTO spend VALUES (1, '2026-01-01T00:00:00', 1.0), (2, '2026-01-01T00:00:00', 2.0)",
-        "CREATE FEATURE VIEW user_spend ENTITY user EVENT TIME ts WITH (online = true) \
-         AS SELECT user_id, ts, amount FROM spend",
-    ] {
-        sql.execute_update(s.into(), None)
-            .await
-            .unwrap_or_else(|e| panic!("{s}: {e}"));
-    }
+    create_user_spend(
+        &mut sql,
+        "(1, '2026-01-01T00:00:00', 1.0), (2, '2026-01-01T00:00:00', 2.0)",
+    )
+    .await;
     let request = serde_json::json!({"features": ["user_spend"], "keys": [[1], [2], [3]]});
     // Server B never loaded the view: it reads the snapshot server A published.
     let answer = lookup(&b, request.clone()).await.expect("lookup on B");
@@ -449,17 +463,7 @@ async fn a_restarted_redis_is_reconnected_to_by_the_running_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = serve_on_redis(dir.path(), &redis).await;
     let mut sql = server.sql_client().await;
-    for s in [
-        "CREATE ENTITY user (user_id BIGINT)",
-        "CREATE TABLE spend (user_id BIGINT, ts TIMESTAMP, amount DOUBLE)",
-        "INSERT INTO spend VALUES (1, '2026-01-01T00:00:00', 1.0)",
-        "CREATE FEATURE VIEW user_spend ENTITY user EVENT TIME ts WITH (online = true) \
-         AS SELECT user_id, ts, amount FROM spend",
-    ] {
-        sql.execute_update(s.into(), None)
-            .await
-            .unwrap_or_else(|e| panic!("{s}: {e}"));
-    }
+    create_user_spend(&mut sql, "(1, '2026-01-01T00:00:00', 1.0)").await;
     let request = serde_json::json!({"features": ["user_spend"], "keys": [[1]]});
     lookup(&server, request.clone()).await.expect("lookup");
 
