@@ -44,6 +44,14 @@ fn f64s(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
         .collect()
 }
 
+fn column_names(b: &RecordBatch) -> Vec<String> {
+    b.schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
+}
+
 fn bools(b: &RecordBatch, name: &str) -> Vec<bool> {
     let c = b
         .column_by_name(name)
@@ -235,12 +243,7 @@ async fn ttl_and_alter_online() {
     // A feature asked for twice is answered once, under its own name.
     let twice = serde_json::json!({"features": ["clicks_1d.clicks", "clicks_1d"], "keys": [[2]]});
     let answer = lookup(&server, twice).await.expect("lookup");
-    let names: Vec<String> = answer
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let names = column_names(&answer);
     assert_eq!(names, ["user_id", "clicks_1d__found", "clicks"]);
     // A ticket that is not a protobuf `Any` says what tickets Flywheel reads.
     let mut client = server.flight_client().await;
@@ -306,12 +309,7 @@ async fn the_same_lookup_asked_again_sees_refreshes_and_new_definitions() {
     )
     .await;
     let answer = lookup(&server, request).await.expect("new definition");
-    let names: Vec<String> = answer
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let names = column_names(&answer);
     assert_eq!(names, ["user_id", "fv__found", "b"]);
     assert_eq!(f64s(&answer, "b"), vec![Some(20.0), Some(50.0)]);
     server.stop().await.expect("clean shutdown");
