@@ -68,20 +68,43 @@ pub(super) fn shares_buffers(schema: &Schema) -> bool {
 /// prepared statements must report this schema: clients such as ADBC refuse a stream whose schema
 /// differs from the one announced (a partitioned Delta table's partition columns are dictionaries).
 pub(super) fn wire_schema(schema: &Schema) -> Schema {
-    let fields: Vec<Field> = schema.fields().iter().map(|f| wire_field(f)).collect();
+    rewrite_schema(schema, false)
+}
+
+/// The schema a Flight SQL answer (a statement's or prepared statement's result, a table's schema
+/// in `GetTables`) announces and is sent in: [`wire_schema`], with string and binary views as plain
+/// strings and binaries. Delta tables' strings come back from DataFusion as views, and the Flight
+/// SQL JDBC driver (18.x, what BI tools ship) refuses every result holding one ("Unsupported
+/// ArrowType Utf8View", apache/arrow-java#807), as ADBC reports them with no XDBC type. Bulk reads
+/// (path descriptors, for training code) keep the views.
+pub(super) fn sql_wire_schema(schema: &Schema) -> Schema {
+    rewrite_schema(schema, true)
+}
+
+fn rewrite_schema(schema: &Schema, plain_views: bool) -> Schema {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| wire_field(f, plain_views))
+        .collect();
     Schema::new_with_metadata(fields, schema.metadata().clone())
 }
 
-fn wire_field(field: &Field) -> Field {
+fn wire_field(field: &Field, plain_views: bool) -> Field {
     let data_type = match field.data_type() {
         DataType::Dictionary(_, value) => {
             let value = Field::new(field.name(), value.as_ref().clone(), field.is_nullable());
-            return wire_field(&value).with_metadata(field.metadata().clone());
+            return wire_field(&value, plain_views).with_metadata(field.metadata().clone());
         }
-        DataType::List(inner) => DataType::List(Arc::new(wire_field(inner))),
-        DataType::LargeList(inner) => DataType::LargeList(Arc::new(wire_field(inner))),
+        DataType::Utf8View if plain_views => DataType::Utf8,
+        DataType::BinaryView if plain_views => DataType::Binary,
+        DataType::List(inner) => DataType::List(Arc::new(wire_field(inner, plain_views))),
+        DataType::LargeList(inner) => DataType::LargeList(Arc::new(wire_field(inner, plain_views))),
+        DataType::FixedSizeList(inner, n) => {
+            DataType::FixedSizeList(Arc::new(wire_field(inner, plain_views)), *n)
+        }
         DataType::Struct(fields) => {
-            DataType::Struct(fields.iter().map(|f| wire_field(f)).collect())
+            DataType::Struct(fields.iter().map(|f| wire_field(f, plain_views)).collect())
         }
         other => other.clone(),
     };
@@ -114,7 +137,9 @@ pub(super) fn hydrate(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBa
         .collect::<Result<Vec<_>, _>>()
         .and_then(|columns| RecordBatch::try_new(Arc::clone(schema), columns))
         .map_err(|e| {
-            Status::internal(format!("internal error: cannot decode a dictionary: {e}"))
+            Status::internal(format!(
+                "internal error: cannot send a column as its announced type: {e}"
+            ))
         })?;
     Ok(columns)
 }

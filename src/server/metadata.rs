@@ -90,7 +90,7 @@ pub async fn tables(engine: &Engine, query: CommandGetTables) -> Result<RecordBa
                     .map_err(Error::from_datafusion)?
                 {
                     // As a query's answer has it (dictionary columns decoded).
-                    Some(t) => Arc::new(super::messages::wire_schema(&t.schema())),
+                    Some(t) => Arc::new(super::messages::sql_wire_schema(&t.schema())),
                     // Dropped between listing and loading.
                     None => continue,
                 }

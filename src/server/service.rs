@@ -134,9 +134,11 @@ impl FlywheelFlightSqlService {
         };
         let endpoint =
             FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
-        Ok(schema_info(&messages::wire_schema(&schema), descriptor)?
-            .with_endpoint(endpoint)
-            .with_total_records(-1))
+        Ok(
+            schema_info(&messages::sql_wire_schema(&schema), descriptor)?
+                .with_endpoint(endpoint)
+                .with_total_records(-1),
+        )
     }
 
     /// Runs a statement to completion and returns the affected-row count.
@@ -180,9 +182,16 @@ impl FlywheelFlightSqlService {
             }
             StatementTicket::Result(batch) => Output::Batch(batch),
         };
-        let schema = output.schema();
+        // Sent as announced: views as plain strings (see `messages::sql_wire_schema`).
+        let schema = Arc::new(messages::sql_wire_schema(&output.schema()));
         let batches = output.into_stream().await.map_err(to_status)?;
-        Ok((schema, engine_batches(batches)))
+        let sent = Arc::clone(&schema);
+        let batches = engine_batches(batches)
+            .and_then(move |batch| {
+                futures::future::ready(messages::hydrate(batch, &sent).map_err(FlightError::from))
+            })
+            .boxed();
+        Ok((schema, batches))
     }
 
     /// A shard of a sharded read.
@@ -538,7 +547,7 @@ impl FlightSqlService for FlywheelFlightSqlService {
         let parameters = planned.parameter_schema().map_err(to_status)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: statement.encode().map_err(to_status)?,
-            dataset_schema: ipc_schema(&messages::wire_schema(&schema))?,
+            dataset_schema: ipc_schema(&messages::sql_wire_schema(&schema))?,
             parameter_schema: if parameters.fields().is_empty() {
                 Default::default()
             } else {

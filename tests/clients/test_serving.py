@@ -142,6 +142,36 @@ def test_unsigned_and_zoned_columns_are_ingested_as_types_delta_holds(server):
         assert cur.fetchone() == (0,)
 
 
+def test_flight_sql_answers_carry_plain_strings_for_jdbc_and_bi_tools(server):
+    # DataFusion reads Delta strings as string views; the Flight SQL JDBC driver (18.x) refuses any
+    # result holding one ("Unsupported ArrowType Utf8View"), and ADBC gives them no XDBC type.
+    # Flight SQL answers carry plain strings; bulk reads for training code keep the views.
+    with flightsql.connect(server.uri) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE people AS SELECT 1 AS id, 'ada' AS name, [ 'x', 'y' ] AS tags, X'00ff' AS raw")
+        cur.execute("SELECT * FROM people")
+        table = cur.fetch_arrow_table()
+        assert table.schema.field("name").type == pa.string()
+        assert table.schema.field("tags").type == pa.list_(pa.string())
+        assert table.schema.field("raw").type == pa.binary()
+        assert table.to_pylist() == [{"id": 1, "name": "ada", "tags": ["x", "y"], "raw": b"\x00\xff"}]
+        cur.execute("SELECT name FROM people WHERE id = ?", (1,))
+        assert cur.fetch_arrow_table().schema.field("name").type == pa.string()
+        assert conn.adbc_get_table_schema("people").field("name").type == pa.string()
+        objects = conn.adbc_get_objects(depth="columns", table_name_filter="people").read_all().to_pylist()
+        columns = {
+            c["column_name"]: c
+            for catalog in objects
+            for schema in catalog["catalog_db_schemas"]
+            for t in schema["db_schema_tables"]
+            for c in t["table_columns"]
+        }
+        assert columns["name"]["xdbc_data_type"] == 12  # VARCHAR (0, unknown, for a view)
+    client = flight.connect(server.uri)
+    info = client.get_flight_info(flight.FlightDescriptor.for_path("table", "people"))
+    assert info.schema.field("name").type == pa.string_view()
+    assert client.do_get(info.endpoints[0].ticket).read_all().column("name").to_pylist() == ["ada"]
+
+
 def test_polars_read_database_through_adbc(server):
     with flightsql.connect(server.uri) as conn:
         with conn.cursor() as cur:
