@@ -303,8 +303,25 @@ pub(super) async fn drop_table(engine: &Engine, d: DropTable) -> Result<Output> 
         Err(e) => return Err(e.into()),
     };
     if entry.kind == TableKind::Managed {
-        registry.warehouse().remove_table_files(&entry.location)?;
+        remove_files(engine, &entry).await?;
     }
     info!(table = %name, "dropped table");
     Ok(Output::empty())
+}
+
+/// Deletes the files of managed table `entry` (already dropped from the registry), then tells the
+/// engine's listeners its Delta id.
+pub(super) async fn remove_files(engine: &Engine, entry: &TableEntry) -> Result<()> {
+    let id = match load_table(entry, None).await {
+        Ok(table) => table.snapshot().ok().map(|s| s.metadata().id().to_string()),
+        Err(_) => None,
+    };
+    engine
+        .registry()
+        .warehouse()
+        .remove_table_files(&entry.location)?;
+    if let Some(id) = id {
+        engine.table_dropped(&id);
+    }
+    Ok(())
 }

@@ -390,10 +390,7 @@ pub(super) async fn drop(
         .drop_object(kind.registry_kind(), name)
         .await?;
     let entry = engine.registry().drop_table(name).await?;
-    engine
-        .registry()
-        .warehouse()
-        .remove_table_files(&entry.location)?;
+    super::ddl::remove_files(engine, &entry).await?;
     if kind == Keyed::FeatureView {
         engine.online().remove(name).await?;
     }

@@ -71,7 +71,13 @@ pub struct Engine {
     registry: Arc<Registry>,
     online: Arc<crate::online::OnlineStore>,
     data_pages: DataPages,
+    /// Told the Delta id of every managed table whose files a statement deleted.
+    dropped: Arc<std::sync::RwLock<Vec<TableDropped>>>,
 }
+
+/// Called with the Delta table id of a managed table whose files were deleted (see
+/// [`Engine::on_table_dropped`]).
+pub type TableDropped = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -114,7 +120,27 @@ impl Engine {
             registry,
             online,
             data_pages: options.data_pages,
+            dropped: Arc::default(),
         })
+    }
+
+    /// Calls `f` with the Delta table id of every managed table whose files a statement of this
+    /// engine deletes from now on (`DROP TABLE`, `DROP FEATURE VIEW`, ...): the server forgets
+    /// what its download cache kept of them.
+    pub fn on_table_dropped(&self, f: TableDropped) {
+        if let Ok(mut hooks) = self.dropped.write() {
+            hooks.push(f);
+        }
+    }
+
+    fn table_dropped(&self, table_id: &str) {
+        let hooks = match self.dropped.read() {
+            Ok(hooks) => hooks.clone(),
+            Err(_) => return,
+        };
+        for hook in hooks {
+            hook(table_id);
+        }
     }
 
     /// The DataFusion session (for embedding and tests).

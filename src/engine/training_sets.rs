@@ -311,10 +311,7 @@ pub(super) async fn drop(engine: &Engine, name: &str, if_exists: bool) -> Result
         .drop_object(KIND_TRAINING_SET, name)
         .await?;
     let entry = engine.registry().drop_table(name).await?;
-    engine
-        .registry()
-        .warehouse()
-        .remove_table_files(&entry.location)?;
+    super::ddl::remove_files(engine, &entry).await?;
     Ok(Output::empty())
 }
 

@@ -183,6 +183,43 @@ impl DownloadCache {
             .join(format!("{name}.tmp-{}-{n}", std::process::id()))
     }
 
+    /// Removes every entry of the table whose Delta id is `table_id` (dropped: no read can ask
+    /// for it again). Entries of any format count; failures are logged, the LRU budget still holds.
+    pub fn forget_table(&self, table_id: &str) {
+        let Ok(listing) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut removed = 0;
+        for entry in listing.flatten() {
+            let path = entry.path();
+            let of_table = path.extension().is_some_and(|e| e == EXTENSION)
+                && path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.split_once('-'))
+                    .is_some_and(|(_, rest)| {
+                        rest.strip_prefix(table_id)
+                            .is_some_and(|r| r.starts_with("-v"))
+                    });
+            if of_table {
+                match fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        warn!(entry = %path.display(), error = %e, "download cache: cannot remove an entry of a dropped table");
+                    }
+                }
+            }
+        }
+        if removed > 0 {
+            info!(
+                table_id,
+                entries = removed,
+                "download cache: forgot a dropped table"
+            );
+        }
+    }
+
     /// Removes the least recently used entries until the cache fits its budget.
     fn evict(&self) -> io::Result<()> {
         let mut entries = Vec::new();
@@ -624,6 +661,33 @@ mod tests {
             "not recorded again"
         );
         assert!(matches!(cache.lookup(&key(1)).await, Lookup::Miss(_)));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_tables_entries_are_forgotten_and_no_other() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Arc::new(DownloadCache::open(dir.path().into(), 1 << 20).expect("opens"));
+        let keyed = |table_id: &str, shard| CacheKey {
+            table_id: table_id.into(),
+            ..key(shard)
+        };
+        for k in [
+            keyed("t1", 0),
+            keyed("t1", 1),
+            keyed("t10", 0),
+            keyed("other", 0),
+        ] {
+            record(&cache, &k, &[b"rows"]).await;
+        }
+        assert_eq!(entries(dir.path()).len(), 4);
+        cache.forget_table("t1");
+        let left = entries(dir.path());
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left.iter().all(|e| !e.contains("-t1-")), "{left:?}");
+        assert!(matches!(
+            cache.lookup(&keyed("t10", 0)).await,
+            Lookup::Hit(_)
+        ));
     }
 
     #[test]

@@ -112,6 +112,11 @@ pub async fn serve_with(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let authenticator = Authenticator::new(options.credentials.clone());
     let cache = open_download_cache(&engine, &options.download_cache)?;
+    if let Some(cache) = &cache {
+        // A dropped table's recordings can never be asked for again: free their space now.
+        let cache = Arc::clone(cache);
+        engine.on_table_dropped(Arc::new(move |table_id| cache.forget_table(table_id)));
+    }
     // A restarted server answers its first lookups from memory.
     engine.preload_online();
     let flight_sql = FlywheelFlightSqlService::with_auth(engine, Arc::clone(&authenticator))

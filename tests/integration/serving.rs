@@ -669,6 +669,10 @@ async fn repeated_shard_reads_are_sent_from_the_download_cache() {
         sql.execute_update(statement.into(), None)
             .await
             .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        if statement.starts_with("DROP") {
+            // The dropped table's recording goes with it; the training set's stay.
+            assert_eq!(cache_entries(&cache, 0).await.len(), 2);
+        }
     }
     let info = flight
         .get_flight_info(path(&["table", "t", "version=0"]))
