@@ -76,9 +76,10 @@ pub(super) fn wire_schema(schema: &Schema) -> Schema {
 /// strings and binaries. Delta tables' strings come back from DataFusion as views, and the Flight
 /// SQL JDBC driver (18.x, what BI tools ship) refuses every result holding one ("Unsupported
 /// ArrowType Utf8View", apache/arrow-java#807), as ADBC reports them with no XDBC type. Bulk reads
-/// (path descriptors, for training code) keep the views.
+/// (path descriptors, for training code) keep the views. Each column also carries its SQL type
+/// name ([`super::column_metadata`]).
 pub(super) fn sql_wire_schema(schema: &Schema) -> Schema {
-    rewrite_schema(schema, true)
+    super::column_metadata::described(rewrite_schema(schema, true))
 }
 
 fn rewrite_schema(schema: &Schema, plain_views: bool) -> Schema {

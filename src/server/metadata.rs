@@ -90,7 +90,12 @@ pub async fn tables(engine: &Engine, query: CommandGetTables) -> Result<RecordBa
                     .map_err(Error::from_datafusion)?
                 {
                     // As a query's answer has it (dictionary columns decoded).
-                    Some(t) => Arc::new(super::messages::sql_wire_schema(&t.schema())),
+                    Some(t) => Arc::new(super::column_metadata::of_table(
+                        super::messages::sql_wire_schema(&t.schema()),
+                        &catalog,
+                        &schema,
+                        &name,
+                    )),
                     // Dropped between listing and loading.
                     None => continue,
                 }

@@ -10,6 +10,7 @@
 //! ([`metadata`]); every call passes the credential check ([`auth`]); TLS is optional.
 
 mod auth;
+mod column_metadata;
 mod do_get;
 mod download_cache;
 mod grpc_body;

@@ -166,6 +166,8 @@ def test_flight_sql_answers_carry_plain_strings_for_jdbc_and_bi_tools(server):
             for c in t["table_columns"]
         }
         assert columns["name"]["xdbc_data_type"] == 12  # VARCHAR (0, unknown, for a view)
+        # Type names come from the Flight SQL column metadata, as GetXdbcTypeInfo lists them.
+        assert (columns["id"]["xdbc_type_name"], columns["name"]["xdbc_type_name"]) == ("BIGINT", "VARCHAR")
     client = flight.connect(server.uri)
     info = client.get_flight_info(flight.FlightDescriptor.for_path("table", "people"))
     assert info.schema.field("name").type == pa.string_view()
