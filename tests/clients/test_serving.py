@@ -174,6 +174,17 @@ def test_flight_sql_answers_carry_plain_strings_for_jdbc_and_bi_tools(server):
     assert client.do_get(info.endpoints[0].ticket).read_all().column("name").to_pylist() == ["ada"]
 
 
+def test_a_record_batch_over_adbcs_default_message_limit_is_ingested_with_the_documented_option(server):
+    rows = 2_500_000  # 40 MB in one record batch: over ADBC's default 16 MiB per message
+    big = pa.table({"id": pa.array(range(rows), pa.int64()), "x": pa.array([0.5] * rows)})
+    assert big.num_rows == big.to_batches()[0].num_rows
+    options = {"adbc.flight.sql.client_option.with_max_msg_size": str(256 << 20)}
+    with flightsql.connect(server.uri, db_kwargs=options) as conn, conn.cursor() as cur:
+        assert cur.adbc_ingest("big_batch", big, mode="create") == rows
+        cur.execute("SELECT count(*), sum(id) FROM big_batch")
+        assert cur.fetchone() == (rows, rows * (rows - 1) // 2)
+
+
 def test_polars_read_database_through_adbc(server):
     with flightsql.connect(server.uri) as conn:
         with conn.cursor() as cur:
