@@ -2,9 +2,9 @@
 //! copy.
 //!
 //! Every other RPC goes on to the generated service, `GetFlightInfo` after a look at its
-//! descriptor (a command that is not a protobuf `Any`, such as SQL text, is answered here with what
-//! to send instead, rather than with a protobuf decoder's error). A `DoGet` is read here (its one request
-//! message is the ticket). Tickets answered by a stream of record batches (statements, shard
+//! descriptor (a command that is not a protobuf `Any`, such as SQL text, is answered here with
+//! what to send instead, rather than with a protobuf decoder's error). A `DoGet` is read here (its
+//! one request message is the ticket). Tickets answered by a stream of record batches (statements, shard
 //! reads, online lookups) are encoded by [`messages`](super::messages) from the batches' own
 //! buffers; other tickets (catalog metadata) run through the Flight SQL dispatch as before, and
 //! only their framing is done here. Shard reads of pinned table versions go through the
