@@ -194,7 +194,7 @@ impl OnlineStore {
             // Replaced between the two reads: the next lookup sees the newer one.
             return self.cached(view);
         };
-        let snapshot = Arc::new(Snapshot::decode(&bytes, &named)?);
+        let snapshot = Arc::new(Snapshot::decode(bytes, &named)?);
         self.remember(id, Arc::clone(&snapshot))?;
         Ok(Some(snapshot))
     }

@@ -6,8 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::buffer::Buffer;
 use arrow::datatypes::{DataType, Schema, TimeUnit};
-use arrow::ipc::reader::FileReader;
+use arrow::ipc::convert::fb_to_schema;
+use arrow::ipc::reader::{FileDecoder, read_footer_length};
+use arrow::ipc::root_as_footer;
 use arrow::ipc::writer::FileWriter;
 use arrow::row::{RowConverter, Rows, SortField};
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -203,21 +206,59 @@ impl Snapshot {
         Ok(out)
     }
 
-    /// Reads what [`Snapshot::encode`] wrote; `source` names it in errors.
-    pub fn decode(bytes: &[u8], source: &str) -> Result<Self> {
+    /// Reads what [`Snapshot::encode`] wrote; `source` names it in errors. The columns are
+    /// slices of `bytes`, not copies (a snapshot can be gigabytes).
+    pub fn decode(bytes: Vec<u8>, source: &str) -> Result<Self> {
         let bad = |what: &str| {
             Error::Invalid(format!(
                 "online snapshot {source} is unreadable ({what}); REFRESH the feature view to rebuild it"
             ))
         };
-        let reader = FileReader::try_new(std::io::Cursor::new(bytes), None)?;
-        let schema = reader.schema();
+        let buffer = Buffer::from_vec(bytes);
+        let trailer_start = buffer
+            .len()
+            .checked_sub(10)
+            .ok_or_else(|| bad("too short"))?;
+        let trailer: [u8; 10] = buffer[trailer_start..]
+            .try_into()
+            .map_err(|_| bad("trailer"))?;
+        let footer_len = read_footer_length(trailer)?;
+        let footer_start = trailer_start
+            .checked_sub(footer_len)
+            .ok_or_else(|| bad("footer"))?;
+        let footer = root_as_footer(&buffer[footer_start..trailer_start])
+            .map_err(|e| bad(&format!("footer: {e}")))?;
+        let schema = Arc::new(fb_to_schema(footer.schema().ok_or_else(|| bad("schema"))?));
         let meta = schema.metadata();
         let get = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(k));
         let num = |k: &str| -> Result<i64> { get(k)?.parse().map_err(|_| bad(k)) };
-        let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>()?;
         let plain = Arc::new(Schema::new(schema.fields().clone()));
-        let batch = arrow::compute::concat_batches(&plain, &batches)?;
+        let block_data = |offset: i64, len: usize| {
+            usize::try_from(offset)
+                .ok()
+                .filter(|o| o.checked_add(len).is_some_and(|end| end <= footer_start))
+                .map(|o| buffer.slice_with_length(o, len))
+                .ok_or_else(|| bad("block out of range"))
+        };
+        let mut decoder = FileDecoder::new(Arc::clone(&plain), footer.version());
+        for block in footer.dictionaries().iter().flatten() {
+            let len = block.bodyLength() as usize + block.metaDataLength() as usize;
+            decoder.read_dictionary(block, &block_data(block.offset(), len)?)?;
+        }
+        let mut batches = Vec::new();
+        for block in footer.recordBatches().iter().flatten() {
+            let len = block.bodyLength() as usize + block.metaDataLength() as usize;
+            if let Some(batch) =
+                decoder.read_record_batch(block, &block_data(block.offset(), len)?)?
+            {
+                batches.push(batch);
+            }
+        }
+        // One batch (what `encode` writes) is kept as it is; several are joined.
+        let batch = match batches.len() {
+            1 => batches.remove(0),
+            _ => arrow::compute::concat_batches(&plain, &batches)?,
+        };
         Self::new(
             get(META_VIEW)?,
             get(META_KEYS)?
@@ -258,7 +299,7 @@ impl Snapshot {
 
     /// Reads a snapshot [`Snapshot::write`] wrote.
     pub fn read(path: &Path) -> Result<Self> {
-        Self::decode(&std::fs::read(path)?, &format!("`{}`", path.display()))
+        Self::decode(std::fs::read(path)?, &format!("`{}`", path.display()))
     }
 }
 
@@ -362,6 +403,37 @@ mod tests {
             ))
             .expect("find");
         assert_eq!(found, vec![Some(1), Some(2), Some(0), None, None, None]);
+    }
+
+    #[test]
+    fn a_snapshot_reads_back_as_written_and_damaged_bytes_are_refused() {
+        let s = snapshot(vec![Some(1), Some(2), None], vec!["eu", "us", "eu"]);
+        let bytes = s.encode().expect("encodes");
+        let back = Snapshot::decode(bytes.clone(), "`t`").expect("decodes");
+        assert_eq!(back.batch, s.batch);
+        assert_eq!(
+            (back.view.as_str(), back.keys.clone()),
+            (s.view.as_str(), s.keys.clone())
+        );
+        assert_eq!(
+            back.find(&[s.batch.column(0).slice(1, 1), s.batch.column(1).slice(1, 1)])
+                .expect("find"),
+            vec![Some(1)]
+        );
+        // Cut short, zeroed or scrambled: an error naming the snapshot, never a panic.
+        let mut scrambled = bytes.clone();
+        let middle = scrambled.len() / 2;
+        scrambled[middle..middle + 8].copy_from_slice(&[0xff; 8]);
+        for damaged in [
+            Vec::new(),
+            bytes[..bytes.len() / 2].to_vec(),
+            bytes[bytes.len() / 2..].to_vec(),
+            vec![0; bytes.len()],
+        ] {
+            let e = Snapshot::decode(damaged, "`t`").err().expect("refused");
+            assert!(!e.to_string().is_empty());
+        }
+        let _ = Snapshot::decode(scrambled, "`t`");
     }
 
     #[test]
