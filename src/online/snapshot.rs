@@ -430,8 +430,7 @@ mod tests {
             bytes[bytes.len() / 2..].to_vec(),
             vec![0; bytes.len()],
         ] {
-            let e = Snapshot::decode(damaged, "`t`").err().expect("refused");
-            assert!(!e.to_string().is_empty());
+            assert!(Snapshot::decode(damaged, "`t`").is_err());
         }
         let _ = Snapshot::decode(scrambled, "`t`");
     }
