@@ -249,16 +249,16 @@ async fn store(engine: &Engine, name: &str, def: &FeatureViewDefinition) -> Resu
     engine
         .sync_online(name, def)
         .await
-        .map_err(|e| online_load_failed(name, "defined", e))
+        .map_err(|e| online_load_failed(name, "recorded", e))
 }
 
-/// `e`, from loading `view` into the online store after its definition and table were committed,
-/// saying so: the statement is not to be run again, the view is to be refreshed.
+/// `e`, from loading `view` into the online store after its definition (and table) were
+/// committed, saying so: the statement is not to be run again, the view is to be refreshed.
 fn online_load_failed(view: &str, done: &str, e: Error) -> Error {
     let say = |why: String| {
         format!(
-            "feature view `{view}` was {done} and its table written, but loading it into the \
-             online store failed: {why}; REFRESH FEATURE VIEW {view} loads it again"
+            "feature view `{view}` was {done}, but loading it into the online store failed: \
+             {why}; REFRESH FEATURE VIEW {view} loads it again"
         )
     };
     match e {
