@@ -46,19 +46,38 @@ struct Item {
 impl OnlineStore {
     /// Answers `request` at `now_us` from the latest published snapshots.
     pub async fn lookup(&self, request: &LookupRequest, now_us: i64) -> Result<RecordBatch> {
+        // Each view is asked for once per lookup (with Redis, asking is a round trip).
+        let mut fetched: Vec<(String, Option<Arc<Snapshot>>)> = Vec::new();
         if let Some(plan) = self.plans.get(&request.features) {
             let mut snapshots = Vec::with_capacity(plan.views.len());
             for view in &plan.views {
                 snapshots.push(self.get(&view.name).await?);
             }
-            if let Some(snapshots) = plan.current(snapshots) {
+            if plan.is_current(&snapshots) {
+                let snapshots: Vec<Arc<Snapshot>> = snapshots.into_iter().flatten().collect();
                 return plan.answer(&snapshots, request, now_us);
+            } else {
+                fetched = plan
+                    .views
+                    .iter()
+                    .map(|v| v.name.clone())
+                    .zip(snapshots)
+                    .collect();
             }
         }
         let items = parse_items(&request.features)?;
-        let mut snapshots = Vec::new();
+        let mut snapshots = Vec::with_capacity(items.len());
         for item in &items {
-            snapshots.push(self.get(&item.view).await?);
+            let known = fetched.iter().find(|(name, _)| *name == item.view);
+            let snapshot = match known {
+                Some((_, s)) => s.clone(),
+                None => {
+                    let s = self.get(&item.view).await?;
+                    fetched.push((item.view.clone(), s.clone()));
+                    s
+                }
+            };
+            snapshots.push(snapshot);
         }
         let (plan, snapshots) = LookupPlan::new(&items, snapshots)?;
         let plan = self.plans.insert(&request.features, plan);
@@ -188,16 +207,13 @@ impl LookupPlan {
         Ok((plan, views.into_iter().map(|(_, s, _)| s).collect()))
     }
 
-    /// `snapshots` (of the plan's views, in order) when they are the ones planned for.
-    fn current(&self, snapshots: Vec<Option<Arc<Snapshot>>>) -> Option<Vec<Arc<Snapshot>>> {
-        let snapshots: Vec<Arc<Snapshot>> = snapshots.into_iter().collect::<Option<_>>()?;
-        let same = snapshots.len() == self.views.len()
-            && self
-                .views
-                .iter()
-                .zip(&snapshots)
-                .all(|(v, s)| std::ptr::eq(v.snapshot.as_ptr(), Arc::as_ptr(s)));
-        same.then_some(snapshots)
+    /// Whether `snapshots` (of the plan's views, in order) are the ones planned for.
+    fn is_current(&self, snapshots: &[Option<Arc<Snapshot>>]) -> bool {
+        snapshots.len() == self.views.len()
+            && self.views.iter().zip(snapshots).all(|(v, s)| {
+                s.as_ref()
+                    .is_some_and(|s| std::ptr::eq(v.snapshot.as_ptr(), Arc::as_ptr(s)))
+            })
     }
 
     /// The answer to `request` from `snapshots` (those the plan was made for).

@@ -45,6 +45,9 @@ pub struct OnlineStore {
     loaded: RwLock<HashMap<String, (String, Arc<Snapshot>)>>,
     /// Plans of recent lookups.
     plans: lookup::LookupPlans,
+    /// Per view, held while its snapshot is fetched from Redis: lookups that find a newer one
+    /// published wait for one fetch instead of each fetching it (a view can be gigabytes).
+    fetching: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for OnlineStore {
@@ -85,6 +88,7 @@ impl OnlineStore {
         Ok(Self {
             backend,
             loaded: RwLock::default(),
+            fetching: std::sync::Mutex::default(),
             plans: lookup::LookupPlans::default(),
         })
     }
@@ -185,18 +189,43 @@ impl OnlineStore {
             }
             return Ok(None);
         };
-        if let Some((have, s)) = self.loaded.read().map_err(|_| poisoned())?.get(view)
-            && *have == id
-        {
-            return Ok(Some(Arc::clone(s)));
+        if let Some(current) = self.loaded_as(view, &id)? {
+            return Ok(Some(current));
+        }
+        // One fetch at a time per view; whoever waited finds it done.
+        let fetch = Arc::clone(
+            self.fetching
+                .lock()
+                .map_err(|_| poisoned())?
+                .entry(view.to_string())
+                .or_default(),
+        );
+        let _fetching = fetch.lock().await;
+        if let Some(current) = self.loaded_as(view, &id)? {
+            return Ok(Some(current));
         }
         let (Some(bytes), named) = r.bytes(view, &id).await? else {
             // Replaced between the two reads: the next lookup sees the newer one.
             return self.cached(view);
         };
-        let snapshot = Arc::new(Snapshot::decode(bytes, &named)?);
+        // Decoding and indexing millions of keys is CPU work: off the async threads.
+        let snapshot = tokio::task::spawn_blocking(move || Snapshot::decode(bytes, &named))
+            .await
+            .map_err(|e| Error::Transport(format!("online snapshot decoding stopped: {e}")))??;
+        let snapshot = Arc::new(snapshot);
         self.remember(id, Arc::clone(&snapshot))?;
         Ok(Some(snapshot))
+    }
+
+    /// The snapshot of `view` this server holds, when it is the one published as `id`.
+    fn loaded_as(&self, view: &str, id: &str) -> Result<Option<Arc<Snapshot>>> {
+        Ok(self
+            .loaded
+            .read()
+            .map_err(|_| poisoned())?
+            .get(view)
+            .filter(|(have, _)| have == id)
+            .map(|(_, s)| Arc::clone(s)))
     }
 
     /// Forgets `view` (taken offline or dropped).

@@ -542,3 +542,75 @@ async fn online_snapshots_are_preloaded_when_a_server_starts() {
         .expect("answered from memory");
     assert_eq!(f64s(&answer, "amount"), vec![Some(4.5)]);
 }
+
+/// After another server's refresh, lookups arriving together on a server that holds the old
+/// snapshot fetch the new one from Redis once, not once each (a view can be gigabytes), and all
+/// answer from it.
+#[tokio::test]
+async fn lookups_arriving_together_fetch_a_new_snapshot_once() {
+    let redis = Redis::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = serve_on_redis(dir.path(), &redis).await;
+    let b = serve_on_redis(dir.path(), &redis).await;
+    let mut sql = a.sql_client().await;
+    for s in [
+        "CREATE ENTITY user (user_id BIGINT)",
+        "CREATE TABLE spend AS SELECT value AS user_id, TIMESTAMP '2026-01-01T00:00:00' AS ts, \
+         1.0 AS amount FROM range(0, 100000)",
+        "CREATE FEATURE VIEW user_spend ENTITY user EVENT TIME ts WITH (online = true) \
+         AS SELECT user_id, ts, amount FROM spend",
+    ] {
+        sql.execute_update(s.into(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    let request = serde_json::json!({"features": ["user_spend"], "keys": [[7]]});
+    assert_eq!(
+        f64s(
+            &lookup(&b, request.clone()).await.expect("lookup"),
+            "amount"
+        ),
+        vec![Some(1.0)]
+    );
+    for s in [
+        "CREATE OR REPLACE TABLE spend AS SELECT value AS user_id, \
+         TIMESTAMP '2026-02-01T00:00:00' AS ts, 2.0 AS amount FROM range(0, 100000)",
+        "REFRESH FEATURE VIEW user_spend",
+    ] {
+        sql.execute_update(s.into(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+
+    let client = redis::Client::open(redis.url.as_str()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("reset stats");
+    let callers = 16;
+    let answers =
+        futures::future::join_all((0..callers).map(|_| lookup(&b, request.clone()))).await;
+    for answer in answers {
+        assert_eq!(f64s(&answer.expect("lookup"), "amount"), vec![Some(2.0)]);
+    }
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .expect("stats");
+    let gets: usize = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .expect("GET calls in INFO commandstats");
+    // One pointer read per lookup, and the snapshot's one piece read once.
+    assert_eq!(gets, callers + 1, "{stats}");
+    a.stop().await.expect("clean shutdown");
+    b.stop().await.expect("clean shutdown");
+}
