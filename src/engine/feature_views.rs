@@ -300,8 +300,16 @@ pub(super) fn definition(
     kind: Keyed,
     name: &str,
 ) -> Result<FeatureViewDefinition> {
-    let entry = engine
-        .registry()
+    registry_definition(engine.registry(), kind, name)
+}
+
+/// [`definition`], from the registry alone (the online store's SQL function holds no engine).
+pub(super) fn registry_definition(
+    registry: &flywheel_catalog::Registry,
+    kind: Keyed,
+    name: &str,
+) -> Result<FeatureViewDefinition> {
+    let entry = registry
         .object(kind.registry_kind(), name)
         .ok_or_else(|| not_found(kind, name))?;
     serde_json::from_str(&entry.definition).map_err(|e| {

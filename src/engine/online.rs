@@ -5,15 +5,15 @@
 //! `>=` with the view. So the online answer after a refresh is, by construction, the training-set
 //! answer at the refresh's cut-off, ties and all.
 
-use arrow::array::Array;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::DataType;
 use flywheel_catalog::Registry;
 use flywheel_catalog::objects::{FeatureViewDefinition, KIND_FEATURE_VIEW};
 
 use super::Engine;
+use super::feature_views::{Keyed, registry_definition};
 use crate::online::{LookupRequest, Snapshot};
 use crate::{Error, Result};
 
@@ -40,18 +40,14 @@ pub fn online_views(registry: &Registry) -> Vec<String> {
 /// Why feature view `view` has no online snapshot to answer from: it does not exist, it is not
 /// online, or its load has not happened (yet) on this server's store.
 pub fn not_served(registry: &Registry, view: &str) -> Error {
-    let def = registry
-        .object(KIND_FEATURE_VIEW, view)
-        .and_then(|e| serde_json::from_str::<FeatureViewDefinition>(&e.definition).ok());
-    match def {
-        None => Error::NotFound(format!(
-            "feature view `{view}` not found; SHOW FEATURE VIEWS lists them"
-        )),
-        Some(def) if !is_online(&def) => Error::NotFound(format!(
+    match registry_definition(registry, Keyed::FeatureView, view) {
+        // Not found (or unreadable), said as every feature view statement says it.
+        Err(e) => e,
+        Ok(def) if !is_online(&def) => Error::NotFound(format!(
             "feature view `{view}` is not online; ALTER FEATURE VIEW {view} SET (online = true) \
              loads it"
         )),
-        Some(_) => Error::NotFound(format!(
+        Ok(_) => Error::NotFound(format!(
             "feature view `{view}` has no online snapshot loaded; REFRESH FEATURE VIEW {view} \
              loads one"
         )),
