@@ -56,14 +56,13 @@ impl OnlineStore {
             if plan.is_current(&snapshots) {
                 let snapshots: Vec<Arc<Snapshot>> = snapshots.into_iter().flatten().collect();
                 return plan.answer(&snapshots, request, now_us);
-            } else {
-                fetched = plan
-                    .views
-                    .iter()
-                    .map(|v| v.name.clone())
-                    .zip(snapshots)
-                    .collect();
             }
+            fetched = plan
+                .views
+                .iter()
+                .map(|v| v.name.clone())
+                .zip(snapshots)
+                .collect();
         }
         let items = parse_items(&request.features)?;
         let mut snapshots = Vec::with_capacity(items.len());

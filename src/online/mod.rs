@@ -20,7 +20,7 @@ mod snapshot;
 mod sql;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use redis_backend::RedisBackend;
@@ -66,6 +66,24 @@ fn poisoned() -> Error {
     Error::Invalid("online store lock poisoned".into())
 }
 
+/// The snapshot in an embedded store's file, if there is one.
+fn read_file(path: &Path) -> Result<Option<Snapshot>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    Snapshot::read(path).map(Some)
+}
+
+/// Runs `work` (reading, decoding and indexing a snapshot of millions of keys) off the async
+/// threads.
+async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Transport(format!("online snapshot reading stopped: {e}")))?
+}
+
 impl OnlineStore {
     /// The store of the warehouse rooted at `root`; `location` is `None`/`"embedded"` or a
     /// `redis://` URL.
@@ -101,13 +119,6 @@ impl OnlineStore {
         Ok(dir.join(format!("{view}.arrow")))
     }
 
-    fn redis(&self) -> Option<&RedisBackend> {
-        match &self.backend {
-            Backend::Redis(r) => Some(r),
-            Backend::Embedded(_) => None,
-        }
-    }
-
     fn remember(&self, id: String, snapshot: Arc<Snapshot>) -> Result<()> {
         self.loaded
             .write()
@@ -120,14 +131,14 @@ impl OnlineStore {
     pub async fn publish(&self, snapshot: Snapshot) -> Result<Arc<Snapshot>> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let snapshot = Arc::new(snapshot);
-        match &self.backend {
-            Backend::Embedded(dir) => snapshot.write(&Self::file(dir, &snapshot.view)?)?,
-            Backend::Redis(r) => {
-                let value = r.publish(&snapshot.view, &id, &snapshot.encode()?).await?;
-                self.remember(value, Arc::clone(&snapshot))?;
-                return Ok(snapshot);
+        let id = match &self.backend {
+            Backend::Embedded(dir) => {
+                snapshot.write(&Self::file(dir, &snapshot.view)?)?;
+                id
             }
-        }
+            // What the view's pointer now holds.
+            Backend::Redis(r) => r.publish(&snapshot.view, &id, &snapshot.encode()?).await?,
+        };
         self.remember(id, Arc::clone(&snapshot))?;
         Ok(snapshot)
     }
@@ -139,17 +150,7 @@ impl OnlineStore {
         let started = std::time::Instant::now();
         let mut loaded = 0;
         for view in views {
-            let store = Arc::clone(&self);
-            let read = match self.backend {
-                Backend::Embedded(_) => {
-                    let name = view.clone();
-                    tokio::task::spawn_blocking(move || store.cached(&name))
-                        .await
-                        .unwrap_or_else(|e| Err(Error::Transport(e.to_string())))
-                }
-                Backend::Redis(_) => store.get(&view).await,
-            };
-            match read {
+            match self.get(&view).await {
                 Ok(Some(_)) => loaded += 1,
                 Ok(None) => {}
                 Err(e) => tracing::warn!(view = %view, error = %e, "online store: cannot preload"),
@@ -160,28 +161,47 @@ impl OnlineStore {
 
     /// The snapshot of `view` this server serves, without asking the backend (for SQL).
     pub fn cached(&self, view: &str) -> Result<Option<Arc<Snapshot>>> {
-        if let Some((_, s)) = self.loaded.read().map_err(|_| poisoned())?.get(view) {
-            return Ok(Some(Arc::clone(s)));
+        if let Some(held) = self.held(view)? {
+            return Ok(Some(held));
         }
         match &self.backend {
-            Backend::Embedded(dir) => {
-                let path = Self::file(dir, view)?;
-                if !path.exists() {
-                    return Ok(None);
-                }
-                let snapshot = Arc::new(Snapshot::read(&path)?);
-                self.remember("file".into(), Arc::clone(&snapshot))?;
-                Ok(Some(snapshot))
-            }
+            Backend::Embedded(dir) => self.remember_file(read_file(&Self::file(dir, view)?)?),
             Backend::Redis(_) => Ok(None),
         }
+    }
+
+    /// The snapshot of `view` this server holds, whichever it is.
+    fn held(&self, view: &str) -> Result<Option<Arc<Snapshot>>> {
+        Ok(self
+            .loaded
+            .read()
+            .map_err(|_| poisoned())?
+            .get(view)
+            .map(|(_, s)| Arc::clone(s)))
+    }
+
+    /// Holds a snapshot read from the embedded store's file.
+    fn remember_file(&self, read: Option<Snapshot>) -> Result<Option<Arc<Snapshot>>> {
+        let Some(snapshot) = read else {
+            return Ok(None);
+        };
+        let snapshot = Arc::new(snapshot);
+        self.remember("file".into(), Arc::clone(&snapshot))?;
+        Ok(Some(snapshot))
     }
 
     /// The latest published snapshot of `view` (with Redis: reloaded when another server
     /// published a newer one).
     pub async fn get(&self, view: &str) -> Result<Option<Arc<Snapshot>>> {
-        let Some(r) = self.redis() else {
-            return self.cached(view);
+        let r = match &self.backend {
+            Backend::Redis(r) => r,
+            Backend::Embedded(dir) => {
+                if let Some(held) = self.held(view)? {
+                    return Ok(Some(held));
+                }
+                let path = Self::file(dir, view)?;
+                return self.remember_file(off_thread(move || read_file(&path)).await?);
+            }
         };
         let Some(id) = r.current(view).await? else {
             if let Ok(mut loaded) = self.loaded.write() {
@@ -208,11 +228,7 @@ impl OnlineStore {
             // Replaced between the two reads: the next lookup sees the newer one.
             return self.cached(view);
         };
-        // Decoding and indexing millions of keys is CPU work: off the async threads.
-        let snapshot = tokio::task::spawn_blocking(move || Snapshot::decode(bytes, &named))
-            .await
-            .map_err(|e| Error::Transport(format!("online snapshot decoding stopped: {e}")))??;
-        let snapshot = Arc::new(snapshot);
+        let snapshot = Arc::new(off_thread(move || Snapshot::decode(bytes, &named)).await?);
         self.remember(id, Arc::clone(&snapshot))?;
         Ok(Some(snapshot))
     }

@@ -73,6 +73,14 @@ impl Pointed {
         }
     }
 
+    /// The pointer's value naming this snapshot ([`Pointed::parse`] reads it back).
+    fn value(&self) -> String {
+        match self.pieces {
+            Some(n) => format!("{}+{n}", self.id),
+            None => self.id.clone(),
+        }
+    }
+
     fn keys(&self, pointer: &str) -> Vec<String> {
         match self.pieces {
             None => vec![format!("{pointer}:{}", self.id)],
@@ -188,7 +196,7 @@ impl RedisBackend {
             set.arg(key).arg(piece);
             self.query::<()>(Lane::Pieces, &set, true).await?;
         }
-        let value = format!("{id}+{}", named.pieces.unwrap_or(0));
+        let value = named.value();
         // Not repeated: a swap whose answer was lost would delete the new snapshot.
         let mut swap = redis::cmd("SET");
         swap.arg(&pointer).arg(&value).arg("GET");
@@ -260,6 +268,7 @@ mod tests {
     fn pointers_name_their_pieces() {
         let p = Pointed::parse("abc+3");
         assert_eq!(p.keys("v"), ["v:abc:0", "v:abc:1", "v:abc:2"]);
+        assert_eq!(p.value(), "abc+3");
         // Earlier versions: one value under the id.
         assert_eq!(Pointed::parse("abc").keys("v"), ["v:abc"]);
         assert_eq!(Pointed::parse("a+b").keys("v"), ["v:a+b"]);
