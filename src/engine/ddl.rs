@@ -312,9 +312,13 @@ pub(super) async fn drop_table(engine: &Engine, d: DropTable) -> Result<Output> 
 /// Deletes the files of managed table `entry` (already dropped from the registry), then tells the
 /// engine's listeners its Delta id.
 pub(super) async fn remove_files(engine: &Engine, entry: &TableEntry) -> Result<()> {
-    let id = match load_table(entry, None).await {
-        Ok(table) => table.snapshot().ok().map(|s| s.metadata().id().to_string()),
-        Err(_) => None,
+    let id = if engine.drops_listened() {
+        load_table(entry, None)
+            .await
+            .ok()
+            .and_then(|table| table.snapshot().ok().map(|s| s.metadata().id().to_string()))
+    } else {
+        None
     };
     engine
         .registry()

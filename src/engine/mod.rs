@@ -133,6 +133,11 @@ impl Engine {
         }
     }
 
+    /// Whether anyone listens for dropped tables (finding a table's Delta id reads its log).
+    fn drops_listened(&self) -> bool {
+        self.dropped.read().is_ok_and(|hooks| !hooks.is_empty())
+    }
+
     fn table_dropped(&self, table_id: &str) {
         let hooks = match self.dropped.read() {
             Ok(hooks) => hooks.clone(),

@@ -108,6 +108,14 @@ impl CacheKey {
             )
         })
     }
+
+    /// Whether the entry file `name` holds a read of table `table_id`, in any format
+    /// ([`CacheKey::file_name`]'s `f<FORMAT>-<table id>-v...`).
+    fn names_table(name: &str, table_id: &str) -> bool {
+        name.split_once('-')
+            .and_then(|(_, rest)| rest.strip_prefix(table_id))
+            .is_some_and(|rest| rest.starts_with("-v"))
+    }
 }
 
 /// The cache: a folder of entries and its byte budget.
@@ -196,11 +204,7 @@ impl DownloadCache {
                 && path
                     .file_name()
                     .and_then(|n| n.to_str())
-                    .and_then(|n| n.split_once('-'))
-                    .is_some_and(|(_, rest)| {
-                        rest.strip_prefix(table_id)
-                            .is_some_and(|r| r.starts_with("-v"))
-                    });
+                    .is_some_and(|n| CacheKey::names_table(n, table_id));
             if of_table {
                 match fs::remove_file(&path) {
                     Ok(()) => removed += 1,
