@@ -182,23 +182,21 @@ fn is_per_partition(plan: &Arc<dyn ExecutionPlan>) -> bool {
 /// next (`random()`, `now()`, `uuid()`: volatile or stable), by name.
 fn varying_function(plan: &LogicalPlan) -> Option<String> {
     let mut found = None;
-    let visit_expr = |e: &Expr, found: &mut Option<String>| {
-        if let Expr::ScalarFunction(f) = e
-            && f.func.signature().volatility != Volatility::Immutable
-        {
-            *found = Some(f.name().to_string());
-            return Ok(TreeNodeRecursion::Stop);
-        }
-        Ok(TreeNodeRecursion::Continue)
-    };
     let _ = plan.apply_with_subqueries(|node| {
         for e in node.expressions() {
-            e.apply(|e| visit_expr(e, &mut found))?;
+            e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && f.func.signature().volatility != Volatility::Immutable
+                {
+                    found = Some(f.name().to_string());
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })?;
         }
-        Ok(if found.is_some() {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
+        Ok(match found {
+            Some(_) => TreeNodeRecursion::Stop,
+            None => TreeNodeRecursion::Continue,
         })
     });
     found
