@@ -75,10 +75,16 @@ impl Planned {
         if values.num_columns() == 0 {
             return Ok(self);
         }
-        if let Planned::Query(plan) | Planned::Command(plan) = &self {
+        if let Planned::Query(_) | Planned::Command(_) = &self {
             // More values than placeholders is a caller's mistake (a wrong tuple, a stale
-            // statement), not something to drop silently.
-            let takes = parameter_count(plan)?;
+            // statement), not something to drop silently. `$3` alone takes three values.
+            let takes = self
+                .parameter_schema()?
+                .fields()
+                .iter()
+                .filter_map(|f| position(f.name()))
+                .max()
+                .unwrap_or(0);
             if values.num_columns() > takes {
                 return Err(Error::Invalid(format!(
                     "the statement takes {takes} parameter{}, but {} values were bound per row; \
@@ -110,16 +116,6 @@ impl Planned {
             },
         }
     }
-}
-
-/// The highest placeholder position of `plan` (`$3` alone takes three values).
-fn parameter_count(plan: &LogicalPlan) -> Result<usize> {
-    let types = plan.get_parameter_types().map_err(Error::from_datafusion)?;
-    Ok(types
-        .keys()
-        .filter_map(|id| position(id))
-        .max()
-        .unwrap_or(0))
 }
 
 /// The position of placeholder `$n`.
