@@ -4,7 +4,8 @@
 //! environment variables (`FLYWHEEL_LISTEN`, `FLYWHEEL_WAREHOUSE`, `FLYWHEEL_LOG`,
 //! `FLYWHEEL_AUTH_TOKEN`, `FLYWHEEL_AUTH_USER`, `FLYWHEEL_AUTH_PASSWORD`, `FLYWHEEL_TLS_CERT`,
 //! `FLYWHEEL_TLS_KEY`, `FLYWHEEL_ONLINE_STORE`, `FLYWHEEL_MEMORY_LIMIT`,
-//! `FLYWHEEL_DOWNLOAD_CACHE_SIZE`, `FLYWHEEL_DOWNLOAD_CACHE_DIR`), command-line flags.
+//! `FLYWHEEL_DOWNLOAD_CACHE_SIZE`, `FLYWHEEL_DOWNLOAD_CACHE_DIR`, `FLYWHEEL_PARQUET_DATA_PAGES`,
+//! `FLYWHEEL_WARM_TRAINING_SETS`), command-line flags.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -48,6 +49,10 @@ pub struct Config {
     /// The Parquet data pages of the tables Flywheel writes: `v2` (default; pages compression
     /// does not shrink are stored uncompressed) or `v1` (for readers without V2 support).
     pub parquet_data_pages: Option<String>,
+    /// Whether `flywheel serve` records each training set it builds (CREATE, REFRESH) into the
+    /// download cache at once, so that a training job's first read is a replay: `true` (default)
+    /// or `false`.
+    pub warm_training_sets: Option<bool>,
 }
 
 /// The download cache's budget when none is configured.
@@ -69,6 +74,7 @@ impl Default for Config {
             download_cache_size: None,
             download_cache_dir: None,
             parquet_data_pages: None,
+            warm_training_sets: None,
         }
     }
 }
@@ -169,6 +175,17 @@ impl Config {
                 *field = Some(v);
             }
         }
+        if let Some(v) = env("FLYWHEEL_WARM_TRAINING_SETS") {
+            config.warm_training_sets = Some(match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "FLYWHEEL_WARM_TRAINING_SETS `{v}` is not true or false"
+                    )));
+                }
+            });
+        }
         config.check()?;
         Ok(config)
     }
@@ -266,6 +283,7 @@ fn parse_size(text: &str) -> Option<u64> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use crate::server::ServeOptions;
 
     #[test]
     fn layers_apply_in_order() {
@@ -316,6 +334,32 @@ mod tests {
         assert!(
             Config::resolve(&Overrides::default(), |k| env.get(k).map(|v| v.to_string())).is_err()
         );
+    }
+
+    #[test]
+    fn training_sets_are_warmed_unless_the_file_or_the_environment_says_false() {
+        let resolve = |file: Option<&str>, var: Option<&str>| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("flywheel.toml");
+            std::fs::write(&path, file.unwrap_or("")).expect("writes");
+            let flags = Overrides {
+                config_file: Some(path.to_string_lossy().into_owned()),
+                ..Overrides::default()
+            };
+            Config::resolve(&flags, |k| {
+                var.filter(|_| k == "FLYWHEEL_WARM_TRAINING_SETS")
+                    .map(str::to_owned)
+            })
+            .map(|c| ServeOptions::from_config(&c).map(|o| o.warm_training_sets))
+        };
+        assert_eq!(resolve(None, None).ok().and_then(Result::ok), Some(true));
+        let off = resolve(Some("warm_training_sets = false"), None);
+        assert_eq!(off.ok().and_then(Result::ok), Some(false));
+        let on = resolve(Some("warm_training_sets = false"), Some("true"));
+        assert_eq!(on.ok().and_then(Result::ok), Some(true));
+        let error = resolve(None, Some("yes")).expect_err("not a boolean");
+        assert!(error.to_string().contains("FLYWHEEL_WARM_TRAINING_SETS"), "{error}");
+        assert!(Config::from_toml("warm_training_sets = \"no\"").is_err());
     }
 
     #[test]

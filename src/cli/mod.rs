@@ -17,7 +17,7 @@ use crate::{Engine, EngineOptions, Result, server};
 pub struct Cli {
     /// TOML config file (keys: listen, warehouse, log, auth_token, auth_user, auth_password,
     /// tls_cert, tls_key, online_store, memory_limit, download_cache_size, download_cache_dir,
-    /// parquet_data_pages; see the README's Configuration). Also FLYWHEEL_CONFIG.
+    /// parquet_data_pages, warm_training_sets; see the README's Configuration). Also FLYWHEEL_CONFIG.
     #[arg(long, global = true)]
     config: Option<String>,
     /// Warehouse root: a folder or an object-store URL [default: ./warehouse]. Also FLYWHEEL_WAREHOUSE.

@@ -72,12 +72,42 @@ pub struct Engine {
     online: Arc<crate::online::OnlineStore>,
     data_pages: DataPages,
     /// Told the Delta id of every managed table whose files a statement deleted.
-    dropped: Arc<std::sync::RwLock<Vec<TableDropped>>>,
+    dropped: Listeners,
+    /// Told the name of every training set a statement built (created or refreshed).
+    built: Listeners,
 }
 
 /// Called with the Delta table id of a managed table whose files were deleted (see
-/// [`Engine::on_table_dropped`]).
-pub type TableDropped = Arc<dyn Fn(&str) + Send + Sync>;
+/// [`Engine::on_table_dropped`]), or the name of a training set that was built (see
+/// [`Engine::on_training_set_built`]).
+pub type Listener = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The listeners of one kind of event, shared by the engine's clones.
+#[derive(Clone, Default)]
+struct Listeners(Arc<std::sync::RwLock<Vec<Listener>>>);
+
+impl Listeners {
+    fn add(&self, f: Listener) {
+        if let Ok(mut all) = self.0.write() {
+            all.push(f);
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.0.read().is_ok_and(|all| !all.is_empty())
+    }
+
+    /// Calls every listener with `what` (outside the lock: a listener may add one).
+    fn tell(&self, what: &str) {
+        let all = match self.0.read() {
+            Ok(all) => all.clone(),
+            Err(_) => return,
+        };
+        for f in all {
+            f(what);
+        }
+    }
+}
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -120,32 +150,36 @@ impl Engine {
             registry,
             online,
             data_pages: options.data_pages,
-            dropped: Arc::default(),
+            dropped: Listeners::default(),
+            built: Listeners::default(),
         })
     }
 
     /// Calls `f` with the Delta table id of every managed table whose files a statement of this
     /// engine deletes from now on (`DROP TABLE`, `DROP FEATURE VIEW`, ...): the server forgets
     /// what its download cache kept of them.
-    pub fn on_table_dropped(&self, f: TableDropped) {
-        if let Ok(mut hooks) = self.dropped.write() {
-            hooks.push(f);
-        }
+    pub fn on_table_dropped(&self, f: Listener) {
+        self.dropped.add(f);
     }
 
     /// Whether anyone listens for dropped tables (finding a table's Delta id reads its log).
     fn drops_listened(&self) -> bool {
-        self.dropped.read().is_ok_and(|hooks| !hooks.is_empty())
+        self.dropped.any()
     }
 
     fn table_dropped(&self, table_id: &str) {
-        let hooks = match self.dropped.read() {
-            Ok(hooks) => hooks.clone(),
-            Err(_) => return,
-        };
-        for hook in hooks {
-            hook(table_id);
-        }
+        self.dropped.tell(table_id);
+    }
+
+    /// Calls `f` with the name of every training set a statement of this engine builds from now
+    /// on (`CREATE TRAINING SET`, `REFRESH TRAINING SET`), once its new version is committed and
+    /// registered: the server warms its download cache with it.
+    pub fn on_training_set_built(&self, f: Listener) {
+        self.built.add(f);
+    }
+
+    fn training_set_built(&self, name: &str) {
+        self.built.tell(name);
     }
 
     /// The DataFusion session (for embedding and tests).

@@ -259,6 +259,7 @@ pub(super) async fn create(engine: &Engine, c: CreateTrainingSet) -> Result<Outp
     registry
         .create_object(KIND_TRAINING_SET, &name, json, true)
         .await?;
+    engine.training_set_built(&name);
     Ok(Output::empty())
 }
 
@@ -295,6 +296,7 @@ impl Engine {
 pub(super) async fn refresh(engine: &Engine, name: &str) -> Result<Output> {
     let def = ts_definition(engine, name)?;
     build(engine, name, &def, true).await?;
+    engine.training_set_built(name);
     Ok(Output::empty())
 }
 

@@ -22,8 +22,13 @@
 //!   answer larger than the whole budget is not kept, nor tried again until the server restarts.
 //!   Several servers on one warehouse may share the folder: entries are immutable and renamed
 //!   into place whole.
+//! - **Warming.** A recording the server makes on its own ([`DownloadCache::lookup_to_warm`]:
+//!   the warm action, or a training set just built) is waited for by a reader of the same entry,
+//!   which then replays it instead of decoding the same files beside it; a warming waits for any
+//!   recording of its entry. A reader never waits for another reader (a slow client would hold
+//!   it up).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -34,7 +39,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::Status;
 use tracing::{debug, info, warn};
 
@@ -128,6 +133,38 @@ pub struct DownloadCache {
     /// Entries found larger than the budget: not recorded again (each attempt would write the
     /// budget's worth before giving up).
     oversized: Mutex<HashSet<String>>,
+    /// Recordings under way in this process, by entry name.
+    underway: Mutex<HashMap<String, Underway>>,
+}
+
+/// A recording under way.
+#[derive(Debug)]
+struct Underway {
+    /// Tells it from a later recording of the same entry.
+    id: u64,
+    /// Made by the server on its own (warming), not for a reader.
+    warming: bool,
+    /// Closed when the recording ends, kept or not.
+    done: watch::Receiver<()>,
+}
+
+/// Marks a recording as under way until dropped (the entry is in place, given up, or the answer
+/// abandoned).
+struct UnderwayMark {
+    cache: Arc<DownloadCache>,
+    name: String,
+    id: u64,
+    /// Dropped after the mark is removed: whoever waits then finds the entry on disk.
+    _done: watch::Sender<()>,
+}
+
+impl Drop for UnderwayMark {
+    fn drop(&mut self) {
+        let mut underway = self.cache.underway();
+        if underway.get(&self.name).is_some_and(|u| u.id == self.id) {
+            underway.remove(&self.name);
+        }
+    }
 }
 
 impl DownloadCache {
@@ -151,14 +188,35 @@ impl DownloadCache {
             max_bytes,
             counter: AtomicU64::new(0),
             oversized: Mutex::default(),
+            underway: Mutex::default(),
         })
     }
 
-    /// What to do with a read of `key`: replay its entry, or answer live and record.
+    /// What to do with a read of `key`: replay its entry, or answer live and record. Waits for a
+    /// warming of the same entry under way.
     pub async fn lookup(self: &Arc<Self>, key: &CacheKey) -> Lookup {
+        self.lookup_as(key, false).await
+    }
+
+    /// [`DownloadCache::lookup`] for a recording the server makes on its own, which readers of
+    /// the entry wait for; waits for any recording of the entry under way.
+    pub async fn lookup_to_warm(self: &Arc<Self>, key: &CacheKey) -> Lookup {
+        self.lookup_as(key, true).await
+    }
+
+    async fn lookup_as(self: &Arc<Self>, key: &CacheKey, warming: bool) -> Lookup {
         let Some(name) = key.file_name() else {
             return Lookup::Uncached;
         };
+        let wait = self
+            .underway()
+            .get(&name)
+            .filter(|u| warming || u.warming)
+            .map(|u| u.done.clone());
+        if let Some(mut done) = wait {
+            // Returns once the recording's sender is gone, whether it kept the entry or not.
+            let _ = done.changed().await;
+        }
         if self.oversized().contains(&name) {
             return Lookup::Oversized;
         }
@@ -167,6 +225,7 @@ impl DownloadCache {
         match opened {
             Ok(Ok(Some((file, len)))) => Lookup::Hit(Entry { name, file, len }),
             Ok(Ok(None)) => Lookup::Miss(Recorder {
+                _mark: self.mark_underway(&name, warming),
                 cache: Arc::clone(self),
                 name,
             }),
@@ -176,6 +235,27 @@ impl DownloadCache {
             }
             Err(_) => Lookup::Uncached,
         }
+    }
+
+    /// Marks a recording of entry `name` as under way.
+    fn mark_underway(self: &Arc<Self>, name: &str, warming: bool) -> UnderwayMark {
+        let id = self.counter.fetch_add(1, Ordering::Relaxed);
+        let (tx, done) = watch::channel(());
+        self.underway()
+            .insert(name.to_owned(), Underway { id, warming, done });
+        UnderwayMark {
+            cache: Arc::clone(self),
+            name: name.to_owned(),
+            id,
+            _done: tx,
+        }
+    }
+
+    fn underway(&self) -> std::sync::MutexGuard<'_, HashMap<String, Underway>> {
+        // Only bookkeeping: a panic while holding it leaves it usable.
+        self.underway
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn oversized(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -349,6 +429,8 @@ fn replay(mut file: File, len: u64) -> BoxStream<'static, Result<Message, Status
 pub struct Recorder {
     cache: Arc<DownloadCache>,
     name: String,
+    /// Dropped with the recorder, after the entry is in place or given up.
+    _mark: UnderwayMark,
 }
 
 /// What the answer's stream tells the recording thread.
@@ -579,6 +661,53 @@ mod tests {
             panic!("expected a hit");
         };
         assert_eq!(body(entry.replay()).await, body_a);
+    }
+
+    #[tokio::test]
+    async fn a_reader_waits_for_a_warming_of_its_entry_and_replays_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Arc::new(DownloadCache::open(dir.path().into(), 1 << 20).expect("opens"));
+        let Lookup::Miss(warming) = cache.lookup_to_warm(&key(0)).await else {
+            panic!("expected a miss");
+        };
+        // The warming's answer arrives piece by piece, as a slow decode would.
+        let (tx, rx) = mpsc::channel::<Result<Message, Status>>(4);
+        let (sent, writer) =
+            warming.tee_joined(tokio_stream::wrappers::ReceiverStream::new(rx).boxed());
+        let drained = tokio::spawn(body(sent));
+        let reader = tokio::spawn({
+            let cache = Arc::clone(&cache);
+            async move { cache.lookup(&key(0)).await }
+        });
+        // Another shard is not held up; a reader of a reader's recording is not either.
+        assert!(matches!(cache.lookup(&key(1)).await, Lookup::Miss(_)));
+        tx.send(Ok(vec![Bytes::from_static(b"schema|")]))
+            .await
+            .expect("sends");
+        tokio::task::yield_now().await;
+        assert!(!reader.is_finished(), "the reader went live beside the warming");
+        tx.send(Ok(vec![Bytes::from_static(b"batch|")]))
+            .await
+            .expect("sends");
+        drop(tx);
+        assert_eq!(drained.await.expect("drains"), b"schema|batch|");
+        assert!(writer.await.expect("records"));
+        let Lookup::Hit(entry) = reader.await.expect("looks up") else {
+            panic!("the reader did not replay the warmed entry");
+        };
+        assert_eq!(body(entry.replay()).await, b"schema|batch|");
+
+        // A warming that is not kept lets its reader go live.
+        let Lookup::Miss(warming) = cache.lookup_to_warm(&key(1)).await else {
+            panic!("expected a miss");
+        };
+        let reader = tokio::spawn({
+            let cache = Arc::clone(&cache);
+            async move { cache.lookup(&key(1)).await }
+        });
+        tokio::task::yield_now().await;
+        drop(warming);
+        assert!(matches!(reader.await.expect("looks up"), Lookup::Miss(_)));
     }
 
     #[tokio::test]

@@ -59,6 +59,10 @@ pub struct ServeOptions {
     /// Where repeated shard reads of pinned table versions are cached (default: off; the
     /// `flywheel serve` default is 8 GiB in the warehouse).
     pub download_cache: DownloadCacheOptions,
+    /// Whether each training set built through the server (CREATE, REFRESH) is recorded into
+    /// the download cache at once, so that its first read is a replay (default: no; the
+    /// `flywheel serve` default is yes).
+    pub warm_training_sets: bool,
 }
 
 impl ServeOptions {
@@ -79,6 +83,7 @@ impl ServeOptions {
                 dir: config.download_cache_dir.as_ref().map(Into::into),
                 max_bytes: config.download_cache_bytes()?,
             },
+            warm_training_sets: config.warm_training_sets.unwrap_or(true),
         })
     }
 
@@ -121,7 +126,13 @@ pub async fn serve_with(
     // A restarted server answers its first lookups from memory.
     engine.preload_online();
     let flight_sql = FlywheelFlightSqlService::with_auth(engine, Arc::clone(&authenticator))
-        .with_download_cache(cache);
+        .with_download_cache(cache.clone());
+    let warming = match cache {
+        Some(cache) if options.warm_training_sets => Some(AbortOnDrop(
+            warm::warm_built_training_sets(flight_sql.clone(), cache),
+        )),
+        _ => None,
+    };
     let service = FlightServiceServer::new(flight_sql.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -166,8 +177,18 @@ pub async fn serve_with(
             warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them")
         }
     }
+    drop(warming);
     info!("Flight SQL server stopped");
     Ok(())
+}
+
+/// Aborts a background task when dropped (the server returned, by error or shutdown).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Opens the download cache `options` ask for: `None` when it is off, or when no folder was given

@@ -20,6 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 use prost::Message as _;
 use serde::Serialize;
 use tonic::Status;
+use tracing::{debug, info, warn};
 
 use super::do_get::batch_messages;
 use super::download_cache::{CacheKey, DownloadCache, Lookup};
@@ -67,6 +68,23 @@ pub async fn warm(
             "the body of {ACTION} must be a serialized FlightDescriptor: {e}"
         ))
     })?;
+    let shards = warm_descriptor(service, cache, descriptor).await?;
+    Ok(shards
+        .map(|warmed| {
+            let body = serde_json::to_vec(&warmed?)
+                .map_err(|e| Status::internal(format!("internal error: {e}")))?;
+            Ok(arrow_flight::Result { body: body.into() })
+        })
+        .boxed())
+}
+
+/// Makes the endpoints `descriptor` asks for, then warms one shard after the other as the
+/// stream is read.
+async fn warm_descriptor(
+    service: FlywheelFlightSqlService,
+    cache: Arc<DownloadCache>,
+    descriptor: FlightDescriptor,
+) -> Result<BoxStream<'static, Result<Warmed, Status>>, Status> {
     let request = DatasetRequest::from_path(&descriptor.path).map_err(to_status)?;
     if matches!(request, DatasetRequest::Sql { .. }) {
         return Err(Status::invalid_argument(
@@ -101,11 +119,11 @@ async fn warm_shard(
     service: Arc<FlywheelFlightSqlService>,
     cache: Arc<DownloadCache>,
     ticket: Bytes,
-) -> Result<arrow_flight::Result, Status> {
+) -> Result<Warmed, Status> {
     let key: CacheKey = service.shard_cache_key(&ticket).await?.ok_or_else(|| {
         Status::failed_precondition("the version's data files are gone; it cannot be cached")
     })?;
-    let (cached, bytes) = match cache.lookup(&key).await {
+    let (cached, bytes) = match cache.lookup_to_warm(&key).await {
         Lookup::Hit(_) => ("already", None),
         Lookup::Oversized => ("not kept", None),
         Lookup::Miss(recorder) => {
@@ -125,14 +143,83 @@ async fn warm_shard(
             ));
         }
     };
-    let warmed = Warmed {
+    Ok(Warmed {
         shard: key.shard,
         shards: key.shards,
         version: key.version,
         cached,
         bytes,
-    };
-    let body = serde_json::to_vec(&warmed)
-        .map_err(|e| Status::internal(format!("internal error: {e}")))?;
-    Ok(arrow_flight::Result { body: body.into() })
+    })
+}
+
+/// Warms the download cache with every training set the service's engine builds from now on
+/// (`CREATE` or `REFRESH TRAINING SET` through this server), in the background, one after the
+/// other: a training job's first read of the new version is then a replay. Sets built again while
+/// waiting are warmed once, at their latest version. Shard count: the default (one shard per data
+/// file), what a descriptor without `shards=N` asks for. The server aborts the returned task when
+/// it stops; a recording cut short is not kept.
+pub(super) fn warm_built_training_sets(
+    service: FlywheelFlightSqlService,
+    cache: Arc<DownloadCache>,
+) -> tokio::task::JoinHandle<()> {
+    let (built, mut waiting) = tokio::sync::mpsc::unbounded_channel::<String>();
+    service
+        .engine()
+        .on_training_set_built(Arc::new(move |name: &str| {
+            // Fails only once the server stopped, when nothing is warmed any more.
+            let _ = built.send(name.to_owned());
+        }));
+    tokio::spawn(async move {
+        while let Some(name) = waiting.recv().await {
+            let mut names = vec![name];
+            while let Ok(more) = waiting.try_recv() {
+                if !names.contains(&more) {
+                    names.push(more);
+                }
+            }
+            for name in names {
+                warm_training_set(&service, &cache, &name).await;
+            }
+        }
+    })
+}
+
+/// Warms the latest version of training set `name` and logs what it did.
+async fn warm_training_set(
+    service: &FlywheelFlightSqlService,
+    cache: &Arc<DownloadCache>,
+    name: &str,
+) {
+    let started = std::time::Instant::now();
+    let descriptor = FlightDescriptor::new_path(vec!["training_set".into(), name.into()]);
+    let warmed: Result<Vec<Warmed>, Status> =
+        match warm_descriptor(service.clone(), Arc::clone(cache), descriptor).await {
+            Ok(shards) => shards.try_collect().await,
+            Err(e) => Err(e),
+        };
+    match warmed {
+        Ok(shards) => {
+            let count = |what: &str| shards.iter().filter(|w| w.cached == what).count();
+            info!(
+                training_set = %name,
+                version = shards.first().map(|w| w.version),
+                shards = shards.len(),
+                recorded = count("recorded"),
+                not_kept = count("not kept"),
+                bytes = shards.iter().filter_map(|w| w.bytes).sum::<u64>(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "download cache warmed with the training set's new version"
+            );
+        }
+        // Dropped (or replaced by a table) before its turn came.
+        Err(e) if e.code() == tonic::Code::NotFound => {
+            debug!(training_set = %name, error = %e.message(), "training set gone before it was warmed");
+        }
+        Err(e) => warn!(
+            training_set = %name,
+            error = %e.message(),
+            "cannot warm the download cache with the training set's new version; its first read \
+             decodes the data files instead"
+        ),
+    }
 }

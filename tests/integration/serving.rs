@@ -836,6 +836,79 @@ async fn a_warmed_training_set_is_read_from_the_cache_at_once() {
 }
 
 #[tokio::test]
+async fn training_sets_built_through_the_server_are_warmed_for_their_first_read() {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let options = ServeOptions {
+        warm_training_sets: true,
+        ..with_cache(&cache)
+    };
+    let server = TestServer::start_with(&dir.path().join("wh"), options).await;
+    create_objects(&server).await;
+    let mut sql = server.sql_client().await;
+    let mut flight = server.flight_client().await;
+    // What the action says of each shard the default descriptor hands out: after the server's
+    // own warming, every one is there already.
+    let ask = |client: FlightServiceClient<Channel>| async move {
+        let mut client = client;
+        let action = arrow_flight::Action {
+            r#type: "flywheel.warm_download_cache".into(),
+            body: path(&["training_set", "fraud_train"])
+                .encode_to_vec()
+                .into(),
+        };
+        let results: Vec<serde_json::Value> = client
+            .do_action(action)
+            .await
+            .expect("action")
+            .into_inner()
+            .map_ok(|r| serde_json::from_slice(&r.body).expect("JSON"))
+            .try_collect()
+            .await
+            .expect("results");
+        results
+    };
+
+    // Nobody read it yet: the recordings of its first version appear by themselves.
+    let info = flight
+        .get_flight_info(path(&["training_set", "fraud_train"]))
+        .await
+        .expect("info")
+        .into_inner();
+    let shards = info.endpoint.len();
+    let entries = cache_entries(&cache, shards).await;
+    assert_eq!(entries.len(), shards, "{entries:?}");
+    let warmed = ask(flight.clone()).await;
+    assert!(warmed.iter().all(|w| w["cached"] == "already"), "{warmed:?}");
+    let first = warmed[0]["version"].as_u64().expect("a version");
+
+    // The first read is a replay of them, with the rows of the training set.
+    let an_hour_ago = mark_unused(&cache, &entries);
+    assert_eq!(
+        union_rows(&read_endpoints(&mut flight, &info).await),
+        sorted_rows(&query(&mut sql, "SELECT * FROM fraud_train").await)
+    );
+    assert_replayed(&cache, &entries, an_hour_ago);
+
+    // A REFRESH's new version is warmed too.
+    for statement in [
+        "INSERT INTO chargebacks VALUES (7, TIMESTAMP '2000-01-01 00:00:00', true)",
+        "REFRESH TRAINING SET fraud_train",
+    ] {
+        sql.execute_update(statement.into(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    let entries = cache_entries(&cache, 2 * shards).await;
+    assert_eq!(entries.len(), 2 * shards, "{entries:?}");
+    let warmed = ask(flight.clone()).await;
+    assert!(warmed.iter().all(|w| w["cached"] == "already"), "{warmed:?}");
+    assert!(warmed[0]["version"].as_u64() > Some(first), "{warmed:?}");
+    server.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
 async fn credentials_are_required_when_configured() {
     let dir = tempfile::tempdir().expect("tempdir");
     let options = ServeOptions {
