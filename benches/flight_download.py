@@ -60,8 +60,8 @@ ROWS_PER_BATCH = 100_000
 FEATURES = 10
 
 
-def start_server(binary: str, warehouse: Path, cache: bool = True):
-    env = dict(os.environ, **({} if cache else {"FLYWHEEL_DOWNLOAD_CACHE_SIZE": "0"}))
+def start_server(binary: str, warehouse: Path, cache: bool = True, env: dict | None = None):
+    env = dict(os.environ, **({} if cache else {"FLYWHEEL_DOWNLOAD_CACHE_SIZE": "0"}), **(env or {}))
     proc = subprocess.Popen(
         [binary, "--warehouse", str(warehouse), "serve", "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,

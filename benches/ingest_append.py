@@ -38,9 +38,11 @@ def main():
     data = pa.Table.from_batches(list(batches(args.rows, schema)), schema)
     builds = {"flywheel": args.flywheel} | ({"baseline": args.baseline} if args.baseline else {})
     servers = {}
+    # Each server's warehouse grows by the data's size per append: removed at the end.
+    work = tempfile.TemporaryDirectory(prefix="flywheel-ingest-")
     try:
         for name, binary in builds.items():
-            proc, uri = start_server(binary, Path(tempfile.mkdtemp(prefix="flywheel-ingest-")))
+            proc, uri = start_server(binary, Path(work.name) / name)
             conn = flightsql.connect(uri)
             cur = conn.cursor()
             cur.adbc_ingest("events", data, mode="create")
@@ -58,6 +60,7 @@ def main():
             conn.close()
             proc.terminate()
             proc.wait(timeout=30)
+        work.cleanup()
     print(f"\nappend of {args.rows:,} rows ({data.nbytes / 1e6:.0f} MB of Arrow data), "
           f"medians of {args.repeat}\n")
     print("| server | s per append | server CPU s per append |")

@@ -42,7 +42,11 @@ def measured(cmd, env=None):
 
 
 def flywheel(binary, data, repeat):
-    warehouse = tempfile.mkdtemp(prefix="fw-bench-")
+    with tempfile.TemporaryDirectory(prefix="fw-bench-") as warehouse:
+        return flywheel_in(binary, data, repeat, warehouse)
+
+
+def flywheel_in(binary, data, repeat, warehouse):
     setup = (
         f"CREATE EXTERNAL TABLE features STORED AS DELTA LOCATION '{data}/features_delta'; "
         f"CREATE EXTERNAL TABLE labels STORED AS DELTA LOCATION '{data}/labels_delta';"

@@ -282,8 +282,8 @@ fn parse_size(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
     use crate::server::ServeOptions;
+    use std::collections::HashMap;
 
     #[test]
     fn layers_apply_in_order() {
@@ -358,7 +358,10 @@ mod tests {
         let on = resolve(Some("warm_training_sets = false"), Some("true"));
         assert_eq!(on.ok().and_then(Result::ok), Some(true));
         let error = resolve(None, Some("yes")).expect_err("not a boolean");
-        assert!(error.to_string().contains("FLYWHEEL_WARM_TRAINING_SETS"), "{error}");
+        assert!(
+            error.to_string().contains("FLYWHEEL_WARM_TRAINING_SETS"),
+            "{error}"
+        );
         assert!(Config::from_toml("warm_training_sets = \"no\"").is_err());
     }
 

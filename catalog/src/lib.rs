@@ -12,6 +12,7 @@ mod error;
 pub mod objects;
 mod registry;
 mod schema_provider;
+mod snapshots;
 mod system_schema;
 mod time_travel;
 mod warehouse;

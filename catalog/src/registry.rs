@@ -350,6 +350,7 @@ impl Registry {
         })?;
         let record = self.record(KIND_TABLE, name.to_string(), OP_DROP, None, None);
         self.append(&mut table, record).await?;
+        crate::snapshots::forget(&entry.location);
         Ok(entry)
     }
 }

@@ -8,6 +8,7 @@ use datafusion::error::Result as DFResult;
 use deltalake::DeltaTable;
 
 use crate::registry::is_not_a_table;
+use crate::snapshots;
 use crate::time_travel::TravelTarget;
 use crate::{Error, Registry, Result, TableEntry};
 
@@ -50,25 +51,17 @@ pub(crate) async fn open_provider(
     Ok(table.table_provider().await?)
 }
 
-/// Loads the Delta table of `entry`, at its latest version or at `target`.
+/// Loads the Delta table of `entry`, at its latest version or at `target`. Snapshots loaded
+/// before are reused ([`crate::snapshots`]).
 pub async fn load_table(entry: &TableEntry, target: Option<&TravelTarget>) -> Result<DeltaTable> {
-    let not_a_table = |e: deltalake::DeltaTableError| {
-        if is_not_a_table(&e) {
-            Error::NotADeltaTable {
-                location: entry.location.to_string(),
-                reason: e.to_string(),
-            }
-        } else {
-            Error::Delta(e)
-        }
-    };
-    let mut table = deltalake::open_table(entry.location.clone())
-        .await
-        .map_err(not_a_table)?;
     match target {
-        None => {}
+        None => load_latest(entry).await,
         Some(TravelTarget::Version(v)) => {
-            let latest = table.version().unwrap_or_default();
+            if let Some(table) = snapshots::at_version(&entry.location, *v).await {
+                return Ok(table);
+            }
+            let latest_table = load_latest(entry).await?;
+            let latest = latest_table.version().unwrap_or_default();
             if *v > latest {
                 return Err(Error::VersionNotFound {
                     name: entry.name.clone(),
@@ -76,6 +69,10 @@ pub async fn load_table(entry: &TableEntry, target: Option<&TravelTarget>) -> Re
                     latest,
                 });
             }
+            if *v == latest {
+                return Ok(latest_table);
+            }
+            let mut table = latest_table;
             table.load_version(*v).await.map_err(|e| match e {
                 deltalake::DeltaTableError::InvalidVersion(_) => Error::VersionNotFound {
                     name: entry.name.clone(),
@@ -84,8 +81,11 @@ pub async fn load_table(entry: &TableEntry, target: Option<&TravelTarget>) -> Re
                 },
                 other => Error::Delta(other),
             })?;
+            snapshots::keep(&table).await;
+            Ok(table)
         }
         Some(TravelTarget::Timestamp(ts)) => {
+            let mut table = load_latest(entry).await?;
             let parsed = chrono::DateTime::parse_from_rfc3339(ts)
                 .map_err(|e| Error::TimestampNotFound {
                     name: entry.name.clone(),
@@ -115,7 +115,28 @@ pub async fn load_table(entry: &TableEntry, target: Option<&TravelTarget>) -> Re
                     "its earliest readable version {version} was committed at {first}"
                 )));
             }
+            Ok(table)
         }
     }
+}
+
+/// `entry` at its latest version: a cached snapshot brought forward, or the table opened.
+async fn load_latest(entry: &TableEntry) -> Result<DeltaTable> {
+    if let Some(table) = snapshots::latest(&entry.location).await {
+        return Ok(table);
+    }
+    let table = deltalake::open_table(entry.location.clone())
+        .await
+        .map_err(|e| {
+            if is_not_a_table(&e) {
+                Error::NotADeltaTable {
+                    location: entry.location.to_string(),
+                    reason: e.to_string(),
+                }
+            } else {
+                Error::Delta(e)
+            }
+        })?;
+    snapshots::keep(&table).await;
     Ok(table)
 }

@@ -685,7 +685,10 @@ mod tests {
             .await
             .expect("sends");
         tokio::task::yield_now().await;
-        assert!(!reader.is_finished(), "the reader went live beside the warming");
+        assert!(
+            !reader.is_finished(),
+            "the reader went live beside the warming"
+        );
         tx.send(Ok(vec![Bytes::from_static(b"batch|")]))
             .await
             .expect("sends");

@@ -880,7 +880,10 @@ async fn training_sets_built_through_the_server_are_warmed_for_their_first_read(
     let entries = cache_entries(&cache, shards).await;
     assert_eq!(entries.len(), shards, "{entries:?}");
     let warmed = ask(flight.clone()).await;
-    assert!(warmed.iter().all(|w| w["cached"] == "already"), "{warmed:?}");
+    assert!(
+        warmed.iter().all(|w| w["cached"] == "already"),
+        "{warmed:?}"
+    );
     let first = warmed[0]["version"].as_u64().expect("a version");
 
     // The first read is a replay of them, with the rows of the training set.
@@ -903,7 +906,10 @@ async fn training_sets_built_through_the_server_are_warmed_for_their_first_read(
     let entries = cache_entries(&cache, 2 * shards).await;
     assert_eq!(entries.len(), 2 * shards, "{entries:?}");
     let warmed = ask(flight.clone()).await;
-    assert!(warmed.iter().all(|w| w["cached"] == "already"), "{warmed:?}");
+    assert!(
+        warmed.iter().all(|w| w["cached"] == "already"),
+        "{warmed:?}"
+    );
     assert!(warmed[0]["version"].as_u64() > Some(first), "{warmed:?}");
     server.stop().await.expect("clean shutdown");
 }
