@@ -18,6 +18,7 @@ own):
 - warming on: `REFRESH`, then the `flywheel.warm_download_cache` action with the default
   descriptor (it returns once the server's own warming is done), then a full read, as a job
   started a little after the refresh.
+Each kind goes first in turn from round to round.
 It prints medians: the REFRESH's seconds, the wait, the read's seconds, GB/s, the ratio to
 `pyarrow.dataset` reading the version's Parquet files locally, and the server's and this client's
 CPU seconds per GB read.
@@ -141,7 +142,9 @@ def main():
     runs = {name: [] for name in kinds}
     local = []
     for r in range(args.rounds):
-        for i, (name, (warm, wait)) in enumerate(kinds.items()):
+        # Each kind goes first in turn (the first REFRESH of a round finds colder page caches).
+        order = list(enumerate(kinds.items()))
+        for i, (name, (warm, wait)) in order[r % len(order):] + order[:r % len(order)]:
             cache = workdir / f"cache-first-read-{i}"
             runs[name].append(one(args.flywheel, warehouse, cache, warm, wait))
             print(f"round {r + 1}: {name}: {runs[name][-1][2]:.2f} s", file=sys.stderr)
