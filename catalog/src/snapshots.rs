@@ -12,7 +12,8 @@
 //!   is never handed out. A version whose commit file is gone (log cleanup) is loaded, not kept.
 //! - **The latest version** costs a listing of the log: when it moved on, the newest cached
 //!   snapshot of the table (checked as above) is brought forward by applying only the new commits.
-//! - At most [`CAPACITY`] snapshots are kept; the least recently used leave first.
+//! - At most [`CAPACITY`] snapshots are kept, [`PER_TABLE`] of one table; the least recently used
+//!   leave first.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex, MutexGuard};
@@ -23,6 +24,10 @@ use url::Url;
 
 /// Snapshots kept, over all tables and versions.
 pub const CAPACITY: usize = 64;
+
+/// Snapshots kept of one table: a table appended to every second would otherwise fill the cache
+/// with its versions (each holds the table's list of files).
+pub const PER_TABLE: usize = 4;
 
 /// What identifies one commit file: a re-created table's commit of the same number differs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,28 +136,39 @@ pub async fn keep(table: &DeltaTable) {
     let Some(stamp) = stamp(table, version).await else {
         return;
     };
+    let table_key = location_key(table.table_url());
     let mut cache = cache();
     cache.tick += 1;
     let used = cache.tick;
-    let key = (location_key(table.table_url()), version);
     cache.entries.insert(
-        key,
+        (table_key.clone(), version),
         Cached {
             table: table.clone(),
             stamp,
             used,
         },
     );
+    let of_table = |key: &(String, u64)| key.0 == table_key;
+    while cache.entries.keys().filter(|key| of_table(key)).count() > PER_TABLE {
+        cache.evict_oldest(of_table);
+    }
     while cache.entries.len() > CAPACITY {
-        let oldest = cache
+        cache.evict_oldest(|_| true);
+    }
+}
+
+impl Cache {
+    /// Removes the least recently used entry among those `which` selects.
+    fn evict_oldest(&mut self, which: impl Fn(&(String, u64)) -> bool) {
+        let oldest = self
             .entries
             .iter()
+            .filter(|(key, _)| which(key))
             .min_by_key(|(_, cached)| cached.used)
             .map(|(key, _)| key.clone());
-        match oldest {
-            Some(key) => cache.entries.remove(&key),
-            None => break,
-        };
+        if let Some(key) = oldest {
+            self.entries.remove(&key);
+        }
     }
 }
 
@@ -225,6 +241,20 @@ mod tests {
         );
         forget(&url);
         assert!(at_version(&url, 0).await.is_none() && latest(&url).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_table_keeps_its_most_recently_used_versions_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("t")).expect("folder");
+        let url = url_of(&dir.path().join("t"));
+        for v in 0..6 {
+            keep(&write(&url, &[v]).await).await;
+        }
+        for v in 0..6 {
+            let kept = at_version(&url, v as u64).await.is_some();
+            assert_eq!(kept, v >= 6 - PER_TABLE as i64, "version {v}");
+        }
     }
 
     #[tokio::test]
