@@ -60,6 +60,8 @@ pub struct FlywheelFlightSqlService {
     cache: Option<Arc<DownloadCache>>,
     /// Encoded schemas of online lookup answers.
     schemas: Arc<SchemaMessages>,
+    /// The shard counts readers asked for, per training set (what a new version is warmed for).
+    asked: Arc<warm::AskedShards>,
 }
 
 impl FlywheelFlightSqlService {
@@ -75,6 +77,7 @@ impl FlywheelFlightSqlService {
             auth,
             cache: None,
             schemas: Arc::default(),
+            asked: Arc::default(),
         }
     }
 
@@ -92,6 +95,11 @@ impl FlywheelFlightSqlService {
     /// Encoded schemas of online lookup answers.
     pub(super) fn schema_messages(&self) -> &SchemaMessages {
         &self.schemas
+    }
+
+    /// The shard counts readers asked for, per training set.
+    pub(super) fn asked_shards(&self) -> &warm::AskedShards {
+        &self.asked
     }
 
     /// The engine.
@@ -409,9 +417,18 @@ impl FlightSqlService for FlywheelFlightSqlService {
             )));
         }
         let dataset = shards::DatasetRequest::from_path(&descriptor.path).map_err(to_status)?;
+        let asked = match &dataset {
+            shards::DatasetRequest::TrainingSet { name, shards, .. } => {
+                Some((name.clone(), *shards))
+            }
+            _ => None,
+        };
         let info = shards::flight_info(&self.engine, dataset, descriptor)
             .await
             .map_err(to_status)?;
+        if let Some((name, shards)) = asked {
+            self.asked.asked(&name, shards);
+        }
         Ok(Response::new(info))
     }
 

@@ -8,6 +8,9 @@
 //! yet cached and records it, sending the rows nowhere. One result per shard, as each finishes, with
 //! a JSON body: `{"shard": 0, "shards": 4, "version": 3, "cached": "recorded", "bytes": 1234}`
 //! (`cached`: `recorded`, `already`, or `not kept` when the answer is larger than the cache).
+//!
+//! The server also warms, on its own, every training set built through it
+//! ([`warm_built_training_sets`]), in the shard counts its readers asked for ([`AskedShards`]).
 
 use std::sync::Arc;
 
@@ -152,12 +155,40 @@ async fn warm_shard(
     })
 }
 
+/// How many distinct shard counts are remembered per training set.
+const REMEMBERED_COUNTS: usize = 3;
+
+/// The shard counts readers of each training set asked for most recently (`None`: the default,
+/// one shard per data file): a new version is warmed for each, so that workers reading it in
+/// `shards=N` find their shards recorded.
+#[derive(Debug, Default)]
+pub(super) struct AskedShards(
+    std::sync::Mutex<std::collections::HashMap<String, Vec<Option<usize>>>>,
+);
+
+impl AskedShards {
+    /// Notes that a reader asked for training set `name` in `shards` shards.
+    pub(super) fn asked(&self, name: &str, shards: Option<usize>) {
+        let mut asked = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = asked.entry(name.to_owned()).or_default();
+        counts.retain(|c| *c != shards);
+        counts.insert(0, shards);
+        counts.truncate(REMEMBERED_COUNTS);
+    }
+
+    /// The shard counts to warm training set `name` for (the default when nobody asked yet).
+    fn counts(&self, name: &str) -> Vec<Option<usize>> {
+        let asked = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        asked.get(name).cloned().unwrap_or_else(|| vec![None])
+    }
+}
+
 /// Warms the download cache with every training set the service's engine builds from now on
 /// (`CREATE` or `REFRESH TRAINING SET` through this server), in the background, one after the
 /// other: a training job's first read of the new version is then a replay. Sets built again while
-/// waiting are warmed once, at their latest version. Shard count: the default (one shard per data
-/// file), what a descriptor without `shards=N` asks for. The server aborts the returned task when
-/// it stops; a recording cut short is not kept.
+/// waiting are warmed once, at their latest version. Shard counts: those the set's readers asked
+/// this server for most recently ([`AskedShards`]), else the default (one shard per data file).
+/// The server aborts the returned task when it stops; a recording cut short is not kept.
 pub(super) fn warm_built_training_sets(
     service: FlywheelFlightSqlService,
     cache: Arc<DownloadCache>,
@@ -178,20 +209,25 @@ pub(super) fn warm_built_training_sets(
                 }
             }
             for name in names {
-                warm_training_set(&service, &cache, &name).await;
+                for shards in service.asked_shards().counts(&name) {
+                    warm_training_set(&service, &cache, &name, shards).await;
+                }
             }
         }
     })
 }
 
-/// Warms the latest version of training set `name` and logs what it did.
+/// Warms the latest version of training set `name` in `shards` shards and logs what it did.
 async fn warm_training_set(
     service: &FlywheelFlightSqlService,
     cache: &Arc<DownloadCache>,
     name: &str,
+    shards: Option<usize>,
 ) {
     let started = std::time::Instant::now();
-    let descriptor = FlightDescriptor::new_path(vec!["training_set".into(), name.into()]);
+    let mut path = vec!["training_set".to_owned(), name.to_owned()];
+    path.extend(shards.map(|n| format!("shards={n}")));
+    let descriptor = FlightDescriptor::new_path(path);
     let warmed: Result<Vec<Warmed>, Status> =
         match warm_descriptor(service.clone(), Arc::clone(cache), descriptor).await {
             Ok(shards) => shards.try_collect().await,
@@ -221,5 +257,21 @@ async fn warm_training_set(
             "cannot warm the download cache with the training set's new version; its first read \
              decodes the data files instead"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_most_recently_asked_shard_counts_are_warmed() {
+        let asked = AskedShards::default();
+        assert_eq!(asked.counts("t"), vec![None], "nobody asked: the default");
+        for shards in [Some(4), None, Some(8), Some(4), Some(2)] {
+            asked.asked("t", shards);
+        }
+        assert_eq!(asked.counts("t"), vec![Some(2), Some(4), Some(8)]);
+        assert_eq!(asked.counts("other"), vec![None]);
     }
 }

@@ -848,15 +848,13 @@ async fn training_sets_built_through_the_server_are_warmed_for_their_first_read(
     create_objects(&server).await;
     let mut sql = server.sql_client().await;
     let mut flight = server.flight_client().await;
-    // What the action says of each shard the default descriptor hands out: after the server's
-    // own warming, every one is there already.
-    let ask = |client: FlightServiceClient<Channel>| async move {
+    // What the action says of each shard `descriptor` hands out: after the server's own warming,
+    // every one is there already.
+    let ask = |client: FlightServiceClient<Channel>, descriptor: FlightDescriptor| async move {
         let mut client = client;
         let action = arrow_flight::Action {
             r#type: "flywheel.warm_download_cache".into(),
-            body: path(&["training_set", "fraud_train"])
-                .encode_to_vec()
-                .into(),
+            body: descriptor.encode_to_vec().into(),
         };
         let results: Vec<serde_json::Value> = client
             .do_action(action)
@@ -869,17 +867,19 @@ async fn training_sets_built_through_the_server_are_warmed_for_their_first_read(
             .expect("results");
         results
     };
+    let default = path(&["training_set", "fraud_train"]);
+    let in_two = path(&["training_set", "fraud_train", "shards=2"]);
 
     // Nobody read it yet: the recordings of its first version appear by themselves.
     let info = flight
-        .get_flight_info(path(&["training_set", "fraud_train"]))
+        .get_flight_info(default.clone())
         .await
         .expect("info")
         .into_inner();
     let shards = info.endpoint.len();
     let entries = cache_entries(&cache, shards).await;
     assert_eq!(entries.len(), shards, "{entries:?}");
-    let warmed = ask(flight.clone()).await;
+    let warmed = ask(flight.clone(), default.clone()).await;
     assert!(
         warmed.iter().all(|w| w["cached"] == "already"),
         "{warmed:?}"
@@ -894,7 +894,9 @@ async fn training_sets_built_through_the_server_are_warmed_for_their_first_read(
     );
     assert_replayed(&cache, &entries, an_hour_ago);
 
-    // A REFRESH's new version is warmed too.
+    // A REFRESH's new version is warmed too, for each shard count its readers asked for (the
+    // default, read above, and two shards, asked for here).
+    flight.get_flight_info(in_two.clone()).await.expect("info");
     for statement in [
         "INSERT INTO chargebacks VALUES (7, TIMESTAMP '2000-01-01 00:00:00', true)",
         "REFRESH TRAINING SET fraud_train",
@@ -903,14 +905,16 @@ async fn training_sets_built_through_the_server_are_warmed_for_their_first_read(
             .await
             .unwrap_or_else(|e| panic!("{statement}: {e}"));
     }
-    let entries = cache_entries(&cache, 2 * shards).await;
-    assert_eq!(entries.len(), 2 * shards, "{entries:?}");
-    let warmed = ask(flight.clone()).await;
-    assert!(
-        warmed.iter().all(|w| w["cached"] == "already"),
-        "{warmed:?}"
-    );
-    assert!(warmed[0]["version"].as_u64() > Some(first), "{warmed:?}");
+    let entries = cache_entries(&cache, 2 * shards + 2).await;
+    assert_eq!(entries.len(), 2 * shards + 2, "{entries:?}");
+    for descriptor in [default, in_two] {
+        let warmed = ask(flight.clone(), descriptor).await;
+        assert!(
+            warmed.iter().all(|w| w["cached"] == "already"),
+            "{warmed:?}"
+        );
+        assert!(warmed[0]["version"].as_u64() > Some(first), "{warmed:?}");
+    }
     server.stop().await.expect("clean shutdown");
 }
 
