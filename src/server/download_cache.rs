@@ -135,6 +135,9 @@ pub struct DownloadCache {
     oversized: Mutex<HashSet<String>>,
     /// Recordings under way in this process, by entry name.
     underway: Mutex<HashMap<String, Underway>>,
+    /// Delta ids of the tables dropped while this process ran (an id is never used again): a
+    /// recording of one that finishes after the drop is not kept.
+    dropped: Mutex<HashSet<String>>,
 }
 
 /// A recording under way.
@@ -189,6 +192,7 @@ impl DownloadCache {
             counter: AtomicU64::new(0),
             oversized: Mutex::default(),
             underway: Mutex::default(),
+            dropped: Mutex::default(),
         })
     }
 
@@ -258,6 +262,13 @@ impl DownloadCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn dropped(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // Only bookkeeping: a panic while holding it leaves it usable.
+        self.dropped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn oversized(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         // A panic while holding the set leaves it usable: it is only a memo.
         self.oversized
@@ -274,6 +285,10 @@ impl DownloadCache {
     /// Removes every entry of the table whose Delta id is `table_id` (dropped: no read can ask
     /// for it again). Entries of any format count; failures are logged, the LRU budget still holds.
     pub fn forget_table(&self, table_id: &str) {
+        // Held while removing: a recording of the table either is in place before (and is
+        // removed here) or sees the mark (and is not put in place).
+        let mut dropped = self.dropped();
+        dropped.insert(table_id.to_owned());
         let Ok(listing) = fs::read_dir(&self.dir) else {
             return;
         };
@@ -492,19 +507,16 @@ impl Recorder {
         let temp = self.cache.temp_path(&self.name);
         let result = self.record(&temp, &mut rx);
         let kept = match result {
-            Ok(Some(bytes)) => match fs::rename(&temp, self.cache.dir.join(&self.name)) {
-                Ok(()) => {
+            Ok(Some(bytes)) => {
+                let kept = self.put_in_place(&temp);
+                if kept {
                     info!(entry = %self.name, bytes, "download cache: recorded");
                     if let Err(e) = self.cache.evict() {
                         warn!(error = %e, "download cache: cannot evict old entries");
                     }
-                    true
                 }
-                Err(e) => {
-                    warn!(entry = %self.name, error = %e, "download cache: cannot keep an entry");
-                    false
-                }
-            },
+                kept
+            }
             Ok(None) => false,
             Err(e) => {
                 warn!(entry = %self.name, error = %e, "download cache: cannot record an entry");
@@ -515,6 +527,26 @@ impl Recorder {
             let _ = fs::remove_file(&temp);
         }
         kept
+    }
+
+    /// Renames the finished entry into place, unless its table was dropped while it was being
+    /// recorded (the drop's [`DownloadCache::forget_table`] came before the entry was there).
+    fn put_in_place(&self, temp: &Path) -> bool {
+        let dropped = self.cache.dropped();
+        if dropped
+            .iter()
+            .any(|table_id| CacheKey::names_table(&self.name, table_id))
+        {
+            debug!(entry = %self.name, "download cache: not kept, its table was dropped");
+            return false;
+        }
+        match fs::rename(temp, self.cache.dir.join(&self.name)) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(entry = %self.name, error = %e, "download cache: cannot keep an entry");
+                false
+            }
+        }
     }
 
     /// Writes the entry to `temp`: `Some(body bytes)` when complete, `None` when abandoned.
@@ -823,6 +855,26 @@ mod tests {
         assert!(matches!(
             cache.lookup(&keyed("t10", 0)).await,
             Lookup::Hit(_)
+        ));
+
+        // A recording of a dropped table that finishes after the drop is not kept.
+        let Lookup::Miss(late) = cache.lookup(&keyed("t2", 0)).await else {
+            panic!("expected a miss");
+        };
+        let (tx, rx) = mpsc::channel::<Result<Message, Status>>(4);
+        let (sent, writer) =
+            late.tee_joined(tokio_stream::wrappers::ReceiverStream::new(rx).boxed());
+        let drained = tokio::spawn(body(sent));
+        tx.send(Ok(vec![Bytes::from_static(b"rows")]))
+            .await
+            .expect("sends");
+        cache.forget_table("t2");
+        drop(tx);
+        drained.await.expect("drains");
+        assert!(!writer.await.expect("ends"), "kept after the drop");
+        assert!(matches!(
+            cache.lookup(&keyed("t2", 0)).await,
+            Lookup::Miss(_)
         ));
     }
 
