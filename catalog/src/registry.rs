@@ -350,7 +350,6 @@ impl Registry {
         })?;
         let record = self.record(KIND_TABLE, name.to_string(), OP_DROP, None, None);
         self.append(&mut table, record).await?;
-        crate::snapshots::forget(&entry.location);
         Ok(entry)
     }
 }

@@ -18,8 +18,9 @@
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
+use deltalake::logstore::commit_uri_from_version;
 use deltalake::logstore::object_store::ObjectStoreExt as _;
-use deltalake::{DeltaTable, ObjectMeta, Path};
+use deltalake::{DeltaTable, ObjectMeta};
 use url::Url;
 
 /// Snapshots kept, over all tables and versions.
@@ -76,7 +77,7 @@ fn location_key(location: &Url) -> String {
 
 /// The stamp of `table`'s commit `version`; `None` when it cannot be read (log cleanup).
 async fn stamp(table: &DeltaTable, version: u64) -> Option<CommitStamp> {
-    let path = Path::from(format!("_delta_log/{version:020}.json"));
+    let path = commit_uri_from_version(Some(version));
     table.object_store().head(&path).await.ok().map(Into::into)
 }
 
@@ -172,7 +173,7 @@ impl Cache {
     }
 }
 
-/// Forgets every snapshot of `location` (the table was dropped).
+/// Forgets every snapshot of `location` (its files are being removed).
 pub fn forget(location: &Url) {
     let name = location_key(location);
     cache().entries.retain(|(loc, _), _| *loc != name);

@@ -70,8 +70,10 @@ impl Warehouse {
     }
 
     /// Removes the files of a managed table. Only local warehouses delete files; on object stores
-    /// the data stays until a vacuum (the registry no longer points at it either way).
+    /// the data stays until a vacuum (the registry no longer points at it either way). The
+    /// snapshots loaded of it are forgotten in any case.
     pub fn remove_table_files(&self, location: &Url) -> Result<()> {
+        crate::snapshots::forget(location);
         if location.scheme() != "file" || !location.as_str().starts_with(self.root.as_str()) {
             return Ok(());
         }
