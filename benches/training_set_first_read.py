@@ -24,6 +24,7 @@ It prints medians: the REFRESH's seconds, the wait, the read's seconds, GB/s, th
 CPU seconds per GB read.
 """
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -113,7 +114,6 @@ def one(binary: str, warehouse: Path, cache: Path, warm: bool, wait: bool) -> tu
 
 
 def main():
-    import os
     target = os.environ.get("CARGO_TARGET_DIR", "target")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--flywheel", default=f"{target}/release/flywheel")

@@ -33,7 +33,7 @@ use std::fs::{self, File};
 use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -163,7 +163,7 @@ struct UnderwayMark {
 
 impl Drop for UnderwayMark {
     fn drop(&mut self) {
-        let mut underway = self.cache.underway();
+        let mut underway = unpoisoned(&self.cache.underway);
         if underway.get(&self.name).is_some_and(|u| u.id == self.id) {
             underway.remove(&self.name);
         }
@@ -212,8 +212,7 @@ impl DownloadCache {
         let Some(name) = key.file_name() else {
             return Lookup::Uncached;
         };
-        let wait = self
-            .underway()
+        let wait = unpoisoned(&self.underway)
             .get(&name)
             .filter(|u| warming || u.warming)
             .map(|u| u.done.clone());
@@ -221,7 +220,7 @@ impl DownloadCache {
             // Returns once the recording's sender is gone, whether it kept the entry or not.
             let _ = done.changed().await;
         }
-        if self.oversized().contains(&name) {
+        if unpoisoned(&self.oversized).contains(&name) {
             return Lookup::Oversized;
         }
         let path = self.dir.join(&name);
@@ -245,35 +244,13 @@ impl DownloadCache {
     fn mark_underway(self: &Arc<Self>, name: &str, warming: bool) -> UnderwayMark {
         let id = self.counter.fetch_add(1, Ordering::Relaxed);
         let (tx, done) = watch::channel(());
-        self.underway()
-            .insert(name.to_owned(), Underway { id, warming, done });
+        unpoisoned(&self.underway).insert(name.to_owned(), Underway { id, warming, done });
         UnderwayMark {
             cache: Arc::clone(self),
             name: name.to_owned(),
             id,
             _done: tx,
         }
-    }
-
-    fn underway(&self) -> std::sync::MutexGuard<'_, HashMap<String, Underway>> {
-        // Only bookkeeping: a panic while holding it leaves it usable.
-        self.underway
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn dropped(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        // Only bookkeeping: a panic while holding it leaves it usable.
-        self.dropped
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn oversized(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        // A panic while holding the set leaves it usable: it is only a memo.
-        self.oversized
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn temp_path(&self, name: &str) -> PathBuf {
@@ -287,7 +264,7 @@ impl DownloadCache {
     pub fn forget_table(&self, table_id: &str) {
         // Held while removing: a recording of the table either is in place before (and is
         // removed here) or sees the mark (and is not put in place).
-        let mut dropped = self.dropped();
+        let mut dropped = unpoisoned(&self.dropped);
         dropped.insert(table_id.to_owned());
         let Ok(listing) = fs::read_dir(&self.dir) else {
             return;
@@ -352,6 +329,14 @@ fn is_temp(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.contains(&format!(".{EXTENSION}.tmp-")))
+}
+
+/// Locks `mutex`, also after a panic while it was held: the cache's sets and maps are only
+/// bookkeeping, each left whole by any change.
+pub(super) fn unpoisoned<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The outcome of [`DownloadCache::lookup`].
@@ -532,7 +517,7 @@ impl Recorder {
     /// Renames the finished entry into place, unless its table was dropped while it was being
     /// recorded (the drop's [`DownloadCache::forget_table`] came before the entry was there).
     fn put_in_place(&self, temp: &Path) -> bool {
-        let dropped = self.cache.dropped();
+        let dropped = unpoisoned(&self.cache.dropped);
         if dropped
             .iter()
             .any(|table_id| CacheKey::names_table(&self.name, table_id))
@@ -563,7 +548,7 @@ impl Recorder {
                         info!(entry = %self.name, budget = self.cache.max_bytes,
                             "download cache: an answer larger than the cache is not kept; \
                              raise download_cache_size to cache it");
-                        self.cache.oversized().insert(self.name.clone());
+                        unpoisoned(&self.cache.oversized).insert(self.name.clone());
                         return Ok(None);
                     }
                     write_pieces(&mut out, &message)?;

@@ -26,7 +26,7 @@ use tonic::Status;
 use tracing::{debug, info, warn};
 
 use super::do_get::batch_messages;
-use super::download_cache::{CacheKey, DownloadCache, Lookup};
+use super::download_cache::{CacheKey, DownloadCache, Lookup, unpoisoned};
 use super::service::FlywheelFlightSqlService;
 use super::shards::{self, DatasetRequest, SHARD_TICKET_TYPE};
 use super::to_status;
@@ -169,7 +169,7 @@ pub(super) struct AskedShards(
 impl AskedShards {
     /// Notes that a reader asked for training set `name` in `shards` shards.
     pub(super) fn asked(&self, name: &str, shards: Option<usize>) {
-        let mut asked = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut asked = unpoisoned(&self.0);
         let counts = asked.entry(name.to_owned()).or_default();
         counts.retain(|c| *c != shards);
         counts.insert(0, shards);
@@ -178,7 +178,7 @@ impl AskedShards {
 
     /// The shard counts to warm training set `name` for (the default when nobody asked yet).
     fn counts(&self, name: &str) -> Vec<Option<usize>> {
-        let asked = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let asked = unpoisoned(&self.0);
         asked.get(name).cloned().unwrap_or_else(|| vec![None])
     }
 }
