@@ -167,7 +167,7 @@ async fn do_get(
         match cache.lookup(&key).await {
             Lookup::Hit(entry) => return Ok(grpc_body::response(entry.replay())),
             Lookup::Miss(r) => recorder = Some(r),
-            Lookup::Oversized | Lookup::Uncached => {}
+            Lookup::NoRoom | Lookup::Uncached => {}
         }
     }
     let messages = match service.ticket_batches(&command).await {

@@ -18,8 +18,13 @@
 //!   length); a file without a valid trailer (cut short by a crash, edited by hand) is removed and
 //!   the read is answered live.
 //! - **Size.** After each recording, the least recently used entries (by modification time,
-//!   which a replay refreshes) are removed until the cache holds at most its byte budget. An
-//!   answer larger than the whole budget is not kept, nor tried again until the server restarts.
+//!   which a replay refreshes) are removed until the cache holds at most its byte budget, except
+//!   the other shards of the same read (table version and shard count): when they alone fill
+//!   the budget, the new entry is removed instead, and the read's shards not kept are answered
+//!   live, without recording, while its kept ones stay (a read larger than the cache, read epoch
+//!   after epoch, would otherwise evict each shard before its next read: no read would replay).
+//!   An answer larger than the whole budget is not kept, nor tried again until the server
+//!   restarts.
 //!   Several servers on one warehouse may share the folder: entries are immutable and renamed
 //!   into place whole.
 //! - **Warming.** A recording the server makes on its own ([`DownloadCache::lookup_to_warm`]:
@@ -133,6 +138,9 @@ pub struct DownloadCache {
     /// Entries found larger than the budget: not recorded again (each attempt would write the
     /// budget's worth before giving up).
     oversized: Mutex<HashSet<String>>,
+    /// Reads ([`group_of`]) whose kept shards fill the budget, with the bytes they held then: their
+    /// other shards are not recorded while the kept ones are all still there.
+    full: Mutex<HashMap<String, u64>>,
     /// Recordings under way in this process, by entry name.
     underway: Mutex<HashMap<String, Underway>>,
     /// Delta ids of the tables dropped while this process ran (an id is never used again): a
@@ -191,6 +199,7 @@ impl DownloadCache {
             max_bytes,
             counter: AtomicU64::new(0),
             oversized: Mutex::default(),
+            full: Mutex::default(),
             underway: Mutex::default(),
             dropped: Mutex::default(),
         })
@@ -221,13 +230,28 @@ impl DownloadCache {
             let _ = done.changed().await;
         }
         if unpoisoned(&self.oversized).contains(&name) {
-            return Lookup::Oversized;
+            return Lookup::NoRoom;
         }
         let path = self.dir.join(&name);
-        let opened = tokio::task::spawn_blocking(move || open_entry(&path)).await;
+        let group = group_of(&name);
+        let full_at = group
+            .as_ref()
+            .and_then(|g| unpoisoned(&self.full).get(g).copied());
+        let dir = self.dir.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let opened = open_entry(&path)?;
+            // A full read gets room again only when some of its kept shards left.
+            let room = match (&opened, full_at, &group) {
+                (None, Some(held), Some(group)) => group_bytes(&dir, group)? < held,
+                _ => true,
+            };
+            io::Result::Ok((opened, room))
+        })
+        .await;
         match opened {
-            Ok(Ok(Some((file, len)))) => Lookup::Hit(Entry { name, file, len }),
-            Ok(Ok(None)) => Lookup::Miss(Recorder {
+            Ok(Ok((Some((file, len)), _))) => Lookup::Hit(Entry { name, file, len }),
+            Ok(Ok((None, false))) => Lookup::NoRoom,
+            Ok(Ok((None, true))) => Lookup::Miss(Recorder {
                 _mark: self.mark_underway(&name, warming),
                 cache: Arc::clone(self),
                 name,
@@ -266,6 +290,7 @@ impl DownloadCache {
         // removed here) or sees the mark (and is not put in place).
         let mut dropped = unpoisoned(&self.dropped);
         dropped.insert(table_id.to_owned());
+        unpoisoned(&self.full).retain(|group, _| !CacheKey::names_table(group, table_id));
         let Ok(listing) = fs::read_dir(&self.dir) else {
             return;
         };
@@ -296,21 +321,35 @@ impl DownloadCache {
         }
     }
 
-    /// Removes the least recently used entries until the cache fits its budget.
-    fn evict(&self) -> io::Result<()> {
+    /// Removes entries until the cache fits its budget, after `newest` was put in place: first
+    /// the least recently used entries of other reads, then `newest` itself rather than the
+    /// other shards of its read (which is then marked full), then those, least recently used
+    /// first (only when the budget shrank below them). Whether `newest` is kept.
+    fn evict(&self, newest: &str) -> io::Result<bool> {
+        let group = group_of(newest);
         let mut entries = Vec::new();
         for entry in fs::read_dir(&self.dir)?.flatten() {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == EXTENSION)
                 && let Ok(meta) = entry.metadata()
             {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // The order of removal: other reads, the newest entry, its read's other shards.
+                let rank = if name == newest {
+                    1
+                } else if group.is_some() && group_of(&name) == group {
+                    2
+                } else {
+                    0
+                };
                 let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                entries.push((used, meta.len(), path));
+                entries.push((rank, used, meta.len(), path, name));
             }
         }
-        let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
+        let mut total: u64 = entries.iter().map(|(_, _, len, _, _)| len).sum();
         entries.sort();
-        for (_, len, path) in entries {
+        let mut kept = true;
+        for (rank, _, len, path, name) in entries {
             if total <= self.max_bytes {
                 break;
             }
@@ -320,9 +359,44 @@ impl DownloadCache {
                 Err(e) => return Err(e),
             }
             total = total.saturating_sub(len);
+            if name == newest {
+                kept = false;
+            }
+            if rank == 1
+                && let Some(group) = &group
+            {
+                let held = group_bytes(&self.dir, group)?;
+                unpoisoned(&self.full).insert(group.clone(), held);
+            }
         }
-        Ok(())
+        Ok(kept)
     }
+}
+
+/// The read an entry file belongs to: its name without the shard number (every shard of one
+/// table version in one shard count: `f1-<table id>-v3-s0of4-p4.flight` -> `f1-<table
+/// id>-v3-of4-p4`). `None` for a name not made by [`CacheKey::file_name`].
+fn group_of(name: &str) -> Option<String> {
+    let stem = name.strip_suffix(&format!(".{EXTENSION}"))?;
+    // The table id may hold `-s`; what follows the last one is `<shard>of<shards>-p<partitions>`.
+    let (read, shard_part) = stem.rsplit_once("-s")?;
+    let (shard, rest) = shard_part.split_once("of")?;
+    (!shard.is_empty() && shard.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| format!("{read}-of{rest}"))
+}
+
+/// The bytes held by the entries of read `group` ([`group_of`]) in `dir`.
+fn group_bytes(dir: &Path, group: &str) -> io::Result<u64> {
+    let mut bytes = 0;
+    for entry in fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name();
+        if group_of(&name.to_string_lossy()).as_deref() == Some(group)
+            && let Ok(meta) = entry.metadata()
+        {
+            bytes += meta.len();
+        }
+    }
+    Ok(bytes)
 }
 
 fn is_temp(path: &Path) -> bool {
@@ -345,8 +419,9 @@ pub enum Lookup {
     Hit(Entry),
     /// No entry yet: answer live through this recorder.
     Miss(Recorder),
-    /// The answer is larger than the cache: answer live.
-    Oversized,
+    /// The answer is larger than the cache, or the other shards of its read fill it: answer
+    /// live, without recording.
+    NoRoom,
     /// Not cacheable, or the cache could not be read.
     Uncached,
 }
@@ -493,12 +568,23 @@ impl Recorder {
         let result = self.record(&temp, &mut rx);
         let kept = match result {
             Ok(Some(bytes)) => {
-                let kept = self.put_in_place(&temp);
+                let kept = self.put_in_place(&temp)
+                    && match self.cache.evict(&self.name) {
+                        Ok(true) => true,
+                        Ok(false) => {
+                            info!(entry = %self.name, bytes, budget = self.cache.max_bytes,
+                                "download cache: not kept, the other shards of its read fill the \
+                                 cache; its shards not kept are answered live until some kept \
+                                 ones leave (raise download_cache_size to keep them all)");
+                            false
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "download cache: cannot evict old entries");
+                            true
+                        }
+                    };
                 if kept {
                     info!(entry = %self.name, bytes, "download cache: recorded");
-                    if let Err(e) = self.cache.evict() {
-                        warn!(error = %e, "download cache: cannot evict old entries");
-                    }
                 }
                 kept
             }
@@ -804,13 +890,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_read_larger_than_the_cache_keeps_its_first_shards() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let piece: &'static [u8] = &[7u8; 400];
+        // Room for two entries of ~420 bytes, not three.
+        let cache = Arc::new(DownloadCache::open(dir.path().into(), 1000).expect("opens"));
+        let shard = |shard| CacheKey {
+            shards: 3,
+            partitions: 3,
+            ..key(shard)
+        };
+        for k in 0..3 {
+            record(&cache, &shard(k), &[piece]).await;
+        }
+        // The next epoch replays the two kept shards (least-recently-used eviction would have
+        // removed shard 0 for shard 2, then shard 1 for shard 0, ...: no read would replay).
+        assert!(matches!(cache.lookup(&shard(0)).await, Lookup::Hit(_)));
+        assert!(matches!(cache.lookup(&shard(1)).await, Lookup::Hit(_)));
+        assert!(
+            matches!(cache.lookup(&shard(2)).await, Lookup::NoRoom),
+            "the shard that did not fit is answered live without recording"
+        );
+        assert_eq!(
+            group_of("f1-0f8e-42-v3-s2of3-p3.flight").as_deref(),
+            Some("f1-0f8e-42-v3-of3-p3")
+        );
+
+        // Another read's recording takes the least recently used of them; then there is room.
+        record(&cache, &CacheKey { version: 4, ..key(0) }, &[piece]).await;
+        let left = entries(dir.path());
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left.iter().all(|n| !n.contains("-v3-s0of3")), "{left:?}");
+        assert!(matches!(cache.lookup(&shard(2)).await, Lookup::Miss(_)));
+    }
+
+    #[tokio::test]
     async fn an_answer_over_the_budget_is_not_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = Arc::new(DownloadCache::open(dir.path().into(), 100).expect("opens"));
         record(&cache, &key(0), &[&[1u8; 200]]).await;
         assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
         assert!(
-            matches!(cache.lookup(&key(0)).await, Lookup::Oversized),
+            matches!(cache.lookup(&key(0)).await, Lookup::NoRoom),
             "not recorded again"
         );
         assert!(matches!(cache.lookup(&key(1)).await, Lookup::Miss(_)));

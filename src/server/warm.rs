@@ -128,7 +128,7 @@ async fn warm_shard(
     })?;
     let (cached, bytes) = match cache.lookup_to_warm(&key).await {
         Lookup::Hit(_) => ("already", None),
-        Lookup::Oversized => ("not kept", None),
+        Lookup::NoRoom => ("not kept", None),
         Lookup::Miss(recorder) => {
             let (schema, batches) = service.shard_batches(&ticket).await?;
             let (messages, writer) = recorder.tee_joined(batch_messages(schema, batches, None));
