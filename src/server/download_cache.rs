@@ -917,7 +917,15 @@ mod tests {
         );
 
         // Another read's recording takes the least recently used of them; then there is room.
-        record(&cache, &CacheKey { version: 4, ..key(0) }, &[piece]).await;
+        record(
+            &cache,
+            &CacheKey {
+                version: 4,
+                ..key(0)
+            },
+            &[piece],
+        )
+        .await;
         let left = entries(dir.path());
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(left.iter().all(|n| !n.contains("-v3-s0of3")), "{left:?}");
