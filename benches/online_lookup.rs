@@ -16,7 +16,8 @@
 //! `FLYWHEEL_BENCH_ONLY=lookup` (or `nothing`; `lookup:1` for one call at a time per client, `:N`
 //! for N in flight, 16 by default) runs only that throughput, four times: for profiling one phase.
 //! `FLYWHEEL_BENCH_ONLY=latency:lookup` (or `latency:nothing`) runs the one-key latency four times
-//! and also prints the server's and the client's CPU per call.
+//! and also prints the server's and the client's CPU per call. `FLYWHEEL_BENCH_SERVER_WORKERS=N`
+//! gives the server's runtime N worker threads instead of one per core.
 //!
 //! Keys are drawn at random from the 1M. Prints a Markdown table. Not a test: it asserts only that
 //! every answer has the requested rows.
@@ -397,7 +398,16 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+    // `FLYWHEEL_BENCH_SERVER_WORKERS=N`: the server runtime's worker threads (default: one per
+    // core, as `flywheel serve` runs).
+    let mut server_builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = std::env::var("FLYWHEEL_BENCH_SERVER_WORKERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        server_builder.worker_threads(n);
+    }
+    let server_runtime = server_builder
         .enable_all()
         .thread_name(SERVER_THREADS)
         .build()
