@@ -13,7 +13,11 @@
 //! - **Recording.** The first read of a key is answered as usual, and its messages are also
 //!   written, on a blocking thread, to a temporary file renamed into place once the whole answer
 //!   was sent. An answer that fails, that the client abandons, or that outgrows the cache is not
-//!   kept.
+//!   kept. A recording never holds its reader up for long: when the disk cannot take the bytes
+//!   as fast as the client does (a large version fills the kernel's dirty-page limit, after which
+//!   writes go at the disk's speed), the recording is given up once it has held the reader for
+//!   [`HOLD_ALLOWANCE`] and a tenth of the answer's time ([`MAX_HOLD_SHARE`]), and tried again at
+//!   the next read. A warming (no reader) always waits for the disk.
 //! - **Entries** are the gRPC body followed by a 16-byte trailer (a magic number and the body's
 //!   length); a file without a valid trailer (cut short by a crash, edited by hand) is removed and
 //!   the read is answered live.
@@ -39,7 +43,7 @@ use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -65,6 +69,11 @@ const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Pieces mapped ahead of the socket during a replay, and messages queued for the recorder.
 const QUEUE: usize = 8;
+
+/// A reader's recording is given up once it held the reader this long in all ...
+const HOLD_ALLOWANCE: Duration = Duration::from_millis(250);
+/// ... and this share of the time since the answer started.
+const MAX_HOLD_SHARE: f64 = 0.1;
 
 /// Temporary files older than this, left by a crashed recording, are removed at start.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
@@ -255,6 +264,7 @@ impl DownloadCache {
                 _mark: self.mark_underway(&name, warming),
                 cache: Arc::clone(self),
                 name,
+                warming,
             }),
             Ok(Err(e)) => {
                 warn!(entry = %name, error = %e, "download cache: cannot read an entry; answering live");
@@ -504,8 +514,24 @@ fn replay(mut file: File, len: u64) -> BoxStream<'static, Result<Message, Status
 pub struct Recorder {
     cache: Arc<DownloadCache>,
     name: String,
+    /// Made by the server on its own: no reader to hold up, so it always waits for the disk.
+    warming: bool,
     /// Dropped with the recorder, after the entry is in place or given up.
     _mark: UnderwayMark,
+}
+
+/// How long a reader's recording has held the reader up (waiting for the recording thread).
+struct Hold {
+    started: Instant,
+    held: Duration,
+}
+
+impl Hold {
+    /// Whether the recording has held its reader up too long to go on.
+    fn too_long(&self) -> bool {
+        self.held > HOLD_ALLOWANCE
+            && self.held.as_secs_f64() > self.started.elapsed().as_secs_f64() * MAX_HOLD_SHARE
+    }
 }
 
 /// What the answer's stream tells the recording thread.
@@ -534,30 +560,41 @@ impl Recorder {
         tokio::task::JoinHandle<bool>,
     ) {
         let (tx, rx) = mpsc::channel::<Record>(QUEUE);
+        let name = self.name.clone();
+        // A warming has no reader to hold up.
+        let hold = (!self.warming).then(|| Hold {
+            started: Instant::now(),
+            held: Duration::ZERO,
+        });
         let writer = tokio::task::spawn_blocking(move || self.write(rx));
-        let messages =
-            futures::stream::unfold((messages, Some(tx)), |(mut messages, mut tx)| async move {
-                match messages.next().await {
-                    Some(Ok(message)) => {
-                        if let Some(sender) = &tx
-                            && sender.send(Record::Message(message.clone())).await.is_err()
-                        {
-                            // The recording gave up (too large, disk error); keep serving.
-                            tx = None;
+        let messages = futures::stream::unfold(
+            (messages, Some(tx), hold),
+            move |(mut messages, mut tx, mut hold)| {
+                let name = name.clone();
+                async move {
+                    match messages.next().await {
+                        Some(Ok(message)) => {
+                            if let Some(sender) = &tx
+                                && !send_or_give_up(sender, &message, hold.as_mut(), &name).await
+                            {
+                                // Dropping the sender without `Done` discards the recording;
+                                // the answer goes on.
+                                tx = None;
+                            }
+                            Some((Ok(message), (messages, tx, hold)))
                         }
-                        Some((Ok(message), (messages, tx)))
-                    }
-                    // Dropping the sender without `Done` discards the recording.
-                    Some(Err(status)) => Some((Err(status), (messages, None))),
-                    None => {
-                        if let Some(sender) = tx {
-                            let _ = sender.send(Record::Done).await;
+                        Some(Err(status)) => Some((Err(status), (messages, None, hold))),
+                        None => {
+                            if let Some(sender) = tx {
+                                let _ = sender.send(Record::Done).await;
+                            }
+                            None
                         }
-                        None
                     }
                 }
-            })
-            .boxed();
+            },
+        )
+        .boxed();
         (messages, writer)
     }
 
@@ -650,6 +687,37 @@ impl Recorder {
         }
         // The answer stopped before its end.
         Ok(None)
+    }
+}
+
+/// Hands `message` to the recording thread; `false` when the recording is over: it gave up (too
+/// large, a disk error), or, for a reader's recording (`hold`), it has held the reader up too long
+/// waiting for the disk ([`Hold::too_long`]).
+async fn send_or_give_up(
+    sender: &mpsc::Sender<Record>,
+    message: &Message,
+    hold: Option<&mut Hold>,
+    name: &str,
+) -> bool {
+    let record = Record::Message(message.clone());
+    let Some(hold) = hold else {
+        return sender.send(record).await.is_ok();
+    };
+    match sender.try_send(record) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(mpsc::error::TrySendError::Full(record)) => {
+            let waiting = Instant::now();
+            let sent = sender.send(record).await.is_ok();
+            hold.held += waiting.elapsed();
+            if sent && hold.too_long() {
+                info!(entry = %name, held_ms = hold.held.as_millis() as u64,
+                    "download cache: recording given up, the disk is slower than the reader; \
+                     tried again at the next read");
+                return false;
+            }
+            sent
+        }
     }
 }
 
@@ -930,6 +998,43 @@ mod tests {
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(left.iter().all(|n| !n.contains("-v3-s0of3")), "{left:?}");
         assert!(matches!(cache.lookup(&shard(2)).await, Lookup::Miss(_)));
+    }
+
+    #[tokio::test]
+    async fn a_recording_that_holds_its_reader_up_is_given_up_a_warming_waits() {
+        let (tx, mut rx) = mpsc::channel::<Record>(1);
+        let message: Message = vec![Bytes::from_static(b"rows")];
+        let mut hold = Hold {
+            started: Instant::now(),
+            held: Duration::ZERO,
+        };
+        // The recording thread keeps up: the reader is not held.
+        assert!(send_or_give_up(&tx, &message, Some(&mut hold), "e").await);
+        assert_eq!(hold.held, Duration::ZERO);
+        // Then it takes a message every 300 ms only, as a disk at its dirty-page limit would.
+        let drain = tokio::spawn(async move {
+            let mut taken = 0;
+            loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if rx.recv().await.is_none() {
+                    return taken;
+                }
+                taken += 1;
+            }
+        });
+        // Held a moment in a long answer: goes on.
+        let mut long = Hold {
+            started: Instant::now() - Duration::from_secs(60),
+            held: Duration::ZERO,
+        };
+        assert!(send_or_give_up(&tx, &message, Some(&mut long), "e").await);
+        assert!(long.held >= Duration::from_millis(250), "{:?}", long.held);
+        // Held for most of a short answer: given up.
+        assert!(!send_or_give_up(&tx, &message, Some(&mut hold), "e").await);
+        // A warming has no reader: it waits.
+        assert!(send_or_give_up(&tx, &message, None, "e").await);
+        drop(tx);
+        assert_eq!(drain.await.expect("drains"), 4);
     }
 
     #[tokio::test]
