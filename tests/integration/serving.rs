@@ -686,6 +686,103 @@ async fn repeated_shard_reads_are_sent_from_the_download_cache() {
     server.stop().await.expect("clean shutdown");
 }
 
+/// The cache's entries once its recordings have settled (no temporary file, the same listing
+/// over three looks 100 ms apart).
+async fn settled_entries(dir: &std::path::Path) -> Vec<String> {
+    let list = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let (mut last, mut same) = (list(), 0);
+    for _ in 0..300 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let now = list();
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+        if same >= 3 && !last.iter().any(|n| n.contains(".tmp-")) {
+            break;
+        }
+    }
+    last.retain(|n| n.ends_with(".flight"));
+    last
+}
+
+#[tokio::test]
+async fn a_read_larger_than_the_cache_replays_its_first_shards_every_epoch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, warehouse, cache) = start_with_cache(dir.path()).await;
+    let mut sql = server.sql_client().await;
+    for statement in [
+        "CREATE TABLE events AS SELECT value AS id, CAST(value AS DOUBLE) * 0.5 AS f \
+         FROM range(0, 20000)",
+        "INSERT INTO events SELECT value AS id, 1.5 AS f FROM range(20000, 40000)",
+        "INSERT INTO events SELECT value AS id, 2.5 AS f FROM range(40000, 60000)",
+    ] {
+        sql.execute_update(statement.into(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    let whole = sorted_rows(&query(&mut sql, "SELECT * FROM events").await);
+    assert_eq!(whole.len(), 60_000);
+    let descriptor = path(&["table", "events", "shards=3"]);
+    // The three shards' entry sizes, from a cache that holds them all.
+    let mut flight = server.flight_client().await;
+    let info = flight
+        .get_flight_info(descriptor.clone())
+        .await
+        .expect("info")
+        .into_inner();
+    assert_eq!(union_rows(&read_endpoints(&mut flight, &info).await), whole);
+    let entries = settled_entries(&cache).await;
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    let shard = |k: usize| {
+        entries
+            .iter()
+            .find(|n| n.contains(&format!("-s{k}of3-")))
+            .unwrap_or_else(|| panic!("no entry of shard {k}: {entries:?}"))
+            .clone()
+    };
+    let size = |name: String| std::fs::metadata(cache.join(name)).expect("entry").len();
+    let (s0, s1, s2) = (size(shard(0)), size(shard(1)), size(shard(2)));
+    server.stop().await.expect("clean shutdown");
+    std::fs::remove_dir_all(&cache).expect("empties the cache");
+
+    // Room for shards 0 and 1, not 2. With least-recently-used eviction, shard 2 would evict
+    // shard 0, which the next epoch reads first and records again, evicting shard 1, ...: no read
+    // would ever replay.
+    let options = ServeOptions {
+        download_cache: flywheel::server::DownloadCacheOptions {
+            dir: Some(cache.clone()),
+            max_bytes: s0 + s1 + s2 / 2,
+        },
+        ..ServeOptions::default()
+    };
+    let server = TestServer::start_with(&warehouse, options).await;
+    let mut flight = server.flight_client().await;
+    let info = flight
+        .get_flight_info(descriptor)
+        .await
+        .expect("info")
+        .into_inner();
+    let kept = vec![shard(0), shard(1)];
+    for epoch in 0..3 {
+        let since = (epoch > 0).then(|| mark_unused(&cache, &kept));
+        assert_eq!(union_rows(&read_endpoints(&mut flight, &info).await), whole);
+        assert_eq!(settled_entries(&cache).await, kept, "after epoch {epoch}");
+        if let Some(since) = since {
+            assert_replayed(&cache, &kept, since);
+        }
+    }
+    server.stop().await.expect("clean shutdown");
+}
+
 #[tokio::test]
 async fn a_configured_cache_folder_that_cannot_be_used_stops_the_server_with_the_fix() {
     let dir = tempfile::tempdir().expect("tempdir");
