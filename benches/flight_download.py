@@ -26,6 +26,10 @@ pool (mimalloc), which keeps its memory. With the flag both readers run on warm 
 `--strings` uses a second table that also has a long string key and a small string category (Delta
 strings come back as string views).
 
+`--training-set NAME` reads that training set of WORKDIR's warehouse instead, through
+`FlightDescriptor.for_path("training_set", NAME, "shards=N")` (benches/training_set_first_read.py
+builds `bench_train` from the bench's table).
+
 With `--compare-workdirs DIR...` it then compares the same table as written by other builds (their
 own workdirs, made by running this script with those builds): one server each, this binary, one-stream
 downloads without the download cache rotating between them, REPEAT rounds.
@@ -125,9 +129,10 @@ def ensure_table(uri: str, warehouse: Path, size_gb: float, table: str):
 READERS = ThreadPoolExecutor(max_workers=8)
 
 
-def flight_download(uri: str, shards: int, table: str) -> int:
+def flight_download(uri: str, shards: int, table: str, kind: str = "table") -> int:
+    """Downloads `table` (a `training_set` when `kind` says so) in `shards` streams; its bytes."""
     client = flight.connect(uri)
-    info = client.get_flight_info(flight.FlightDescriptor.for_path("table", table, f"shards={shards}"))
+    info = client.get_flight_info(flight.FlightDescriptor.for_path(kind, table, f"shards={shards}"))
 
     def read(endpoint):
         c = flight.connect(uri)
@@ -145,10 +150,10 @@ def flight_download(uri: str, shards: int, table: str) -> int:
     return total
 
 
-def warm(uri: str, table: str, nbytes: int) -> int:
+def warm(uri: str, table: str, nbytes: int, kind: str = "table") -> int:
     """Records the one-stream read into the server's download cache; no rows travel."""
     client = flight.connect(uri)
-    descriptor = flight.FlightDescriptor.for_path("table", table, "shards=1")
+    descriptor = flight.FlightDescriptor.for_path(kind, table, "shards=1")
     list(client.do_action(flight.Action("flywheel.warm_download_cache", descriptor.serialize())))
     client.close()
     return nbytes
@@ -213,7 +218,7 @@ def client_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def compare(builds: dict, rounds: int, table: str, nbytes: int):
+def compare(builds: dict, rounds: int, table: str, nbytes: int, kind: str = "table"):
     """One-stream downloads rotating between servers (name: (binary, warehouse)); medians each."""
     # Without the download cache: servers on one warehouse would share its entries.
     servers = {name: start_server(binary, warehouse, cache=False)
@@ -221,12 +226,12 @@ def compare(builds: dict, rounds: int, table: str, nbytes: int):
     runs = {name: [] for name in servers}
     try:
         for _, uri in servers.values():
-            flight_download(uri, 1, table)  # warm-up
+            flight_download(uri, 1, table, kind)  # warm-up
         for r in range(rounds):
             order = list(servers.items())
             for name, (proc, uri) in order[r % len(order):] + order[:r % len(order)]:
                 server0, client0, t = cpu_seconds(proc.pid), client_cpu_seconds(), time.perf_counter()
-                flight_download(uri, 1, table)
+                flight_download(uri, 1, table, kind)
                 gb = nbytes / 1e9
                 secs = time.perf_counter() - t
                 runs[name].append((gb / secs, (cpu_seconds(proc.pid) - server0) / gb,
@@ -258,12 +263,19 @@ def main():
                    help="a table that also has two string columns (a long key and a category)")
     p.add_argument("--keep-client-memory", action="store_true",
                    help="run the client with glibc malloc keeping freed memory (see the module docs)")
+    p.add_argument("--training-set", metavar="NAME",
+                   help="read this training set of the workdir's warehouse (through `training_set` "
+                        "descriptors) instead of the bench's table; benches/training_set_first_read.py "
+                        "builds `bench_train` from that table")
     args = p.parse_args()
     if args.keep_client_memory and KEEP_MEMORY[0][0] not in os.environ:
         # glibc reads these once, at start: run this script again with them set.
         env = dict(os.environ, **dict(KEEP_MEMORY))
         os.execve(sys.executable, [sys.executable] + sys.argv, env)
     table = TABLE + ("_strings" if args.strings else "")
+    kind = "table"
+    if args.training_set:
+        table, kind = args.training_set, "training_set"
 
     warehouse = Path(args.workdir) / "warehouse"
     warehouse.mkdir(parents=True, exist_ok=True)
@@ -279,12 +291,16 @@ def main():
     # The live path: a server without the download cache.
     proc, uri = start_server(args.flywheel, warehouse, cache=False)
     try:
-        ensure_table(uri, warehouse, args.size_gb, table)
+        if kind == "table":
+            ensure_table(uri, warehouse, args.size_gb, table)
+        elif not (warehouse / "tables" / table / "_delta_log").exists():
+            sys.exit(f"no training set {table} in {warehouse}: build it first "
+                     "(benches/training_set_first_read.py builds bench_train)")
         files = DeltaTable(str(warehouse / "tables" / table)).file_uris()
         # Warm the page cache once so every reader sees the same state.
         table_bytes = local_read(files)
-        measure("Flight, 1 stream, no cache", lambda: flight_download(uri, 1, table), proc.pid)
-        measure("Flight, 4 shard streams, no cache", lambda: flight_download(uri, 4, table), proc.pid)
+        measure("Flight, 1 stream, no cache", lambda: flight_download(uri, 1, table, kind), proc.pid)
+        measure("Flight, 4 shard streams, no cache", lambda: flight_download(uri, 4, table, kind), proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -292,23 +308,23 @@ def main():
     proc, uri = start_server(args.flywheel, warehouse)
     try:
         clear_cache(cache)
-        measure("Flight, 1 stream, first read (recorded)", lambda: flight_download(uri, 1, table),
+        measure("Flight, 1 stream, first read (recorded)", lambda: flight_download(uri, 1, table, kind),
                 proc.pid, before=lambda: clear_cache(cache))
-        flight_download(uri, 1, table)
+        flight_download(uri, 1, table, kind)
         measure("Flight, 1 stream, read again (from the cache)",
-                lambda: flight_download(uri, 1, table), proc.pid)
-        flight_download(uri, 4, table)
+                lambda: flight_download(uri, 1, table, kind), proc.pid)
+        flight_download(uri, 4, table, kind)
         measure("Flight, 4 shard streams, read again (from the cache)",
-                lambda: flight_download(uri, 4, table), proc.pid)
+                lambda: flight_download(uri, 4, table, kind), proc.pid)
         measure("`flywheel.warm_download_cache` action, 1 shard (server only)",
-                lambda: warm(uri, table, table_bytes), proc.pid, before=lambda: clear_cache(cache))
+                lambda: warm(uri, table, table_bytes, kind), proc.pid, before=lambda: clear_cache(cache))
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     measure("pyarrow.dataset, local Parquet", lambda: local_read(files), None)
 
     local = rows[-1][1]
-    print(f"\ntable {table}: {len(files)} Parquet files, {table_bytes / 1e9:.2f} GB as Arrow; "
+    print(f"\n{kind.replace('_', ' ')} {table}: {len(files)} Parquet files, {table_bytes / 1e9:.2f} GB as Arrow; "
           f"median of {args.repeat}\n")
     print("| reader | median s | GB/s | vs local read | server CPU s/GB | client CPU s/GB "
           "| server peak RSS MiB |")
@@ -320,15 +336,16 @@ def main():
               f"| {server_text} | {client:.2f} | {rss_text} |")
     print(f"\ncommand: python benches/flight_download.py --flywheel {args.flywheel} "
           f"--size-gb {args.size_gb} --repeat {args.repeat}{' --strings' if args.strings else ''}"
-          f"{' --keep-client-memory' if args.keep_client_memory else ''}")
+          f"{' --keep-client-memory' if args.keep_client_memory else ''}"
+          f"{f' --training-set {table}' if kind == 'training_set' else ''}")
     if args.baseline:
         compare({f"baseline {args.baseline}": (args.baseline, warehouse),
                  f"flywheel {args.flywheel}": (args.flywheel, warehouse)},
-                args.repeat, table, table_bytes)
+                args.repeat, table, table_bytes, kind)
     if args.compare_workdirs:
         builds = {f"table in {d}": (args.flywheel, Path(d) / "warehouse")
                   for d in [args.workdir] + args.compare_workdirs}
-        compare(builds, args.repeat, table, table_bytes)
+        compare(builds, args.repeat, table, table_bytes, kind)
 
 
 if __name__ == "__main__":
