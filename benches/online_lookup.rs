@@ -11,10 +11,13 @@
 //!   answering several of its own requests at once);
 //! - for each throughput run, the CPU time of the server's threads per call (`/proc`), and the
 //!   rate that CPU alone would allow on 2 cores: what the server could answer with its clients on
-//!   other machines, since here they share the same 2 cores.
+//!   other machines, since here they share the same 2 cores;
+//! - throughput of lookups of 1, 10 and 100 keys per request (8 clients, a connection each), in
+//!   lookups and keys per second: a service that batches the entities of one of its requests.
 //!
 //! `FLYWHEEL_BENCH_ONLY=lookup` (or `nothing`; `lookup:1` for one call at a time per client, `:N`
-//! for N in flight, 16 by default) runs only that throughput, four times: for profiling one phase.
+//! for N in flight, 16 by default; `keys:N` for lookups of N keys, one at a time per client) runs
+//! only that throughput, four times: for profiling one phase.
 //! `FLYWHEEL_BENCH_ONLY=latency:lookup` (or `latency:nothing`) runs the one-key latency four times
 //! and also prints the server's and the client's CPU per call. `FLYWHEEL_BENCH_SERVER_WORKERS=N`
 //! gives the server's runtime N worker threads instead of one per core.
@@ -141,7 +144,7 @@ async fn sequential_calls(
         let t = ticket(features, &keys.take(keys_per));
         let start = Instant::now();
         match call {
-            Call::Lookup => lookup(&mut client, t, keys_per).await,
+            Call::Lookup | Call::Keys(_) => lookup(&mut client, t, keys_per).await,
             Call::Nothing => nothing(&mut client).await,
         }
         if i >= WARM_UP {
@@ -157,6 +160,9 @@ async fn sequential_calls(
 enum Call {
     /// A 1-key lookup.
     Lookup,
+    /// A lookup of this many keys in one request (1 view x 10 features), as a service batching
+    /// the entities of one of its requests (a feed's candidates, a basket's items) would.
+    Keys(usize),
     /// `ListActions`, a server-streaming RPC that does no work: the floor the transport (tonic,
     /// HTTP/2, loopback TCP, both ends on the same cores) sets for any Flight call on this machine.
     Nothing,
@@ -188,9 +194,15 @@ impl Caller {
     async fn call(&mut self, call: Call, keys: &mut Keys) {
         match (self, call) {
             (Caller::Tonic(c), Call::Lookup) => lookup(c, ticket(&["v0"], &keys.take(1)), 1).await,
+            (Caller::Tonic(c), Call::Keys(n)) => {
+                lookup(c, ticket(&["v0"], &keys.take(n)), n).await
+            }
             (Caller::Tonic(c), Call::Nothing) => nothing(c).await,
             (Caller::Bare(c), Call::Lookup) => {
                 bare::lookup(c, &ticket(&["v0"], &keys.take(1)), 1).await
+            }
+            (Caller::Bare(c), Call::Keys(n)) => {
+                bare::lookup(c, &ticket(&["v0"], &keys.take(n)), n).await
             }
             (Caller::Bare(c), Call::Nothing) => bare::nothing(c).await,
         }
@@ -484,14 +496,13 @@ fn main() {
                 return;
             }
             let (what, depth) = only.split_once(':').unwrap_or((only.as_str(), "16"));
-            let call = if what == "lookup" {
-                Call::Lookup
-            } else {
-                Call::Nothing
-            };
-            let clients = match depth.parse().unwrap_or(16) {
-                1 => Clients::OwnConnections,
-                n => Clients::InFlight(n),
+            // `keys:N`: lookups of N keys each, a connection per client, one call at a time.
+            let (call, clients) = match (what, depth.parse().unwrap_or(16)) {
+                ("keys", n) => (Call::Keys(n), Clients::OwnConnections),
+                ("lookup", 1) => (Call::Lookup, Clients::OwnConnections),
+                ("lookup", n) => (Call::Lookup, Clients::InFlight(n)),
+                (_, 1) => (Call::Nothing, Clients::OwnConnections),
+                (_, n) => (Call::Nothing, Clients::InFlight(n)),
             };
             for _ in 0..4 {
                 let rate = throughput(addr, clients, call).await;
@@ -577,6 +588,22 @@ fn main() {
                 rate.calls_per_s,
                 rate.server_us_per_call,
                 rate.capacity(2.0)
+            );
+        }
+
+        println!(
+            "\n| {THROUGHPUT_CLIENTS} concurrent clients, a connection each, keys per lookup \
+             (1 view x 10 features) | lookups/s | keys/s | server CPU us per lookup | per key |"
+        );
+        println!("|---|---|---|---|---|");
+        for n in [1, 10, 100] {
+            let rate = throughput(addr, Clients::OwnConnections, Call::Keys(n)).await;
+            println!(
+                "| {n} | {:.0} | {:.0} | {:.1} | {:.2} |",
+                rate.calls_per_s,
+                rate.calls_per_s * n as f64,
+                rate.server_us_per_call,
+                rate.server_us_per_call / n as f64
             );
         }
     });
