@@ -168,6 +168,17 @@ enum Call {
     Nothing,
 }
 
+impl Call {
+    /// Keys per request.
+    fn keys(self) -> usize {
+        match self {
+            Call::Lookup => 1,
+            Call::Keys(n) => n,
+            Call::Nothing => 0,
+        }
+    }
+}
+
 /// How the `THROUGHPUT_CLIENTS` concurrent callers reach the server.
 #[derive(Clone, Copy, PartialEq)]
 enum Clients {
@@ -193,15 +204,13 @@ impl Caller {
     /// Makes `call` once (a lookup of the next of `keys`).
     async fn call(&mut self, call: Call, keys: &mut Keys) {
         match (self, call) {
-            (Caller::Tonic(c), Call::Lookup) => lookup(c, ticket(&["v0"], &keys.take(1)), 1).await,
-            (Caller::Tonic(c), Call::Keys(n)) => {
+            (Caller::Tonic(c), Call::Lookup | Call::Keys(_)) => {
+                let n = call.keys();
                 lookup(c, ticket(&["v0"], &keys.take(n)), n).await
             }
             (Caller::Tonic(c), Call::Nothing) => nothing(c).await,
-            (Caller::Bare(c), Call::Lookup) => {
-                bare::lookup(c, &ticket(&["v0"], &keys.take(1)), 1).await
-            }
-            (Caller::Bare(c), Call::Keys(n)) => {
+            (Caller::Bare(c), Call::Lookup | Call::Keys(_)) => {
+                let n = call.keys();
                 bare::lookup(c, &ticket(&["v0"], &keys.take(n)), n).await
             }
             (Caller::Bare(c), Call::Nothing) => bare::nothing(c).await,
