@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from flight_download import clear_cache, start_server  # noqa: E402
 
 FEATURES = 10
-# user_id, ts, label (1 byte as a bool column's share is an eighth, counted as 1), features.
+# user_id, ts, label (a bit in Arrow, counted as a byte), features: bytes per row as Arrow.
 ROW_BYTES = 8 + 8 + 1 + 8 * FEATURES
 
 
