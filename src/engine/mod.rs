@@ -38,7 +38,7 @@ pub use ingest::{IfExists, IfMissing, IngestTarget};
 pub use online::{explain_online, is_online, not_served, online_views};
 pub use output::Output;
 pub use parquet_files::DataPages;
-pub use shards::{MAX_SHARDS, PinnedTable};
+pub use shards::{MAX_SHARDS, PinnedTable, ReadableVersion};
 pub(crate) use time_travel::visit_statement_mut;
 
 use crate::{Error, Result};

@@ -287,17 +287,25 @@ impl Engine {
         })
     }
 
-    /// The Delta id of table `name` (a table dropped and created again gets a new one) when every
-    /// data file of its version `version` is still in place; `None` when some are gone (a
-    /// vacuumed version: what was removed must not come back from a cache).
-    pub async fn readable_table_id(&self, name: &str, version: u64) -> Result<Option<String>> {
+    /// Version `version` of table `name` when every one of its data files is still in place;
+    /// `None` when some are gone (a vacuumed version: what was removed must not come back from a
+    /// cache).
+    pub async fn readable_version(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> Result<Option<ReadableVersion>> {
         let (_, table) = self.load_registered(name, Some(version)).await?;
         let snapshot = table.snapshot()?;
         let store = table.object_store();
+        let mut data_bytes = 0u64;
         let files: Vec<_> = snapshot
             .log_data()
             .into_iter()
-            .map(|file| file.object_store_path())
+            .map(|file| {
+                data_bytes += u64::try_from(file.size()).unwrap_or(0);
+                file.object_store_path()
+            })
             .collect();
         let present = if files.len() <= HEAD_CHECKS {
             futures::stream::iter(files)
@@ -319,8 +327,20 @@ impl Engine {
                 .await;
             listed.is_ok_and(|listed| files.iter().all(|f| listed.contains(f)))
         };
-        Ok(present.then(|| snapshot.metadata().id().to_string()))
+        Ok(present.then(|| ReadableVersion {
+            table_id: snapshot.metadata().id().to_string(),
+            data_bytes,
+        }))
     }
+}
+
+/// A table version whose data files are all in place ([`Engine::readable_version`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadableVersion {
+    /// The table's Delta id (a table dropped and created again gets a new one).
+    pub table_id: String,
+    /// The bytes of the version's data files.
+    pub data_bytes: u64,
 }
 
 #[cfg(test)]

@@ -162,8 +162,9 @@ async fn do_get(
     let mut recorder = None;
     if let Some(cache) = service.download_cache()
         && command.type_url == SHARD_TICKET_TYPE
-        && let Some(key) = service.shard_cache_key(&command.value).await?
+        && let Some((key, share)) = service.shard_cache_key(&command.value).await?
     {
+        cache.expect_at_least(&key, share);
         match cache.lookup(&key).await {
             Lookup::Hit(entry) => return Ok(grpc_body::response(entry.replay())),
             Lookup::Miss(r) => recorder = Some(r),

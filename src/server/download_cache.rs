@@ -28,7 +28,8 @@
 //!   live, without recording, while its kept ones stay (a read larger than the cache, read epoch
 //!   after epoch, would otherwise evict each shard before its next read: no read would replay).
 //!   An answer larger than the whole budget is not kept, nor tried again until the server
-//!   restarts.
+//!   restarts; one whose share of its version's data files is already more than a quarter over
+//!   the budget ([`DownloadCache::expect_at_least`]) is not even tried.
 //!   Several servers on one warehouse may share the folder: entries are immutable and renamed
 //!   into place whole.
 //! - **Warming.** A recording the server makes on its own ([`DownloadCache::lookup_to_warm`]:
@@ -271,6 +272,20 @@ impl DownloadCache {
                 Lookup::Uncached
             }
             Err(_) => Lookup::Uncached,
+        }
+    }
+
+    /// Notes that the answer of `key` holds about `share` bytes or more (its share of the version's
+    /// data files; Arrow is as large as Parquet or larger). One that surely cannot fit, more than a
+    /// quarter over the budget, is not recorded: trying would write the budget's worth first.
+    pub fn expect_at_least(&self, key: &CacheKey, share: u64) {
+        if share > self.max_bytes.saturating_add(self.max_bytes / 4)
+            && let Some(name) = key.file_name()
+            && unpoisoned(&self.oversized).insert(name.clone())
+        {
+            info!(entry = %name, share, budget = self.max_bytes,
+                "download cache: an answer larger than the cache is not kept; raise \
+                 download_cache_size to cache it");
         }
     }
 
@@ -1047,6 +1062,17 @@ mod tests {
             matches!(cache.lookup(&key(0)).await, Lookup::NoRoom),
             "not recorded again"
         );
+        assert!(matches!(cache.lookup(&key(1)).await, Lookup::Miss(_)));
+    }
+
+    #[tokio::test]
+    async fn an_answer_whose_files_alone_exceed_the_budget_is_not_tried() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Arc::new(DownloadCache::open(dir.path().into(), 100).expect("opens"));
+        cache.expect_at_least(&key(0), 126);
+        assert!(matches!(cache.lookup(&key(0)).await, Lookup::NoRoom));
+        // Within a quarter of the budget the answer may still fit (Parquet and Arrow sizes differ).
+        cache.expect_at_least(&key(1), 125);
         assert!(matches!(cache.lookup(&key(1)).await, Lookup::Miss(_)));
     }
 

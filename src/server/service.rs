@@ -214,28 +214,34 @@ impl FlywheelFlightSqlService {
     }
 
     /// The download-cache key of a shard ticket that reads a pinned table version (what
-    /// `training_set` and `table` descriptors hand out); `None` for other queries, whose answers
-    /// may change, and for versions whose files are gone.
-    pub(super) async fn shard_cache_key(&self, ticket: &[u8]) -> Result<Option<CacheKey>, Status> {
+    /// `training_set` and `table` descriptors hand out), and the shard's share of the version's
+    /// data file bytes (its answer is about that large or larger); `None` for other queries,
+    /// whose answers may change, and for versions whose files are gone.
+    pub(super) async fn shard_cache_key(
+        &self,
+        ticket: &[u8],
+    ) -> Result<Option<(CacheKey, u64)>, Status> {
         let ticket = shards::ShardTicket::from_any_value(ticket).map_err(to_status)?;
         let Some((name, version)) = PinnedTable::parse_query(&ticket.sql) else {
             return Ok(None);
         };
-        let Some(table_id) = self
+        let Some(readable) = self
             .engine
-            .readable_table_id(&name, version)
+            .readable_version(&name, version)
             .await
             .map_err(to_status)?
         else {
             return Ok(None);
         };
-        Ok(Some(CacheKey {
-            table_id,
+        let share = readable.data_bytes / ticket.shards.max(1) as u64;
+        let key = CacheKey {
+            table_id: readable.table_id,
             version,
             shard: ticket.shard,
             shards: ticket.shards,
             partitions: ticket.partitions,
-        }))
+        };
+        Ok(Some((key, share)))
     }
 
     /// One online lookup: the answer is one record batch.

@@ -123,9 +123,11 @@ async fn warm_shard(
     cache: Arc<DownloadCache>,
     ticket: Bytes,
 ) -> Result<Warmed, Status> {
-    let key: CacheKey = service.shard_cache_key(&ticket).await?.ok_or_else(|| {
-        Status::failed_precondition("the version's data files are gone; it cannot be cached")
-    })?;
+    let (key, share): (CacheKey, u64) =
+        service.shard_cache_key(&ticket).await?.ok_or_else(|| {
+            Status::failed_precondition("the version's data files are gone; it cannot be cached")
+        })?;
+    cache.expect_at_least(&key, share);
     let (cached, bytes) = match cache.lookup_to_warm(&key).await {
         Lookup::Hit(_) => ("already", None),
         Lookup::NoRoom => ("not kept", None),
