@@ -372,6 +372,12 @@ impl DownloadCache {
             }
         }
         let mut total: u64 = entries.iter().map(|(_, _, len, _, _)| len).sum();
+        // What the read's other shards hold, should it be marked full.
+        let siblings: u64 = entries
+            .iter()
+            .filter(|(rank, ..)| *rank == 2)
+            .map(|(_, _, len, _, _)| len)
+            .sum();
         entries.sort();
         let mut kept = true;
         for (rank, _, len, path, name) in entries {
@@ -390,8 +396,7 @@ impl DownloadCache {
             if rank == 1
                 && let Some(group) = &group
             {
-                let held = group_bytes(&self.dir, group)?;
-                unpoisoned(&self.full).insert(group.clone(), held);
+                unpoisoned(&self.full).insert(group.clone(), siblings);
             }
         }
         Ok(kept)
@@ -583,28 +588,25 @@ impl Recorder {
         });
         let writer = tokio::task::spawn_blocking(move || self.write(rx));
         let messages = futures::stream::unfold(
-            (messages, Some(tx), hold),
-            move |(mut messages, mut tx, mut hold)| {
-                let name = name.clone();
-                async move {
-                    match messages.next().await {
-                        Some(Ok(message)) => {
-                            if let Some(sender) = &tx
-                                && !send_or_give_up(sender, &message, hold.as_mut(), &name).await
-                            {
-                                // Dropping the sender without `Done` discards the recording;
-                                // the answer goes on.
-                                tx = None;
-                            }
-                            Some((Ok(message), (messages, tx, hold)))
+            (messages, Some(tx), hold, name),
+            |(mut messages, mut tx, mut hold, name)| async move {
+                match messages.next().await {
+                    Some(Ok(message)) => {
+                        if let Some(sender) = &tx
+                            && !send_or_give_up(sender, &message, hold.as_mut(), &name).await
+                        {
+                            // Dropping the sender without `Done` discards the recording; the
+                            // answer goes on.
+                            tx = None;
                         }
-                        Some(Err(status)) => Some((Err(status), (messages, None, hold))),
-                        None => {
-                            if let Some(sender) = tx {
-                                let _ = sender.send(Record::Done).await;
-                            }
-                            None
+                        Some((Ok(message), (messages, tx, hold, name)))
+                    }
+                    Some(Err(status)) => Some((Err(status), (messages, None, hold, name))),
+                    None => {
+                        if let Some(sender) = tx {
+                            let _ = sender.send(Record::Done).await;
                         }
+                        None
                     }
                 }
             },
