@@ -526,19 +526,26 @@ async fn shards_hold_every_row_exactly_once() {
     server.stop().await.expect("clean shutdown");
 }
 
+/// The names of the files in the download cache's folder, sorted (entries end in `.flight`,
+/// recordings under way hold `.tmp-`).
+fn cache_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// The download cache's entries (`.flight` files), waiting until there are `n`: a recording is put
 /// in place just after its answer was sent.
 async fn cache_entries(dir: &std::path::Path, n: usize) -> Vec<String> {
     let list = || {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.ends_with(".flight"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
+        let mut names = cache_files(dir);
+        names.retain(|n| n.ends_with(".flight"));
         names
     };
     for _ in 0..300 {
@@ -689,21 +696,10 @@ async fn repeated_shard_reads_are_sent_from_the_download_cache() {
 /// The cache's entries once its recordings have settled (no temporary file, the same listing
 /// over three looks 100 ms apart).
 async fn settled_entries(dir: &std::path::Path) -> Vec<String> {
-    let list = || {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
-    };
-    let (mut last, mut same) = (list(), 0);
+    let (mut last, mut same) = (cache_files(dir), 0);
     for _ in 0..300 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let now = list();
+        let now = cache_files(dir);
         same = if now == last { same + 1 } else { 0 };
         last = now;
         if same >= 3 && !last.iter().any(|n| n.contains(".tmp-")) {
