@@ -16,7 +16,6 @@ shards of a read that it recorded first.
 """
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,23 +23,15 @@ from pathlib import Path
 import pyarrow.flight as flight
 
 sys.path.insert(0, str(Path(__file__).parent))
-from flight_download import clear_cache, cpu_seconds  # noqa: E402
+from flight_download import clear_cache, cpu_seconds, start_server  # noqa: E402
 
 
 def epochs(binary: str, warehouse: Path, table: str, cache_size: str, count: int, log: Path):
     cache = warehouse / "_flywheel" / "download_cache"
     clear_cache(cache)
-    env = dict(os.environ, FLYWHEEL_DOWNLOAD_CACHE_SIZE=cache_size, RUST_LOG="flywheel=debug")
+    env = {"FLYWHEEL_DOWNLOAD_CACHE_SIZE": cache_size, "RUST_LOG": "flywheel=debug"}
     with open(log, "w") as err:
-        proc = subprocess.Popen(
-            [binary, "--warehouse", str(warehouse), "serve", "--listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, stderr=err, text=True, env=env,
-        )
-    banner = proc.stdout.readline()
-    if "grpc://" not in banner:
-        proc.kill()
-        sys.exit(f"flywheel serve did not start: {banner!r}")
-    uri = "grpc://" + banner.split("grpc://", 1)[1].split()[0]
+        proc, uri = start_server(binary, warehouse, env=env, stderr=err)
     rows = []
     try:
         client = flight.connect(uri)

@@ -64,12 +64,14 @@ ROWS_PER_BATCH = 100_000
 FEATURES = 10
 
 
-def start_server(binary: str, warehouse: Path, cache: bool = True, env: dict | None = None):
+def start_server(binary: str, warehouse: Path, cache: bool = True, env: dict | None = None,
+                 stderr=subprocess.DEVNULL):
+    """`flywheel serve` on a free port (its log to `stderr`): the process and its URI."""
     env = dict(os.environ, **({} if cache else {"FLYWHEEL_DOWNLOAD_CACHE_SIZE": "0"}), **(env or {}))
     proc = subprocess.Popen(
         [binary, "--warehouse", str(warehouse), "serve", "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
         env=env,
     )
