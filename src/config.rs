@@ -5,7 +5,8 @@
 //! `FLYWHEEL_AUTH_TOKEN`, `FLYWHEEL_AUTH_USER`, `FLYWHEEL_AUTH_PASSWORD`, `FLYWHEEL_TLS_CERT`,
 //! `FLYWHEEL_TLS_KEY`, `FLYWHEEL_ONLINE_STORE`, `FLYWHEEL_MEMORY_LIMIT`,
 //! `FLYWHEEL_DOWNLOAD_CACHE_SIZE`, `FLYWHEEL_DOWNLOAD_CACHE_DIR`, `FLYWHEEL_PARQUET_DATA_PAGES`,
-//! `FLYWHEEL_WARM_TRAINING_SETS`), command-line flags.
+//! `FLYWHEEL_WARM_TRAINING_SETS`, `FLYWHEEL_ALLOWED_PATHS` (comma-separated)), command-line
+//! flags.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -53,6 +54,10 @@ pub struct Config {
     /// download cache at once, so that a training job's first read is a replay: `true` (default)
     /// or `false`.
     pub warm_training_sets: Option<bool>,
+    /// Folders (or object-store URL prefixes) outside the warehouse that clients of `flywheel
+    /// serve` may use in `COPY ... TO` and as external tables' `LOCATION`s (default: none, only
+    /// the warehouse). The local `flywheel sql` shell is not restricted.
+    pub allowed_paths: Vec<String>,
 }
 
 /// The download cache's budget when none is configured.
@@ -75,6 +80,7 @@ impl Default for Config {
             download_cache_dir: None,
             parquet_data_pages: None,
             warm_training_sets: None,
+            allowed_paths: Vec::new(),
         }
     }
 }
@@ -175,6 +181,14 @@ impl Config {
                 *field = Some(v);
             }
         }
+        if let Some(v) = env("FLYWHEEL_ALLOWED_PATHS") {
+            config.allowed_paths = v
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
         if let Some(v) = env("FLYWHEEL_WARM_TRAINING_SETS") {
             config.warm_training_sets = Some(match v.as_str() {
                 "true" | "1" => true,
@@ -208,6 +222,7 @@ impl Config {
         self.memory_limit_bytes()?;
         self.download_cache_bytes()?;
         self.data_pages()?;
+        crate::engine::FileAccess::restricted_to(&self.allowed_paths)?;
         Ok(())
     }
 

@@ -56,6 +56,21 @@ pub enum Error {
     #[error("server error: {0}")]
     Transport(String),
 
+    /// A write that lost to other writers' concurrent commits to the same table; nothing was
+    /// committed and the statement can be run again.
+    #[error("{0}")]
+    Conflict(String),
+
+    /// A file or folder the statement may not use (outside the warehouse and `allowed_paths`,
+    /// or inside Flywheel's own folders); the message names the rule and the setting.
+    #[error("{0}")]
+    PermissionDenied(String),
+
+    /// A statement over a limit of the server (expression depth, statement size, memory, time);
+    /// the message names the limit and the setting that raises it.
+    #[error("{0}")]
+    Limit(String),
+
     /// A service Flywheel depends on (the online store's Redis) cannot be reached for now; the
     /// call may succeed when retried.
     #[error("{0}")]

@@ -1,7 +1,10 @@
 //! sqllogictest runner: every `tests/slt/*.slt` file against a fresh warehouse in a temp dir.
 //!
 //! `cargo test --test slt` runs them all; `cargo test --test slt -- NAME` runs the files whose name
-//! contains NAME. Each file may use `${WAREHOUSE}` (the warehouse folder of that file's run).
+//! contains NAME. Each file may use `${WAREHOUSE}` (the warehouse folder of that file's run) and
+//! `${EXTERNAL}` (a Delta table of four rows `(user_id BIGINT, kind VARCHAR)` outside the warehouse,
+//! written by delta-rs, in a folder the engine's clients may use). Other files outside the
+//! warehouse are out of bounds, as for a server's clients.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +13,8 @@ use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
-use flywheel::Engine;
+use flywheel::engine::FileAccess;
+use flywheel::{Engine, EngineOptions};
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 
 #[derive(Debug)]
@@ -117,18 +121,53 @@ async fn run_file(path: &Path) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let warehouse = dir.path().join("warehouse");
     let location = warehouse.display().to_string();
-    let engine = Engine::open(&location).await.map_err(|e| e.to_string())?;
+    let external = dir.path().join("data").join("events");
+    write_external_table(&external).await?;
+    let options = EngineOptions {
+        file_access: FileAccess::restricted_to(&[dir.path().join("data").display().to_string()])
+            .map_err(|e| e.to_string())?,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::open_with(&location, &options)
+        .await
+        .map_err(|e| e.to_string())?;
     let shared = Arc::new(engine);
     let mut runner = sqllogictest::Runner::new(move || {
         let engine = (*shared).clone();
         async move { Ok(FlywheelDb { engine }) }
     });
     runner.set_var("WAREHOUSE".into(), location);
+    runner.set_var("EXTERNAL".into(), external.display().to_string());
     runner.with_column_validator(|actual, expected| actual == expected);
     runner
         .run_file_async(path)
         .await
         .map_err(|e| e.display(false).to_string())
+}
+
+/// A Delta table written by delta-rs (not by Flywheel) at `path`.
+async fn write_external_table(path: &Path) -> Result<(), String> {
+    use arrow::array::{Int64Array, StringArray};
+    std::fs::create_dir_all(path).map_err(|e| e.to_string())?;
+    let batch = RecordBatch::try_from_iter([
+        (
+            "user_id",
+            Arc::new(Int64Array::from(vec![1, 2, 3, 4])) as arrow::array::ArrayRef,
+        ),
+        (
+            "kind",
+            Arc::new(StringArray::from(vec!["view", "view", "buy", "view"])) as _,
+        ),
+    ])
+    .map_err(|e| e.to_string())?;
+    let url = url::Url::from_directory_path(path).map_err(|()| "not a path".to_string())?;
+    deltalake::DeltaTable::try_from_url(url)
+        .await
+        .map_err(|e| e.to_string())?
+        .write(vec![batch])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 fn slt_files(filter: Option<&str>) -> Vec<PathBuf> {

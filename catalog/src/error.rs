@@ -54,6 +54,22 @@ pub enum Error {
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
 
+    /// A name that cannot name a table or an object.
+    #[error("invalid {noun} name {name:?}: {reason}")]
+    InvalidName {
+        noun: String,
+        name: String,
+        reason: String,
+    },
+
+    /// Other writers kept committing to the registry while this statement tried to; nothing
+    /// was recorded and the statement can be run again.
+    #[error(
+        "the warehouse registry at `{location}` changed under this statement {attempts} times in a \
+         row (other writers are busy); nothing was recorded, run the statement again"
+    )]
+    RegistryBusy { location: String, attempts: usize },
+
     #[error("i/o error on {path}: {source}")]
     Io {
         path: String,

@@ -19,7 +19,10 @@ mod warehouse;
 
 pub use catalog_provider::{DEFAULT_CATALOG, DEFAULT_SCHEMA, FlywheelCatalogProvider};
 pub use error::{Error, Result};
-pub use registry::{ObjectEntry, Registry, TableEntry, TableKind};
+pub use registry::{
+    Change, Committed, MAX_NAME_BYTES, ObjectEntry, Registry, TableEntry, TableKind, check_name,
+    is_commit_race,
+};
 pub use schema_provider::{WarehouseSchemaProvider, load_table};
 pub use system_schema::{SYSTEM_SCHEMA, SystemSchemaProvider, SystemTableFn};
 pub use time_travel::{TIME_TRAVEL_SCHEMA, TimeTravelSchemaProvider, TravelTarget};

@@ -249,6 +249,58 @@ pub fn training_sets_batch(registry: &Registry) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
+/// `flywheel.tables`: one row per table of the warehouse: its name, `managed` or `external`, the
+/// Flywheel object whose table it is (`feature_view`, `label`, `training_set`; NULL for a plain
+/// table) and its location (what other Delta readers open: managed tables live in folders named
+/// by ids, not by their names).
+pub fn tables_batch(registry: &Registry) -> Result<RecordBatch> {
+    let names = registry.table_names();
+    let entries: Vec<_> = names.iter().filter_map(|n| registry.table(n)).collect();
+    let object = |name: &str| {
+        [KIND_FEATURE_VIEW, KIND_LABEL, KIND_TRAINING_SET]
+            .into_iter()
+            .find(|k| registry.object(k, name).is_some())
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("object", DataType::Utf8, true),
+        Field::new("location", DataType::Utf8, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            entries
+                .iter()
+                .map(|e| Some(e.name.clone()))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(
+            entries
+                .iter()
+                .map(|e| {
+                    Some(match e.kind {
+                        crate::TableKind::Managed => "managed",
+                        crate::TableKind::External => "external",
+                    })
+                })
+                .collect::<StringArray>(),
+        ),
+        Arc::new(
+            entries
+                .iter()
+                .map(|e| object(&e.name))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(
+            entries
+                .iter()
+                .map(|e| Some(e.location.to_string()))
+                .collect::<StringArray>(),
+        ),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
 /// `flywheel.lineage`: one row per (training set version, input) with the input's Delta version.
 pub fn lineage_batch(registry: &Registry) -> Result<RecordBatch> {
     let mut rows: Vec<(String, u64, String, u64)> = Vec::new();

@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::prelude::SessionContext;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{DataType as DeltaType, PrimitiveType, StructField};
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
@@ -67,6 +68,9 @@ struct State {
     live: BTreeMap<(String, String), Record>,
     /// How many `create`s each (kind, name) has had since its last `drop`.
     versions: BTreeMap<(String, String), u64>,
+    /// The newest `created_at_us` of the log: a new row is stamped after it, so the fold's order
+    /// (by time) is the commit order even when writers' clocks disagree.
+    newest_us: i64,
 }
 
 /// The registry of one warehouse.
@@ -159,6 +163,7 @@ impl Registry {
         }
         table.update_incremental(None).await?;
         let records = self.read_records(table).await?;
+        let newest_us = records.iter().map(|r| r.created_at_us).max().unwrap_or(0);
         let mut live = BTreeMap::new();
         let mut versions: BTreeMap<(String, String), u64> = BTreeMap::new();
         for r in records {
@@ -175,6 +180,7 @@ impl Registry {
         state.version = table.version();
         state.live = live;
         state.versions = versions;
+        state.newest_us = newest_us;
         Ok(())
     }
 
@@ -248,26 +254,32 @@ impl Registry {
         Ok(out)
     }
 
-    /// Appends one row in one commit, then refreshes.
-    async fn append(&self, table: &mut DeltaTable, record: Record) -> Result<()> {
-        let opt = |v: Option<String>| Arc::new(StringArray::from(vec![v])) as ArrayRef;
-        let one = |v: String| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+    /// Appends `records` in one Delta commit at the version after the one read, then refreshes.
+    /// The commit is not retried by delta-rs: another writer's commit in between fails it (see
+    /// [`is_commit_race`]), and [`Registry::commit`] re-reads the log and checks again.
+    async fn append(&self, table: &mut DeltaTable, records: Vec<Record>) -> Result<()> {
+        let strings = |f: &dyn Fn(&Record) -> Option<String>| {
+            Arc::new(records.iter().map(f).collect::<StringArray>()) as ArrayRef
+        };
         let batch = RecordBatch::try_new(
             log_schema(),
             vec![
-                one(record.kind),
-                one(record.name),
-                one(record.op),
-                opt(record.location),
-                opt(record.definition),
-                Arc::new(Int64Array::from(vec![record.created_at_us])),
-                one(record.writer),
+                strings(&|r| Some(r.kind.clone())),
+                strings(&|r| Some(r.name.clone())),
+                strings(&|r| Some(r.op.clone())),
+                strings(&|r| r.location.clone()),
+                strings(&|r| r.definition.clone()),
+                Arc::new(Int64Array::from_iter_values(
+                    records.iter().map(|r| r.created_at_us),
+                )),
+                strings(&|r| Some(r.writer.clone())),
             ],
         )?;
         let written = table
             .clone()
             .write(vec![batch])
             .with_save_mode(SaveMode::Append)
+            .with_commit_properties(CommitProperties::default().with_max_retries(0))
             .await;
         match written {
             Ok(t) => *table = t,
@@ -276,22 +288,152 @@ impl Registry {
         self.refresh_locked(table).await
     }
 
-    /// A log row written now by this registry.
+    /// Commits `changes` as one Delta commit of the log: all of them are recorded, or none.
+    ///
+    /// Each change is checked against the registry as it is at the commit (a created name must be
+    /// free unless replacing, a dropped one must exist), earlier changes of the same list
+    /// included. When another writer (this process or another server) commits first, the log is
+    /// re-read and the changes checked again, so of two statements creating one name at the same
+    /// moment exactly one wins and the other gets [`Error::TableExists`] /
+    /// [`Error::ObjectExists`].
+    pub async fn commit(&self, changes: Vec<Change>) -> Result<Committed> {
+        for change in &changes {
+            if let Some((noun, name)) = change.created() {
+                check_name(noun, name)?;
+            }
+        }
+        let mut table = self.table.lock().await;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.refresh_locked(&mut table).await?;
+            let (records, committed) = self.check(&changes)?;
+            if records.is_empty() {
+                return Ok(committed);
+            }
+            match self.append(&mut table, records).await {
+                Ok(()) => return Ok(committed),
+                Err(Error::Delta(e)) if is_commit_race(&e) => {
+                    if attempt >= MAX_COMMIT_ATTEMPTS {
+                        return Err(Error::RegistryBusy {
+                            location: self.location.to_string(),
+                            attempts: attempt,
+                        });
+                    }
+                    tracing::debug!(attempt, "registry commit raced another writer; retrying");
+                    // Spread the retries of writers that raced each other.
+                    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 20);
+                    let pause = 5 * attempt.min(20) as u64 + jitter;
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The log rows of `changes`, checked against the current state; and what they drop.
+    fn check(&self, changes: &[Change]) -> Result<(Vec<Record>, Committed)> {
+        let state = self.read_state();
+        // The names this commit touched so far, as each change left them.
+        let mut overlay: BTreeMap<(String, String), Option<Record>> = BTreeMap::new();
+        let present = |overlay: &BTreeMap<(String, String), Option<Record>>,
+                       key: &(String, String)| match overlay.get(key) {
+            Some(r) => r.clone(),
+            None => state.live.get(key).cloned(),
+        };
+        let mut stamp = chrono::Utc::now()
+            .timestamp_micros()
+            .max(state.newest_us.saturating_add(1));
+        let mut records = Vec::with_capacity(changes.len());
+        let mut committed = Committed::default();
+        for change in changes {
+            let (record, key) = match change {
+                Change::CreateTable(entry) => {
+                    let key = (KIND_TABLE.to_string(), entry.name.clone());
+                    if present(&overlay, &key).is_some() {
+                        return Err(Error::TableExists {
+                            name: entry.name.clone(),
+                        });
+                    }
+                    let definition = serde_json::to_string(&TableDefinition { kind: entry.kind })
+                        .map_err(|e| Error::CorruptRegistry {
+                        location: self.location.to_string(),
+                        reason: e.to_string(),
+                    })?;
+                    let record = self.record(
+                        KIND_TABLE,
+                        &entry.name,
+                        OP_CREATE,
+                        Some(entry.location.to_string()),
+                        Some(definition),
+                        stamp,
+                    );
+                    (record, key)
+                }
+                Change::DropTable { name } => {
+                    let key = (KIND_TABLE.to_string(), name.clone());
+                    let dropped = present(&overlay, &key)
+                        .as_ref()
+                        .and_then(entry_of)
+                        .ok_or_else(|| Error::TableNotFound { name: name.clone() })?;
+                    committed.dropped_tables.push(dropped);
+                    let record = self.record(KIND_TABLE, name, OP_DROP, None, None, stamp);
+                    (record, key)
+                }
+                Change::CreateObject {
+                    kind,
+                    name,
+                    definition,
+                    replace,
+                } => {
+                    let key = (kind.clone(), name.clone());
+                    if !replace && present(&overlay, &key).is_some() {
+                        return Err(Error::ObjectExists {
+                            kind: kind.clone(),
+                            name: name.clone(),
+                        });
+                    }
+                    let definition = Some(definition.clone());
+                    let record = self.record(kind, name, OP_CREATE, None, definition, stamp);
+                    (record, key)
+                }
+                Change::DropObject { kind, name } => {
+                    let key = (kind.clone(), name.clone());
+                    let dropped = present(&overlay, &key).ok_or_else(|| Error::ObjectNotFound {
+                        kind: kind.clone(),
+                        name: name.clone(),
+                    })?;
+                    let version = state.versions.get(&key).copied();
+                    committed.dropped_objects.push(object_of(&dropped, version));
+                    let record = self.record(kind, name, OP_DROP, None, None, stamp);
+                    (record, key)
+                }
+            };
+            let after = (record.op == OP_CREATE).then(|| record.clone());
+            overlay.insert(key, after);
+            records.push(record);
+            stamp = stamp.saturating_add(1);
+        }
+        Ok((records, committed))
+    }
+
+    /// A log row of this registry, stamped `created_at_us`.
     fn record(
         &self,
-        kind: impl Into<String>,
-        name: impl Into<String>,
-        op: impl Into<String>,
+        kind: &str,
+        name: &str,
+        op: &str,
         location: Option<String>,
         definition: Option<String>,
+        created_at_us: i64,
     ) -> Record {
         Record {
-            kind: kind.into(),
-            name: name.into(),
-            op: op.into(),
+            kind: kind.to_string(),
+            name: name.to_string(),
+            op: op.to_string(),
             location,
             definition,
-            created_at_us: chrono::Utc::now().timestamp_micros(),
+            created_at_us,
             writer: self.writer.clone(),
         }
     }
@@ -317,41 +459,100 @@ impl Registry {
 
     /// Records a new table. Fails with [`Error::TableExists`] if the name is taken.
     pub async fn create_table(&self, entry: &TableEntry) -> Result<()> {
-        let mut table = self.table.lock().await;
-        self.refresh_locked(&mut table).await?;
-        if self.table(&entry.name).is_some() {
-            return Err(Error::TableExists {
-                name: entry.name.clone(),
-            });
-        }
-        let definition =
-            serde_json::to_string(&TableDefinition { kind: entry.kind }).map_err(|e| {
-                Error::CorruptRegistry {
-                    location: self.location.to_string(),
-                    reason: e.to_string(),
-                }
-            })?;
-        let record = self.record(
-            KIND_TABLE,
-            entry.name.clone(),
-            OP_CREATE,
-            Some(entry.location.to_string()),
-            Some(definition),
-        );
-        self.append(&mut table, record).await
+        self.commit(vec![Change::CreateTable(entry.clone())])
+            .await
+            .map(|_| ())
     }
 
     /// Forgets the table `name` and returns what it was. Fails with [`Error::TableNotFound`].
     pub async fn drop_table(&self, name: &str) -> Result<TableEntry> {
-        let mut table = self.table.lock().await;
-        self.refresh_locked(&mut table).await?;
-        let entry = self.table(name).ok_or_else(|| Error::TableNotFound {
+        let change = Change::DropTable {
             name: name.to_string(),
-        })?;
-        let record = self.record(KIND_TABLE, name.to_string(), OP_DROP, None, None);
-        self.append(&mut table, record).await?;
-        Ok(entry)
+        };
+        let mut committed = self.commit(vec![change]).await?;
+        committed
+            .dropped_tables
+            .pop()
+            .ok_or_else(|| Error::TableNotFound {
+                name: name.to_string(),
+            })
     }
+}
+
+/// One change of a registry commit ([`Registry::commit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Records a new table; its name must be free.
+    CreateTable(TableEntry),
+    /// Forgets a table; it must exist.
+    DropTable { name: String },
+    /// Records an object's definition; its name must be free unless `replace`.
+    CreateObject {
+        kind: String,
+        name: String,
+        definition: String,
+        replace: bool,
+    },
+    /// Forgets an object; it must exist.
+    DropObject { kind: String, name: String },
+}
+
+impl Change {
+    /// The kind and name of what this change creates, if it creates something (a training set
+    /// version's name is `set@version`: the set's name is checked).
+    fn created(&self) -> Option<(&str, &str)> {
+        match self {
+            Change::CreateTable(entry) => Some((KIND_TABLE, &entry.name)),
+            Change::CreateObject { kind, name, .. } => {
+                let name = name.rsplit_once('@').map_or(name.as_str(), |(set, _)| set);
+                Some((kind.as_str(), name))
+            }
+            Change::DropTable { .. } | Change::DropObject { .. } => None,
+        }
+    }
+}
+
+/// What a commit dropped, as it was before.
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub dropped_tables: Vec<TableEntry>,
+    pub dropped_objects: Vec<ObjectEntry>,
+}
+
+/// How often [`Registry::commit`] re-reads the log and tries again when others commit first.
+const MAX_COMMIT_ATTEMPTS: usize = 50;
+
+/// The longest name of a table or object, in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Refuses names that cannot be identifiers of a table or an object: empty or blank, longer than
+/// [`MAX_NAME_BYTES`], holding control characters or path separators, or `.` / `..`. Names never
+/// become paths (tables live in folders named by ids); these are refused because other tools show
+/// and quote them, and a name that looks like a path is a mistake.
+pub fn check_name(kind: &str, name: &str) -> Result<()> {
+    let refuse = |reason: &str| {
+        Err(Error::InvalidName {
+            noun: kind.replace('_', " "),
+            name: name.chars().take(80).collect(),
+            reason: reason.to_string(),
+        })
+    };
+    if name.trim().is_empty() {
+        return refuse("a name cannot be empty or blank");
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return refuse(&format!("a name is at most {MAX_NAME_BYTES} bytes long"));
+    }
+    if name.chars().any(char::is_control) {
+        return refuse("a name cannot hold control characters (newlines, tabs, NUL, ...)");
+    }
+    if name.contains(['/', '\\']) {
+        return refuse("a name cannot hold `/` or `\\`; use a name such as `events_2026`");
+    }
+    if name == "." || name == ".." {
+        return refuse("`.` and `..` are not names");
+    }
+    Ok(())
 }
 
 /// A Flywheel object (entity, feature view, ...) as the registry stores it.
@@ -403,31 +604,42 @@ impl Registry {
         definition: String,
         replace: bool,
     ) -> Result<()> {
-        let mut table = self.table.lock().await;
-        self.refresh_locked(&mut table).await?;
-        if !replace && self.object(kind, name).is_some() {
-            return Err(Error::ObjectExists {
-                kind: kind.to_string(),
-                name: name.to_string(),
-            });
-        }
-        let record = self.record(kind, name, OP_CREATE, None, Some(definition));
-        self.append(&mut table, record).await
+        let change = Change::CreateObject {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            definition,
+            replace,
+        };
+        self.commit(vec![change]).await.map(|_| ())
     }
 
     /// Forgets the object `kind`/`name` and returns what it was. Fails with [`Error::ObjectNotFound`].
     pub async fn drop_object(&self, kind: &str, name: &str) -> Result<ObjectEntry> {
-        let mut table = self.table.lock().await;
-        self.refresh_locked(&mut table).await?;
-        let entry = self
-            .object(kind, name)
+        let change = Change::DropObject {
+            kind: kind.to_string(),
+            name: name.to_string(),
+        };
+        let mut committed = self.commit(vec![change]).await?;
+        committed
+            .dropped_objects
+            .pop()
             .ok_or_else(|| Error::ObjectNotFound {
                 kind: kind.to_string(),
                 name: name.to_string(),
-            })?;
-        let record = self.record(kind, name, OP_DROP, None, None);
-        self.append(&mut table, record).await?;
-        Ok(entry)
+            })
+    }
+}
+
+/// Whether a commit failed because another writer committed first (so it can be tried again after
+/// re-reading the table), as opposed to failing for good.
+pub fn is_commit_race(e: &DeltaTableError) -> bool {
+    use deltalake::kernel::transaction::TransactionError as T;
+    match e {
+        DeltaTableError::VersionAlreadyExists(_) => true,
+        DeltaTableError::Transaction { source } => {
+            matches!(source, T::MaxCommitAttempts(_) | T::CommitConflict(_))
+        }
+        _ => false,
     }
 }
 
@@ -524,5 +736,95 @@ mod tests {
             other.drop_object("entity", "user").await,
             Err(Error::ObjectNotFound { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn one_of_two_servers_creating_one_name_at_once_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = registry(dir.path()).await;
+        let b = registry(dir.path()).await;
+        for round in 0..10 {
+            let same = entry(&format!("same_{round}"));
+            let (ra, rb) = tokio::join!(a.create_table(&same), b.create_table(&same));
+            let wins = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
+            assert_eq!(wins, 1, "round {round}: {ra:?} / {rb:?}");
+            for r in [ra, rb] {
+                assert!(
+                    matches!(r, Ok(()) | Err(Error::TableExists { .. })),
+                    "{r:?}"
+                );
+            }
+        }
+        a.refresh().await.expect("refresh");
+        b.refresh().await.expect("refresh");
+        assert_eq!(a.table_names().len(), 10);
+        assert_eq!(a.table_names(), b.table_names());
+    }
+
+    #[tokio::test]
+    async fn a_commit_records_all_of_its_changes_or_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = registry(dir.path()).await;
+        r.create_table(&entry("taken")).await.expect("create");
+        let changes = vec![
+            Change::CreateObject {
+                kind: "training_set".into(),
+                name: "ts".into(),
+                definition: "{}".into(),
+                replace: false,
+            },
+            Change::CreateTable(entry("taken")),
+        ];
+        assert!(matches!(
+            r.commit(changes).await,
+            Err(Error::TableExists { .. })
+        ));
+        assert!(r.object("training_set", "ts").is_none(), "nothing recorded");
+        let committed = r
+            .commit(vec![
+                Change::CreateTable(entry("ts")),
+                Change::CreateObject {
+                    kind: "training_set".into(),
+                    name: "ts".into(),
+                    definition: "{}".into(),
+                    replace: false,
+                },
+                Change::DropTable {
+                    name: "taken".into(),
+                },
+            ])
+            .await
+            .expect("commits");
+        assert_eq!(committed.dropped_tables, vec![entry("taken")]);
+        assert!(r.object("training_set", "ts").is_some());
+        assert_eq!(r.table_names(), vec!["ts".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn names_that_are_not_identifiers_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = registry(dir.path()).await;
+        for bad in [
+            "",
+            " ",
+            "..",
+            ".",
+            "a/b",
+            "../../etc",
+            "a\\b",
+            "a\nb",
+            &"x".repeat(256),
+        ] {
+            assert!(
+                matches!(
+                    r.create_table(&entry(bad)).await,
+                    Err(Error::InvalidName { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        r.create_table(&entry("Événements 2026"))
+            .await
+            .expect("any other text is a name");
     }
 }

@@ -1,5 +1,5 @@
-//! The `flywheel` schema: system tables over the registry (`entities`, `feature_views`, `labels`,
-//! `training_sets`, `lineage`), for any SQL or BI client.
+//! The `flywheel` schema: system tables over the registry (`tables`, `entities`, `feature_views`,
+//! `labels`, `training_sets`, `lineage`), for any SQL or BI client.
 
 use std::sync::Arc;
 
@@ -10,13 +10,15 @@ use datafusion::error::Result as DFResult;
 
 use crate::Registry;
 use crate::objects::{
-    KIND_FEATURE_VIEW, KIND_LABEL, entities_batch, keyed_batch, lineage_batch, training_sets_batch,
+    KIND_FEATURE_VIEW, KIND_LABEL, entities_batch, keyed_batch, lineage_batch, tables_batch,
+    training_sets_batch,
 };
 
 /// The name of the system schema.
 pub const SYSTEM_SCHEMA: &str = "flywheel";
 
-const TABLES: [&str; 5] = [
+const TABLES: [&str; 6] = [
+    "tables",
     "entities",
     "feature_views",
     "labels",
@@ -69,6 +71,7 @@ impl SchemaProvider for SystemSchemaProvider {
 
     async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
         let batch = match name {
+            "tables" => tables_batch(&self.registry)?,
             "entities" => entities_batch(&self.registry)?,
             "feature_views" => keyed_batch(&self.registry, KIND_FEATURE_VIEW)?,
             "labels" => keyed_batch(&self.registry, KIND_LABEL)?,

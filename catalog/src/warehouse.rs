@@ -1,8 +1,17 @@
 //! [`Warehouse`]: where a Flywheel deployment keeps its Delta tables.
 //!
 //! Layout under the root:
-//! - `tables/<name>/`: managed tables (created by `CREATE TABLE`);
-//! - `_flywheel/registry/`: the registry, itself a Delta table.
+//! - `tables/<id>/`: managed tables (created by `CREATE TABLE`, and the tables of feature views,
+//!   labels and training sets). The folder's name is a fresh id per `CREATE`, never the table's
+//!   name: a name is an identifier, so no name (`..`, `a/b`, `../../etc`) can point a write or a
+//!   clean-up outside the warehouse, and two statements creating one name at the same moment
+//!   write to different folders (the registry lets one of them have the name). Warehouses written
+//!   before this layout keep their `tables/<name>/` folders; the registry records every table's
+//!   location, so they stay readable.
+//! - `_flywheel/`: Flywheel's own state: the registry (`_flywheel/registry/`, a Delta table), the
+//!   embedded online store, the download cache.
+//!
+//! Only folders directly under `tables/` are ever removed ([`Warehouse::remove_table_files`]).
 
 use std::path::Path;
 
@@ -39,14 +48,55 @@ impl Warehouse {
         &self.root
     }
 
-    /// Where the managed table `name` lives.
-    pub fn managed_table_location(&self, name: &str) -> Result<Url> {
-        self.join(&format!("tables/{name}/"))
+    /// A fresh folder for a new managed table: `tables/<random id>/`. Each `CREATE` writes to a
+    /// folder of its own, so a failed or losing `CREATE` removes only what it wrote.
+    pub fn new_table_location(&self) -> Result<Url> {
+        self.join(&format!("{TABLES_DIR}/{}/", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// Whether `location` is a folder directly under the warehouse's `tables/` (a managed table's
+    /// folder), the only kind of folder Flywheel deletes.
+    pub fn owns_table_folder(&self, location: &Url) -> bool {
+        let Some(rest) = location.as_str().strip_prefix(self.root.as_str()) else {
+            return false;
+        };
+        let Some(folder) = rest
+            .strip_prefix(TABLES_DIR)
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return false;
+        };
+        let folder = folder.strip_suffix('/').unwrap_or(folder);
+        if folder.is_empty() || folder.contains(['/', '\\', '?', '#']) {
+            return false;
+        }
+        if location.scheme() != "file" {
+            return folder != "." && folder != "..";
+        }
+        // A local folder: its decoded path must be one plain component under `tables/`.
+        let (Ok(path), Ok(root)) = (location.to_file_path(), self.root.to_file_path()) else {
+            return false;
+        };
+        let mut components = path.components();
+        let last = components.next_back();
+        matches!(last, Some(std::path::Component::Normal(_)))
+            && components.as_path() == root.join(TABLES_DIR)
+    }
+
+    /// Whether `location` is inside the folders Flywheel keeps for itself (`tables/`,
+    /// `_flywheel/`): clients never read or write files there except through tables.
+    pub fn is_reserved(&self, location: &Url) -> bool {
+        let Some(rest) = location.as_str().strip_prefix(self.root.as_str()) else {
+            return false;
+        };
+        [TABLES_DIR, FLYWHEEL_DIR]
+            .iter()
+            .any(|dir| rest == *dir || rest.starts_with(&format!("{dir}/")))
     }
 
     /// Where the registry table lives.
     pub fn registry_location(&self) -> Result<Url> {
-        self.join("_flywheel/registry/")
+        self.join(&format!("{FLYWHEEL_DIR}/registry/"))
     }
 
     fn join(&self, rel: &str) -> Result<Url> {
@@ -71,10 +121,15 @@ impl Warehouse {
 
     /// Removes the files of a managed table. Only local warehouses delete files; on object stores
     /// the data stays until a vacuum (the registry no longer points at it either way). The
-    /// snapshots loaded of it are forgotten in any case.
+    /// snapshots loaded of it are forgotten in any case. A location that is not a folder
+    /// directly under `tables/` ([`Warehouse::owns_table_folder`]) is never deleted.
     pub fn remove_table_files(&self, location: &Url) -> Result<()> {
         crate::snapshots::forget(location);
-        if location.scheme() != "file" || !location.as_str().starts_with(self.root.as_str()) {
+        if location.scheme() != "file" {
+            return Ok(());
+        }
+        if !self.owns_table_folder(location) {
+            tracing::warn!(%location, "not removing files outside the warehouse's table folders");
             return Ok(());
         }
         if let Ok(path) = location.to_file_path() {
@@ -92,6 +147,11 @@ impl Warehouse {
         Ok(())
     }
 }
+
+/// The folder of managed tables, under the root.
+const TABLES_DIR: &str = "tables";
+/// The folder of Flywheel's own state, under the root.
+const FLYWHEEL_DIR: &str = "_flywheel";
 
 /// Turns a user-given location (URL or local path) into a URL that ends in `/`.
 pub fn resolve_location(location: &str) -> Result<Url> {
@@ -159,7 +219,51 @@ mod tests {
     fn layout() {
         let dir = tempfile::tempdir().expect("tempdir");
         let wh = Warehouse::open(dir.path().to_str().expect("utf8")).expect("opens");
-        let t = wh.managed_table_location("events").expect("url");
-        assert!(t.as_str().ends_with("/tables/events/"), "{t}");
+        let a = wh.new_table_location().expect("url");
+        let b = wh.new_table_location().expect("url");
+        assert_ne!(a, b, "every CREATE gets a folder of its own");
+        assert!(
+            a.as_str().starts_with(&format!("{}tables/", wh.root())),
+            "{a}"
+        );
+        assert!(wh.owns_table_folder(&a) && wh.is_reserved(&a));
+    }
+
+    #[test]
+    fn only_folders_directly_under_tables_are_owned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wh = Warehouse::open(dir.path().to_str().expect("utf8")).expect("opens");
+        let url = |rel: &str| wh.root().join(rel).expect("joins");
+        assert!(wh.owns_table_folder(&url("tables/events/")));
+        for not_owned in [
+            "tables/..",
+            "tables/../",
+            "tables/",
+            "tables/a/b/",
+            "_flywheel/registry/",
+            "elsewhere/",
+            "",
+        ] {
+            assert!(!wh.owns_table_folder(&url(not_owned)), "{not_owned}");
+        }
+        let outside = Url::parse("file:///etc/").expect("url");
+        assert!(!wh.owns_table_folder(&outside) && !wh.is_reserved(&outside));
+        assert!(wh.is_reserved(&url("_flywheel/registry/_delta_log/")));
+        assert!(!wh.is_reserved(&url("exports/a.csv")));
+    }
+
+    #[test]
+    fn removing_a_folder_outside_tables_deletes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wh = Warehouse::open(dir.path().to_str().expect("utf8")).expect("opens");
+        std::fs::write(dir.path().join("keep"), b"x").expect("writes");
+        for rel in ["tables/..", "tables/../", "."] {
+            let target = wh.root().join(rel).expect("joins");
+            wh.remove_table_files(&target).expect("no error");
+            assert!(
+                dir.path().join("keep").exists(),
+                "{rel} removed the warehouse"
+            );
+        }
     }
 }

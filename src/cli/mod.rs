@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, Overrides};
+use crate::engine::FileAccess;
 use crate::{Engine, EngineOptions, Result, server};
 
 /// Flywheel: a SQL-native feature platform over Delta Lake and Arrow Flight.
@@ -17,7 +18,8 @@ use crate::{Engine, EngineOptions, Result, server};
 pub struct Cli {
     /// TOML config file (keys: listen, warehouse, log, auth_token, auth_user, auth_password,
     /// tls_cert, tls_key, online_store, memory_limit, download_cache_size, download_cache_dir,
-    /// parquet_data_pages, warm_training_sets; see the README's Configuration). Also FLYWHEEL_CONFIG.
+    /// parquet_data_pages, warm_training_sets, allowed_paths; see the README's Configuration).
+    /// Also FLYWHEEL_CONFIG.
     #[arg(long, global = true)]
     config: Option<String>,
     /// Warehouse root: a folder or an object-store URL [default: ./warehouse]. Also FLYWHEEL_WAREHOUSE.
@@ -140,10 +142,17 @@ fn init_logging(config: &Config, serving: bool) {
 }
 
 async fn run(command: Command, config: Config) -> Result<ExitCode> {
+    // The shell runs as its user; a server's clients may use only the folders the
+    // configuration allows.
+    let file_access = match &command {
+        Command::Sql { .. } => FileAccess::Unrestricted,
+        Command::Serve { .. } => FileAccess::restricted_to(&config.allowed_paths)?,
+    };
     let options = EngineOptions {
         online_store: config.online_store.clone(),
         memory_limit: config.memory_limit_bytes()?,
         data_pages: config.data_pages()?,
+        file_access,
     };
     let engine = Engine::open_with(&config.warehouse, &options).await?;
     match command {

@@ -1,9 +1,13 @@
 //! DDL on the warehouse: `CREATE TABLE [AS]`, `CREATE EXTERNAL TABLE ... STORED AS DELTA`, `DROP TABLE`.
 //!
-//! Each statement is at most one Delta commit of table data plus one registry commit. A managed table
-//! is written first and registered last, so a failure at any step leaves no registered half-table;
-//! a failed write's files are removed.
+//! Each statement is at most one Delta commit of table data plus one registry commit. A new managed
+//! table is written first, in a folder of its own (`tables/<id>/`, never a path made of its name),
+//! and registered last, so a failure at any step leaves no registered half-table, and the clean-up
+//! of a failed or losing `CREATE` removes only the folder it wrote. The tables of feature views,
+//! labels and training sets are written the same way and registered in the same commit as their
+//! object ([`register`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::TableReference;
@@ -13,6 +17,7 @@ use datafusion::logical_expr::{
 use deltalake::DeltaTable;
 use deltalake::kernel::StructField;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::WriteBuilder;
 use deltalake::protocol::SaveMode;
 use flywheel_catalog::{
@@ -20,7 +25,7 @@ use flywheel_catalog::{
 };
 use tracing::info;
 
-use super::{Engine, Output, delta_types, parquet_files};
+use super::{Engine, Output, conflicts, delta_types, parquet_files};
 use crate::{Error, Result};
 
 /// The bare table name of a reference in the warehouse's schema; `None` for other schemas.
@@ -58,41 +63,59 @@ pub(super) async fn create_table(engine: &Engine, c: CreateMemoryTable) -> Resul
             hint: "give every column's value in INSERT".into(),
         });
     }
+    flywheel_catalog::check_name("table", &name)?;
     let registry = engine.registry();
     if let Some(existing) = registry.table(&name) {
         if c.if_not_exists {
             return Ok(Output::empty());
         }
         if c.or_replace && existing.kind == TableKind::Managed {
-            return replace_table(engine, &existing, &c.input).await;
+            replace_table(engine, &existing, &c.input, Default::default()).await?;
+            return Ok(Output::empty());
         }
         return Err(flywheel_catalog::Error::TableExists { name }.into());
     }
-    let warehouse = registry.warehouse();
-    let location = warehouse.managed_table_location(&name)?;
-    // Files left by an earlier failed statement belong to no registered table.
-    warehouse.remove_table_files(&location)?;
-    Warehouse::ensure_dir(&location)?;
-    let written = write_new_table(engine, &name, &location, &c.input).await;
-    let registered = match written {
-        Ok(()) => registry
-            .create_table(&TableEntry {
-                name: name.clone(),
-                location: location.clone(),
-                kind: TableKind::Managed,
-            })
-            .await
-            .map_err(Error::from),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = registered {
-        if let Err(cleanup) = warehouse.remove_table_files(&location) {
-            tracing::warn!(table = %name, error = %cleanup, "could not remove the files of a failed CREATE TABLE");
+    let written = write_new_table(engine, &name, &c.input, Default::default()).await?;
+    match register(engine, &written, Vec::new()).await {
+        Ok(()) => {}
+        // Another statement created the name while this one wrote (this one's files are gone).
+        Err(Error::Catalog(flywheel_catalog::Error::TableExists { .. })) if c.if_not_exists => {}
+        Err(Error::Catalog(flywheel_catalog::Error::TableExists { .. })) if c.or_replace => {
+            return Box::pin(create_table(engine, c)).await;
         }
-        return Err(e);
+        Err(e) => return Err(e),
     }
-    info!(table = %name, %location, "created table");
+    info!(table = %name, location = %written.location, "created table");
     Ok(Output::empty())
+}
+
+/// Records the new table `written` together with `changes` in one registry commit. When the
+/// commit fails (the name was taken meanwhile, the registry is unreachable), the table's files are
+/// removed: they are in a folder of their own that nothing else refers to.
+pub(super) async fn register(
+    engine: &Engine,
+    written: &TableEntry,
+    changes: Vec<flywheel_catalog::Change>,
+) -> Result<()> {
+    let mut all = vec![flywheel_catalog::Change::CreateTable(written.clone())];
+    all.extend(changes);
+    if let Err(e) = engine.registry().commit(all).await {
+        discard(engine, written);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Removes the files of a table this statement wrote and did not register.
+fn discard(engine: &Engine, written: &TableEntry) {
+    if let Err(e) = engine
+        .registry()
+        .warehouse()
+        .remove_table_files(&written.location)
+    {
+        tracing::warn!(table = %written.name, location = %written.location, error = %e,
+            "could not remove the files of a table this statement did not register");
+    }
 }
 
 /// Whether a CREATE TABLE's input is a bare column list (no rows to write).
@@ -100,34 +123,59 @@ fn is_column_list(input: &LogicalPlan) -> bool {
     matches!(input, LogicalPlan::EmptyRelation(e) if !e.produce_one_row)
 }
 
-async fn write_new_table(
+/// Writes the rows of `input` as a new managed table `name` (version 0) in a new folder of its
+/// own, with `metadata` in its commit; returns its (not yet registered) entry. A failed write
+/// removes what it wrote.
+pub(super) async fn write_new_table(
     engine: &Engine,
     name: &str,
-    location: &url::Url,
     input: &LogicalPlan,
-) -> Result<()> {
-    let table = DeltaTable::try_from_url(location.clone()).await?;
-    if is_column_list(input) {
-        table
-            .create()
-            .with_table_name(name)
-            .with_columns(delta_columns(input)?)
-            .with_save_mode(SaveMode::ErrorIfExists)
-            .await?;
-    } else {
-        let input = delta_types::storable_plan(input.clone())?;
-        let properties =
-            parquet_files::writer_properties(input.schema().as_arrow().fields(), engine.data_pages);
-        WriteBuilder::new(table.log_store(), None)
-            .with_input_plan(input)
-            .with_table_name(name)
-            .with_save_mode(SaveMode::ErrorIfExists)
-            .with_writer_properties(properties)
-            .with_session_state(Arc::new(engine.context().state()))
-            .await
-            .map_err(|e| value_refused(name, e))?;
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<TableEntry> {
+    let warehouse = engine.registry().warehouse();
+    let entry = TableEntry {
+        name: name.to_string(),
+        location: warehouse.new_table_location()?,
+        kind: TableKind::Managed,
+    };
+    Warehouse::ensure_dir(&entry.location)?;
+    let written = async {
+        let table = DeltaTable::try_from_url(entry.location.clone()).await?;
+        let commit = CommitProperties::default().with_metadata(metadata);
+        if is_column_list(input) {
+            table
+                .create()
+                .with_table_name(name)
+                .with_columns(delta_columns(input)?)
+                .with_save_mode(SaveMode::ErrorIfExists)
+                .with_commit_properties(commit)
+                .await?;
+        } else {
+            let input = delta_types::storable_plan(input.clone())?;
+            let properties = parquet_files::writer_properties(
+                input.schema().as_arrow().fields(),
+                engine.data_pages,
+            );
+            WriteBuilder::new(table.log_store(), None)
+                .with_input_plan(input)
+                .with_table_name(name)
+                .with_save_mode(SaveMode::ErrorIfExists)
+                .with_writer_properties(properties)
+                .with_commit_properties(commit)
+                .with_session_state(Arc::new(engine.context().state()))
+                .await
+                .map_err(|e| value_refused(name, e))?;
+        }
+        Ok::<_, Error>(())
     }
-    Ok(())
+    .await;
+    match written {
+        Ok(()) => Ok(entry),
+        Err(e) => {
+            discard(engine, &entry);
+            Err(e)
+        }
+    }
 }
 
 /// A value that does not fit its column's Delta type (a `uint64` above `BIGINT`'s maximum) said as
@@ -143,14 +191,16 @@ fn value_refused(table: &str, e: deltalake::DeltaTableError) -> Error {
     }
 }
 
-/// `CREATE OR REPLACE TABLE` on a managed table: one overwrite commit (schema included), so readers
-/// see the old or the new table, and the old data stays reachable by time travel.
-async fn replace_table(
+/// `CREATE OR REPLACE TABLE` on a managed table (and a refresh of an object's table): one
+/// overwrite commit (schema included) with `metadata` in it, so readers see the old or the new
+/// table, and the old data stays reachable by time travel. Returns the new version. A writer that
+/// committed to the table meanwhile is retried over ([`conflicts`]).
+pub(super) async fn replace_table(
     engine: &Engine,
     existing: &TableEntry,
     input: &LogicalPlan,
-) -> Result<Output> {
-    let table = load_table(existing, None).await?;
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<u64> {
     let plan = if is_column_list(input) {
         // No rows: an empty relation with the new schema.
         LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
@@ -160,17 +210,22 @@ async fn replace_table(
     } else {
         delta_types::storable_plan(input.clone())?
     };
-    let snapshot = table.snapshot()?.snapshot().clone();
     let properties =
         parquet_files::writer_properties(plan.schema().as_arrow().fields(), engine.data_pages);
-    WriteBuilder::new(table.log_store(), Some(snapshot))
-        .with_input_plan(plan)
-        .with_save_mode(SaveMode::Overwrite)
-        .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
-        .with_writer_properties(properties)
-        .with_session_state(Arc::new(engine.context().state()))
-        .await?;
-    Ok(Output::empty())
+    conflicts::retry(&existing.name, || async {
+        let table = load_table(existing, None).await?;
+        let snapshot = table.snapshot()?.snapshot().clone();
+        let written = WriteBuilder::new(table.log_store(), Some(snapshot))
+            .with_input_plan(plan.clone())
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+            .with_writer_properties(properties.clone())
+            .with_commit_properties(CommitProperties::default().with_metadata(metadata.clone()))
+            .with_session_state(Arc::new(engine.context().state()))
+            .await?;
+        Ok(written.version().unwrap_or_default())
+    })
+    .await
 }
 
 fn delta_columns(input: &LogicalPlan) -> Result<Vec<StructField>> {
@@ -208,7 +263,11 @@ pub(super) async fn create_external_table(
         }
         return Err(flywheel_catalog::Error::TableExists { name }.into());
     }
-    let url = flywheel_catalog::resolve_location(location)?;
+    let url = engine.file_access.check(
+        registry.warehouse(),
+        location,
+        super::file_access::Use::ExternalTable,
+    )?;
     let entry = TableEntry {
         name: name.clone(),
         location: url,

@@ -6,14 +6,14 @@
 //! (so `SELECT * FROM v` reads its latest materialization and `VERSION AS OF` its history); each
 //! `REFRESH` overwrites it as one new Delta version.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 
 use arrow::datatypes::DataType;
-use datafusion::common::TableReference;
-use datafusion::logical_expr::{CreateMemoryTable, LogicalPlan};
+use datafusion::logical_expr::LogicalPlan;
 use flywheel_catalog::objects::{
     EntityDefinition, FeatureViewDefinition, KIND_ENTITY, KIND_FEATURE_VIEW, KIND_LABEL,
 };
+use flywheel_catalog::{Change, TableEntry};
 use flywheel_sql::ast::CreateFeatureView;
 
 use super::{Engine, Output, Planned, ddl, object_name};
@@ -188,6 +188,11 @@ async fn plan_and_check(
 
 /// `CREATE [OR REPLACE] FEATURE VIEW [IF NOT EXISTS] ...`.
 pub(super) async fn create(engine: &Engine, c: CreateFeatureView) -> Result<Output> {
+    until_settled(|| create_once(engine, &c)).await
+}
+
+/// One try of [`create`]; `Ok(None)` when it lost the race for the name and is to run again.
+async fn create_once(engine: &Engine, c: &CreateFeatureView) -> Result<Option<Output>> {
     let name = object_name(&c.name);
     let Some(exists) = super::feature_views::create_prologue(
         engine,
@@ -198,7 +203,7 @@ pub(super) async fn create(engine: &Engine, c: CreateFeatureView) -> Result<Outp
         c.mode,
     )?
     else {
-        return Ok(Output::empty());
+        return Ok(Some(Output::empty()));
     };
     let ttl = match &c.ttl {
         Some(t) => {
@@ -232,24 +237,49 @@ pub(super) async fn create(engine: &Engine, c: CreateFeatureView) -> Result<Outp
         sql: flywheel_sql::ast::FlywheelDdl::CreateFeatureView(Box::new(c.clone())).to_string(),
     };
     let plan = plan_and_check(engine, Keyed::FeatureView, &name, &def).await?;
-    materialize(engine, &name, plan, exists).await?;
-    store(engine, &name, &def).await?;
-    Ok(Output::empty())
+    let materialized = materialize(engine, &name, plan, HashMap::new()).await?;
+    let change = object_change(KIND_FEATURE_VIEW, &name, &def, exists)?;
+    match commit_object(engine, materialized, vec![change]).await {
+        Ok(()) => {}
+        Err(e) if lost_create_race(&e) => {
+            let names = (KIND_FEATURE_VIEW, "feature view", "FEATURE VIEW");
+            return after_lost_race(engine, names, &name, c.mode).await;
+        }
+        Err(e) => return Err(e),
+    }
+    engine
+        .sync_online(&name, &def)
+        .await
+        .map_err(|e| online_load_failed(&name, "recorded", e))?;
+    Ok(Some(Output::empty()))
 }
 
 /// Records a feature view's (new) definition, then loads it into the online store or takes it
 /// out, as its options say.
 async fn store(engine: &Engine, name: &str, def: &FeatureViewDefinition) -> Result<()> {
-    let json = serde_json::to_string(def)
-        .map_err(|e| Error::Invalid(format!("cannot store feature view `{name}`: {e}")))?;
-    engine
-        .registry()
-        .create_object(KIND_FEATURE_VIEW, name, json, true)
-        .await?;
+    let change = object_change(KIND_FEATURE_VIEW, name, def, true)?;
+    engine.registry().commit(vec![change]).await?;
     engine
         .sync_online(name, def)
         .await
         .map_err(|e| online_load_failed(name, "recorded", e))
+}
+
+/// The registry change that records `def` as the definition of `kind`/`name`.
+fn object_change(
+    kind: &str,
+    name: &str,
+    def: &FeatureViewDefinition,
+    replace: bool,
+) -> Result<Change> {
+    let definition = serde_json::to_string(def)
+        .map_err(|e| Error::Invalid(format!("cannot store `{name}`: {e}")))?;
+    Ok(Change::CreateObject {
+        kind: kind.to_string(),
+        name: name.to_string(),
+        definition,
+        replace,
+    })
 }
 
 /// `e`, from loading `view` into the online store after its definition (and table) were
@@ -268,23 +298,111 @@ fn online_load_failed(view: &str, done: &str, e: Error) -> Error {
     }
 }
 
-/// Writes the view's rows as its table: a new table, or one overwrite commit of the existing one.
+/// What [`materialize`] wrote.
+#[derive(Debug)]
+pub(super) enum Materialized {
+    /// A new table (version 0) in a folder of its own, not yet registered: [`commit_object`]
+    /// registers it with its object in one registry commit.
+    New(TableEntry),
+    /// A new version of the object's registered table.
+    Version(u64),
+}
+
+impl Materialized {
+    /// The Delta version written.
+    pub(super) fn version(&self) -> u64 {
+        match self {
+            Materialized::New(_) => 0,
+            Materialized::Version(v) => *v,
+        }
+    }
+}
+
+/// Writes an object's rows as its table, with `metadata` in the Delta commit: a new table when
+/// the name has none, otherwise one overwrite commit of the existing one.
 pub(super) async fn materialize(
     engine: &Engine,
     name: &str,
     plan: LogicalPlan,
-    replace: bool,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<Materialized> {
+    match engine.registry().table(name) {
+        Some(existing) => Ok(Materialized::Version(
+            ddl::replace_table(engine, &existing, &plan, metadata).await?,
+        )),
+        None => Ok(Materialized::New(
+            ddl::write_new_table(engine, name, &plan, metadata).await?,
+        )),
+    }
+}
+
+/// Records `changes` (an object's definition, its lineage) in one registry commit, with the
+/// object's table when it is new: a crash leaves the object entirely there or entirely absent.
+pub(super) async fn commit_object(
+    engine: &Engine,
+    materialized: Materialized,
+    changes: Vec<Change>,
 ) -> Result<()> {
-    let create = CreateMemoryTable {
-        name: TableReference::bare(name),
-        constraints: Default::default(),
-        input: Arc::new(plan),
-        if_not_exists: false,
-        or_replace: replace,
-        column_defaults: vec![],
-        temporary: false,
-    };
-    ddl::create_table(engine, create).await.map(|_| ())
+    match materialized {
+        Materialized::New(entry) => ddl::register(engine, &entry, changes).await,
+        Materialized::Version(_) => {
+            engine.registry().commit(changes).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Whether a `CREATE` failed because another statement registered the name while it wrote.
+pub(super) fn lost_create_race(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Catalog(
+            flywheel_catalog::Error::TableExists { .. }
+                | flywheel_catalog::Error::ObjectExists { .. }
+        )
+    )
+}
+
+/// What a `CREATE` that lost the race for its name answers: `IF NOT EXISTS` succeeds (the
+/// object exists), `OR REPLACE` is to run again (`Ok(None)`: it now replaces the winner), a
+/// plain `CREATE` says the name is taken. `kind`, `noun` and `sql_kind` are as for
+/// [`create_prologue`].
+pub(super) async fn after_lost_race(
+    engine: &Engine,
+    (kind, noun, sql_kind): (&str, &str, &str),
+    name: &str,
+    mode: flywheel_sql::ast::CreateMode,
+) -> Result<Option<Output>> {
+    engine.registry().refresh().await?;
+    let exists = engine.registry().object(kind, name).is_some();
+    if exists && mode.if_not_exists {
+        return Ok(Some(Output::empty()));
+    }
+    if exists && mode.or_replace {
+        return Ok(None);
+    }
+    create_prologue(engine, kind, noun, sql_kind, name, mode)?;
+    Err(Error::Exists(format!(
+        "{noun} `{name}` was created by another statement at the same moment"
+    )))
+}
+
+/// Runs a `CREATE` again while it loses the race for its name and is to replace the winner
+/// (`OR REPLACE`), a few times at most.
+pub(super) async fn until_settled<F, Fut>(mut create: F) -> Result<Output>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Output>>>,
+{
+    for _ in 0..4 {
+        if let Some(output) = create().await? {
+            return Ok(output);
+        }
+    }
+    Err(Error::Conflict(
+        "other statements kept creating the same name while this one replaced it; run it again"
+            .into(),
+    ))
 }
 
 fn not_found(kind: Keyed, name: &str) -> Error {
@@ -324,7 +442,7 @@ pub(super) fn registry_definition(
 pub(super) async fn refresh(engine: &Engine, name: &str) -> Result<Output> {
     let def = definition(engine, Keyed::FeatureView, name)?;
     let plan = plan_and_check(engine, Keyed::FeatureView, name, &def).await?;
-    materialize(engine, name, plan, true).await?;
+    materialize(engine, name, plan, HashMap::new()).await?;
     engine
         .sync_online(name, &def)
         .await
@@ -393,16 +511,30 @@ pub(super) async fn drop(
     for d in dependents {
         super::training_sets::drop(engine, &d, true).await?;
     }
-    engine
-        .registry()
-        .drop_object(kind.registry_kind(), name)
-        .await?;
-    let entry = engine.registry().drop_table(name).await?;
-    super::ddl::remove_files(engine, &entry).await?;
+    drop_with_table(engine, kind.registry_kind(), name).await?;
     if kind == Keyed::FeatureView {
         engine.online().remove(name).await?;
     }
     Ok(Output::empty())
+}
+
+/// Forgets the object `kind`/`name` and its table in one registry commit, then removes the
+/// table's files.
+pub(super) async fn drop_with_table(engine: &Engine, kind: &str, name: &str) -> Result<()> {
+    let mut changes = vec![Change::DropObject {
+        kind: kind.to_string(),
+        name: name.to_string(),
+    }];
+    if engine.registry().table(name).is_some() {
+        changes.push(Change::DropTable {
+            name: name.to_string(),
+        });
+    }
+    let committed = engine.registry().commit(changes).await?;
+    for entry in committed.dropped_tables {
+        super::ddl::remove_files(engine, &entry).await?;
+    }
+    Ok(())
 }
 
 /// `SHOW FEATURE VIEWS` / `SHOW LABELS`: name, entity, event time, TTL, query (the system tables
@@ -472,12 +604,19 @@ pub(super) async fn create_label(
     engine: &Engine,
     c: flywheel_sql::ast::CreateLabel,
 ) -> Result<Output> {
+    until_settled(|| create_label_once(engine, &c)).await
+}
+
+/// One try of [`create_label`]; `Ok(None)` when it lost the race for the name and is to run again.
+async fn create_label_once(
+    engine: &Engine,
+    c: &flywheel_sql::ast::CreateLabel,
+) -> Result<Option<Output>> {
     let name = object_name(&c.name);
-    let registry = engine.registry();
     let Some(exists) =
         super::feature_views::create_prologue(engine, KIND_LABEL, "label", "LABEL", &name, c.mode)?
     else {
-        return Ok(Output::empty());
+        return Ok(Some(Output::empty()));
     };
     let query = match &c.source {
         flywheel_sql::ast::LabelSource::Query(q) => q.to_string(),
@@ -492,13 +631,15 @@ pub(super) async fn create_label(
         sql: flywheel_sql::ast::FlywheelDdl::CreateLabel(Box::new(c.clone())).to_string(),
     };
     let plan = plan_and_check(engine, Keyed::Label, &name, &def).await?;
-    materialize(engine, &name, plan, exists).await?;
-    let json = serde_json::to_string(&def)
-        .map_err(|e| Error::Invalid(format!("cannot store label `{name}`: {e}")))?;
-    registry
-        .create_object(KIND_LABEL, &name, json, true)
-        .await?;
-    Ok(Output::empty())
+    let materialized = materialize(engine, &name, plan, HashMap::new()).await?;
+    let change = object_change(KIND_LABEL, &name, &def, exists)?;
+    match commit_object(engine, materialized, vec![change]).await {
+        Ok(()) => Ok(Some(Output::empty())),
+        Err(e) if lost_create_race(&e) => {
+            after_lost_race(engine, (KIND_LABEL, "label", "LABEL"), &name, c.mode).await
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The common start of a `CREATE` of a materialized object: `Ok(None)` when `IF NOT EXISTS` finds

@@ -8,9 +8,11 @@
 //! in both.
 
 mod append;
+mod conflicts;
 mod ddl;
 mod delta_types;
 mod feature_views;
+mod file_access;
 mod ingest;
 mod insert;
 mod local_files;
@@ -34,6 +36,7 @@ use flywheel_catalog::{Registry, Warehouse};
 use flywheel_sql::FlywheelStatement;
 use tracing::instrument;
 
+pub use file_access::FileAccess;
 pub use ingest::{IfExists, IfMissing, IngestTarget};
 pub use online::{explain_online, is_online, not_served, online_views};
 pub use output::Output;
@@ -71,6 +74,8 @@ pub struct Engine {
     registry: Arc<Registry>,
     online: Arc<crate::online::OnlineStore>,
     data_pages: DataPages,
+    /// What files statements may use besides the tables.
+    file_access: Arc<FileAccess>,
     /// Told the Delta id of every managed table whose files a statement deleted.
     dropped: Listeners,
     /// Told the name of every training set a statement built (created or refreshed).
@@ -127,6 +132,8 @@ pub struct EngineOptions {
     pub memory_limit: Option<usize>,
     /// The Parquet data pages of the tables the engine writes.
     pub data_pages: DataPages,
+    /// What files statements may use besides the tables (default: the warehouse only).
+    pub file_access: FileAccess,
 }
 
 impl Engine {
@@ -150,6 +157,7 @@ impl Engine {
             registry,
             online,
             data_pages: options.data_pages,
+            file_access: Arc::new(options.file_access.clone()),
             dropped: Listeners::default(),
             built: Listeners::default(),
         })
@@ -273,6 +281,13 @@ impl Engine {
                     if let Some(refused) = ddl::unsupported_change(self, op, table_name) {
                         return Err(refused);
                     }
+                }
+                if let LogicalPlan::Copy(copy) = &plan {
+                    self.file_access.check(
+                        self.registry.warehouse(),
+                        &copy.output_url,
+                        file_access::Use::CopyTo,
+                    )?;
                 }
                 let insert = insert::InsertContext::of(&plan);
                 if let Some((table, input)) = append::target(self, &plan) {

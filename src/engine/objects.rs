@@ -89,7 +89,7 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
         FlywheelDdl::Describe {
             kind: ObjectKind::TrainingSet,
             name,
-        } => training_sets::describe(engine, &object_name(&name)),
+        } => training_sets::describe(engine, &object_name(&name)).await,
         other => Err(Error::Unsupported {
             what: format!("`{other}`"),
             hint: "REFRESH applies to feature views and training sets".into(),
@@ -153,6 +153,10 @@ async fn create_entity(engine: &Engine, c: CreateEntity) -> Result<Output> {
         .await
     {
         Ok(()) => Ok(Output::empty()),
+        // Created by another statement since the check above.
+        Err(flywheel_catalog::Error::ObjectExists { .. }) if c.mode.if_not_exists => {
+            Ok(Output::empty())
+        }
         Err(flywheel_catalog::Error::ObjectExists { .. }) => Err(Error::Exists(format!(
             "entity `{name}` already exists; use CREATE OR REPLACE ENTITY, CREATE ENTITY IF NOT EXISTS, or DROP ENTITY {name} first"
         ))),

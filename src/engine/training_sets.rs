@@ -8,11 +8,12 @@
 //! the training set's Delta table; the input versions are recorded (lineage), so an old version of
 //! the training set is never changed and says what it was built from.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
+use flywheel_catalog::Change;
 use flywheel_catalog::load_table;
 use flywheel_catalog::objects::{
     EntityDefinition, FeatureItem, KIND_ENTITY, KIND_TRAINING_SET, KIND_TRAINING_SET_VERSION,
@@ -20,7 +21,10 @@ use flywheel_catalog::objects::{
 };
 use flywheel_sql::ast::CreateTrainingSet;
 
-use super::feature_views::{Keyed, definition, materialize};
+use super::feature_views::{
+    Keyed, Materialized, after_lost_race, commit_object, definition, lost_create_race, materialize,
+    until_settled,
+};
 use super::{Engine, Output, Planned, object_name};
 use crate::{Error, Result};
 
@@ -180,13 +184,18 @@ async fn columns_of(engine: &Engine, name: &str, version: u64) -> Result<Vec<Str
         .collect())
 }
 
-/// Builds (or rebuilds) the training set's table and records the lineage of the new version.
+/// The key of a training set version's lineage in its Delta commit's metadata (`commitInfo`):
+/// the lineage travels with the version it describes, so a build that stopped between its Delta
+/// commit and its registry commit still says what the version was built from.
+pub(crate) const LINEAGE_METADATA_KEY: &str = "flywheel.lineage";
+
+/// Builds (or rebuilds) the training set's table; returns what was written and the registry
+/// change recording the new version's lineage (to be committed with the caller's other changes).
 async fn build(
     engine: &Engine,
     name: &str,
     def: &TrainingSetDefinition,
-    replace: bool,
-) -> Result<()> {
+) -> Result<(Materialized, Change)> {
     let (query, inputs) = build_query(engine, name, def).await?;
     let mut statements = engine.parse(&query)?;
     let plan = match engine.plan(statements.remove(0)).await? {
@@ -197,28 +206,35 @@ async fn build(
             )));
         }
     };
-    materialize(engine, name, plan, replace).await?;
-    let version = table_version(engine, name).await?;
-    let lineage = serde_json::to_string(&Lineage {
-        version,
+    let mut lineage = Lineage {
+        version: 0,
         inputs,
         query,
-    })
-    .map_err(|e| Error::Invalid(format!("cannot store lineage of `{name}`: {e}")))?;
-    engine
-        .registry()
-        .create_object(
-            KIND_TRAINING_SET_VERSION,
-            &format!("{name}@{version}"),
-            lineage,
-            true,
-        )
-        .await?;
-    Ok(())
+    };
+    let recorded = serde_json::to_value(&lineage)
+        .map_err(|e| Error::Invalid(format!("cannot store lineage of `{name}`: {e}")))?;
+    let metadata = HashMap::from([(LINEAGE_METADATA_KEY.to_string(), recorded)]);
+    let materialized = materialize(engine, name, plan, metadata).await?;
+    lineage.version = materialized.version();
+    let change = Change::CreateObject {
+        kind: KIND_TRAINING_SET_VERSION.to_string(),
+        name: format!("{name}@{}", lineage.version),
+        definition: serde_json::to_string(&lineage)
+            .map_err(|e| Error::Invalid(format!("cannot store lineage of `{name}`: {e}")))?,
+        replace: true,
+    };
+    Ok((materialized, change))
 }
 
-/// `CREATE [OR REPLACE] TRAINING SET [IF NOT EXISTS] ...`.
+/// `CREATE [OR REPLACE] TRAINING SET [IF NOT EXISTS] ...`: the table, its first version's
+/// lineage and the definition are registered in one registry commit, so a crash while building
+/// leaves no trace but an unregistered folder (the name stays free).
 pub(super) async fn create(engine: &Engine, c: CreateTrainingSet) -> Result<Output> {
+    until_settled(|| create_once(engine, &c)).await
+}
+
+/// One try of [`create`]; `Ok(None)` when it lost the race for the name and is to run again.
+async fn create_once(engine: &Engine, c: &CreateTrainingSet) -> Result<Option<Output>> {
     let name = object_name(&c.name);
     let registry = engine.registry();
     let Some(exists) = super::feature_views::create_prologue(
@@ -230,7 +246,7 @@ pub(super) async fn create(engine: &Engine, c: CreateTrainingSet) -> Result<Outp
         c.mode,
     )?
     else {
-        return Ok(Output::empty());
+        return Ok(Some(Output::empty()));
     };
     let label = object_name(&c.label);
     if registry
@@ -253,14 +269,25 @@ pub(super) async fn create(engine: &Engine, c: CreateTrainingSet) -> Result<Outp
             .collect(),
         sql: flywheel_sql::ast::FlywheelDdl::CreateTrainingSet(c.clone()).to_string(),
     };
-    build(engine, &name, &def, exists).await?;
+    let (materialized, lineage) = build(engine, &name, &def).await?;
     let json = serde_json::to_string(&def)
         .map_err(|e| Error::Invalid(format!("cannot store training set `{name}`: {e}")))?;
-    registry
-        .create_object(KIND_TRAINING_SET, &name, json, true)
-        .await?;
+    let definition = Change::CreateObject {
+        kind: KIND_TRAINING_SET.to_string(),
+        name: name.clone(),
+        definition: json,
+        replace: exists,
+    };
+    match commit_object(engine, materialized, vec![lineage, definition]).await {
+        Ok(()) => {}
+        Err(e) if lost_create_race(&e) => {
+            let names = (KIND_TRAINING_SET, "training set", "TRAINING SET");
+            return after_lost_race(engine, names, &name, c.mode).await;
+        }
+        Err(e) => return Err(e),
+    }
     engine.training_set_built(&name);
-    Ok(Output::empty())
+    Ok(Some(Output::empty()))
 }
 
 fn ts_definition(engine: &Engine, name: &str) -> Result<TrainingSetDefinition> {
@@ -295,12 +322,13 @@ impl Engine {
 /// `REFRESH TRAINING SET t`: a new version from the inputs' current versions.
 pub(super) async fn refresh(engine: &Engine, name: &str) -> Result<Output> {
     let def = ts_definition(engine, name)?;
-    build(engine, name, &def, true).await?;
+    let (materialized, lineage) = build(engine, name, &def).await?;
+    commit_object(engine, materialized, vec![lineage]).await?;
     engine.training_set_built(name);
     Ok(Output::empty())
 }
 
-/// `DROP TRAINING SET [IF EXISTS] t`.
+/// `DROP TRAINING SET [IF EXISTS] t`: the definition and the table in one registry commit.
 pub(super) async fn drop(engine: &Engine, name: &str, if_exists: bool) -> Result<Output> {
     if engine.registry().object(KIND_TRAINING_SET, name).is_none() {
         if if_exists {
@@ -308,12 +336,7 @@ pub(super) async fn drop(engine: &Engine, name: &str, if_exists: bool) -> Result
         }
         return Err(not_found(name));
     }
-    engine
-        .registry()
-        .drop_object(KIND_TRAINING_SET, name)
-        .await?;
-    let entry = engine.registry().drop_table(name).await?;
-    super::ddl::remove_files(engine, &entry).await?;
+    super::feature_views::drop_with_table(engine, KIND_TRAINING_SET, name).await?;
     Ok(Output::empty())
 }
 
@@ -348,7 +371,7 @@ pub(super) fn show(engine: &Engine) -> Result<Output> {
 }
 
 /// `DESCRIBE TRAINING SET t`: its definition, then the lineage of each version.
-pub(super) fn describe(engine: &Engine, name: &str) -> Result<Output> {
+pub(super) async fn describe(engine: &Engine, name: &str) -> Result<Output> {
     let def = ts_definition(engine, name)?;
     let mut rows = vec![
         ("label".to_string(), def.label.clone()),
@@ -365,15 +388,7 @@ pub(super) fn describe(engine: &Engine, name: &str) -> Result<Output> {
         ),
         ("sql".to_string(), def.sql.clone()),
     ];
-    let prefix = format!("{name}@");
-    let mut versions: Vec<Lineage> = engine
-        .registry()
-        .objects(KIND_TRAINING_SET_VERSION)
-        .into_iter()
-        .filter(|o| o.name.starts_with(&prefix))
-        .filter_map(|o| serde_json::from_str(&o.definition).ok())
-        .collect();
-    versions.sort_by_key(|l| l.version);
+    let versions = lineages(engine, name).await?;
     for l in versions {
         let inputs: Vec<String> = l.inputs.iter().map(|(k, v)| format!("{k}@{v}")).collect();
         rows.push((
@@ -382,6 +397,46 @@ pub(super) fn describe(engine: &Engine, name: &str) -> Result<Output> {
         ));
     }
     two_columns("property", "value", rows)
+}
+
+/// The lineage of every version of training set `name`, oldest first: from the registry and, for
+/// a version whose registry commit never happened (its build stopped between its Delta commit
+/// and its registry commit), from the version's own Delta commit ([`LINEAGE_METADATA_KEY`]).
+async fn lineages(engine: &Engine, name: &str) -> Result<Vec<Lineage>> {
+    let mut versions: BTreeMap<u64, Lineage> = engine
+        .registry()
+        .objects(KIND_TRAINING_SET_VERSION)
+        .into_iter()
+        .filter(|o| o.name.rsplit_once('@').is_some_and(|(set, _)| set == name))
+        .filter_map(|o| serde_json::from_str::<Lineage>(&o.definition).ok())
+        .map(|l| (l.version, l))
+        .collect();
+    let Some(entry) = engine.registry().table(name) else {
+        return Ok(versions.into_values().collect());
+    };
+    let table = load_table(&entry, None).await?;
+    for version in 0..=table.version().unwrap_or_default() {
+        if versions.contains_key(&version) {
+            continue;
+        }
+        if let Some(mut lineage) = lineage_in_commit(&table, version).await {
+            lineage.version = version;
+            versions.insert(version, lineage);
+        }
+    }
+    Ok(versions.into_values().collect())
+}
+
+/// The lineage recorded in the Delta commit of `version`, if any (an unreadable or expired
+/// commit file has none).
+async fn lineage_in_commit(table: &deltalake::DeltaTable, version: u64) -> Option<Lineage> {
+    let bytes = table.log_store().read_commit_entry(version).await.ok()??;
+    let text = std::str::from_utf8(&bytes).ok()?;
+    text.lines().find_map(|line| {
+        let action: serde_json::Value = serde_json::from_str(line).ok()?;
+        let recorded = action.get("commitInfo")?.get(LINEAGE_METADATA_KEY)?;
+        serde_json::from_value(recorded.clone()).ok()
+    })
 }
 
 /// Whether `name` is a training set (DROP TABLE refuses its table).

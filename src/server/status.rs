@@ -23,14 +23,22 @@ pub fn to_status(e: Error) -> Status {
             | C::VersionNotFound { .. }
             | C::TimestampNotFound { .. } => Status::not_found(message),
             C::TableExists { .. } | C::ObjectExists { .. } => Status::already_exists(message),
-            C::NotADeltaTable { .. } | C::InvalidLocation { .. } => {
+            C::NotADeltaTable { .. } | C::InvalidLocation { .. } | C::InvalidName { .. } => {
                 Status::invalid_argument(message)
             }
+            C::RegistryBusy { .. } => Status::aborted(message),
             _ => internal(&e),
         },
         Error::DataFusion(df) => datafusion_status(df, message, &e),
         Error::Config(_) => Status::invalid_argument(message),
         Error::Delta(d) if is_bad_data(d) => Status::invalid_argument(message),
+        Error::Conflict(_) => Status::aborted(message),
+        Error::Delta(d) if flywheel_catalog::is_commit_race(d) => Status::aborted(format!(
+            "{message}: another writer committed to the same table first; nothing was committed \
+             by this statement, run it again"
+        )),
+        Error::Limit(_) => Status::invalid_argument(message),
+        Error::PermissionDenied(_) => Status::permission_denied(message),
         Error::Unavailable(_) => {
             tracing::warn!(error = %message, "unavailable");
             Status::unavailable(message)

@@ -18,11 +18,16 @@ def flywheel_bin() -> str:
 
 class Server:
     """`flywheel serve` on a free port; `args` are extra `serve` flags (e.g. `--auth-token`), `env`
-    extra `FLYWHEEL_*` settings."""
+    extra `FLYWHEEL_*` settings. Clients may use files beside the warehouse (its parent folder is
+    in `allowed_paths`) unless `env` says otherwise."""
 
     def __init__(self, warehouse: Path, args: list[str] | None = None, env: dict | None = None):
         self.warehouse = warehouse
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")} | (env or {})
+        env = (
+            {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+            | {"FLYWHEEL_ALLOWED_PATHS": str(warehouse.parent)}
+            | (env or {})
+        )
         self.proc = subprocess.Popen(
             [flywheel_bin(), "--warehouse", str(warehouse), "serve", "--listen", "127.0.0.1:0"]
             + list(args or []),
@@ -47,6 +52,22 @@ class Server:
                 self.proc.kill()
                 return self.proc.wait()
         return self.proc.returncode
+
+
+def table_location(uri: str, name: str) -> str:
+    """Where the warehouse table `name` lives (managed tables are in folders named by ids):
+    `flywheel.tables` says, for other Delta readers."""
+    import adbc_driver_flightsql.dbapi as flightsql
+
+    with flightsql.connect(uri) as conn, conn.cursor() as cur:
+        cur.execute("SELECT location FROM flywheel.tables WHERE name = ?", parameters=[name])
+        row = cur.fetchone()
+    assert row is not None, f"table {name} is not registered"
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    url = urlparse(row[0])
+    return url2pathname(url.path) if url.scheme == "file" else row[0]
 
 
 @pytest.fixture

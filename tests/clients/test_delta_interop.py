@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 
-from conftest import Server
+from conftest import Server, table_location
 
 
 def test_deltalake_reads_what_flywheel_wrote(server, warehouse):
@@ -18,7 +18,7 @@ def test_deltalake_reads_what_flywheel_wrote(server, warehouse):
         cur.execute("INSERT INTO events VALUES (1, 'click'), (2, 'buy')")
         cur.execute("INSERT INTO events VALUES (3, 'view')")
 
-    dt = DeltaTable(str(warehouse / "tables" / "events"))
+    dt = DeltaTable(table_location(server.uri, "events"))
     assert dt.version() == 2
     got = dt.to_pyarrow_table().sort_by("user_id")
     assert got.column("user_id").to_pylist() == [1, 2, 3]
@@ -139,7 +139,7 @@ def test_other_readers_read_the_parquet_files_flywheel_writes(server, warehouse)
         expected = cur.fetch_arrow_table()
     assert expected.num_rows == 300_000
 
-    dt = DeltaTable(str(warehouse / "tables" / "feats"))
+    dt = DeltaTable(table_location(server.uri, "feats"))
     files = dt.file_uris()
     # Written with Data Page V2 (the files' format version says which writer version made them).
     assert {pq.ParquetFile(f).metadata.format_version for f in files} == {"2.6"}
@@ -160,7 +160,7 @@ def test_parquet_data_pages_v1_for_readers_without_v2_support(tmp_path):
             cur.execute("CREATE TABLE t AS SELECT value AS id, random() AS f FROM generate_series(1, 1000)")
             cur.execute("SELECT count(*) FROM t")
             assert cur.fetchone()[0] == 1000
-        files = DeltaTable(str(tmp_path / "warehouse" / "tables" / "t")).file_uris()
+        files = DeltaTable(table_location(server.uri, "t")).file_uris()
         assert {pq.ParquetFile(f).metadata.format_version for f in files} == {"1.0"}
         assert pa.concat_tables(pq.read_table(f) for f in files).num_rows == 1000
     finally:

@@ -125,3 +125,19 @@ pub fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
     rows.sort();
     rows
 }
+
+/// The folder of the warehouse table `name` (tables live in folders named by ids, which the
+/// registry records).
+pub async fn table_dir(warehouse: &Path, name: &str) -> std::path::PathBuf {
+    let wh = flywheel_catalog::Warehouse::open(warehouse.to_str().expect("utf-8 path"))
+        .expect("warehouse");
+    let registry = flywheel_catalog::Registry::open(wh)
+        .await
+        .expect("registry");
+    registry
+        .table(name)
+        .unwrap_or_else(|| panic!("table `{name}` is registered"))
+        .location
+        .to_file_path()
+        .expect("a local table")
+}

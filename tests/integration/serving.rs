@@ -641,7 +641,7 @@ async fn repeated_shard_reads_are_sent_from_the_download_cache() {
 
     // What was removed from the table does not come back from the cache: with the version's data
     // files gone (as after a vacuum), its read fails as it would without a cache.
-    let table_dir = warehouse.join("tables").join("fraud_train");
+    let table_dir = crate::common::table_dir(&warehouse, "fraud_train").await;
     let mut removed = 0;
     for file in std::fs::read_dir(&table_dir)
         .expect("table folder")
@@ -833,7 +833,7 @@ async fn a_removed_file_of_a_version_with_many_files_is_noticed() {
     assert_eq!(count(read_endpoints(&mut flight, &info).await), 40);
     assert_replayed(&cache, &entries, an_hour_ago);
 
-    let table_dir = warehouse.join("tables").join("many");
+    let table_dir = crate::common::table_dir(&warehouse, "many").await;
     let parquet = std::fs::read_dir(&table_dir)
         .expect("table folder")
         .flatten()
