@@ -5,15 +5,18 @@
 //! `FLYWHEEL_AUTH_TOKEN`, `FLYWHEEL_AUTH_USER`, `FLYWHEEL_AUTH_PASSWORD`, `FLYWHEEL_TLS_CERT`,
 //! `FLYWHEEL_TLS_KEY`, `FLYWHEEL_ONLINE_STORE`, `FLYWHEEL_MEMORY_LIMIT`,
 //! `FLYWHEEL_DOWNLOAD_CACHE_SIZE`, `FLYWHEEL_DOWNLOAD_CACHE_DIR`, `FLYWHEEL_PARQUET_DATA_PAGES`,
-//! `FLYWHEEL_WARM_TRAINING_SETS`, `FLYWHEEL_ALLOWED_PATHS` (comma-separated)), command-line
-//! flags.
+//! `FLYWHEEL_WARM_TRAINING_SETS`, `FLYWHEEL_ALLOWED_PATHS` (comma-separated),
+//! `FLYWHEEL_STATEMENT_TIMEOUT`, `FLYWHEEL_MAX_STATEMENT_SIZE`, `FLYWHEEL_MAX_EXPRESSION_DEPTH`,
+//! `FLYWHEEL_MAX_LOOKUP_KEYS`), command-line flags.
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::engine::DataPages;
+use crate::engine::limits::{self, Limits};
 use crate::{Error, Result};
 
 /// Settings shared by `flywheel serve` and `flywheel sql`.
@@ -38,9 +41,20 @@ pub struct Config {
     pub tls_key: Option<String>,
     /// The online store: `embedded` (default) or a `redis://` URL shared by several servers.
     pub online_store: Option<String>,
-    /// The most memory queries may hold, e.g. `4GiB`, `512MiB` or a byte count (default: no limit).
-    /// Over it, sorts and aggregates spill to disk and ASOF JOINs match their right side in passes.
+    /// The most memory queries may hold, e.g. `4GiB`, `512MiB` or a byte count (default: half of
+    /// the machine's memory, or of the container's limit when it has one). Over it, sorts and
+    /// aggregates spill to disk, ASOF JOINs match their right side in passes, and what cannot
+    /// spill is refused (`RESOURCE_EXHAUSTED`).
     pub memory_limit: Option<String>,
+    /// How long one statement may run before it is cancelled, e.g. `30s`, `15m`, `2h`; `0` for no
+    /// limit (default: 1h for `flywheel serve`, none for `flywheel sql`).
+    pub statement_timeout: Option<String>,
+    /// The longest SQL text one request may carry, e.g. `16MiB` (the default).
+    pub max_statement_size: Option<String>,
+    /// The deepest nesting of expressions and subqueries in one statement (default: 2500).
+    pub max_expression_depth: Option<usize>,
+    /// The most entity keys one online lookup may ask for (default: 100000).
+    pub max_lookup_keys: Option<usize>,
     /// The most disk the download cache may use (repeated shard reads of pinned training sets
     /// and tables are sent from it), e.g. `20GiB`; `0` switches it off (default: 8 GiB).
     pub download_cache_size: Option<String>,
@@ -76,6 +90,10 @@ impl Default for Config {
             tls_key: None,
             online_store: None,
             memory_limit: None,
+            statement_timeout: None,
+            max_statement_size: None,
+            max_expression_depth: None,
+            max_lookup_keys: None,
             download_cache_size: None,
             download_cache_dir: None,
             parquet_data_pages: None,
@@ -98,6 +116,7 @@ pub struct Overrides {
     pub tls_key: Option<String>,
     pub online_store: Option<String>,
     pub memory_limit: Option<String>,
+    pub statement_timeout: Option<String>,
 }
 
 impl Config {
@@ -166,6 +185,16 @@ impl Config {
                 &mut config.download_cache_size,
             ),
             (
+                "FLYWHEEL_STATEMENT_TIMEOUT",
+                &flags.statement_timeout,
+                &mut config.statement_timeout,
+            ),
+            (
+                "FLYWHEEL_MAX_STATEMENT_SIZE",
+                &None,
+                &mut config.max_statement_size,
+            ),
+            (
                 "FLYWHEEL_DOWNLOAD_CACHE_DIR",
                 &None,
                 &mut config.download_cache_dir,
@@ -179,6 +208,16 @@ impl Config {
         for (var, flag, field) in optional {
             if let Some(v) = flag.clone().or_else(|| env(var)) {
                 *field = Some(v);
+            }
+        }
+        for (var, field) in [
+            ("FLYWHEEL_MAX_EXPRESSION_DEPTH", &mut config.max_expression_depth),
+            ("FLYWHEEL_MAX_LOOKUP_KEYS", &mut config.max_lookup_keys),
+        ] {
+            if let Some(v) = env(var) {
+                *field = Some(v.trim().parse().map_err(|_| {
+                    Error::Config(format!("{var} `{v}` is not a positive whole number"))
+                })?);
             }
         }
         if let Some(v) = env("FLYWHEEL_ALLOWED_PATHS") {
@@ -220,6 +259,10 @@ impl Config {
             return Err(Error::Config("auth_token is empty".into()));
         }
         self.memory_limit_bytes()?;
+        self.limits(None)?;
+        if self.max_lookup_keys == Some(0) {
+            return Err(Error::Config("max_lookup_keys must be at least 1".into()));
+        }
         self.download_cache_bytes()?;
         self.data_pages()?;
         crate::engine::FileAccess::restricted_to(&self.allowed_paths)?;
@@ -234,10 +277,11 @@ impl Config {
             .map_err(Error::Config)
     }
 
-    /// `memory_limit` in bytes (`None`: no limit).
+    /// `memory_limit` in bytes: the configured size, or half of the memory this process may use
+    /// (`None` only when that cannot be read).
     pub fn memory_limit_bytes(&self) -> Result<Option<usize>> {
         let Some(text) = self.memory_limit.as_deref() else {
-            return Ok(None);
+            return Ok(available_memory().map(|m| usize::try_from(m / 2).unwrap_or(usize::MAX)));
         };
         match parse_size(text) {
             Some(b) if b > 0 => Ok(Some(usize::try_from(b).unwrap_or(usize::MAX))),
@@ -245,6 +289,47 @@ impl Config {
                 "memory_limit `{text}` is not a size; e.g. 4GiB, 512MiB or 1073741824"
             ))),
         }
+    }
+
+    /// The limits statements run under; `default_timeout` when `statement_timeout` is not set.
+    pub fn limits(&self, default_timeout: Option<Duration>) -> Result<Limits> {
+        let statement_timeout = match self.statement_timeout.as_deref() {
+            None => default_timeout,
+            Some(text) => parse_duration(text).ok_or_else(|| {
+                Error::Config(format!(
+                    "statement_timeout `{text}` is not a duration; e.g. 30s, 15m, 2h, or 0 for \
+                     no limit"
+                ))
+            })?,
+        };
+        let max_statement_bytes = match self.max_statement_size.as_deref() {
+            None => limits::DEFAULT_MAX_STATEMENT_BYTES,
+            Some(text) => parse_size(text)
+                .filter(|b| *b > 0)
+                .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "max_statement_size `{text}` is not a size; e.g. 16MiB"
+                    ))
+                })?,
+        };
+        let max_expression_depth = match self.max_expression_depth {
+            None => limits::DEFAULT_MAX_EXPRESSION_DEPTH,
+            Some(0) => {
+                return Err(Error::Config(
+                    "max_expression_depth must be at least 1".into(),
+                ));
+            }
+            Some(d) => d,
+        };
+        Ok(Limits {
+            max_statement_bytes,
+            max_expression_depth,
+            statement_timeout,
+            max_lookup_keys: self
+                .max_lookup_keys
+                .unwrap_or(crate::online::DEFAULT_MAX_LOOKUP_KEYS),
+        })
     }
 
     /// `download_cache_size` in bytes (0: no cache).
@@ -276,6 +361,44 @@ impl Config {
             ))
         })
     }
+}
+
+/// The memory this process may use: the container's limit (cgroup v2 `memory.max`) when there is
+/// one, otherwise the machine's (`MemTotal`); `None` where neither can be read.
+fn available_memory() -> Option<u64> {
+    let machine = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    });
+    let container = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match (machine, container) {
+        (Some(m), Some(c)) => Some(m.min(c)),
+        (m, c) => m.or(c),
+    }
+}
+
+/// A duration with a unit (`500ms`, `30s`, `15m`, `2h`, `1d`): `Some(None)` for `0` (no limit),
+/// `None` when it is not one.
+fn parse_duration(text: &str) -> Option<Option<Duration>> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let millis: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" if n == 0 => 0,
+        "ms" => 1,
+        "s" | "sec" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    let total = n.checked_mul(millis)?;
+    Some((total > 0).then(|| Duration::from_millis(total)))
 }
 
 /// A byte count with an optional unit (`4GiB`, `512 MB`, `1000`); `None` when it is not one.
@@ -409,11 +532,48 @@ mod tests {
             Some(Some(512 << 20))
         );
         assert_eq!(with("1000").memory_limit_bytes().ok(), Some(Some(1000)));
-        assert_eq!(Config::default().memory_limit_bytes().ok(), Some(None));
+        let default = Config::default().memory_limit_bytes().ok().flatten();
+        assert!(default.is_some_and(|b| b > 0), "half the machine's memory: {default:?}");
         for bad in ["lots", "4 parsecs", "0", "GiB"] {
             let err = with(bad).check().expect_err(bad).to_string();
             assert!(err.contains("e.g. 4GiB"), "{err}");
         }
+    }
+
+    #[test]
+    fn statement_limits_take_units_and_defaults() {
+        let c = Config::default();
+        let limits = c.limits(Some(Duration::from_secs(3600))).expect("defaults");
+        assert_eq!(limits.statement_timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(limits.max_statement_bytes, 16 << 20);
+        let with = |t: &str| Config {
+            statement_timeout: Some(t.into()),
+            ..Config::default()
+        };
+        let timeout = |t: &str| with(t).limits(None).map(|l| l.statement_timeout);
+        assert_eq!(timeout("90s").ok(), Some(Some(Duration::from_secs(90))));
+        assert_eq!(timeout("15m").ok(), Some(Some(Duration::from_secs(900))));
+        assert_eq!(timeout("0").ok(), Some(None));
+        for bad in ["soon", "5 parsecs", "-1s", ""] {
+            let e = timeout(bad).expect_err(bad).to_string();
+            assert!(e.contains("statement_timeout"), "{e}");
+        }
+        let env: HashMap<&str, &str> = [
+            ("FLYWHEEL_MAX_EXPRESSION_DEPTH", "100"),
+            ("FLYWHEEL_MAX_STATEMENT_SIZE", "1MiB"),
+        ]
+        .into();
+        let c = Config::resolve(&Overrides::default(), |k| env.get(k).map(|v| v.to_string()))
+            .expect("resolves");
+        let limits = c.limits(None).expect("limits");
+        assert_eq!(
+            (limits.max_expression_depth, limits.max_statement_bytes),
+            (100, 1 << 20)
+        );
+        let env: HashMap<&str, &str> = [("FLYWHEEL_MAX_EXPRESSION_DEPTH", "deep")].into();
+        assert!(
+            Config::resolve(&Overrides::default(), |k| env.get(k).map(|v| v.to_string())).is_err()
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! schema resolves table names to Delta table providers, and a hidden schema resolves the time-travel
 //! references that the engine rewrites `t VERSION AS OF n` into.
 
+mod bounded_pushdown;
 mod catalog_provider;
 mod error;
 pub mod objects;
@@ -17,6 +18,7 @@ mod system_schema;
 mod time_travel;
 mod warehouse;
 
+pub use bounded_pushdown::{BoundedPushdownProvider, MAX_PUSHED_FILTER_NODES};
 pub use catalog_provider::{DEFAULT_CATALOG, DEFAULT_SCHEMA, FlywheelCatalogProvider};
 pub use error::{Error, Result};
 pub use registry::{

@@ -7,6 +7,7 @@ use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::Result as DFResult;
 use deltalake::DeltaTable;
 
+use crate::bounded_pushdown::BoundedPushdownProvider;
 use crate::registry::is_not_a_table;
 use crate::snapshots;
 use crate::time_travel::TravelTarget;
@@ -42,13 +43,16 @@ impl SchemaProvider for WarehouseSchemaProvider {
     }
 }
 
-/// Loads `entry` at its latest version, or at `target`, as a table provider.
+/// Loads `entry` at its latest version, or at `target`, as a table provider (whose scan is not
+/// offered oversized filters: [`BoundedPushdownProvider`]).
 pub(crate) async fn open_provider(
     entry: &TableEntry,
     target: Option<&TravelTarget>,
 ) -> Result<Arc<dyn TableProvider>> {
     let table = load_table(entry, target).await?;
-    Ok(table.table_provider().await?)
+    Ok(Arc::new(BoundedPushdownProvider::new(
+        table.table_provider().await?,
+    )))
 }
 
 /// Loads the Delta table of `entry`, at its latest version or at `target`. Snapshots loaded

@@ -18,7 +18,8 @@ use crate::{Engine, EngineOptions, Result, server};
 pub struct Cli {
     /// TOML config file (keys: listen, warehouse, log, auth_token, auth_user, auth_password,
     /// tls_cert, tls_key, online_store, memory_limit, download_cache_size, download_cache_dir,
-    /// parquet_data_pages, warm_training_sets, allowed_paths; see the README's Configuration).
+    /// parquet_data_pages, warm_training_sets, allowed_paths, statement_timeout, max_statement_size,
+    /// max_expression_depth, max_lookup_keys; see the README's Configuration).
     /// Also FLYWHEEL_CONFIG.
     #[arg(long, global = true)]
     config: Option<String>,
@@ -29,9 +30,14 @@ pub struct Cli {
     /// FLYWHEEL_ONLINE_STORE.
     #[arg(long, global = true)]
     online_store: Option<String>,
-    /// The most memory queries may hold, e.g. 4GiB [default: no limit]. Also FLYWHEEL_MEMORY_LIMIT.
+    /// The most memory queries may hold, e.g. 4GiB [default: half of the machine's memory]. Also
+    /// FLYWHEEL_MEMORY_LIMIT.
     #[arg(long, global = true)]
     memory_limit: Option<String>,
+    /// How long one statement may run, e.g. 30s, 15m, 2h, 0 for no limit [default: 1h for serve,
+    /// none for sql]. Also FLYWHEEL_STATEMENT_TIMEOUT.
+    #[arg(long, global = true)]
+    statement_timeout: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,6 +84,7 @@ pub fn main() -> ExitCode {
         warehouse: cli.warehouse.clone(),
         online_store: cli.online_store.clone(),
         memory_limit: cli.memory_limit.clone(),
+        statement_timeout: cli.statement_timeout.clone(),
         ..Overrides::default()
     };
     if let Command::Serve {
@@ -106,6 +113,7 @@ pub fn main() -> ExitCode {
     init_logging(&config, matches!(cli.command, Command::Serve { .. }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(crate::engine::THREAD_STACK_BYTES)
         .build()
     {
         Ok(rt) => rt,
@@ -114,7 +122,12 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli.command, config));
+    // On a worker thread, whose stack is THREAD_STACK_BYTES (the main thread's is smaller).
+    let result = runtime.block_on(async {
+        tokio::spawn(run(cli.command, config))
+            .await
+            .unwrap_or_else(|e| Err(crate::Error::Transport(format!("the command stopped: {e}"))))
+    });
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -141,6 +154,9 @@ fn init_logging(config: &Config, serving: bool) {
         .try_init();
 }
 
+/// How long a statement of `flywheel serve` may run when `statement_timeout` is not set.
+pub const SERVE_STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 async fn run(command: Command, config: Config) -> Result<ExitCode> {
     // The shell runs as its user; a server's clients may use only the folders the
     // configuration allows.
@@ -148,11 +164,18 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
         Command::Sql { .. } => FileAccess::Unrestricted,
         Command::Serve { .. } => FileAccess::restricted_to(&config.allowed_paths)?,
     };
+    // A server's statements stop after an hour unless the configuration says otherwise; the
+    // shell's run as long as their user waits.
+    let default_timeout = match &command {
+        Command::Sql { .. } => None,
+        Command::Serve { .. } => Some(SERVE_STATEMENT_TIMEOUT),
+    };
     let options = EngineOptions {
         online_store: config.online_store.clone(),
         memory_limit: config.memory_limit_bytes()?,
         data_pages: config.data_pages()?,
         file_access,
+        limits: config.limits(default_timeout)?,
     };
     let engine = Engine::open_with(&config.warehouse, &options).await?;
     match command {

@@ -15,6 +15,7 @@ mod feature_views;
 mod file_access;
 mod ingest;
 mod insert;
+pub mod limits;
 mod local_files;
 mod objects;
 mod online;
@@ -46,6 +47,12 @@ pub(crate) use time_travel::visit_statement_mut;
 
 use crate::{Error, Result};
 
+/// The stack of every thread that plans or runs statements (the `flywheel` binary's runtime
+/// workers): DataFusion walks expression trees recursively (naming, display, evaluation), so a
+/// statement as deep as [`limits::DEFAULT_MAX_EXPRESSION_DEPTH`] needs more than the 2 MiB tokio
+/// gives a worker by default. The memory is reserved, not used, until a statement needs it.
+pub const THREAD_STACK_BYTES: usize = 64 << 20;
+
 /// A planned statement, not yet run.
 #[derive(Debug)]
 pub enum Planned {
@@ -76,6 +83,8 @@ pub struct Engine {
     data_pages: DataPages,
     /// What files statements may use besides the tables.
     file_access: Arc<FileAccess>,
+    /// What one statement may ask for.
+    limits: limits::Limits,
     /// Told the Delta id of every managed table whose files a statement deleted.
     dropped: Listeners,
     /// Told the name of every training set a statement built (created or refreshed).
@@ -134,6 +143,8 @@ pub struct EngineOptions {
     pub data_pages: DataPages,
     /// What files statements may use besides the tables (default: the warehouse only).
     pub file_access: FileAccess,
+    /// What one statement may ask for.
+    pub limits: limits::Limits,
 }
 
 impl Engine {
@@ -147,10 +158,13 @@ impl Engine {
     pub async fn open_with(location: &str, options: &EngineOptions) -> Result<Self> {
         let warehouse = Warehouse::open(location)?;
         let registry = Arc::new(Registry::open(warehouse).await?);
-        let online = Arc::new(crate::online::OnlineStore::new(
-            registry.warehouse().root(),
-            options.online_store.as_deref(),
-        )?);
+        let online = Arc::new(
+            crate::online::OnlineStore::new(
+                registry.warehouse().root(),
+                options.online_store.as_deref(),
+            )?
+            .with_max_keys(options.limits.max_lookup_keys),
+        );
         let ctx = session::build(Arc::clone(&registry), &online, options.memory_limit)?;
         Ok(Self {
             ctx,
@@ -158,6 +172,7 @@ impl Engine {
             online,
             data_pages: options.data_pages,
             file_access: Arc::new(options.file_access.clone()),
+            limits: options.limits,
             dropped: Listeners::default(),
             built: Listeners::default(),
         })
@@ -205,9 +220,15 @@ impl Engine {
         &self.online
     }
 
-    /// Parses SQL text into statements.
+    /// Parses SQL text into statements (refused past [`limits::Limits::max_statement_bytes`]).
     pub fn parse(&self, sql: &str) -> Result<Vec<FlywheelStatement>> {
+        self.limits.check_text(sql)?;
         Ok(flywheel_sql::parse_sql(sql)?.into_iter().collect())
+    }
+
+    /// The limits statements run under.
+    pub fn limits(&self) -> &limits::Limits {
+        &self.limits
     }
 
     /// Parses, plans and runs exactly one statement.
@@ -237,6 +258,7 @@ impl Engine {
             FlywheelStatement::DataFusion(s) => *s,
             FlywheelStatement::Flywheel(ddl) => return Ok(Planned::Flywheel(*ddl)),
         };
+        self.limits.check_depth(&statement)?;
         params::number_placeholders(&mut statement)?;
         time_travel::rewrite(&mut statement)?;
         crate::asof::rewrite_asof_joins(&mut statement)?;
@@ -257,7 +279,8 @@ impl Engine {
         })
     }
 
-    /// Runs a planned statement: commands complete here, queries return a lazy stream.
+    /// Runs a planned statement: commands complete here (or are cancelled at the statement
+    /// timeout), queries return a lazy stream (which ends at the statement timeout).
     #[instrument(skip_all)]
     pub async fn run(&self, planned: Planned) -> Result<Output> {
         match planned {
@@ -267,8 +290,18 @@ impl Engine {
                     .execute_logical_plan(plan)
                     .await
                     .map_err(Error::from_datafusion)?;
-                Ok(Output::Query(df))
+                Ok(Output::query(df, self.limits))
             }
+            command => self.limits.timed(self.run_command(command)).await,
+        }
+    }
+
+    /// Runs a command (not a query) to completion.
+    async fn run_command(&self, planned: Planned) -> Result<Output> {
+        match planned {
+            Planned::Query(_) => Err(Error::Invalid(
+                "a query is run by Engine::run, not as a command".into(),
+            )),
             Planned::Command(LogicalPlan::Ddl(ddl)) => self.run_ddl(ddl).await,
             Planned::Flywheel(ddl) => objects::execute(self, ddl).await,
             Planned::Command(plan) => {

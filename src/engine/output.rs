@@ -7,7 +7,9 @@ use arrow::datatypes::SchemaRef;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use futures::stream;
+use futures::{TryStreamExt as _, stream};
+
+use super::limits::Limits;
 
 use crate::{Error, Result};
 
@@ -15,12 +17,29 @@ use crate::{Error, Result};
 #[derive(Debug)]
 pub enum Output {
     /// A query, not yet executed: stream it with [`Output::into_stream`].
-    Query(DataFrame),
+    Query(Query),
     /// The (small) result of a statement that already ran: row counts of DML, nothing for DDL.
     Batch(RecordBatch),
 }
 
+/// A planned query and the limits it runs under.
+#[derive(Debug)]
+pub struct Query {
+    df: DataFrame,
+    limits: Limits,
+    started: tokio::time::Instant,
+}
+
 impl Output {
+    /// A query that runs under `limits` (its time counted from now) when streamed.
+    pub(super) fn query(df: DataFrame, limits: Limits) -> Self {
+        Output::Query(Query {
+            df,
+            limits,
+            started: tokio::time::Instant::now(),
+        })
+    }
+
     /// A finished result from collected batches.
     pub fn batches(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Self> {
         Ok(Output::Batch(arrow::compute::concat_batches(
@@ -38,7 +57,7 @@ impl Output {
     /// The schema of the rows.
     pub fn schema(&self) -> SchemaRef {
         match self {
-            Output::Query(df) => Arc::clone(df.schema().inner()),
+            Output::Query(q) => Arc::clone(q.df.schema().inner()),
             Output::Batch(b) => b.schema(),
         }
     }
@@ -51,7 +70,14 @@ impl Output {
     /// The rows as a stream; a query starts executing here.
     pub async fn into_stream(self) -> Result<SendableRecordBatchStream> {
         match self {
-            Output::Query(df) => df.execute_stream().await.map_err(Error::from_datafusion),
+            Output::Query(q) => {
+                let stream = q
+                    .df
+                    .execute_stream()
+                    .await
+                    .map_err(Error::from_datafusion)?;
+                Ok(q.limits.timed_stream(stream, q.started))
+            }
             Output::Batch(b) => {
                 let schema = b.schema();
                 Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -65,7 +91,10 @@ impl Output {
     /// Every row, collected (for small results, the shell and tests).
     pub async fn collect(self) -> Result<Vec<RecordBatch>> {
         match self {
-            Output::Query(df) => df.collect().await.map_err(Error::from_datafusion),
+            Output::Query(_) => {
+                let stream = self.into_stream().await?;
+                stream.try_collect().await.map_err(Error::from_datafusion)
+            }
             Output::Batch(b) => Ok(vec![b]),
         }
     }

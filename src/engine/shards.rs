@@ -78,10 +78,17 @@ impl Engine {
         shards: usize,
         partitions: usize,
     ) -> Result<SendableRecordBatchStream> {
-        if shards == 0 || shards > MAX_SHARDS || shard >= shards || partitions < shards {
+        let started = tokio::time::Instant::now();
+        if shards == 0 || shards > MAX_SHARDS || shard >= shards {
             return Err(Error::Invalid(format!(
                 "shard {shard} of {shards} does not exist: ask for 1 to {MAX_SHARDS} shards and a \
                  shard number below their count"
+            )));
+        }
+        if partitions < shards || partitions > MAX_SHARDS {
+            return Err(Error::Invalid(format!(
+                "a shard ticket's partitions ({partitions}) must be between its shard count \
+                 ({shards}) and {MAX_SHARDS}: use the tickets a FlightInfo hands out"
             )));
         }
         let mut statements = self.parse(sql)?;
@@ -155,12 +162,13 @@ impl Engine {
                     Ok(())
                 });
             }
-            return Ok(merged.build());
+            return Ok(self.limits.timed_stream(merged.build(), started));
         }
         let schema = physical.schema();
         let all = execute_stream(physical, task).map_err(Error::from_datafusion)?;
         let kept = all.map(move |batch| keep_shard(batch?, shard, shards));
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, kept)))
+        let stream = Box::pin(RecordBatchStreamAdapter::new(schema, kept));
+        Ok(self.limits.timed_stream(stream, started))
     }
 }
 

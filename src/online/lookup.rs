@@ -55,7 +55,7 @@ impl OnlineStore {
             }
             if plan.is_current(&snapshots) {
                 let snapshots: Vec<Arc<Snapshot>> = snapshots.into_iter().flatten().collect();
-                return plan.answer(&snapshots, request, now_us);
+                return plan.answer(&snapshots, request, now_us, self.max_keys);
             }
             fetched = plan
                 .views
@@ -80,7 +80,7 @@ impl OnlineStore {
         }
         let (plan, snapshots) = LookupPlan::new(&items, snapshots)?;
         let plan = self.plans.insert(&request.features, plan);
-        plan.answer(&snapshots, request, now_us)
+        plan.answer(&snapshots, request, now_us, self.max_keys)
     }
 
     /// Answers `request` from the snapshots this server holds (for SQL, which cannot wait on the
@@ -92,7 +92,7 @@ impl OnlineStore {
             .map(|i| self.cached(&i.view))
             .collect::<Result<Vec<_>>>()?;
         let (plan, snapshots) = LookupPlan::new(&items, snapshots)?;
-        plan.answer(&snapshots, request, now_us)
+        plan.answer(&snapshots, request, now_us, self.max_keys)
     }
 }
 
@@ -215,17 +215,19 @@ impl LookupPlan {
             })
     }
 
-    /// The answer to `request` from `snapshots` (those the plan was made for).
+    /// The answer to `request` from `snapshots` (those the plan was made for); a request for more
+    /// than `max_keys` keys is refused.
     fn answer(
         &self,
         snapshots: &[Arc<Snapshot>],
         request: &LookupRequest,
         now_us: i64,
+        max_keys: usize,
     ) -> Result<RecordBatch> {
         let first = snapshots
             .first()
             .ok_or_else(|| Error::Invalid("a lookup names at least one feature view".into()))?;
-        let mut columns = key_columns(request, &first.keys, first.key_types())?;
+        let mut columns = key_columns(request, &first.keys, first.key_types(), max_keys)?;
         for (view, snapshot) in self.views.iter().zip(snapshots) {
             let rows: Vec<Option<u32>> = snapshot
                 .find(&columns[..first.keys.len()])?
@@ -304,12 +306,23 @@ fn feature_columns(s: &Snapshot) -> Vec<String> {
         .collect()
 }
 
-/// The requested keys, one array per key column, cast to the view's key types.
+/// The requested keys, one array per key column, cast to the view's key types; more than
+/// `max_keys` keys are refused.
 fn key_columns(
     request: &LookupRequest,
     keys: &[String],
     types: &[arrow::datatypes::DataType],
+    max_keys: usize,
 ) -> Result<Vec<ArrayRef>> {
+    let too_many = |n: usize| {
+        Error::Limit(format!(
+            "the lookup asks for {n} keys; the most one lookup may ask for is {max_keys} \
+             (max_lookup_keys): split it into several lookups"
+        ))
+    };
+    if request.keys.len() > max_keys {
+        return Err(too_many(request.keys.len()));
+    }
     let raw: Vec<ArrayRef> = match &request.keys_arrow {
         Some(b64) => {
             let bytes = base64::engine::general_purpose::STANDARD
@@ -330,6 +343,9 @@ fn key_columns(
         }
         None => json_keys(&request.keys, keys)?,
     };
+    if let Some(n) = raw.first().map(|c| c.len()).filter(|n| *n > max_keys) {
+        return Err(too_many(n));
+    }
     raw.iter()
         .zip(keys)
         .zip(types)

@@ -48,7 +48,12 @@ pub struct OnlineStore {
     /// Per view, held while its snapshot is fetched from Redis: lookups that find a newer one
     /// published wait for one fetch instead of each fetching it (a view can be gigabytes).
     fetching: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The most keys one lookup may ask for.
+    max_keys: usize,
 }
+
+/// Default of the most keys one lookup may ask for (`max_lookup_keys`).
+pub const DEFAULT_MAX_LOOKUP_KEYS: usize = 100_000;
 
 impl std::fmt::Debug for OnlineStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -108,7 +113,14 @@ impl OnlineStore {
             loaded: RwLock::default(),
             fetching: std::sync::Mutex::default(),
             plans: lookup::LookupPlans::default(),
+            max_keys: DEFAULT_MAX_LOOKUP_KEYS,
         })
+    }
+
+    /// This store, refusing lookups of more than `max_keys` keys.
+    pub fn with_max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys.max(1);
+        self
     }
 
     fn file(dir: &Option<PathBuf>, view: &str) -> Result<PathBuf> {

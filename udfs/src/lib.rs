@@ -1,9 +1,26 @@
-//! Flywheel's SQL functions for feature engineering, registered into a session by [`register_all`].
+//! Flywheel's SQL functions, registered into a session by [`register_all`].
 //!
-//! The set starts empty: DataFusion's built-in functions cover the foundation. Feature-engineering
-//! functions land here as the issues that need them add them.
+//! - [`bounded`]: DataFusion's built-ins whose output size the caller picks (`repeat`, `lpad`,
+//!   `array_repeat`, `range`, ...), replaced by wrappers that refuse a call producing more than
+//!   [`bounded::MAX_OUTPUT_BYTES`]: such values are allocated outside the memory pool that
+//!   `memory_limit` bounds.
+//!
+//! Feature-engineering functions land here as the issues that need them add them.
 
+pub mod bounded;
+
+use std::sync::Arc;
+
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
-/// Registers every Flywheel function into `ctx`.
-pub fn register_all(_ctx: &SessionContext) {}
+/// Registers every Flywheel function into `ctx` (replacing the built-ins it bounds).
+pub fn register_all(ctx: &SessionContext) {
+    for (name, sizing) in bounded::BOUNDED {
+        let inner = ctx.state().scalar_functions().get(name).cloned();
+        if let Some(inner) = inner {
+            let udf = bounded::BoundedUdf::new(Arc::clone(&inner), sizing);
+            ctx.register_udf(ScalarUDF::new_from_impl(udf));
+        }
+    }
+}
