@@ -211,7 +211,10 @@ impl Config {
             }
         }
         for (var, field) in [
-            ("FLYWHEEL_MAX_EXPRESSION_DEPTH", &mut config.max_expression_depth),
+            (
+                "FLYWHEEL_MAX_EXPRESSION_DEPTH",
+                &mut config.max_expression_depth,
+            ),
             ("FLYWHEEL_MAX_LOOKUP_KEYS", &mut config.max_lookup_keys),
         ] {
             if let Some(v) = env(var) {
@@ -533,7 +536,10 @@ mod tests {
         );
         assert_eq!(with("1000").memory_limit_bytes().ok(), Some(Some(1000)));
         let default = Config::default().memory_limit_bytes().ok().flatten();
-        assert!(default.is_some_and(|b| b > 0), "half the machine's memory: {default:?}");
+        assert!(
+            default.is_some_and(|b| b > 0),
+            "half the machine's memory: {default:?}"
+        );
         for bad in ["lots", "4 parsecs", "0", "GiB"] {
             let err = with(bad).check().expect_err(bad).to_string();
             assert!(err.contains("e.g. 4GiB"), "{err}");

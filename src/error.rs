@@ -115,8 +115,29 @@ fn datafusion_message(e: &DataFusionError) -> String {
         DataFusionError::Context(_, inner) => datafusion_message(inner),
         DataFusionError::Diagnostic(_, inner) => datafusion_message(inner),
         DataFusionError::Shared(inner) => datafusion_message(inner),
-        other => other.strip_backtrace(),
+        DataFusionError::ResourcesExhausted(m) => out_of_memory(m),
+        other => match other.find_root() {
+            DataFusionError::ResourcesExhausted(m) => out_of_memory(m),
+            _ => other.strip_backtrace(),
+        },
     }
+}
+
+/// DataFusion's memory refusal (a list of the pool's consumers and the failed allocation) as one
+/// line: what failed, and the setting that bounds it.
+fn out_of_memory(message: &str) -> String {
+    let failed = message
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("Error: "))
+        .or_else(|| message.lines().next())
+        .unwrap_or(message)
+        .trim();
+    format!(
+        "the query needs more memory than memory_limit allows ({failed}); raise memory_limit in \
+         the server's configuration, or make the query hold less (filter first, join a smaller \
+         table on the build side)"
+    )
 }
 
 impl From<Error> for DataFusionError {

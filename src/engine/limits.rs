@@ -257,7 +257,10 @@ mod tests {
         assert!(e.to_string().contains("max_expression_depth"), "{e}");
         let list = format!(
             "SELECT 1 WHERE 1 IN ({})",
-            (0..5000).map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+            (0..5000)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         );
         assert!(depth_of(&list, 10).is_ok(), "a long list is not deep");
         assert!(depth_of("EXPLAIN SELECT 1 + 1 + 1 + 1", 3).is_err());

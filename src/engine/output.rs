@@ -71,11 +71,10 @@ impl Output {
     pub async fn into_stream(self) -> Result<SendableRecordBatchStream> {
         match self {
             Output::Query(q) => {
-                let stream = q
-                    .df
-                    .execute_stream()
-                    .await
-                    .map_err(Error::from_datafusion)?;
+                let stream =
+                    q.df.execute_stream()
+                        .await
+                        .map_err(Error::from_datafusion)?;
                 Ok(q.limits.timed_stream(stream, q.started))
             }
             Output::Batch(b) => {
