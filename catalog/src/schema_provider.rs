@@ -5,9 +5,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::Result as DFResult;
+use datafusion::logical_expr::TableType;
 use deltalake::DeltaTable;
 
 use crate::bounded_pushdown::BoundedPushdownProvider;
+use crate::objects::{KIND_FEATURE_VIEW, KIND_LABEL, KIND_TRAINING_SET};
 use crate::registry::is_not_a_table;
 use crate::snapshots;
 use crate::time_travel::TravelTarget;
@@ -40,6 +42,23 @@ impl SchemaProvider for WarehouseSchemaProvider {
 
     fn table_exist(&self, name: &str) -> bool {
         self.registry.table(name).is_some()
+    }
+
+    /// What `information_schema.tables` says a table is, without opening it: `VIEW` for the table
+    /// of a feature view, label or training set (each is a materialized view of its definition;
+    /// `flywheel.tables` and Flight SQL's table types say which), `BASE TABLE` otherwise.
+    async fn table_type(&self, name: &str) -> DFResult<Option<TableType>> {
+        if self.registry.table(name).is_none() {
+            return Ok(None);
+        }
+        let is_object = [KIND_FEATURE_VIEW, KIND_LABEL, KIND_TRAINING_SET]
+            .iter()
+            .any(|kind| self.registry.object(kind, name).is_some());
+        Ok(Some(if is_object {
+            TableType::View
+        } else {
+            TableType::Base
+        }))
     }
 }
 

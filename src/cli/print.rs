@@ -3,11 +3,13 @@
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use arrow::util::pretty::pretty_format_batches;
+use arrow::util::display::FormatOptions;
+use arrow::util::pretty::pretty_format_batches_with_options;
 
 use crate::Output;
 
-/// Renders the result of one statement and its timing, as the shell prints it.
+/// Renders the result of one statement and its timing, as the shell prints it (NULL as `NULL`,
+/// so that it differs from an empty string).
 pub(super) async fn render(output: Output, start: Instant) -> crate::Result<String> {
     let was_query = output.is_query();
     let count = output.row_count();
@@ -21,7 +23,8 @@ pub(super) async fn render(output: Output, start: Instant) -> crate::Result<Stri
     } else if columns == 0 {
         out.push_str("OK");
     } else {
-        out.push_str(&pretty_format_batches(&batches)?.to_string());
+        let options = FormatOptions::default().with_null("NULL");
+        out.push_str(&pretty_format_batches_with_options(&batches, &options)?.to_string());
         out.push_str(&format!("\n{rows} row{}", plural(rows)));
     }
     out.push_str(&format!(" ({:.3}s)", elapsed.as_secs_f64()));

@@ -349,10 +349,29 @@ pub(super) fn unsupported_change(
     })
 }
 
-/// `DROP TABLE [IF EXISTS] t`: forgets the table; a managed table's files are deleted too.
-pub(super) async fn drop_table(engine: &Engine, d: DropTable) -> Result<Output> {
+/// `DROP TABLE [IF EXISTS] t [CASCADE]`: forgets the table; a managed table's files are deleted
+/// too. A table that feature views or labels read is refused, naming them, unless `cascade`, which
+/// drops them first (and the training sets that read them).
+pub(super) async fn drop_table(engine: &Engine, d: DropTable, cascade: bool) -> Result<Output> {
     let name = table_name(&d.name)?;
     refuse_object_table(engine, &name, TableChange::Drop)?;
+    let readers = super::feature_views::reading_table(engine, &name);
+    if !readers.is_empty() && engine.registry().table(&name).is_some() {
+        if !cascade {
+            let list: Vec<String> = readers
+                .iter()
+                .map(|(kind, n)| format!("{} `{n}`", kind.noun()))
+                .collect();
+            return Err(Error::Invalid(format!(
+                "table `{name}` is read by {}; drop them first, or DROP TABLE {name} CASCADE to \
+                 drop them (and the training sets that read them) with it",
+                list.join(", ")
+            )));
+        }
+        for (kind, reader) in readers {
+            super::feature_views::drop(engine, kind, &reader, true, true).await?;
+        }
+    }
     let registry = engine.registry();
     let entry = match registry.drop_table(&name).await {
         Ok(entry) => entry,

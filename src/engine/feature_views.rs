@@ -224,15 +224,17 @@ async fn create_once(engine: &Engine, c: &CreateFeatureView) -> Result<Option<Ou
         }
         None => None,
     };
+    let options: Vec<(String, String)> = c
+        .options
+        .iter()
+        .map(|o| (object_name(&o.key), o.value.to_string()))
+        .collect();
+    check_options(&name, &options)?;
     let def = FeatureViewDefinition {
         entity: object_name(&c.entity),
         event_time: object_name(&c.event_time),
         ttl,
-        options: c
-            .options
-            .iter()
-            .map(|o| (object_name(&o.key), o.value.to_string()))
-            .collect(),
+        options,
         query: c.query.to_string(),
         sql: flywheel_sql::ast::FlywheelDdl::CreateFeatureView(Box::new(c.clone())).to_string(),
     };
@@ -252,6 +254,36 @@ async fn create_once(engine: &Engine, c: &CreateFeatureView) -> Result<Option<Ou
         .await
         .map_err(|e| online_load_failed(&name, "recorded", e))?;
     Ok(Some(Output::empty()))
+}
+
+/// The options a feature view takes in `WITH (...)` and `ALTER FEATURE VIEW ... SET (...)`, with
+/// the values each accepts.
+const OPTIONS: [(&str, &str); 1] = [("online", "true or false")];
+
+/// Refuses options a feature view does not know (a misspelled `onlin = true` would otherwise be
+/// stored and the view silently not served) and values they do not take.
+fn check_options(name: &str, options: &[(String, String)]) -> Result<()> {
+    for (key, value) in options {
+        let Some((_, values)) = OPTIONS.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)) else {
+            let valid: Vec<String> = OPTIONS
+                .iter()
+                .map(|(k, v)| format!("`{k}` ({v})"))
+                .collect();
+            return Err(Error::Invalid(format!(
+                "feature view `{name}`: unknown option `{key}`; the options are {}",
+                valid.join(", ")
+            )));
+        };
+        if key.eq_ignore_ascii_case("online")
+            && !value.eq_ignore_ascii_case("true")
+            && !value.eq_ignore_ascii_case("false")
+        {
+            return Err(Error::Invalid(format!(
+                "feature view `{name}`: online must be {values}, not {value}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Records a feature view's (new) definition, then loads it into the online store or takes it
@@ -458,17 +490,12 @@ pub(super) async fn alter(
     options: Vec<flywheel_sql::ast::SqlOption>,
 ) -> Result<Output> {
     let mut def = definition(engine, Keyed::FeatureView, name)?;
-    for o in options {
-        let key = object_name(&o.key);
-        let value = o.value.to_string();
-        if key.eq_ignore_ascii_case("online")
-            && !value.eq_ignore_ascii_case("true")
-            && !value.eq_ignore_ascii_case("false")
-        {
-            return Err(Error::Invalid(format!(
-                "feature view `{name}`: online must be true or false, not {value}"
-            )));
-        }
+    let options: Vec<(String, String)> = options
+        .iter()
+        .map(|o| (object_name(&o.key), o.value.to_string()))
+        .collect();
+    check_options(name, &options)?;
+    for (key, value) in options {
         def.options.retain(|(k, _)| !k.eq_ignore_ascii_case(&key));
         def.options.push((key, value));
     }
@@ -581,6 +608,48 @@ impl Engine {
         let kind = keyed_object(self, name)?;
         definition(self, kind, name).ok()
     }
+}
+
+/// The feature views and labels whose queries read the table `table`, by kind and name.
+pub(super) fn reading_table(engine: &Engine, table: &str) -> Vec<(Keyed, String)> {
+    let mut out = Vec::new();
+    for kind in [Keyed::FeatureView, Keyed::Label] {
+        for o in engine.registry().objects(kind.registry_kind()) {
+            let Ok(def) = serde_json::from_str::<FeatureViewDefinition>(&o.definition) else {
+                continue;
+            };
+            if o.name != table && query_reads(&def.query, table) {
+                out.push((kind, o.name));
+            }
+        }
+    }
+    out
+}
+
+/// Whether the query `sql` names the table `table` (in any schema: a name the check cannot
+/// resolve counts as read, so a dependent is never missed).
+fn query_reads(sql: &str, table: &str) -> bool {
+    let Ok(statements) = flywheel_sql::parse_sql(sql) else {
+        return false;
+    };
+    let mut reads = false;
+    for statement in statements {
+        let flywheel_sql::FlywheelStatement::DataFusion(statement) = statement else {
+            continue;
+        };
+        let datafusion::sql::parser::Statement::Statement(statement) = *statement else {
+            continue;
+        };
+        let _ = sqlparser::ast::visit_relations(&statement, |relation| {
+            let last = relation.0.last().and_then(|part| part.as_ident());
+            if last.is_some_and(|ident| object_name(ident) == table) {
+                reads = true;
+                return std::ops::ControlFlow::Break(());
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+    }
+    reads
 }
 
 /// The feature views and labels keyed by `entity` (`feature view `v``, ...).

@@ -62,6 +62,9 @@ pub enum Planned {
     Command(LogicalPlan),
     /// A statement on Flywheel's objects (entities, ...): runs in [`Engine::run`].
     Flywheel(flywheel_sql::ast::FlywheelDdl),
+    /// `DROP TABLE ... CASCADE`: the table and the feature views and labels that read it (with
+    /// their training sets); runs in [`Engine::run`].
+    DropTableCascade(datafusion::logical_expr::DropTable),
 }
 
 impl Planned {
@@ -69,7 +72,9 @@ impl Planned {
     pub fn schema(&self) -> arrow::datatypes::SchemaRef {
         match self {
             Planned::Query(p) | Planned::Command(p) => Arc::clone(p.schema().inner()),
-            Planned::Flywheel(_) => Arc::new(arrow::datatypes::Schema::empty()),
+            Planned::Flywheel(_) | Planned::DropTableCascade(_) => {
+                Arc::new(arrow::datatypes::Schema::empty())
+            }
         }
     }
 }
@@ -259,6 +264,17 @@ impl Engine {
             FlywheelStatement::Flywheel(ddl) => return Ok(Planned::Flywheel(*ddl)),
         };
         self.limits.check_depth(&statement)?;
+        let cascade = matches!(
+            &statement,
+            DFStatement::Statement(s) if matches!(
+                s.as_ref(),
+                sqlparser::ast::Statement::Drop {
+                    object_type: sqlparser::ast::ObjectType::Table,
+                    cascade: true,
+                    ..
+                }
+            )
+        );
         params::number_placeholders(&mut statement)?;
         time_travel::rewrite(&mut statement)?;
         crate::asof::rewrite_asof_joins(&mut statement)?;
@@ -270,6 +286,7 @@ impl Engine {
             .await
             .map_err(Error::from_datafusion)?;
         Ok(match plan {
+            LogicalPlan::Ddl(DdlStatement::DropTable(d)) if cascade => Planned::DropTableCascade(d),
             LogicalPlan::Ddl(_)
             | LogicalPlan::Dml(_)
             | LogicalPlan::Copy(_)
@@ -303,6 +320,7 @@ impl Engine {
                 "a query is run by Engine::run, not as a command".into(),
             )),
             Planned::Command(LogicalPlan::Ddl(ddl)) => self.run_ddl(ddl).await,
+            Planned::DropTableCascade(d) => ddl::drop_table(self, d, true).await,
             Planned::Flywheel(ddl) => objects::execute(self, ddl).await,
             Planned::Command(plan) => {
                 if let LogicalPlan::Dml(DmlStatement { table_name, op, .. }) = &plan {
@@ -365,7 +383,7 @@ impl Engine {
                 ddl::create_table(self, c).await
             }
             DdlStatement::CreateExternalTable(c) => ddl::create_external_table(self, *c).await,
-            DdlStatement::DropTable(d) => ddl::drop_table(self, d).await,
+            DdlStatement::DropTable(d) => ddl::drop_table(self, d, false).await,
             DdlStatement::CreateView(_) | DdlStatement::DropView(_) => Err(Error::Unsupported {
                 what: "CREATE VIEW".into(),
                 hint: "materialize it with CREATE TABLE name AS SELECT ...".into(),

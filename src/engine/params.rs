@@ -51,7 +51,9 @@ impl Planned {
     pub fn parameter_schema(&self) -> Result<SchemaRef> {
         let plan = match self {
             Planned::Query(p) | Planned::Command(p) => p,
-            Planned::Flywheel(_) => return Ok(Arc::new(Schema::empty())),
+            Planned::Flywheel(_) | Planned::DropTableCascade(_) => {
+                return Ok(Arc::new(Schema::empty()));
+            }
         };
         let types = plan.get_parameter_types().map_err(Error::from_datafusion)?;
         let mut params: Vec<(usize, String, arrow::datatypes::DataType)> = types
@@ -96,7 +98,7 @@ impl Planned {
         }
         let rows = rows_of(values)?;
         match self {
-            Planned::Flywheel(_) => Err(Error::Unsupported {
+            Planned::Flywheel(_) | Planned::DropTableCascade(_) => Err(Error::Unsupported {
                 what: "parameters in Flywheel statements (entities, feature views, ...)".into(),
                 hint: "write the values into the statement".into(),
             }),

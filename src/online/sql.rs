@@ -57,9 +57,16 @@ impl TableFunctionImpl for OnlineFunction {
                 );
             }
         };
+        let now_us = chrono::Utc::now().timestamp_micros();
         let batch = if exprs.len() == 1 {
             match self.store.cached(&view).map_err(external)? {
-                Some(s) => s.batch.clone(),
+                // The keys a lookup would find: values past the view's TTL are not served.
+                Some(s) => {
+                    let live: BooleanArray = (0..s.batch.num_rows())
+                        .map(|i| Some(!s.expired(i, now_us)))
+                        .collect();
+                    arrow::compute::filter_record_batch(&s.batch, &live)?
+                }
                 None => return Err(external(crate::engine::not_served(&self.registry, &view))),
             }
         } else {
@@ -80,7 +87,7 @@ impl TableFunctionImpl for OnlineFunction {
                 keys_arrow: None,
             };
             self.store
-                .lookup_cached(&request, chrono::Utc::now().timestamp_micros())
+                .lookup_cached(&request, now_us)
                 .map_err(|e| external(crate::engine::explain_online(&self.registry, e)))?
         };
         Ok(Arc::new(MemTable::try_new(

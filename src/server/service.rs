@@ -127,7 +127,9 @@ impl FlywheelFlightSqlService {
         let planned = self.plan(&statement).await?;
         let (schema, ticket) = match planned {
             Planned::Query(_) => (planned.schema(), StatementTicket::Query(statement)),
-            command @ (Planned::Command(_) | Planned::Flywheel(_)) => {
+            command @ (Planned::Command(_)
+            | Planned::Flywheel(_)
+            | Planned::DropTableCascade(_)) => {
                 let output = self.engine.run(command).await.map_err(to_status)?;
                 let batch = output.collect().await.map_err(to_status)?;
                 let schema = output_schema(&batch);
@@ -565,7 +567,9 @@ impl FlightSqlService for FlywheelFlightSqlService {
         let planned = self.plan(&statement).await?;
         let schema = match &planned {
             Planned::Query(_) => planned.schema(),
-            Planned::Command(_) | Planned::Flywheel(_) => Arc::new(Schema::empty()),
+            Planned::Command(_) | Planned::Flywheel(_) | Planned::DropTableCascade(_) => {
+                Arc::new(Schema::empty())
+            }
         };
         let parameters = planned.parameter_schema().map_err(to_status)?;
         Ok(ActionCreatePreparedStatementResult {
