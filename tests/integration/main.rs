@@ -7,6 +7,7 @@ mod asof;
 mod cli;
 mod common;
 mod flight_sql;
+mod hardening;
 mod online;
 mod persistence;
 mod serving;
