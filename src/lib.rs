@@ -15,6 +15,7 @@ pub mod error;
 mod file_pages;
 pub mod online;
 pub mod server;
+pub mod untrusted;
 
 pub use config::Config;
 pub use engine::{Engine, EngineOptions, Output};

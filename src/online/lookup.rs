@@ -328,9 +328,9 @@ fn key_columns(
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64)
                 .map_err(|e| Error::Invalid(format!("keys_arrow is not base64: {e}")))?;
-            let reader = arrow::ipc::reader::StreamReader::try_new(bytes.as_slice(), None)?;
-            let schema = reader.schema();
-            let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>()?;
+            let (schema, batches) = crate::untrusted::read_ipc_stream(&bytes, |e| {
+                Error::Invalid(format!("keys_arrow is not an Arrow IPC stream: {e}"))
+            })?;
             let batch = arrow::compute::concat_batches(&schema, &batches)?;
             keys.iter()
                 .map(|k| {

@@ -323,11 +323,13 @@ fn encode_batch(batch: Result<RecordBatch, Error>) -> Result<Response<DoGetStrea
 
 /// The record batches of a `DoPut` stream. Messages without an IPC header (a first message that
 /// only carries the descriptor, as some clients send) are skipped.
-pub(super) fn put_batches(data: PeekableFlightDataStream) -> FlightRecordBatchStream {
+/// Decoded from the client's bytes, so a corrupt message ends the stream with an error instead of
+/// panicking the task ([`crate::untrusted`]).
+pub(super) fn put_batches(data: PeekableFlightDataStream) -> crate::untrusted::GuardedBatches {
     let data = data
         .try_filter(|d| futures::future::ready(!d.data_header.is_empty()))
         .map_err(FlightError::from);
-    FlightRecordBatchStream::new_from_flight_data(data)
+    crate::untrusted::GuardedBatches::new(FlightRecordBatchStream::new_from_flight_data(data))
 }
 
 /// The parameter rows a client sent in a `DoPut` (empty when it sent none), concatenated.

@@ -9,7 +9,6 @@
 //!   already ran when its `FlightInfo` was asked for (DDL, DML), so redeeming it never runs it twice.
 
 use arrow::array::RecordBatch;
-use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
 
@@ -105,10 +104,9 @@ fn write_ipc(out: &mut Vec<u8>, batch: &RecordBatch) -> Result<()> {
 }
 
 fn read_ipc(bytes: &[u8]) -> Result<RecordBatch> {
-    let mut reader = StreamReader::try_new(bytes, None).map_err(|_| malformed())?;
-    let schema = reader.schema();
-    match reader.next() {
-        Some(b) => b.map_err(|_| malformed()),
+    let (schema, batches) = crate::untrusted::read_ipc_stream(bytes, |_| malformed())?;
+    match batches.into_iter().next() {
+        Some(b) => Ok(b),
         None => Ok(RecordBatch::new_empty(schema)),
     }
 }
@@ -145,5 +143,73 @@ mod tests {
         );
         assert!(StatementTicket::decode(b"garbage").is_err());
         assert!(StatementTicket::decode(b"Q\xff\xff\x00\x00short").is_err());
+    }
+
+    /// Fuzzing the decoders of what clients send back (tickets and handles): any bytes are
+    /// answered with a ticket or an error, never a panic.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn valid_tickets() -> Vec<Vec<u8>> {
+            let batch = RecordBatch::try_from_iter([(
+                "v",
+                Arc::new(arrow::array::Int64Array::from(vec![1, 2, 3])) as _,
+            )])
+            .expect("batch");
+            [
+                StatementTicket::Query(Statement::new("SELECT 1")),
+                StatementTicket::Query(Statement {
+                    sql: "SELECT $1".into(),
+                    params: Some(batch.clone()),
+                }),
+                StatementTicket::Result(batch),
+            ]
+            .iter()
+            .map(|t| t.encode().expect("encodes").to_vec())
+            .collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = StatementTicket::decode(&bytes);
+                let _ = crate::server::ShardTicket::from_any_value(&bytes);
+            }
+
+            #[test]
+            fn corrupted_tickets_never_panic(
+                which in 0usize..3,
+                flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let mut bytes = valid_tickets().swap_remove(which);
+                for (at, value) in flips {
+                    let i = at.index(bytes.len());
+                    bytes[i] = value;
+                }
+                let _ = StatementTicket::decode(&bytes);
+                let keep = cut.index(bytes.len() + 1);
+                let _ = StatementTicket::decode(&bytes[..keep]);
+            }
+
+            #[test]
+            fn shard_ticket_json_never_panics(
+                shard in any::<i64>(), shards in any::<i64>(), partitions in any::<i64>(),
+                sql in "\\PC{0,40}",
+            ) {
+                let json = serde_json::json!({
+                    "sql": sql, "shard": shard, "shards": shards, "partitions": partitions
+                });
+                let _ = crate::server::ShardTicket::from_any_value(json.to_string().as_bytes());
+            }
+
+            #[test]
+            fn descriptor_paths_never_panic(path in prop::collection::vec("\\PC{0,20}", 0..6)) {
+                let _ = crate::server::shards::DatasetRequest::from_path(&path);
+            }
+        }
     }
 }
