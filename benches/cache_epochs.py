@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow.flight as flight
 
 sys.path.insert(0, str(Path(__file__).parent))
-from flight_download import clear_cache, cpu_seconds, start_server  # noqa: E402
+from flight_download import clear_cache, cpu_seconds, start_server, table_dir  # noqa: E402
 
 
 def epochs(binary: str, warehouse: Path, table: str, cache_size: str, count: int, log: Path):
@@ -67,7 +67,7 @@ def main():
     p.add_argument("--epochs", type=int, default=3)
     args = p.parse_args()
     warehouse = Path(args.workdir) / "warehouse"
-    if not (warehouse / "tables" / args.table / "_delta_log").exists():
+    if table_dir(warehouse, args.table) is None:
         sys.exit(f"no table {args.table} in {warehouse}: run benches/download_memory.py first")
     builds = ([("baseline", args.baseline)] if args.baseline else []) + [("this", args.flywheel)]
     print(f"`{args.table}`, download_cache_size = {args.cache_size}\n")

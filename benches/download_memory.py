@@ -31,7 +31,7 @@ import adbc_driver_flightsql.dbapi as flightsql
 import pyarrow.flight as flight
 
 sys.path.insert(0, str(Path(__file__).parent))
-from flight_download import clear_cache, start_server  # noqa: E402
+from flight_download import clear_cache, start_server, table_dir  # noqa: E402
 
 FEATURES = 10
 # user_id, ts, label (a bit in Arrow, counted as a byte), features: bytes per row as Arrow.
@@ -87,7 +87,7 @@ class Sampler:
 
 def ensure_table(uri: str, warehouse: Path, name: str, size_gb: float, pid: int):
     """Creates `name` with about `size_gb` GB of Arrow data unless it exists; prints its cost."""
-    if (warehouse / "tables" / name / "_delta_log").exists():
+    if table_dir(warehouse, name) is not None:
         return
     rows = int(size_gb * 1e9 / ROW_BYTES)
     features = ", ".join(f"random() - 0.5 AS f{i}" for i in range(FEATURES))

@@ -85,6 +85,24 @@ def start_server(binary: str, warehouse: Path, cache: bool = True, env: dict | N
 COUNTRIES = pa.array(["DE", "FR", "US", "BR", "IN", "JP", "NG", "MX"])
 
 
+def table_dir(warehouse: Path, name: str) -> Path | None:
+    """The folder of the warehouse table `name`, read from the registry (a Delta table) without a
+    server: managed tables live in folders named by ids. `None` when there is no such table."""
+    registry = warehouse / "_flywheel" / "registry"
+    if not (registry / "_delta_log").exists():
+        return None
+    rows = DeltaTable(str(registry)).to_pyarrow_table(
+        columns=["kind", "name", "op", "location", "created_at_us"]).to_pylist()
+    location = None
+    for row in sorted(rows, key=lambda r: r["created_at_us"]):
+        if row["kind"] == "table" and row["name"] == name:
+            location = row["location"] if row["op"] == "create" else None
+    if location is None:
+        return None
+    from urllib.parse import unquote, urlparse
+    return Path(unquote(urlparse(location).path))
+
+
 def batches(total_rows: int, schema: pa.Schema):
     """Random rows, made with pyarrow.compute only (no numpy needed)."""
     start = 0
@@ -113,7 +131,7 @@ def table_schema(strings: bool) -> pa.Schema:
 
 
 def ensure_table(uri: str, warehouse: Path, size_gb: float, table: str):
-    if (warehouse / "tables" / table / "_delta_log").exists():
+    if table_dir(warehouse, table) is not None:
         return
     strings = table != TABLE
     schema = table_schema(strings)
@@ -295,10 +313,10 @@ def main():
     try:
         if kind == "table":
             ensure_table(uri, warehouse, args.size_gb, table)
-        elif not (warehouse / "tables" / table / "_delta_log").exists():
+        elif table_dir(warehouse, table) is None:
             sys.exit(f"no training set {table} in {warehouse}: build it first "
                      "(benches/training_set_first_read.py builds bench_train)")
-        files = DeltaTable(str(warehouse / "tables" / table)).file_uris()
+        files = DeltaTable(str(table_dir(warehouse, table))).file_uris()
         # Warm the page cache once so every reader sees the same state.
         table_bytes = local_read(files)
         measure("Flight, 1 stream, no cache", lambda: flight_download(uri, 1, table, kind), proc.pid)

@@ -22,7 +22,7 @@ import adbc_driver_flightsql.dbapi as flightsql
 import pyarrow.flight as flight
 
 sys.path.insert(0, str(Path(__file__).parent))
-from flight_download import cpu_seconds, start_server  # noqa: E402
+from flight_download import cpu_seconds, start_server, table_dir  # noqa: E402
 
 SET = "bench_train"
 
@@ -78,7 +78,7 @@ def main():
     args = p.parse_args()
     builds = dict(b.split("=", 1) for b in args.builds)
     warehouse = Path(args.workdir) / "warehouse"
-    if not (warehouse / "tables" / SET / "_delta_log").exists():
+    if table_dir(warehouse, SET) is None:
         sys.exit(f"no training set {SET} in {warehouse}: run benches/training_set_first_read.py first")
     results = {name: {"info": [], "first": [], "read": [], "server": [], "sql": []} for name in builds}
     nbytes = 0

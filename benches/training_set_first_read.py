@@ -37,6 +37,7 @@ from deltalake import DeltaTable
 
 sys.path.insert(0, str(Path(__file__).parent))
 from flight_download import (  # noqa: E402
+    table_dir,
     FEATURES,
     TABLE,
     client_cpu_seconds,
@@ -83,12 +84,12 @@ def read_all(uri: str) -> int:
 
 def vacuum(warehouse: Path):
     """Deletes the files of the training set's older versions (each REFRESH writes a new one)."""
-    DeltaTable(str(warehouse / "tables" / SET)).vacuum(
+    DeltaTable(str(table_dir(warehouse, SET))).vacuum(
         retention_hours=0, enforce_retention_duration=False, dry_run=False)
 
 
 def vacuum_if_there(warehouse: Path):
-    if (warehouse / "tables" / SET / "_delta_log").exists():
+    if table_dir(warehouse, SET) is not None:
         vacuum(warehouse)
 
 
@@ -122,7 +123,7 @@ def main():
     args = p.parse_args()
     workdir = Path(args.workdir)
     warehouse = workdir / "warehouse"
-    if not (warehouse / "tables" / TABLE / "_delta_log").exists():
+    if table_dir(warehouse, TABLE) is None:
         sys.exit(f"no table {TABLE} in {warehouse}: run benches/flight_download.py --workdir {workdir} first")
     proc, uri = start_server(args.flywheel, warehouse, cache=False)
     try:
@@ -148,7 +149,7 @@ def main():
             cache = workdir / f"cache-first-read-{i}"
             runs[name].append(one(args.flywheel, warehouse, cache, warm, wait))
             print(f"round {r + 1}: {name}: {runs[name][-1][2]:.2f} s", file=sys.stderr)
-        files = DeltaTable(str(warehouse / "tables" / SET)).file_uris()
+        files = DeltaTable(str(table_dir(warehouse, SET))).file_uris()
         local_read(files)  # the page cache, as the server had it
         t = time.perf_counter()
         nbytes = local_read(files)
