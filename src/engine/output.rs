@@ -17,7 +17,7 @@ use crate::{Error, Result};
 #[derive(Debug)]
 pub enum Output {
     /// A query, not yet executed: stream it with [`Output::into_stream`].
-    Query(Query),
+    Query(Box<Query>),
     /// The (small) result of a statement that already ran: row counts of DML, nothing for DDL.
     Batch(RecordBatch),
 }
@@ -33,11 +33,11 @@ pub struct Query {
 impl Output {
     /// A query that runs under `limits` (its time counted from now) when streamed.
     pub(super) fn query(df: DataFrame, limits: Limits) -> Self {
-        Output::Query(Query {
+        Output::Query(Box::new(Query {
             df,
             limits,
             started: tokio::time::Instant::now(),
-        })
+        }))
     }
 
     /// A finished result from collected batches.
