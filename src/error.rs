@@ -66,6 +66,10 @@ pub enum Error {
     #[error("{0}")]
     PermissionDenied(String),
 
+    /// A statement that ran past `statement_timeout` and was cancelled.
+    #[error("{0}")]
+    Timeout(String),
+
     /// A statement over a limit of the server (expression depth, statement size, memory, time);
     /// the message names the limit and the setting that raises it.
     #[error("{0}")]

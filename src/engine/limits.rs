@@ -13,7 +13,8 @@
 //!   statement has run that long (a recursive CTE without end), and a command (DDL, DML, a
 //!   refresh) is cancelled: nothing it did not commit stays visible.
 //!
-//! Refusals are [`Error::Limit`] (`INVALID_ARGUMENT` at the server) and name the setting.
+//! Refusals are [`Error::Limit`] (`INVALID_ARGUMENT` at the server), cancellations
+//! [`Error::Timeout`] (`DEADLINE_EXCEEDED`); both name the setting.
 
 use std::ops::ControlFlow;
 use std::pin::Pin;
@@ -132,7 +133,7 @@ impl Limits {
 
 /// The error of a statement that ran past `timeout`.
 fn timed_out(timeout: Duration) -> Error {
-    Error::Limit(format!(
+    Error::Timeout(format!(
         "the statement was cancelled after running for {} (statement_timeout); nothing it had not \
          committed was kept",
         humantime(timeout)

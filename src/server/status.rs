@@ -38,6 +38,7 @@ pub fn to_status(e: Error) -> Status {
              by this statement, run it again"
         )),
         Error::Limit(_) => Status::invalid_argument(message),
+        Error::Timeout(_) => Status::deadline_exceeded(message),
         Error::PermissionDenied(_) => Status::permission_denied(message),
         Error::Unavailable(_) => {
             tracing::warn!(error = %message, "unavailable");
