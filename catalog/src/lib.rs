@@ -11,6 +11,7 @@ mod bounded_pushdown;
 mod catalog_provider;
 mod error;
 pub mod objects;
+mod orphans;
 mod registry;
 mod schema_provider;
 mod snapshots;
@@ -21,6 +22,7 @@ mod warehouse;
 pub use bounded_pushdown::{BoundedPushdownProvider, MAX_PUSHED_FILTER_NODES};
 pub use catalog_provider::{DEFAULT_CATALOG, DEFAULT_SCHEMA, FlywheelCatalogProvider};
 pub use error::{Error, Result};
+pub use orphans::ORPHAN_GRACE;
 pub use registry::{
     Change, Committed, MAX_NAME_BYTES, ObjectEntry, Registry, TableEntry, TableKind, check_name,
     is_commit_race,

@@ -125,6 +125,13 @@ pub async fn serve_with(
     }
     // A restarted server answers its first lookups from memory.
     engine.preload_online();
+    // Folders of tables whose statements stopped before registering them (a crash) hold space.
+    let registry = std::sync::Arc::clone(engine.registry());
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = registry.remove_orphan_folders(flywheel_catalog::ORPHAN_GRACE) {
+            warn!(error = %e, "could not look for unregistered table folders");
+        }
+    });
     let flight_sql = FlywheelFlightSqlService::with_auth(engine, Arc::clone(&authenticator))
         .with_download_cache(cache.clone());
     let warming = match cache {
