@@ -92,6 +92,11 @@ impl Limits {
                 ControlFlow::Continue(())
             }
         };
+        self.within_depth(flow)
+    }
+
+    /// The answer to a depth measurement that stopped (`Break`) past the limit or did not.
+    fn within_depth(&self, flow: ControlFlow<()>) -> Result<()> {
         match flow {
             ControlFlow::Continue(()) => Ok(()),
             ControlFlow::Break(()) => Err(Error::Limit(format!(
@@ -100,6 +105,25 @@ impl Limits {
                 self.max_expression_depth
             ))),
         }
+    }
+
+    /// [`Limits::check_depth`] for the query inside a Flywheel statement (a feature view's or a
+    /// label's), checked before anything prints or plans it.
+    pub(super) fn check_flywheel_depth(&self, ddl: &flywheel_sql::ast::FlywheelDdl) -> Result<()> {
+        use flywheel_sql::ast::{FlywheelDdl, LabelSource};
+        let query = match ddl {
+            FlywheelDdl::CreateFeatureView(c) => &c.query,
+            FlywheelDdl::CreateLabel(c) => match &c.source {
+                LabelSource::Query(q) => q,
+                LabelSource::Table(_) => return Ok(()),
+            },
+            _ => return Ok(()),
+        };
+        let mut depth = Depth {
+            current: 0,
+            limit: self.max_expression_depth,
+        };
+        self.within_depth(query.visit(&mut depth))
     }
 
     /// `stream`, ending with an error once the statement started at `started` has run for
@@ -265,6 +289,20 @@ mod tests {
         );
         assert!(depth_of(&list, 10).is_ok(), "a long list is not deep");
         assert!(depth_of("EXPLAIN SELECT 1 + 1 + 1 + 1", 3).is_err());
+        let view = format!(
+            "CREATE FEATURE VIEW v ENTITY e EVENT TIME ts AS SELECT {} AS x",
+            vec!["1"; 300].join(" + ")
+        );
+        let Some(flywheel_sql::FlywheelStatement::Flywheel(ddl)) =
+            flywheel_sql::parse_sql(&view).expect("parses").pop_front()
+        else {
+            panic!("a Flywheel statement")
+        };
+        let limits = Limits {
+            max_expression_depth: 100,
+            ..Limits::default()
+        };
+        assert!(limits.check_flywheel_depth(&ddl).is_err());
     }
 
     #[test]

@@ -261,7 +261,10 @@ impl Engine {
         self.registry.refresh().await?;
         let mut statement = match statement {
             FlywheelStatement::DataFusion(s) => *s,
-            FlywheelStatement::Flywheel(ddl) => return Ok(Planned::Flywheel(*ddl)),
+            FlywheelStatement::Flywheel(ddl) => {
+                self.limits.check_flywheel_depth(&ddl)?;
+                return Ok(Planned::Flywheel(*ddl));
+            }
         };
         self.limits.check_depth(&statement)?;
         let cascade = matches!(
