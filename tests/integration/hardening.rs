@@ -545,3 +545,86 @@ async fn runaway_and_oversized_statements_are_stopped_with_a_one_line_reason() {
 
     assert_eq!(count(&ok(&mut flight, "SELECT 1").await), vec!["1"]);
 }
+
+#[tokio::test]
+async fn two_servers_creating_one_feature_view_leave_one_whole_view() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = TestServer::start(dir.path()).await;
+    let b = TestServer::start(dir.path()).await;
+    let (mut fa, mut fb) = (a.flight_client().await, b.flight_client().await);
+    for sql in [
+        "CREATE ENTITY user (user_id BIGINT)",
+        "CREATE TABLE tx AS SELECT value % 10 AS user_id, to_timestamp_seconds(value) AS ts, \
+         value AS amount FROM generate_series(1, 5000)",
+    ] {
+        ok(&mut fa, sql).await;
+    }
+    for round in 0..3 {
+        let create = |who: i64| {
+            format!(
+                "CREATE FEATURE VIEW v{round} ENTITY user EVENT TIME ts AS \
+                 SELECT user_id, ts, amount, {who} AS who FROM tx"
+            )
+        };
+        let (one, two) = (create(1), create(2));
+        let (ra, rb) = tokio::join!(run(&mut fa, &one), run(&mut fb, &two));
+        let winner = match (&ra, &rb) {
+            (Ok(_), Err(s)) if s.code() == Code::AlreadyExists => 1,
+            (Err(s), Ok(_)) if s.code() == Code::AlreadyExists => 2,
+            _ => panic!("round {round}: exactly one create wins: {ra:?} / {rb:?}"),
+        };
+        let rows = ok(
+            &mut fa,
+            &format!("SELECT min(who), max(who), count(*) FROM v{round}"),
+        )
+        .await;
+        assert_eq!(count(&rows), vec![format!("{winner},{winner},5000")]);
+        let described = ok(&mut fb, &format!("DESCRIBE FEATURE VIEW v{round}")).await;
+        assert!(
+            sorted_rows(&described)
+                .iter()
+                .any(|r| r.contains(&format!("{winner} AS who"))),
+            "the registered definition is the winner's: {described:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_version_whose_registry_commit_is_missing_keeps_its_lineage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path().to_str().expect("utf-8"))
+        .await
+        .expect("engine");
+    for sql in [
+        "CREATE ENTITY user (user_id BIGINT)",
+        "CREATE TABLE tx AS SELECT value % 10 AS user_id, to_timestamp_seconds(value) AS ts, \
+         value AS amount FROM generate_series(1, 100)",
+        "CREATE FEATURE VIEW spend ENTITY user EVENT TIME ts AS SELECT user_id, ts, amount FROM tx",
+        "CREATE LABEL l ENTITY user EVENT TIME ts FROM (SELECT user_id, ts, amount > 50 AS y FROM tx)",
+        "CREATE TRAINING SET t LABEL l FEATURES spend",
+        "REFRESH TRAINING SET t",
+    ] {
+        engine.sql(sql).await.expect(sql);
+    }
+    // As after a crash between the refresh's Delta commit and its registry commit: the registry
+    // has no lineage for version 1.
+    engine
+        .registry()
+        .drop_object(flywheel_catalog::objects::KIND_TRAINING_SET_VERSION, "t@1")
+        .await
+        .expect("forgets the lineage");
+    let described = engine
+        .sql("DESCRIBE TRAINING SET t")
+        .await
+        .expect("describes")
+        .collect()
+        .await
+        .expect("rows");
+    let rows = sorted_rows(&described);
+    for version in ["version 0,built from ", "version 1,built from "] {
+        assert!(
+            rows.iter().any(|r| r.starts_with(version)),
+            "{version} missing: {rows:?}"
+        );
+    }
+}
