@@ -1,6 +1,6 @@
 """Soak: a real `flywheel serve` under mixed load for N minutes; its memory and every error reported.
 
-    python benches/soak.py [--flywheel PATH] [--minutes 10] [--workdir DIR]
+    python benches/soak.py [--flywheel PATH] [--minutes 10] [--workdir DIR] [--ingest-rows 1000]
 
 Workers run side by side against one server over one warehouse, each in a loop until the time is
 up: online lookups (pyarrow.flight `DoGet`, 10 keys each), bulk ingest of new events (ADBC
@@ -118,6 +118,8 @@ def main():
     p.add_argument("--flywheel", default=os.path.expanduser("~/.cache/flywheel-target/release/flywheel"))
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--workdir", default="/tmp/flywheel-soak")
+    p.add_argument("--ingest-rows", type=int, default=1000,
+                   help="rows per ingest call; 0: no ingest, so the tables keep their size")
     args = p.parse_args()
     workdir = Path(args.workdir)
     subprocess.run(["rm", "-rf", str(workdir)], check=True)
@@ -138,7 +140,10 @@ def main():
         conn = flightsql.connect(uri)
 
         def ingest():
-            n = 1000
+            n = args.ingest_rows
+            if n == 0:
+                time.sleep(1)
+                return
             base = int(time.time() * 1000)
             batch = pa.table({
                 "user_id": pa.array([(base + i) % USERS for i in range(n)], pa.int64()),
@@ -220,6 +225,9 @@ def main():
     if stats.samples:
         print(f"  server RSS MiB: start {start_rss:.0f}, median {statistics.median(stats.samples):.0f}, "
               f"peak {max(stats.samples):.0f}, end {stats.samples[-1]:.0f}")
+        minutes = [stats.samples[i:i + 60] for i in range(0, len(stats.samples), 60)]
+        print("  server RSS MiB, median of each minute: "
+              + ", ".join(f"{statistics.median(m):.0f}" for m in minutes))
     print(f"  server alive: {alive}; rows {rows} of {ingested[0]} ingested")
     unexpected = sum(v for (w, code, _), v in stats.errors.items() if code not in ("Aborted",))
     if not alive or rows != ingested[0] or unexpected:
