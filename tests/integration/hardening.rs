@@ -147,6 +147,20 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Which of two concurrent creates of one name won (1 or 2): exactly one must succeed, and the
+/// other be told the name exists.
+fn the_winner<T: std::fmt::Debug>(
+    round: usize,
+    one: &Result<T, tonic::Status>,
+    two: &Result<T, tonic::Status>,
+) -> i64 {
+    match (one, two) {
+        (Ok(_), Err(s)) if s.code() == Code::AlreadyExists => 1,
+        (Err(s), Ok(_)) if s.code() == Code::AlreadyExists => 2,
+        _ => panic!("round {round}: exactly one create wins: {one:?} / {two:?}"),
+    }
+}
+
 fn count(batches: &[RecordBatch]) -> Vec<String> {
     sorted_rows(batches)
 }
@@ -212,11 +226,7 @@ async fn one_of_two_creates_of_one_name_wins_and_its_table_survives() {
         } else {
             tokio::join!(run(&mut fa, &one), run(&mut fa2, &two))
         };
-        let winner = match (&ra, &rb) {
-            (Ok(_), Err(s)) if s.code() == Code::AlreadyExists => 1,
-            (Err(s), Ok(_)) if s.code() == Code::AlreadyExists => 2,
-            _ => panic!("round {round}: exactly one create wins: {ra:?} / {rb:?}"),
-        };
+        let winner = the_winner(round, &ra, &rb);
         let rows = ok(
             &mut fb,
             &format!("SELECT min(who), max(who), count(*) FROM {name}"),
@@ -568,11 +578,7 @@ async fn two_servers_creating_one_feature_view_leave_one_whole_view() {
         };
         let (one, two) = (create(1), create(2));
         let (ra, rb) = tokio::join!(run(&mut fa, &one), run(&mut fb, &two));
-        let winner = match (&ra, &rb) {
-            (Ok(_), Err(s)) if s.code() == Code::AlreadyExists => 1,
-            (Err(s), Ok(_)) if s.code() == Code::AlreadyExists => 2,
-            _ => panic!("round {round}: exactly one create wins: {ra:?} / {rb:?}"),
-        };
+        let winner = the_winner(round, &ra, &rb);
         let rows = ok(
             &mut fa,
             &format!("SELECT min(who), max(who), count(*) FROM v{round}"),
