@@ -66,6 +66,11 @@ pub enum Error {
     #[error("{0}")]
     PermissionDenied(String),
 
+    /// A statement over several objects (a `REFRESH` following the lineage) that stopped at one of
+    /// them: what it was doing, and that object's own error (whose status code it keeps).
+    #[error("{context}: {}", .cause.user_message())]
+    Stopped { context: String, cause: Box<Error> },
+
     /// A statement that ran past `statement_timeout` and was cancelled.
     #[error("{0}")]
     Timeout(String),

@@ -10,6 +10,7 @@
 mod bounded_pushdown;
 mod catalog_provider;
 mod error;
+pub mod lineage;
 pub mod objects;
 mod orphans;
 mod registry;

@@ -1,5 +1,5 @@
-//! The `flywheel` schema: system tables over the registry (`tables`, `entities`, `feature_views`,
-//! `labels`, `training_sets`, `lineage`), for any SQL or BI client.
+//! The `flywheel` schema: system tables over the registry (`tables`, `dependencies`, `entities`,
+//! `feature_views`, `labels`, `training_sets`, `lineage`), for any SQL or BI client.
 
 use std::sync::Arc;
 
@@ -17,8 +17,9 @@ use crate::objects::{
 /// The name of the system schema.
 pub const SYSTEM_SCHEMA: &str = "flywheel";
 
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 7] = [
     "tables",
+    "dependencies",
     "entities",
     "feature_views",
     "labels",
@@ -72,6 +73,7 @@ impl SchemaProvider for SystemSchemaProvider {
     async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
         let batch = match name {
             "tables" => tables_batch(&self.registry)?,
+            "dependencies" => crate::lineage::dependencies_batch(&self.registry)?,
             "entities" => entities_batch(&self.registry)?,
             "feature_views" => keyed_batch(&self.registry, KIND_FEATURE_VIEW)?,
             "labels" => keyed_batch(&self.registry, KIND_LABEL)?,

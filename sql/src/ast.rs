@@ -158,11 +158,15 @@ pub enum FlywheelDdl {
         name: Ident,
         options: Vec<SqlOption>,
     },
-    /// `REFRESH FEATURE VIEW v` / `REFRESH TRAINING SET t`.
+    /// `REFRESH FEATURE VIEW v`, `REFRESH LABEL l`, `REFRESH TRAINING SET t`: the object after
+    /// its stale upstream objects, or alone with `ONLY`.
     Refresh {
         kind: ObjectKind,
         name: Ident,
+        only: bool,
     },
+    /// `REFRESH ALL`: every stale object, inputs first.
+    RefreshAll,
     /// `SHOW ENTITIES` (and the other plurals).
     Show {
         kind: ObjectKind,
@@ -240,7 +244,14 @@ impl fmt::Display for FlywheelDdl {
                 c.mode.fmt_create(f, ObjectKind::TrainingSet, &c.name)?;
                 write!(f, " LABEL {} FEATURES {}", c.label, comma(&c.features))
             }
-            FlywheelDdl::Refresh { kind, name } => write!(f, "REFRESH {kind} {name}"),
+            FlywheelDdl::Refresh { kind, name, only } => {
+                write!(
+                    f,
+                    "REFRESH {kind} {name}{}",
+                    if *only { " ONLY" } else { "" }
+                )
+            }
+            FlywheelDdl::RefreshAll => write!(f, "REFRESH ALL"),
             FlywheelDdl::Show { kind } => write!(f, "SHOW {}", kind.plural_sql()),
             FlywheelDdl::Describe { kind, name } => write!(f, "DESCRIBE {kind} {name}"),
             FlywheelDdl::AlterFeatureView { name, options } => {

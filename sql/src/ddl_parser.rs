@@ -119,19 +119,22 @@ pub(crate) fn try_parse(p: &mut Parser) -> PResult<Option<FlywheelDdl>> {
             }))
         }
         "REFRESH" => {
+            if word(p, 1).as_deref() == Some("ALL") {
+                skip(p, 2);
+                return Ok(Some(FlywheelDdl::RefreshAll));
+            }
             let Some((kind, len)) = kind_at(p, 1, false) else {
                 return Ok(None);
             };
-            if !matches!(kind, ObjectKind::FeatureView | ObjectKind::TrainingSet) {
+            if kind == ObjectKind::Entity {
                 return Err(ParserError::ParserError(format!(
-                    "REFRESH applies to FEATURE VIEW and TRAINING SET, not {kind}"
+                    "REFRESH applies to FEATURE VIEW, LABEL and TRAINING SET (or ALL), not {kind}"
                 )));
             }
             skip(p, 1 + len);
-            Ok(Some(FlywheelDdl::Refresh {
-                kind,
-                name: p.parse_identifier()?,
-            }))
+            let name = p.parse_identifier()?;
+            let only = parse_word(p, "ONLY");
+            Ok(Some(FlywheelDdl::Refresh { kind, name, only }))
         }
         "SHOW" => {
             let Some((kind, len)) = kind_at(p, 1, true) else {

@@ -164,6 +164,9 @@ mod tests {
             "REFRESH FEATURE VIEW user_txn",
             "ALTER FEATURE VIEW user_txn SET (online = true)",
             "REFRESH TRAINING SET fraud_train",
+            "REFRESH LABEL is_fraud",
+            "REFRESH TRAINING SET fraud_train ONLY",
+            "REFRESH ALL",
             "SHOW ENTITIES",
             "SHOW FEATURE VIEWS",
             "SHOW LABELS",
@@ -202,7 +205,7 @@ mod tests {
             .expect_err("not refreshable")
             .to_string();
         assert!(
-            e.contains("REFRESH applies to FEATURE VIEW and TRAINING SET"),
+            e.contains("REFRESH applies to FEATURE VIEW, LABEL and TRAINING SET (or ALL)"),
             "{e}"
         );
     }

@@ -11,12 +11,12 @@ use std::collections::HashMap;
 use arrow::datatypes::DataType;
 use datafusion::logical_expr::LogicalPlan;
 use flywheel_catalog::objects::{
-    EntityDefinition, FeatureViewDefinition, KIND_ENTITY, KIND_FEATURE_VIEW, KIND_LABEL,
+    EntityDefinition, FeatureViewDefinition, KIND_ENTITY, KIND_FEATURE_VIEW, KIND_LABEL, Lineage,
 };
 use flywheel_catalog::{Change, TableEntry};
 use flywheel_sql::ast::CreateFeatureView;
 
-use super::{Engine, Output, Planned, ddl, object_name};
+use super::{Engine, Output, Planned, ddl, lineage, object_name};
 use crate::{Error, Result};
 
 /// The two kinds of keyed, time-stamped, materialized queries: feature views and labels.
@@ -35,7 +35,7 @@ impl Keyed {
         }
     }
 
-    fn registry_kind(self) -> &'static str {
+    pub(super) fn registry_kind(self) -> &'static str {
         match self {
             Keyed::FeatureView => KIND_FEATURE_VIEW,
             Keyed::Label => KIND_LABEL,
@@ -100,13 +100,14 @@ fn key_type_fits(declared: &str, found: &DataType) -> bool {
     declared_family.is_some() && declared_family == is_integer_or_string(found)
 }
 
-/// Plans the view's query and checks it against the entity; returns the plan.
+/// Plans the view's query, with every input pinned at its current version, and checks it against
+/// the entity; returns the plan and the lineage to record in the commit of the version it builds.
 async fn plan_and_check(
     engine: &Engine,
     kind: Keyed,
     name: &str,
     def: &FeatureViewDefinition,
-) -> Result<LogicalPlan> {
+) -> Result<(LogicalPlan, HashMap<String, serde_json::Value>)> {
     let noun = kind.noun();
     let entity = engine.registry().object(KIND_ENTITY, &def.entity).ok_or_else(|| {
         Error::Invalid(format!(
@@ -120,11 +121,20 @@ async fn plan_and_check(
             def.entity
         ))
     })?;
-    let mut statements = engine.parse(&def.query)?;
+    let (pinned, inputs) = lineage::pin_query(engine, &def.query).await?;
+    let mut statements = engine.parse(&pinned)?;
     let statement = match statements.len() {
         1 => statements.remove(0),
         n => return Err(Error::NotOneStatement { found: n }),
     };
+    let record = Lineage {
+        version: 0,
+        inputs,
+        query: pinned,
+    };
+    let recorded = serde_json::to_value(&record)
+        .map_err(|e| Error::Invalid(format!("cannot record the lineage of `{name}`: {e}")))?;
+    let metadata = HashMap::from([(lineage::LINEAGE_METADATA_KEY.to_string(), recorded)]);
     let plan = match engine.plan(statement).await? {
         Planned::Query(plan) => plan,
         _ => {
@@ -183,7 +193,7 @@ async fn plan_and_check(
             time.data_type()
         )));
     }
-    Ok(plan)
+    Ok((plan, metadata))
 }
 
 /// `CREATE [OR REPLACE] FEATURE VIEW [IF NOT EXISTS] ...`.
@@ -238,8 +248,14 @@ async fn create_once(engine: &Engine, c: &CreateFeatureView) -> Result<Option<Ou
         query: c.query.to_string(),
         sql: flywheel_sql::ast::FlywheelDdl::CreateFeatureView(Box::new(c.clone())).to_string(),
     };
-    let plan = plan_and_check(engine, Keyed::FeatureView, &name, &def).await?;
-    let materialized = materialize(engine, &name, plan, HashMap::new()).await?;
+    lineage::refuse_cycle(
+        engine,
+        "feature view",
+        &name,
+        &registered_inputs(engine, &def),
+    )?;
+    let (plan, metadata) = plan_and_check(engine, Keyed::FeatureView, &name, &def).await?;
+    let materialized = materialize(engine, &name, plan, metadata).await?;
     let change = object_change(KIND_FEATURE_VIEW, &name, &def, exists)?;
     match commit_object(engine, materialized, vec![change]).await {
         Ok(()) => {}
@@ -473,13 +489,29 @@ pub(super) fn registry_definition(
 /// `REFRESH FEATURE VIEW v`: re-runs the query into a new version of its table.
 pub(super) async fn refresh(engine: &Engine, name: &str) -> Result<Output> {
     let def = definition(engine, Keyed::FeatureView, name)?;
-    let plan = plan_and_check(engine, Keyed::FeatureView, name, &def).await?;
-    materialize(engine, name, plan, HashMap::new()).await?;
+    let (plan, metadata) = plan_and_check(engine, Keyed::FeatureView, name, &def).await?;
+    materialize(engine, name, plan, metadata).await?;
     engine
         .sync_online(name, &def)
         .await
         .map_err(|e| online_load_failed(name, "refreshed", e))?;
     Ok(Output::empty())
+}
+
+/// `REFRESH LABEL l ONLY`: re-runs the label's query into a new version of its table.
+pub(super) async fn refresh_label(engine: &Engine, name: &str) -> Result<()> {
+    let def = definition(engine, Keyed::Label, name)?;
+    let (plan, metadata) = plan_and_check(engine, Keyed::Label, name, &def).await?;
+    materialize(engine, name, plan, metadata).await?;
+    Ok(())
+}
+
+/// The tables and objects a feature view's or label's query reads, per the registry now.
+fn registered_inputs(engine: &Engine, def: &FeatureViewDefinition) -> Vec<String> {
+    flywheel_catalog::lineage::query_relations(&def.query)
+        .into_iter()
+        .filter(|n| engine.registry().table(n).is_some())
+        .collect()
 }
 
 /// `ALTER FEATURE VIEW v SET (key = value, ...)`: sets options; `online = true|false` loads the
@@ -571,8 +603,9 @@ pub(super) fn show(engine: &Engine, kind: Keyed) -> Result<Output> {
     Ok(Output::Batch(all.project(&[0, 1, 2, 3, 4])?))
 }
 
-/// `DESCRIBE FEATURE VIEW v`: one (property, value) row per part of its definition.
-pub(super) fn describe(engine: &Engine, kind: Keyed, name: &str) -> Result<Output> {
+/// `DESCRIBE FEATURE VIEW v`: one (property, value) row per part of its definition, then what its
+/// latest version was built from and whether an input moved since.
+pub(super) async fn describe(engine: &Engine, kind: Keyed, name: &str) -> Result<Output> {
     let def = definition(engine, kind, name)?;
     let version = engine
         .registry()
@@ -592,6 +625,10 @@ pub(super) fn describe(engine: &Engine, kind: Keyed, name: &str) -> Result<Outpu
             .iter()
             .map(|(k, v)| (format!("option.{k}"), v.clone())),
     );
+    let built = lineage::latest_build(engine, name).await?;
+    rows.push(("built_from".into(), lineage::built_from(&built)));
+    let stale = lineage::staleness(engine, kind.registry_kind(), name).await?;
+    rows.push(("stale".into(), stale.describe()));
     super::training_sets::two_columns("property", "value", rows)
 }
 
@@ -618,38 +655,13 @@ pub(super) fn reading_table(engine: &Engine, table: &str) -> Vec<(Keyed, String)
             let Ok(def) = serde_json::from_str::<FeatureViewDefinition>(&o.definition) else {
                 continue;
             };
-            if o.name != table && query_reads(&def.query, table) {
+            let reads = flywheel_catalog::lineage::query_relations(&def.query);
+            if o.name != table && reads.iter().any(|r| r == table) {
                 out.push((kind, o.name));
             }
         }
     }
     out
-}
-
-/// Whether the query `sql` names the table `table` (in any schema: a name the check cannot
-/// resolve counts as read, so a dependent is never missed).
-fn query_reads(sql: &str, table: &str) -> bool {
-    let Ok(statements) = flywheel_sql::parse_sql(sql) else {
-        return false;
-    };
-    let mut reads = false;
-    for statement in statements {
-        let flywheel_sql::FlywheelStatement::DataFusion(statement) = statement else {
-            continue;
-        };
-        let datafusion::sql::parser::Statement::Statement(statement) = *statement else {
-            continue;
-        };
-        let _ = sqlparser::ast::visit_relations(&statement, |relation| {
-            let last = relation.0.last().and_then(|part| part.as_ident());
-            if last.is_some_and(|ident| object_name(ident) == table) {
-                reads = true;
-                return std::ops::ControlFlow::Break(());
-            }
-            std::ops::ControlFlow::Continue(())
-        });
-    }
-    reads
 }
 
 /// The feature views and labels keyed by `entity` (`feature view `v``, ...).
@@ -699,8 +711,9 @@ async fn create_label_once(
         query,
         sql: flywheel_sql::ast::FlywheelDdl::CreateLabel(Box::new(c.clone())).to_string(),
     };
-    let plan = plan_and_check(engine, Keyed::Label, &name, &def).await?;
-    let materialized = materialize(engine, &name, plan, HashMap::new()).await?;
+    lineage::refuse_cycle(engine, "label", &name, &registered_inputs(engine, &def))?;
+    let (plan, metadata) = plan_and_check(engine, Keyed::Label, &name, &def).await?;
+    let materialized = materialize(engine, &name, plan, metadata).await?;
     let change = object_change(KIND_LABEL, &name, &def, exists)?;
     match commit_object(engine, materialized, vec![change]).await {
         Ok(()) => Ok(Some(Output::empty())),

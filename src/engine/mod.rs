@@ -16,6 +16,7 @@ mod file_access;
 mod ingest;
 mod insert;
 pub mod limits;
+mod lineage;
 mod local_files;
 mod objects;
 mod online;

@@ -49,9 +49,18 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
         }
         FlywheelDdl::CreateFeatureView(c) => feature_views::create(engine, *c).await,
         FlywheelDdl::Refresh {
-            kind: ObjectKind::FeatureView,
+            kind: kind @ (ObjectKind::FeatureView | ObjectKind::Label),
             name,
-        } => feature_views::refresh(engine, &object_name(&name)).await,
+            only,
+        } => {
+            super::lineage::refresh(engine, Some(Keyed::of(kind)), &object_name(&name), only).await
+        }
+        FlywheelDdl::Refresh {
+            kind: ObjectKind::TrainingSet,
+            name,
+            only,
+        } => super::lineage::refresh(engine, None, &object_name(&name), only).await,
+        FlywheelDdl::RefreshAll => super::lineage::refresh_all(engine).await,
         FlywheelDdl::CreateLabel(c) => feature_views::create_label(engine, *c).await,
         FlywheelDdl::AlterFeatureView { name, options } => {
             feature_views::alter(engine, &object_name(&name), options).await
@@ -71,12 +80,8 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
         FlywheelDdl::Describe {
             kind: kind @ (ObjectKind::FeatureView | ObjectKind::Label),
             name,
-        } => feature_views::describe(engine, Keyed::of(kind), &object_name(&name)),
+        } => feature_views::describe(engine, Keyed::of(kind), &object_name(&name)).await,
         FlywheelDdl::CreateTrainingSet(c) => training_sets::create(engine, c).await,
-        FlywheelDdl::Refresh {
-            kind: ObjectKind::TrainingSet,
-            name,
-        } => training_sets::refresh(engine, &object_name(&name)).await,
         FlywheelDdl::Drop {
             kind: ObjectKind::TrainingSet,
             name,
@@ -92,7 +97,7 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
         } => training_sets::describe(engine, &object_name(&name)).await,
         other => Err(Error::Unsupported {
             what: format!("`{other}`"),
-            hint: "REFRESH applies to feature views and training sets".into(),
+            hint: "REFRESH applies to feature views, labels and training sets".into(),
         }),
     }
 }

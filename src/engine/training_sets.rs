@@ -25,24 +25,12 @@ use super::feature_views::{
     Keyed, Materialized, after_lost_race, commit_object, definition, lost_create_race, materialize,
     until_settled,
 };
+use super::lineage::{LINEAGE_METADATA_KEY, lineage_in_commit, table_version};
 use super::{Engine, Output, Planned, object_name};
 use crate::{Error, Result};
 
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// The latest Delta version of the table `name`.
-async fn table_version(engine: &Engine, name: &str) -> Result<u64> {
-    let entry = engine.registry().table(name).ok_or_else(|| {
-        Error::Invalid(format!(
-            "the table of `{name}` is missing; REFRESH or re-create it"
-        ))
-    })?;
-    Ok(load_table(&entry, None)
-        .await?
-        .version()
-        .unwrap_or_default())
 }
 
 /// Builds the training set's query with every input pinned at its current version.
@@ -184,11 +172,6 @@ async fn columns_of(engine: &Engine, name: &str, version: u64) -> Result<Vec<Str
         .collect())
 }
 
-/// The key of a training set version's lineage in its Delta commit's metadata (`commitInfo`):
-/// the lineage travels with the version it describes, so a build that stopped between its Delta
-/// commit and its registry commit still says what the version was built from.
-pub(crate) const LINEAGE_METADATA_KEY: &str = "flywheel.lineage";
-
 /// Builds (or rebuilds) the training set's table; returns what was written and the registry
 /// change recording the new version's lineage (to be committed with the caller's other changes).
 async fn build(
@@ -269,6 +252,10 @@ async fn create_once(engine: &Engine, c: &CreateTrainingSet) -> Result<Option<Ou
             .collect(),
         sql: flywheel_sql::ast::FlywheelDdl::CreateTrainingSet(c.clone()).to_string(),
     };
+    let inputs: Vec<String> = std::iter::once(def.label.clone())
+        .chain(def.features.iter().map(|f| f.view.clone()))
+        .collect();
+    super::lineage::refuse_cycle(engine, "training set", &name, &inputs)?;
     let (materialized, lineage) = build(engine, &name, &def).await?;
     let json = serde_json::to_string(&def)
         .map_err(|e| Error::Invalid(format!("cannot store training set `{name}`: {e}")))?;
@@ -388,6 +375,8 @@ pub(super) async fn describe(engine: &Engine, name: &str) -> Result<Output> {
         ),
         ("sql".to_string(), def.sql.clone()),
     ];
+    let stale = super::lineage::staleness(engine, KIND_TRAINING_SET, name).await?;
+    rows.push(("stale".to_string(), stale.describe()));
     let versions = lineages(engine, name).await?;
     for l in versions {
         let inputs: Vec<String> = l.inputs.iter().map(|(k, v)| format!("{k}@{v}")).collect();
@@ -419,24 +408,11 @@ async fn lineages(engine: &Engine, name: &str) -> Result<Vec<Lineage>> {
         if versions.contains_key(&version) {
             continue;
         }
-        if let Some(mut lineage) = lineage_in_commit(&table, version).await {
-            lineage.version = version;
+        if let Some(lineage) = lineage_in_commit(&table, version).await {
             versions.insert(version, lineage);
         }
     }
     Ok(versions.into_values().collect())
-}
-
-/// The lineage recorded in the Delta commit of `version`, if any (an unreadable or expired
-/// commit file has none).
-async fn lineage_in_commit(table: &deltalake::DeltaTable, version: u64) -> Option<Lineage> {
-    let bytes = table.log_store().read_commit_entry(version).await.ok()??;
-    let text = std::str::from_utf8(&bytes).ok()?;
-    text.lines().find_map(|line| {
-        let action: serde_json::Value = serde_json::from_str(line).ok()?;
-        let recorded = action.get("commitInfo")?.get(LINEAGE_METADATA_KEY)?;
-        serde_json::from_value(recorded.clone()).ok()
-    })
 }
 
 /// Whether `name` is a training set (DROP TABLE refuses its table).

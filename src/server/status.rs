@@ -9,6 +9,10 @@ use crate::Error;
 /// errors are logged with detail and reported without internals.
 pub fn to_status(e: Error) -> Status {
     use flywheel_catalog::Error as C;
+    if let Error::Stopped { context, cause } = e {
+        let inner = to_status(*cause);
+        return Status::new(inner.code(), format!("{context}: {}", inner.message()));
+    }
     let message = e.user_message();
     match &e {
         Error::Sql(_) | Error::Invalid(_) | Error::NotOneStatement { .. } | Error::Arrow(_) => {
@@ -39,6 +43,8 @@ pub fn to_status(e: Error) -> Status {
         )),
         Error::Limit(_) => Status::invalid_argument(message),
         Error::Timeout(_) => Status::deadline_exceeded(message),
+        // Unwrapped above.
+        Error::Stopped { .. } => internal(&e),
         Error::PermissionDenied(_) => Status::permission_denied(message),
         Error::Unavailable(_) => {
             tracing::warn!(error = %message, "unavailable");
