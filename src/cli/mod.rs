@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, Overrides};
-use crate::engine::FileAccess;
+use crate::engine::{FileAccess, RefreshScope};
 use crate::{Engine, EngineOptions, Result, server};
 
 /// Flywheel: a SQL-native feature platform over Delta Lake and Arrow Flight.
@@ -52,6 +52,22 @@ enum Command {
         /// Run the statements of this file and exit.
         #[arg(short = 'f', long = "file")]
         file: Option<String>,
+    },
+    /// Refresh feature views, labels and training sets, inputs first (for cron, Airflow, dbt
+    /// hooks): one line per object built; exits non-zero naming the one that failed.
+    #[command(group = clap::ArgGroup::new("what").required(true).args(["names", "stale", "all"]))]
+    Refresh {
+        /// The objects to refresh, each after its stale upstream objects.
+        names: Vec<String>,
+        /// Refresh the named objects alone, not their stale upstream objects.
+        #[arg(long, requires = "names")]
+        only: bool,
+        /// Refresh every stale object.
+        #[arg(long)]
+        stale: bool,
+        /// Refresh every object, stale or not.
+        #[arg(long)]
+        all: bool,
     },
     /// Serve Arrow Flight SQL.
     Serve {
@@ -161,13 +177,13 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
     // The shell runs as its user; a server's clients may use only the folders the
     // configuration allows.
     let file_access = match &command {
-        Command::Sql { .. } => FileAccess::Unrestricted,
+        Command::Sql { .. } | Command::Refresh { .. } => FileAccess::Unrestricted,
         Command::Serve { .. } => FileAccess::restricted_to(&config.allowed_paths)?,
     };
     // A server's statements stop after an hour unless the configuration says otherwise; the
     // shell's run as long as their user waits.
     let default_timeout = match &command {
-        Command::Sql { .. } => None,
+        Command::Sql { .. } | Command::Refresh { .. } => None,
         Command::Serve { .. } => Some(SERVE_STATEMENT_TIMEOUT),
     };
     let options = EngineOptions {
@@ -192,6 +208,21 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
                 None => shell::interactive(&engine, &config).await,
             }
         }
+        Command::Refresh {
+            names,
+            only,
+            stale,
+            all,
+        } => {
+            let scope = if all {
+                RefreshScope::All
+            } else if stale {
+                RefreshScope::Stale
+            } else {
+                RefreshScope::Objects { names, only }
+            };
+            refresh(&engine, scope).await
+        }
         Command::Serve { .. } => {
             let listener = server::bind(config.listen_addr()?).await?;
             let options = server::ServeOptions::from_config(&config)?;
@@ -210,6 +241,39 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `flywheel refresh`: a line per object as it starts (on a terminal) and as it is built.
+async fn refresh(engine: &Engine, scope: RefreshScope) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let built = engine
+        .refresh(scope, |step| {
+            if terminal {
+                eprintln!(
+                    "[{}/{}] refreshing {} {} ...",
+                    step.position, step.of, step.kind, step.name
+                );
+            }
+        })
+        .await?;
+    for r in &built {
+        println!(
+            "refreshed {} {}: version {} ({:.2}s)",
+            r.kind,
+            r.name,
+            r.version,
+            r.elapsed.as_secs_f64()
+        );
+    }
+    println!(
+        "{} object{} refreshed ({:.2}s)",
+        built.len(),
+        if built.len() == 1 { "" } else { "s" },
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -212,6 +212,157 @@ async fn refresh_one(engine: &Engine, kind: &str, name: &str) -> Result<()> {
     }
 }
 
+/// What a refresh asks for (`REFRESH`, `flywheel refresh`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshScope {
+    /// These objects (feature views, labels, training sets, by name), each after its stale
+    /// upstream objects; with `only`, the named objects alone.
+    Objects { names: Vec<String>, only: bool },
+    /// Every stale object (`REFRESH ALL`).
+    Stale,
+    /// Every object, stale or not.
+    All,
+}
+
+/// One object a refresh built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refreshed {
+    /// `feature view`, `label` or `training set`.
+    pub kind: &'static str,
+    pub name: String,
+    /// The Delta version written.
+    pub version: u64,
+    pub elapsed: std::time::Duration,
+}
+
+/// What a refresh is about to do, for progress reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshStep {
+    /// `feature view`, `label` or `training set`.
+    pub kind: &'static str,
+    pub name: String,
+    /// 1-based position among the objects the refresh may build, and their count.
+    pub position: usize,
+    pub of: usize,
+}
+
+/// One step of a refresh: an object, and whether it is refreshed only when stale.
+type Step = (&'static str, String, bool);
+
+/// The steps of `scope`, inputs before the objects that read them.
+fn steps(engine: &Engine, scope: &RefreshScope) -> Result<Vec<Step>> {
+    let registry = engine.registry();
+    match scope {
+        RefreshScope::Stale => Ok(lineage::all_in_order(registry)
+            .into_iter()
+            .map(|(k, n)| (k, n, true))
+            .collect()),
+        RefreshScope::All => Ok(lineage::all_in_order(registry)
+            .into_iter()
+            .map(|(k, n)| (k, n, false))
+            .collect()),
+        RefreshScope::Objects { names, only } => {
+            for name in names {
+                match lineage::kind_of(registry, name) {
+                    Some(k) if DERIVED_KINDS.contains(&k) => {}
+                    Some(_) => {
+                        return Err(Error::Invalid(format!(
+                            "`{name}` is a table, not a feature view, label or training set: only \
+                             those are refreshed"
+                        )));
+                    }
+                    None => {
+                        return Err(Error::NotFound(format!(
+                            "`{name}` is not a feature view, label or training set; SHOW FEATURE \
+                             VIEWS, SHOW LABELS and SHOW TRAINING SETS list them"
+                        )));
+                    }
+                }
+            }
+            let wanted = |n: &String| names.contains(n);
+            let mut needed: Vec<String> = names.clone();
+            if !*only {
+                for name in names {
+                    needed.extend(
+                        lineage::upstream(registry, name)
+                            .into_iter()
+                            .map(|(_, n)| n),
+                    );
+                }
+            }
+            Ok(lineage::all_in_order(registry)
+                .into_iter()
+                .filter(|(_, n)| needed.contains(n))
+                .map(|(k, n)| {
+                    let if_stale = !wanted(&n);
+                    (k, n, if_stale)
+                })
+                .collect())
+        }
+    }
+}
+
+impl Engine {
+    /// Refreshes what `scope` names, inputs first, one Delta commit per object; `progress` hears
+    /// of each object before it is built. Returns what was built. When one fails, those before it
+    /// keep their new versions and the error names the one that failed ([`Error::Stopped`]).
+    pub async fn refresh(
+        &self,
+        scope: RefreshScope,
+        mut progress: impl FnMut(&RefreshStep) + Send,
+    ) -> Result<Vec<Refreshed>> {
+        let target = match &scope {
+            RefreshScope::Objects { names, .. } => names.join(", "),
+            RefreshScope::Stale => "ALL".into(),
+            RefreshScope::All => "every object".into(),
+        };
+        // A single object failing on its own, with nothing refreshed before: its own error.
+        let alone = match &scope {
+            RefreshScope::Objects { names, .. } if names.len() == 1 => names.first().cloned(),
+            _ => None,
+        };
+        let steps = steps(self, &scope)?;
+        let of = steps.len();
+        let mut done: Vec<Refreshed> = Vec::new();
+        for (position, (kind, name, if_stale)) in steps.into_iter().enumerate() {
+            if if_stale && staleness(self, kind, &name).await?.is_fresh() {
+                continue;
+            }
+            let noun: &'static str = match kind {
+                KIND_FEATURE_VIEW => "feature view",
+                KIND_LABEL => "label",
+                _ => "training set",
+            };
+            progress(&RefreshStep {
+                kind: noun,
+                name: name.clone(),
+                position: position + 1,
+                of,
+            });
+            let started = std::time::Instant::now();
+            let built = async {
+                refresh_one(self, kind, &name).await?;
+                table_version(self, &name).await
+            }
+            .await;
+            let version = built.map_err(|e| {
+                if done.is_empty() && alone.as_ref() == Some(&name) {
+                    return e;
+                }
+                let names: Vec<String> = done.iter().map(|d| d.name.clone()).collect();
+                stopped_at(&target, kind, &name, &names, e)
+            })?;
+            done.push(Refreshed {
+                kind: noun,
+                name,
+                version,
+                elapsed: started.elapsed(),
+            });
+        }
+        Ok(done)
+    }
+}
+
 /// `REFRESH <kind> name [ONLY]`.
 pub(super) async fn refresh(
     engine: &Engine,
@@ -231,40 +382,17 @@ pub(super) async fn refresh(
             sql_kind(kind)
         )));
     }
-    let mut done = Vec::new();
-    if !only {
-        for (up_kind, up) in lineage::upstream(engine.registry(), name) {
-            if staleness(engine, up_kind, &up).await?.is_fresh() {
-                continue;
-            }
-            refresh_one(engine, up_kind, &up)
-                .await
-                .map_err(|e| stopped_at(name, up_kind, &up, &done, e))?;
-            done.push(up);
-        }
-    }
-    refresh_one(engine, kind, name).await.map_err(|e| {
-        if done.is_empty() {
-            e
-        } else {
-            stopped_at(name, kind, name, &done, e)
-        }
-    })?;
+    let scope = RefreshScope::Objects {
+        names: vec![name.to_string()],
+        only,
+    };
+    engine.refresh(scope, |_| {}).await?;
     Ok(Output::empty())
 }
 
 /// `REFRESH ALL`: every stale object, inputs first.
 pub(super) async fn refresh_all(engine: &Engine) -> Result<Output> {
-    let mut done = Vec::new();
-    for (kind, name) in lineage::all_in_order(engine.registry()) {
-        if !DERIVED_KINDS.contains(&kind) || staleness(engine, kind, &name).await?.is_fresh() {
-            continue;
-        }
-        refresh_one(engine, kind, &name)
-            .await
-            .map_err(|e| stopped_at("ALL", kind, &name, &done, e))?;
-        done.push(name);
-    }
+    engine.refresh(RefreshScope::Stale, |_| {}).await?;
     Ok(Output::empty())
 }
 

@@ -40,6 +40,7 @@ use tracing::instrument;
 
 pub use file_access::FileAccess;
 pub use ingest::{IfExists, IfMissing, IngestTarget};
+pub use lineage::{RefreshScope, RefreshStep, Refreshed};
 pub use online::{explain_online, is_online, not_served, online_views};
 pub use output::Output;
 pub use parquet_files::DataPages;

@@ -139,3 +139,85 @@ async fn serve_answers_what_the_shell_wrote_and_stops_on_sigterm() {
         "serve exits cleanly on SIGTERM: {status:?}"
     );
 }
+
+#[test]
+fn refresh_runs_stale_inputs_first_and_names_the_object_that_failed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wh = dir.path().join("wh");
+    let setup = "CREATE ENTITY user (user_id BIGINT);
+        CREATE TABLE tx (user_id BIGINT, ts TIMESTAMP, amount DOUBLE);
+        INSERT INTO tx VALUES (1, '2026-01-01T10:00:00', 10.0);
+        CREATE TABLE cb (user_id BIGINT, ts TIMESTAMP, y BOOLEAN);
+        INSERT INTO cb VALUES (1, '2026-01-05T00:00:00', true);
+        CREATE FEATURE VIEW spend ENTITY user EVENT TIME ts AS SELECT user_id, ts, amount FROM tx;
+        CREATE LABEL fraud ENTITY user EVENT TIME ts FROM (SELECT user_id, ts, y FROM cb);
+        CREATE TRAINING SET train LABEL fraud FEATURES spend;
+        INSERT INTO cb VALUES (1, '2026-01-06T00:00:00', false);";
+    let out = flywheel(&wh)
+        .args(["sql", "-e", setup])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The label is stale (new chargebacks): it is refreshed before the training set; the feature
+    // view is not.
+    let out = flywheel(&wh)
+        .args(["refresh", "train"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("refreshed label fraud: version 1"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("refreshed training set train: version 1"),
+        "{stdout}"
+    );
+    assert!(lines[2].starts_with("2 objects refreshed"), "{stdout}");
+    let out = flywheel(&wh)
+        .args(["sql", "-e", "SELECT count(*) AS n FROM train"])
+        .output()
+        .expect("runs");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("| 2 |"));
+
+    // Nothing is stale now.
+    let out = flywheel(&wh)
+        .args(["refresh", "--stale"])
+        .output()
+        .expect("runs");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("0 objects refreshed"));
+
+    // A failing object is named, and the exit code says so.
+    let out = flywheel(&wh)
+        .args([
+            "sql",
+            "-e",
+            "CREATE OR REPLACE TABLE tx AS SELECT user_id FROM tx",
+        ])
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let out = flywheel(&wh)
+        .args(["refresh", "--all"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("stopped at feature view `spend`"),
+        "{stderr}"
+    );
+    let out = flywheel(&wh)
+        .args(["refresh", "tx"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`tx` is a table"));
+}
