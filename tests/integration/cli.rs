@@ -15,6 +15,17 @@ fn flywheel(warehouse: &Path) -> Command {
     c
 }
 
+/// Runs `command`, asserts it succeeded (printing its stderr if not), and returns its stdout.
+fn succeeds(command: &mut Command) -> String {
+    let out = command.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn sql_execute_prints_tables_and_fails_on_the_first_error() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -64,17 +75,12 @@ fn sql_file_runs_a_script() {
         "-- a comment\nCREATE TABLE s AS\n  SELECT 1 AS id, 'x' AS v;\n\nSELECT v FROM s WHERE id = 1;\n",
     )
     .expect("write");
-    let out = flywheel(&dir.path().join("wh"))
-        .args(["sql", "-f"])
-        .arg(&script)
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = succeeds(
+        flywheel(&dir.path().join("wh"))
+            .args(["sql", "-f"])
+            .arg(&script),
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("| x |"));
+    assert!(stdout.contains("| x |"));
 
     let out = flywheel(&dir.path().join("wh"))
         .args(["sql", "-f", "/definitely/not/here.sql"])
@@ -153,24 +159,11 @@ fn refresh_runs_stale_inputs_first_and_names_the_object_that_failed() {
         CREATE LABEL fraud ENTITY user EVENT TIME ts FROM (SELECT user_id, ts, y FROM cb);
         CREATE TRAINING SET train LABEL fraud FEATURES spend;
         INSERT INTO cb VALUES (1, '2026-01-06T00:00:00', false);";
-    let out = flywheel(&wh)
-        .args(["sql", "-e", setup])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(flywheel(&wh).args(["sql", "-e", setup]));
 
     // The label is stale (new chargebacks): it is refreshed before the training set; the feature
     // view is not.
-    let out = flywheel(&wh)
-        .args(["refresh", "train"])
-        .output()
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let stdout = succeeds(flywheel(&wh).args(["refresh", "train"]));
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(
         lines[0].starts_with("refreshed label fraud: version 1"),
@@ -181,11 +174,8 @@ fn refresh_runs_stale_inputs_first_and_names_the_object_that_failed() {
         "{stdout}"
     );
     assert!(lines[2].starts_with("2 objects refreshed"), "{stdout}");
-    let out = flywheel(&wh)
-        .args(["sql", "-e", "SELECT count(*) AS n FROM train"])
-        .output()
-        .expect("runs");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("| 2 |"));
+    let stdout = succeeds(flywheel(&wh).args(["sql", "-e", "SELECT count(*) AS n FROM train"]));
+    assert!(stdout.contains("| 2 |"));
 
     // Nothing is stale now.
     let out = flywheel(&wh)
@@ -195,15 +185,11 @@ fn refresh_runs_stale_inputs_first_and_names_the_object_that_failed() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("0 objects refreshed"));
 
     // A failing object is named, and the exit code says so.
-    let out = flywheel(&wh)
-        .args([
-            "sql",
-            "-e",
-            "CREATE OR REPLACE TABLE tx AS SELECT user_id FROM tx",
-        ])
-        .output()
-        .expect("runs");
-    assert!(out.status.success());
+    succeeds(flywheel(&wh).args([
+        "sql",
+        "-e",
+        "CREATE OR REPLACE TABLE tx AS SELECT user_id FROM tx",
+    ]));
     let out = flywheel(&wh)
         .args(["refresh", "--all"])
         .output()
