@@ -31,4 +31,4 @@ pub use registry::{
 pub use schema_provider::{WarehouseSchemaProvider, load_table};
 pub use system_schema::{SYSTEM_SCHEMA, SystemSchemaProvider, SystemTableFn};
 pub use time_travel::{TIME_TRAVEL_SCHEMA, TimeTravelSchemaProvider, TravelTarget};
-pub use warehouse::{Warehouse, resolve_location};
+pub use warehouse::{RESERVED_FOLDERS, Warehouse, resolve_location};

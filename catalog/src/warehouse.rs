@@ -89,7 +89,7 @@ impl Warehouse {
         let Some(rest) = location.as_str().strip_prefix(self.root.as_str()) else {
             return false;
         };
-        [TABLES_DIR, FLYWHEEL_DIR]
+        RESERVED_FOLDERS
             .iter()
             .any(|dir| rest == *dir || rest.starts_with(&format!("{dir}/")))
     }
@@ -152,6 +152,8 @@ impl Warehouse {
 const TABLES_DIR: &str = "tables";
 /// The folder of Flywheel's own state, under the root.
 const FLYWHEEL_DIR: &str = "_flywheel";
+/// The folders under the root that only Flywheel writes ([`Warehouse::is_reserved`]).
+pub const RESERVED_FOLDERS: [&str; 2] = [TABLES_DIR, FLYWHEEL_DIR];
 
 /// Turns a user-given location (URL or local path) into a URL that ends in `/`.
 pub fn resolve_location(location: &str) -> Result<Url> {

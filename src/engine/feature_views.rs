@@ -132,9 +132,7 @@ async fn plan_and_check(
         inputs,
         query: pinned,
     };
-    let recorded = serde_json::to_value(&record)
-        .map_err(|e| Error::Invalid(format!("cannot record the lineage of `{name}`: {e}")))?;
-    let metadata = HashMap::from([(lineage::LINEAGE_METADATA_KEY.to_string(), recorded)]);
+    let metadata = lineage::commit_metadata(name, &record)?;
     let plan = match engine.plan(statement).await? {
         Planned::Query(plan) => plan,
         _ => {
@@ -234,12 +232,7 @@ async fn create_once(engine: &Engine, c: &CreateFeatureView) -> Result<Option<Ou
         }
         None => None,
     };
-    let options: Vec<(String, String)> = c
-        .options
-        .iter()
-        .map(|o| (object_name(&o.key), o.value.to_string()))
-        .collect();
-    check_options(&name, &options)?;
+    let options = checked_options(&name, &c.options)?;
     let def = FeatureViewDefinition {
         entity: object_name(&c.entity),
         event_time: object_name(&c.event_time),
@@ -276,10 +269,18 @@ async fn create_once(engine: &Engine, c: &CreateFeatureView) -> Result<Option<Ou
 /// the values each accepts.
 const OPTIONS: [(&str, &str); 1] = [("online", "true or false")];
 
-/// Refuses options a feature view does not know (a misspelled `onlin = true` would otherwise be
-/// stored and the view silently not served) and values they do not take.
-fn check_options(name: &str, options: &[(String, String)]) -> Result<()> {
-    for (key, value) in options {
+/// The options of a `WITH (...)` or `SET (...)` as stored (`(key, value)`); options a feature view
+/// does not know (a misspelled `onlin = true` would otherwise be stored and the view silently not
+/// served) and values they do not take are refused.
+fn checked_options(
+    name: &str,
+    options: &[flywheel_sql::ast::SqlOption],
+) -> Result<Vec<(String, String)>> {
+    let options: Vec<(String, String)> = options
+        .iter()
+        .map(|o| (object_name(&o.key), o.value.to_string()))
+        .collect();
+    for (key, value) in &options {
         let Some((_, values)) = OPTIONS.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)) else {
             let valid: Vec<String> = OPTIONS
                 .iter()
@@ -299,7 +300,7 @@ fn check_options(name: &str, options: &[(String, String)]) -> Result<()> {
             )));
         }
     }
-    Ok(())
+    Ok(options)
 }
 
 /// Records a feature view's (new) definition, then loads it into the online store or takes it
@@ -522,12 +523,7 @@ pub(super) async fn alter(
     options: Vec<flywheel_sql::ast::SqlOption>,
 ) -> Result<Output> {
     let mut def = definition(engine, Keyed::FeatureView, name)?;
-    let options: Vec<(String, String)> = options
-        .iter()
-        .map(|o| (object_name(&o.key), o.value.to_string()))
-        .collect();
-    check_options(name, &options)?;
-    for (key, value) in options {
+    for (key, value) in checked_options(name, &options)? {
         def.options.retain(|(k, _)| !k.eq_ignore_ascii_case(&key));
         def.options.push((key, value));
     }
@@ -649,19 +645,15 @@ impl Engine {
 
 /// The feature views and labels whose queries read the table `table`, by kind and name.
 pub(super) fn reading_table(engine: &Engine, table: &str) -> Vec<(Keyed, String)> {
-    let mut out = Vec::new();
-    for kind in [Keyed::FeatureView, Keyed::Label] {
-        for o in engine.registry().objects(kind.registry_kind()) {
-            let Ok(def) = serde_json::from_str::<FeatureViewDefinition>(&o.definition) else {
-                continue;
-            };
-            let reads = flywheel_catalog::lineage::query_relations(&def.query);
-            if o.name != table && reads.iter().any(|r| r == table) {
-                out.push((kind, o.name));
-            }
-        }
-    }
-    out
+    flywheel_catalog::lineage::dependencies(engine.registry())
+        .into_iter()
+        .filter(|d| d.input == table)
+        .filter_map(|d| match d.kind {
+            KIND_FEATURE_VIEW => Some((Keyed::FeatureView, d.object)),
+            KIND_LABEL => Some((Keyed::Label, d.object)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The feature views and labels keyed by `entity` (`feature view `v``, ...).

@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
-use flywheel_catalog::{Warehouse, resolve_location};
+use flywheel_catalog::{RESERVED_FOLDERS, Warehouse, resolve_location};
 use url::Url;
 
 use crate::{Error, Result};
@@ -118,7 +118,7 @@ fn inside(url: &Url, folder: &Url) -> bool {
 
 /// Whether `url` (resolved) is inside the reserved folders of the warehouse at `root` (resolved).
 fn reserved_under(root: &Url, url: &Url) -> bool {
-    ["tables", "_flywheel"].iter().any(|dir| {
+    RESERVED_FOLDERS.iter().any(|dir| {
         root.join(&format!("{dir}/"))
             .is_ok_and(|reserved| inside(url, &reserved))
     })

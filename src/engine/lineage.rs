@@ -13,7 +13,7 @@
 //! commit: when one fails, the ones before it keep their new versions and the error names the
 //! object that failed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 
 use flywheel_catalog::lineage::{self, DERIVED_KINDS};
@@ -39,6 +39,20 @@ pub(super) async fn table_version(engine: &Engine, name: &str) -> Result<u64> {
         .await?
         .version()
         .unwrap_or_default())
+}
+
+/// The Delta commit metadata that records `lineage` (what a build of `name` read) in the commit of
+/// the version it writes.
+pub(super) fn commit_metadata(
+    name: &str,
+    lineage: &Lineage,
+) -> Result<HashMap<String, serde_json::Value>> {
+    let recorded = serde_json::to_value(lineage)
+        .map_err(|e| Error::Invalid(format!("cannot record the lineage of `{name}`: {e}")))?;
+    Ok(HashMap::from([(
+        LINEAGE_METADATA_KEY.to_string(),
+        recorded,
+    )]))
 }
 
 /// `sql` with every reference to a warehouse table that names no version pinned at the table's
@@ -203,6 +217,15 @@ fn sql_kind(kind: &str) -> &'static str {
     }
 }
 
+/// How messages name a registry kind (`feature view`).
+fn noun(kind: &str) -> &'static str {
+    match kind {
+        KIND_FEATURE_VIEW => "feature view",
+        KIND_LABEL => "label",
+        _ => "training set",
+    }
+}
+
 /// Refreshes one object from its inputs' current versions.
 async fn refresh_one(engine: &Engine, kind: &str, name: &str) -> Result<()> {
     match kind {
@@ -328,11 +351,7 @@ impl Engine {
             if if_stale && staleness(self, kind, &name).await?.is_fresh() {
                 continue;
             }
-            let noun: &'static str = match kind {
-                KIND_FEATURE_VIEW => "feature view",
-                KIND_LABEL => "label",
-                _ => "training set",
-            };
+            let noun = noun(kind);
             progress(&RefreshStep {
                 kind: noun,
                 name: name.clone(),
@@ -378,7 +397,7 @@ pub(super) async fn refresh(
     if engine.registry().object(kind, name).is_none() {
         return Err(Error::NotFound(format!(
             "{} `{name}` not found; SHOW {}S lists them",
-            sql_kind(kind).to_lowercase(),
+            noun(kind),
             sql_kind(kind)
         )));
     }
@@ -413,7 +432,7 @@ fn stopped_at(target: &str, kind: &str, failed: &str, done: &[String], e: Error)
     Error::Stopped {
         context: format!(
             "REFRESH {target} stopped at {} `{failed}` ({before})",
-            sql_kind(kind).to_lowercase()
+            noun(kind)
         ),
         cause: Box::new(e),
     }

@@ -8,7 +8,7 @@
 //! the training set's Delta table; the input versions are recorded (lineage), so an old version of
 //! the training set is never changed and says what it was built from.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{RecordBatch, StringArray};
@@ -25,7 +25,7 @@ use super::feature_views::{
     Keyed, Materialized, after_lost_race, commit_object, definition, lost_create_race, materialize,
     until_settled,
 };
-use super::lineage::{LINEAGE_METADATA_KEY, lineage_in_commit, table_version};
+use super::lineage::{lineage_in_commit, table_version};
 use super::{Engine, Output, Planned, object_name};
 use crate::{Error, Result};
 
@@ -194,9 +194,7 @@ async fn build(
         inputs,
         query,
     };
-    let recorded = serde_json::to_value(&lineage)
-        .map_err(|e| Error::Invalid(format!("cannot store lineage of `{name}`: {e}")))?;
-    let metadata = HashMap::from([(LINEAGE_METADATA_KEY.to_string(), recorded)]);
+    let metadata = super::lineage::commit_metadata(name, &lineage)?;
     let materialized = materialize(engine, name, plan, metadata).await?;
     lineage.version = materialized.version();
     let change = Change::CreateObject {

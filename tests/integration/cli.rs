@@ -1,19 +1,8 @@
 //! The `flywheel` binary: `sql -e/-f` exit codes and output, and `serve` with a signal shutdown.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use crate::common::{query, sorted_rows};
-
-fn flywheel(warehouse: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flywheel"));
-    c.arg("--warehouse").arg(warehouse);
-    c.env_remove("FLYWHEEL_CONFIG")
-        .env_remove("FLYWHEEL_WAREHOUSE")
-        .env_remove("FLYWHEEL_LISTEN");
-    c
-}
+use crate::common::{ServerProcess, flywheel, query, sorted_rows};
 
 /// Runs `command`, asserts it succeeded (printing its stderr if not), and returns its stdout.
 fn succeeds(command: &mut Command) -> String {
@@ -104,42 +93,15 @@ async fn serve_answers_what_the_shell_wrote_and_stops_on_sigterm() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mut child = flywheel(&wh)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawns");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("reads the banner");
-    let addr = line
-        .split("grpc://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .expect("banner names the address")
-        .to_string();
-
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connects");
-    let mut client = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+    let server = ServerProcess::start(&wh, &[]);
+    let mut client = arrow_flight::sql::client::FlightSqlServiceClient::new(server.channel().await);
     assert_eq!(
         sorted_rows(&query(&mut client, "SELECT answer FROM t").await),
         vec!["42"]
     );
     drop(client);
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let status = child.wait().expect("waits");
+    let status = server.terminate();
     assert!(
         status.success(),
         "serve exits cleanly on SIGTERM: {status:?}"

@@ -1,7 +1,9 @@
 //! Test harness: a real Flight SQL server on 127.0.0.1 port 0, and clients for it.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use arrow::array::RecordBatch;
 use arrow_flight::flight_service_client::FlightServiceClient;
@@ -140,4 +142,98 @@ pub async fn table_dir(warehouse: &Path, name: &str) -> std::path::PathBuf {
         .location
         .to_file_path()
         .expect("a local table")
+}
+
+/// The `flywheel` binary over `warehouse`, with no configuration from the environment.
+pub fn flywheel(warehouse: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flywheel"));
+    c.arg("--warehouse").arg(warehouse);
+    c.env_remove("FLYWHEEL_CONFIG")
+        .env_remove("FLYWHEEL_WAREHOUSE")
+        .env_remove("FLYWHEEL_LISTEN");
+    c
+}
+
+/// `flywheel serve` as a child process on a free loopback port.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: String,
+}
+
+impl ServerProcess {
+    /// Starts `flywheel serve` over `warehouse` with extra flags `args`; returns once it listens.
+    pub fn start(warehouse: &Path, args: &[&str]) -> Self {
+        let mut child = flywheel(warehouse)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("FLYWHEEL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("flywheel serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut banner = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut banner)
+            .expect("reads the banner");
+        let addr = banner
+            .split("grpc://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in the banner {banner:?}"))
+            .to_string();
+        Self { child, addr }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connects")
+    }
+
+    /// A raw Flight client that takes messages of any size.
+    pub async fn flight(&self) -> FlightServiceClient<Channel> {
+        FlightServiceClient::new(self.channel().await)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("waits").is_none()
+    }
+
+    /// Resident memory of the server, in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("reads /proc");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+            * 1024
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        self.child.wait().expect("waits")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

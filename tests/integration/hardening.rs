@@ -4,9 +4,7 @@
 //! Statements that could overflow a stack run against the `flywheel` binary itself (its threads'
 //! stacks are the ones that matter, and an abort there would not take this test binary down).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -23,7 +21,7 @@ use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::common::{TestServer, sorted_rows};
+use crate::common::{ServerProcess, TestServer, sorted_rows};
 
 /// Runs `sql` as Flight SQL does (`GetFlightInfo`, then `DoGet` of every endpoint) and returns its
 /// rows, or the status of whichever call failed.
@@ -70,80 +68,6 @@ async fn refused(flight: &mut FlightServiceClient<Channel>, sql: &str) -> tonic:
     match run(flight, sql).await {
         Ok(_) => panic!("`{}` was not refused", &sql[..sql.len().min(120)]),
         Err(status) => status,
-    }
-}
-
-/// `flywheel serve` as a child process on a free loopback port.
-struct ServerProcess {
-    child: Child,
-    addr: String,
-}
-
-impl ServerProcess {
-    fn start(warehouse: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flywheel"))
-            .arg("--warehouse")
-            .arg(warehouse)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env_remove("FLYWHEEL_CONFIG")
-            .env_remove("FLYWHEEL_WAREHOUSE")
-            .env_remove("FLYWHEEL_LISTEN")
-            .env("FLYWHEEL_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("flywheel serve starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut banner = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut banner)
-            .expect("reads the banner");
-        let addr = banner
-            .split("grpc://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in the banner {banner:?}"))
-            .to_string();
-        Self { child, addr }
-    }
-
-    async fn flight(&self) -> FlightServiceClient<Channel> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connects");
-        FlightServiceClient::new(channel)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX)
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().expect("waits").is_none()
-    }
-
-    /// Resident memory of the server, in bytes.
-    fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("reads /proc");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("VmRSS")
-            * 1024
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
