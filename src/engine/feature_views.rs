@@ -121,12 +121,7 @@ async fn plan_and_check(
             def.entity
         ))
     })?;
-    let (pinned, inputs) = lineage::pin_query(engine, &def.query).await?;
-    let mut statements = engine.parse(&pinned)?;
-    let statement = match statements.len() {
-        1 => statements.remove(0),
-        n => return Err(Error::NotOneStatement { found: n }),
-    };
+    let (statement, pinned, inputs) = lineage::pin_query(engine, &def.query).await?;
     let record = Lineage {
         version: 0,
         inputs,

@@ -19,6 +19,7 @@ use std::ops::ControlFlow;
 use flywheel_catalog::lineage::{self, DERIVED_KINDS};
 use flywheel_catalog::load_table;
 use flywheel_catalog::objects::{KIND_FEATURE_VIEW, KIND_LABEL, KIND_TRAINING_SET, Lineage};
+use flywheel_sql::FlywheelStatement;
 use sqlparser::ast::{Expr, TableFactor, TableVersion, Value, VisitorMut};
 
 use super::feature_views::{self, Keyed};
@@ -55,12 +56,13 @@ pub(super) fn commit_metadata(
     )]))
 }
 
-/// `sql` with every reference to a warehouse table that names no version pinned at the table's
-/// current version (`t` becomes `t VERSION AS OF 7`), and the versions pinned.
+/// The one statement of `sql`, with every reference to a warehouse table that names no version
+/// pinned at the table's current version (`t` becomes `t VERSION AS OF 7`); its text; and the
+/// versions pinned.
 pub(super) async fn pin_query(
     engine: &Engine,
     sql: &str,
-) -> Result<(String, BTreeMap<String, u64>)> {
+) -> Result<(FlywheelStatement, String, BTreeMap<String, u64>)> {
     let mut versions = BTreeMap::new();
     for name in lineage::query_relations(sql) {
         if engine.registry().table(&name).is_some() {
@@ -68,13 +70,17 @@ pub(super) async fn pin_query(
         }
     }
     let mut statements = engine.parse(sql)?;
-    let [flywheel_sql::FlywheelStatement::DataFusion(statement)] = statements.as_mut_slice() else {
+    if statements.len() != 1 {
         return Err(Error::NotOneStatement {
             found: statements.len(),
         });
-    };
-    super::visit_statement_mut(statement, &mut Pin(&versions))?;
-    Ok((statement.to_string(), versions))
+    }
+    let mut statement = statements.remove(0);
+    if let FlywheelStatement::DataFusion(s) = &mut statement {
+        super::visit_statement_mut(s, &mut Pin(&versions))?;
+    }
+    let text = statement.to_string();
+    Ok((statement, text, versions))
 }
 
 /// Pins unversioned table references whose names are in its map.
