@@ -29,6 +29,6 @@ pub use registry::{
     is_commit_race,
 };
 pub use schema_provider::{WarehouseSchemaProvider, load_table};
-pub use system_schema::{SYSTEM_SCHEMA, SystemSchemaProvider, SystemTableFn};
+pub use system_schema::{SYSTEM_SCHEMA, SystemSchemaProvider, SystemTableFn, batch_table};
 pub use time_travel::{TIME_TRAVEL_SCHEMA, TimeTravelSchemaProvider, TravelTarget};
 pub use warehouse::{RESERVED_FOLDERS, Warehouse, resolve_location};

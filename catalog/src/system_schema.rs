@@ -27,10 +27,29 @@ const TABLES: [&str; 7] = [
     "lineage",
 ];
 
-/// A system table computed by code outside this crate (the online store's freshness, ...): each
-/// read calls it for a fresh batch.
-pub type SystemTableFn =
-    Arc<dyn Fn() -> DFResult<arrow::array::RecordBatch> + Send + Sync + 'static>;
+/// A system table computed by code outside this crate (the online store's freshness, the refresh
+/// history, ...): each read calls it for a fresh table.
+pub type SystemTableFn = Arc<
+    dyn Fn() -> futures::future::BoxFuture<'static, DFResult<Arc<dyn TableProvider>>>
+        + Send
+        + Sync
+        + 'static,
+>;
+
+/// A [`SystemTableFn`] whose table is one batch computed on each read.
+pub fn batch_table(
+    f: impl Fn() -> DFResult<arrow::array::RecordBatch> + Send + Sync + 'static,
+) -> SystemTableFn {
+    let f = Arc::new(f);
+    Arc::new(move || {
+        let f = Arc::clone(&f);
+        Box::pin(async move { mem_table(f()?) })
+    })
+}
+
+fn mem_table(batch: arrow::array::RecordBatch) -> DFResult<Arc<dyn TableProvider>> {
+    Ok(Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?))
+}
 
 /// The system tables; each read is a snapshot of the registry at that moment.
 pub struct SystemSchemaProvider {
@@ -80,12 +99,11 @@ impl SchemaProvider for SystemSchemaProvider {
             "training_sets" => training_sets_batch(&self.registry)?,
             "lineage" => lineage_batch(&self.registry)?,
             other => match self.extra.iter().find(|(n, _)| n == other) {
-                Some((_, f)) => f()?,
+                Some((_, f)) => return f().await.map(Some),
                 None => return Ok(None),
             },
         };
-        let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
-        Ok(Some(Arc::new(table)))
+        mem_table(batch).map(Some)
     }
 
     fn table_exist(&self, name: &str) -> bool {

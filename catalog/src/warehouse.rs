@@ -9,7 +9,8 @@
 //!   before this layout keep their `tables/<name>/` folders; the registry records every table's
 //!   location, so they stay readable.
 //! - `_flywheel/`: Flywheel's own state: the registry (`_flywheel/registry/`, a Delta table), the
-//!   embedded online store, the download cache.
+//!   refresh history (`_flywheel/refresh_history/`, a Delta table), the embedded online store, the
+//!   download cache.
 //!
 //! Only folders directly under `tables/` are ever removed ([`Warehouse::remove_table_files`]).
 
@@ -97,6 +98,11 @@ impl Warehouse {
     /// Where the registry table lives.
     pub fn registry_location(&self) -> Result<Url> {
         self.join(&format!("{FLYWHEEL_DIR}/registry/"))
+    }
+
+    /// Where the refresh history table lives.
+    pub fn refresh_history_location(&self) -> Result<Url> {
+        self.join(&format!("{FLYWHEEL_DIR}/refresh_history/"))
     }
 
     fn join(&self, rel: &str) -> Result<Url> {

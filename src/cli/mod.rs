@@ -249,7 +249,7 @@ async fn refresh(engine: &Engine, scope: RefreshScope) -> Result<ExitCode> {
     let terminal = std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
     let built = engine
-        .refresh(scope, |step| {
+        .refresh(scope, crate::engine::Trigger::Cli, |step| {
             if terminal {
                 eprintln!(
                     "[{}/{}] refreshing {} {} ...",
@@ -259,11 +259,15 @@ async fn refresh(engine: &Engine, scope: RefreshScope) -> Result<ExitCode> {
         })
         .await?;
     for r in &built {
+        let rows = r
+            .rows_written
+            .map_or_else(|| "? rows".to_string(), |n| format!("{n} rows"));
         println!(
-            "refreshed {} {}: version {} ({:.2}s)",
+            "refreshed {} {}: version {}, {} ({rows}, {:.2}s)",
             r.kind,
             r.name,
             r.version,
+            r.mode.as_str(),
             r.elapsed.as_secs_f64()
         );
     }

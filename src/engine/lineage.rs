@@ -23,6 +23,7 @@ use flywheel_sql::FlywheelStatement;
 use sqlparser::ast::{Expr, TableFactor, TableVersion, Value, VisitorMut};
 
 use super::feature_views::{self, Keyed};
+use super::refresh_history::{self, Mode, RefreshRecord, Trigger};
 use super::{Engine, Output, training_sets};
 use crate::{Error, Result};
 
@@ -104,20 +105,48 @@ impl VisitorMut for Pin<'_> {
     }
 }
 
+/// The `commitInfo` action of `version` of `table`, if it can be read.
+async fn commit_info(table: &deltalake::DeltaTable, version: u64) -> Option<serde_json::Value> {
+    let bytes = table.log_store().read_commit_entry(version).await.ok()??;
+    let text = std::str::from_utf8(&bytes).ok()?;
+    text.lines().find_map(|line| {
+        let mut action: serde_json::Value = serde_json::from_str(line).ok()?;
+        action.get_mut("commitInfo").map(serde_json::Value::take)
+    })
+}
+
 /// The lineage recorded in the Delta commit of `version` of `table`, if any.
 pub(super) async fn lineage_in_commit(
     table: &deltalake::DeltaTable,
     version: u64,
 ) -> Option<Lineage> {
-    let bytes = table.log_store().read_commit_entry(version).await.ok()??;
-    let text = std::str::from_utf8(&bytes).ok()?;
-    let mut lineage: Lineage = text.lines().find_map(|line| {
-        let action: serde_json::Value = serde_json::from_str(line).ok()?;
-        let recorded = action.get("commitInfo")?.get(LINEAGE_METADATA_KEY)?;
-        serde_json::from_value(recorded.clone()).ok()
-    })?;
+    let info = commit_info(table, version).await?;
+    let mut lineage: Lineage = serde_json::from_value(info.get(LINEAGE_METADATA_KEY)?.clone()).ok()?;
     lineage.version = version;
     Some(lineage)
+}
+
+/// The rows the Delta commit of `version` of `table` added (its write metrics), if recorded.
+async fn rows_added(table: &deltalake::DeltaTable, version: u64) -> Option<u64> {
+    let info = commit_info(table, version).await?;
+    let metrics = info.get("operationMetrics")?;
+    let added = metrics.get("num_added_rows")?;
+    added
+        .as_u64()
+        .or_else(|| added.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// The rows of `input` at `version`, from its files' statistics (`None` when a file has none).
+async fn rows_at(engine: &Engine, input: &str, version: u64) -> Option<u64> {
+    let entry = engine.registry().table(input)?;
+    let target = flywheel_catalog::TravelTarget::Version(version);
+    let table = load_table(&entry, Some(&target)).await.ok()?;
+    let snapshot = table.snapshot().ok()?;
+    snapshot
+        .log_data()
+        .iter()
+        .map(|f| f.num_records().map(|n| n as u64))
+        .sum()
 }
 
 /// What the latest build of object `name` read, from its table's latest commit (`None`: built
@@ -261,6 +290,10 @@ pub struct Refreshed {
     pub name: String,
     /// The Delta version written.
     pub version: u64,
+    /// How it was computed.
+    pub mode: Mode,
+    /// The rows the new version holds or added (as its Delta commit recorded), if known.
+    pub rows_written: Option<u64>,
     pub elapsed: std::time::Duration,
 }
 
@@ -335,9 +368,12 @@ impl Engine {
     /// Refreshes what `scope` names, inputs first, one Delta commit per object; `progress` hears
     /// of each object before it is built. Returns what was built. When one fails, those before it
     /// keep their new versions and the error names the one that failed ([`Error::Stopped`]).
+    /// Each refresh is recorded in `flywheel.refresh_history` as asked for by `trigger` (objects
+    /// refreshed because something downstream was: `upstream`).
     pub async fn refresh(
         &self,
         scope: RefreshScope,
+        trigger: Trigger,
         mut progress: impl FnMut(&RefreshStep) + Send,
     ) -> Result<Vec<Refreshed>> {
         let target = match &scope {
@@ -350,6 +386,10 @@ impl Engine {
             RefreshScope::Objects { names, .. } if names.len() == 1 => names.first().cloned(),
             _ => None,
         };
+        let named = |n: &str| match &scope {
+            RefreshScope::Objects { names, .. } => names.iter().any(|x| x == n),
+            _ => true,
+        };
         let steps = steps(self, &scope)?;
         let of = steps.len();
         let mut done: Vec<Refreshed> = Vec::new();
@@ -357,34 +397,99 @@ impl Engine {
             if if_stale && staleness(self, kind, &name).await?.is_fresh() {
                 continue;
             }
-            let noun = noun(kind);
             progress(&RefreshStep {
-                kind: noun,
+                kind: noun(kind),
                 name: name.clone(),
                 position: position + 1,
                 of,
             });
-            let started = std::time::Instant::now();
-            let built = async {
-                refresh_one(self, kind, &name).await?;
-                table_version(self, &name).await
-            }
-            .await;
-            let version = built.map_err(|e| {
+            let trigger = if named(&name) {
+                trigger
+            } else {
+                Trigger::Upstream
+            };
+            let refreshed = refresh_recorded(self, kind, &name, trigger).await;
+            let refreshed = refreshed.map_err(|e| {
                 if done.is_empty() && alone.as_ref() == Some(&name) {
                     return e;
                 }
                 let names: Vec<String> = done.iter().map(|d| d.name.clone()).collect();
                 stopped_at(&target, kind, &name, &names, e)
             })?;
-            done.push(Refreshed {
-                kind: noun,
-                name,
-                version,
-                elapsed: started.elapsed(),
-            });
+            done.push(refreshed);
         }
         Ok(done)
+    }
+}
+
+/// Refreshes one object and records it (done or failed) in `flywheel.refresh_history`.
+async fn refresh_recorded(
+    engine: &Engine,
+    kind: &str,
+    name: &str,
+    trigger: Trigger,
+) -> Result<Refreshed> {
+    let started = std::time::Instant::now();
+    let started_at_us = chrono::Utc::now().timestamp_micros();
+    let mode = Mode::Full;
+    let why = "every refresh rebuilds the whole object".to_string();
+    let built = async {
+        refresh_one(engine, kind, name).await?;
+        let entry = engine.registry().table(name).ok_or_else(|| {
+            Error::Invalid(format!("the table of `{name}` vanished while it was refreshed"))
+        })?;
+        let table = load_table(&entry, None).await?;
+        let version = table.version().unwrap_or_default();
+        let lineage = lineage_in_commit(&table, version).await;
+        let rows_written = rows_added(&table, version).await;
+        Ok::<_, Error>((version, lineage, rows_written))
+    }
+    .await;
+    let mut record = RefreshRecord {
+        object: name.to_string(),
+        kind: noun(kind).to_string(),
+        trigger: trigger.as_str().to_string(),
+        started_at_us,
+        finished_at_us: chrono::Utc::now().timestamp_micros(),
+        mode: mode.as_str().to_string(),
+        why: Some(why),
+        inputs: BTreeMap::new(),
+        rows_read: None,
+        rows_written: None,
+        version: None,
+        status: "ok".into(),
+        error: None,
+    };
+    match built {
+        Ok((version, lineage, rows_written)) => {
+            let inputs = lineage.map(|l| l.inputs).unwrap_or_default();
+            let mut rows_read = Some(0u64);
+            for (input, v) in &inputs {
+                rows_read = match (rows_read, rows_at(engine, input, *v).await) {
+                    (Some(sum), Some(n)) => Some(sum + n),
+                    _ => None,
+                };
+            }
+            record.inputs = inputs;
+            record.rows_read = rows_read;
+            record.rows_written = rows_written;
+            record.version = Some(version);
+            refresh_history::record(engine.registry(), &record).await;
+            Ok(Refreshed {
+                kind: noun(kind),
+                name: name.to_string(),
+                version,
+                mode,
+                rows_written,
+                elapsed: started.elapsed(),
+            })
+        }
+        Err(e) => {
+            record.status = "failed".into();
+            record.error = Some(e.to_string());
+            refresh_history::record(engine.registry(), &record).await;
+            Err(e)
+        }
     }
 }
 
@@ -411,13 +516,13 @@ pub(super) async fn refresh(
         names: vec![name.to_string()],
         only,
     };
-    engine.refresh(scope, |_| {}).await?;
+    engine.refresh(scope, Trigger::Manual, |_| {}).await?;
     Ok(Output::empty())
 }
 
 /// `REFRESH ALL`: every stale object, inputs first.
 pub(super) async fn refresh_all(engine: &Engine) -> Result<Output> {
-    engine.refresh(RefreshScope::Stale, |_| {}).await?;
+    engine.refresh(RefreshScope::Stale, Trigger::Manual, |_| {}).await?;
     Ok(Output::empty())
 }
 

@@ -49,10 +49,10 @@ pub(super) fn build(
         DEFAULT_CATALOG,
         Arc::new(FlywheelCatalogProvider::with_system_tables(
             Arc::clone(&registry),
-            vec![crate::online::freshness_table(
-                Arc::clone(online),
-                Arc::clone(&registry),
-            )],
+            vec![
+                crate::online::freshness_table(Arc::clone(online), Arc::clone(&registry)),
+                super::refresh_history::system_table(Arc::clone(&registry)),
+            ],
         )),
     );
     ctx.register_udtf(

@@ -102,7 +102,7 @@ pub fn freshness_table(
     store: Arc<OnlineStore>,
     registry: Arc<Registry>,
 ) -> (String, SystemTableFn) {
-    let f: SystemTableFn = Arc::new(move || freshness(&store, &registry));
+    let f = flywheel_catalog::batch_table(move || freshness(&store, &registry));
     ("online_freshness".to_string(), f)
 }
 
