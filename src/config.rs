@@ -72,6 +72,14 @@ pub struct Config {
     /// serve` may use in `COPY ... TO` and as external tables' `LOCATION`s (default: none, only
     /// the warehouse). The local `flywheel sql` shell is not restricted.
     pub allowed_paths: Vec<String>,
+    /// Whether `flywheel serve` runs the refresh scheduler (objects with `refresh = 'every ...'`,
+    /// `'cron: ...'` or `'on change'`): `true` (default) or `false`.
+    pub scheduler: Option<bool>,
+    /// How often the scheduler polls the inputs of `on change` objects, e.g. `5s` (the default).
+    pub on_change_poll_interval: Option<String>,
+    /// How long a server's claim on a scheduled refresh lasts unless it renews it (a server that
+    /// died holding one loses it after this), e.g. `5m` (the default).
+    pub schedule_lease_timeout: Option<String>,
 }
 
 /// The download cache's budget when none is configured.
@@ -99,6 +107,9 @@ impl Default for Config {
             parquet_data_pages: None,
             warm_training_sets: None,
             allowed_paths: Vec::new(),
+            scheduler: None,
+            on_change_poll_interval: None,
+            schedule_lease_timeout: None,
         }
     }
 }
@@ -204,6 +215,16 @@ impl Config {
                 &None,
                 &mut config.parquet_data_pages,
             ),
+            (
+                "FLYWHEEL_ON_CHANGE_POLL_INTERVAL",
+                &None,
+                &mut config.on_change_poll_interval,
+            ),
+            (
+                "FLYWHEEL_SCHEDULE_LEASE_TIMEOUT",
+                &None,
+                &mut config.schedule_lease_timeout,
+            ),
         ];
         for (var, flag, field) in optional {
             if let Some(v) = flag.clone().or_else(|| env(var)) {
@@ -231,16 +252,22 @@ impl Config {
                 .map(str::to_string)
                 .collect();
         }
-        if let Some(v) = env("FLYWHEEL_WARM_TRAINING_SETS") {
-            config.warm_training_sets = Some(match v.as_str() {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                _ => {
-                    return Err(Error::Config(format!(
-                        "FLYWHEEL_WARM_TRAINING_SETS `{v}` is not true or false"
-                    )));
-                }
-            });
+        for (var, field) in [
+            (
+                "FLYWHEEL_WARM_TRAINING_SETS",
+                &mut config.warm_training_sets,
+            ),
+            ("FLYWHEEL_SCHEDULER", &mut config.scheduler),
+        ] {
+            if let Some(v) = env(var) {
+                *field = Some(match v.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(Error::Config(format!("{var} `{v}` is not true or false")));
+                    }
+                });
+            }
         }
         config.check()?;
         Ok(config)
@@ -333,6 +360,34 @@ impl Config {
                 .max_lookup_keys
                 .unwrap_or(crate::online::DEFAULT_MAX_LOOKUP_KEYS),
         })
+    }
+
+    /// How `flywheel serve` runs the refresh scheduler; `None` when `scheduler = false`.
+    pub fn scheduler_options(&self) -> Result<Option<crate::engine::SchedulerOptions>> {
+        if self.scheduler == Some(false) {
+            return Ok(None);
+        }
+        let defaults = crate::engine::SchedulerOptions::default();
+        let duration = |key: &str, value: &Option<String>, default: Duration| match value {
+            None => Ok(default),
+            Some(text) => parse_duration(text).flatten().ok_or_else(|| {
+                Error::Config(format!(
+                    "{key} `{text}` is not a duration; e.g. 500ms, 5s, 5m"
+                ))
+            }),
+        };
+        Ok(Some(crate::engine::SchedulerOptions {
+            poll_interval: duration(
+                "on_change_poll_interval",
+                &self.on_change_poll_interval,
+                defaults.poll_interval,
+            )?,
+            lease_timeout: duration(
+                "schedule_lease_timeout",
+                &self.schedule_lease_timeout,
+                defaults.lease_timeout,
+            )?,
+        }))
     }
 
     /// `download_cache_size` in bytes (0: no cache).

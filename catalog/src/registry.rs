@@ -397,6 +397,32 @@ impl Registry {
                     let record = self.record(kind, name, OP_CREATE, None, definition, stamp);
                     (record, key)
                 }
+                Change::SwapObject {
+                    kind,
+                    name,
+                    expected,
+                    definition,
+                } => {
+                    let key = (kind.clone(), name.clone());
+                    let current = present(&overlay, &key).and_then(|r| r.definition);
+                    if current != *expected {
+                        return Err(Error::ObjectChanged {
+                            kind: kind.clone(),
+                            name: name.clone(),
+                        });
+                    }
+                    let definition = Some(definition.clone());
+                    let record = self.record(kind, name, OP_CREATE, None, definition, stamp);
+                    (record, key)
+                }
+                Change::DropObjectIfExists { kind, name } => {
+                    let key = (kind.clone(), name.clone());
+                    if present(&overlay, &key).is_none() {
+                        continue;
+                    }
+                    let record = self.record(kind, name, OP_DROP, None, None, stamp);
+                    (record, key)
+                }
                 Change::DropObject { kind, name } => {
                     let key = (kind.clone(), name.clone());
                     let dropped = present(&overlay, &key).ok_or_else(|| Error::ObjectNotFound {
@@ -495,6 +521,17 @@ pub enum Change {
     },
     /// Forgets an object; it must exist.
     DropObject { kind: String, name: String },
+    /// Forgets an object if it exists.
+    DropObjectIfExists { kind: String, name: String },
+    /// Records `definition` for `kind`/`name` only if its current definition is `expected`
+    /// (`None`: the name must be free); otherwise the commit fails with
+    /// [`Error::ObjectChanged`]. A lease taken by one of several servers is one of these.
+    SwapObject {
+        kind: String,
+        name: String,
+        expected: Option<String>,
+        definition: String,
+    },
 }
 
 impl Change {
@@ -503,11 +540,13 @@ impl Change {
     fn created(&self) -> Option<(&str, &str)> {
         match self {
             Change::CreateTable(entry) => Some((KIND_TABLE, &entry.name)),
-            Change::CreateObject { kind, name, .. } => {
+            Change::CreateObject { kind, name, .. } | Change::SwapObject { kind, name, .. } => {
                 let name = name.rsplit_once('@').map_or(name.as_str(), |(set, _)| set);
                 Some((kind.as_str(), name))
             }
-            Change::DropTable { .. } | Change::DropObject { .. } => None,
+            Change::DropTable { .. }
+            | Change::DropObject { .. }
+            | Change::DropObjectIfExists { .. } => None,
         }
     }
 }

@@ -48,7 +48,10 @@ pub fn batch_table(
 }
 
 fn mem_table(batch: arrow::array::RecordBatch) -> DFResult<Arc<dyn TableProvider>> {
-    Ok(Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?))
+    Ok(Arc::new(MemTable::try_new(
+        batch.schema(),
+        vec![vec![batch]],
+    )?))
 }
 
 /// The system tables; each read is a snapshot of the registry at that moment.

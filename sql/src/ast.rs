@@ -120,13 +120,14 @@ pub enum LabelSource {
     Table(ObjectName),
 }
 
-/// `CREATE LABEL l ENTITY e EVENT TIME ts FROM (SELECT ...)` or `... FROM table`.
+/// `CREATE LABEL l ENTITY e EVENT TIME ts [WITH (...)] FROM (SELECT ...)` or `... FROM table`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateLabel {
     pub name: Ident,
     pub mode: CreateMode,
     pub entity: Ident,
     pub event_time: Ident,
+    pub options: Vec<SqlOption>,
     pub source: LabelSource,
 }
 
@@ -137,13 +138,25 @@ pub struct FeatureRef {
     pub column: Option<Ident>,
 }
 
-/// `CREATE TRAINING SET t LABEL l FEATURES v1, v2.col`.
+/// `CREATE TRAINING SET t LABEL l FEATURES v1, v2.col [WITH (...)]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateTrainingSet {
     pub name: Ident,
     pub mode: CreateMode,
     pub label: Ident,
     pub features: Vec<FeatureRef>,
+    pub options: Vec<SqlOption>,
+}
+
+/// What an `ALTER <kind> x ...` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlterAction {
+    /// `SET (key = value, ...)`.
+    Set(Vec<SqlOption>),
+    /// `SUSPEND`: its refresh schedule stops firing until `RESUME`.
+    Suspend,
+    /// `RESUME`.
+    Resume,
 }
 
 /// A Flywheel statement.
@@ -153,20 +166,25 @@ pub enum FlywheelDdl {
     CreateFeatureView(Box<CreateFeatureView>),
     CreateLabel(Box<CreateLabel>),
     CreateTrainingSet(CreateTrainingSet),
-    /// `ALTER FEATURE VIEW v SET (online = true)`.
-    AlterFeatureView {
+    /// `ALTER FEATURE VIEW v SET (online = true)`, `ALTER LABEL l SET (refresh = 'on change')`,
+    /// `ALTER TRAINING SET t SUSPEND`.
+    Alter {
+        kind: ObjectKind,
         name: Ident,
-        options: Vec<SqlOption>,
+        action: AlterAction,
     },
     /// `REFRESH FEATURE VIEW v`, `REFRESH LABEL l`, `REFRESH TRAINING SET t`: the object after
-    /// its stale upstream objects, or alone with `ONLY`.
+    /// its stale upstream objects, or alone with `ONLY`; `FULL` recomputes it whole.
     Refresh {
         kind: ObjectKind,
         name: Ident,
         only: bool,
+        full: bool,
     },
-    /// `REFRESH ALL`: every stale object, inputs first.
-    RefreshAll,
+    /// `REFRESH ALL [FULL]`: every stale object, inputs first.
+    RefreshAll {
+        full: bool,
+    },
     /// `SHOW ENTITIES` (and the other plurals).
     Show {
         kind: ObjectKind,
@@ -234,7 +252,11 @@ impl fmt::Display for FlywheelDdl {
             }
             FlywheelDdl::CreateLabel(c) => {
                 c.mode.fmt_create(f, ObjectKind::Label, &c.name)?;
-                write!(f, " ENTITY {} EVENT TIME {} FROM ", c.entity, c.event_time)?;
+                write!(f, " ENTITY {} EVENT TIME {}", c.entity, c.event_time)?;
+                if !c.options.is_empty() {
+                    write!(f, " WITH ({})", comma(&c.options))?;
+                }
+                write!(f, " FROM ")?;
                 match &c.source {
                     LabelSource::Query(q) => write!(f, "({q})"),
                     LabelSource::Table(t) => write!(f, "{t}"),
@@ -242,20 +264,37 @@ impl fmt::Display for FlywheelDdl {
             }
             FlywheelDdl::CreateTrainingSet(c) => {
                 c.mode.fmt_create(f, ObjectKind::TrainingSet, &c.name)?;
-                write!(f, " LABEL {} FEATURES {}", c.label, comma(&c.features))
+                write!(f, " LABEL {} FEATURES {}", c.label, comma(&c.features))?;
+                if !c.options.is_empty() {
+                    write!(f, " WITH ({})", comma(&c.options))?;
+                }
+                Ok(())
             }
-            FlywheelDdl::Refresh { kind, name, only } => {
+            FlywheelDdl::Refresh {
+                kind,
+                name,
+                only,
+                full,
+            } => {
                 write!(
                     f,
-                    "REFRESH {kind} {name}{}",
-                    if *only { " ONLY" } else { "" }
+                    "REFRESH {kind} {name}{}{}",
+                    if *only { " ONLY" } else { "" },
+                    if *full { " FULL" } else { "" }
                 )
             }
-            FlywheelDdl::RefreshAll => write!(f, "REFRESH ALL"),
+            FlywheelDdl::RefreshAll { full } => {
+                write!(f, "REFRESH ALL{}", if *full { " FULL" } else { "" })
+            }
             FlywheelDdl::Show { kind } => write!(f, "SHOW {}", kind.plural_sql()),
             FlywheelDdl::Describe { kind, name } => write!(f, "DESCRIBE {kind} {name}"),
-            FlywheelDdl::AlterFeatureView { name, options } => {
-                write!(f, "ALTER FEATURE VIEW {name} SET ({})", comma(options))
+            FlywheelDdl::Alter { kind, name, action } => {
+                write!(f, "ALTER {kind} {name} ")?;
+                match action {
+                    AlterAction::Set(options) => write!(f, "SET ({})", comma(options)),
+                    AlterAction::Suspend => write!(f, "SUSPEND"),
+                    AlterAction::Resume => write!(f, "RESUME"),
+                }
             }
             FlywheelDdl::Drop {
                 kind,

@@ -7,8 +7,8 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Token;
 
 use crate::ast::{
-    CreateEntity, CreateFeatureView, CreateLabel, CreateMode, CreateTrainingSet, FeatureRef,
-    FlywheelDdl, KeyColumn, LabelSource, ObjectKind, SqlOption,
+    AlterAction, CreateEntity, CreateFeatureView, CreateLabel, CreateMode, CreateTrainingSet,
+    FeatureRef, FlywheelDdl, KeyColumn, LabelSource, ObjectKind, SqlOption,
 };
 
 type PResult<T> = Result<T, ParserError>;
@@ -78,6 +78,15 @@ fn parse_options(p: &mut Parser) -> PResult<Vec<SqlOption>> {
     Ok(options)
 }
 
+/// `WITH (key = value, ...)`, if present.
+fn parse_with(p: &mut Parser) -> PResult<Vec<SqlOption>> {
+    if p.parse_keyword(Keyword::WITH) {
+        parse_options(p)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
 /// Parses a Flywheel statement at the current position, or returns `None` (consuming nothing) when
 /// the statement is not one of Flywheel's.
 pub(crate) fn try_parse(p: &mut Parser) -> PResult<Option<FlywheelDdl>> {
@@ -107,21 +116,30 @@ pub(crate) fn try_parse(p: &mut Parser) -> PResult<Option<FlywheelDdl>> {
             }))
         }
         "ALTER" => {
-            let Some((ObjectKind::FeatureView, len)) = kind_at(p, 1, false) else {
+            let Some((kind, len)) = kind_at(p, 1, false) else {
                 return Ok(None);
             };
+            if kind == ObjectKind::Entity {
+                return Ok(None);
+            }
             skip(p, 1 + len);
             let name = p.parse_identifier()?;
-            p.expect_keyword(Keyword::SET)?;
-            Ok(Some(FlywheelDdl::AlterFeatureView {
-                name,
-                options: parse_options(p)?,
-            }))
+            let action = if parse_word(p, "SUSPEND") {
+                AlterAction::Suspend
+            } else if parse_word(p, "RESUME") {
+                AlterAction::Resume
+            } else if p.parse_keyword(Keyword::SET) {
+                AlterAction::Set(parse_options(p)?)
+            } else {
+                return p.expected("SET (...), SUSPEND or RESUME", p.peek_token());
+            };
+            Ok(Some(FlywheelDdl::Alter { kind, name, action }))
         }
         "REFRESH" => {
             if word(p, 1).as_deref() == Some("ALL") {
                 skip(p, 2);
-                return Ok(Some(FlywheelDdl::RefreshAll));
+                let full = parse_word(p, "FULL");
+                return Ok(Some(FlywheelDdl::RefreshAll { full }));
             }
             let Some((kind, len)) = kind_at(p, 1, false) else {
                 return Ok(None);
@@ -133,8 +151,16 @@ pub(crate) fn try_parse(p: &mut Parser) -> PResult<Option<FlywheelDdl>> {
             }
             skip(p, 1 + len);
             let name = p.parse_identifier()?;
-            let only = parse_word(p, "ONLY");
-            Ok(Some(FlywheelDdl::Refresh { kind, name, only }))
+            // `ONLY` and `FULL`, in either order.
+            let mut only = parse_word(p, "ONLY");
+            let full = parse_word(p, "FULL");
+            only |= parse_word(p, "ONLY");
+            Ok(Some(FlywheelDdl::Refresh {
+                kind,
+                name,
+                only,
+                full,
+            }))
         }
         "SHOW" => {
             let Some((kind, len)) = kind_at(p, 1, true) else {
@@ -202,11 +228,7 @@ fn parse_feature_view(p: &mut Parser, name: Ident, mode: CreateMode) -> PResult<
     } else {
         None
     };
-    let options = if p.parse_keyword(Keyword::WITH) {
-        parse_options(p)?
-    } else {
-        Vec::new()
-    };
+    let options = parse_with(p)?;
     p.expect_keyword(Keyword::AS)?;
     let query = p.parse_query()?;
     Ok(FlywheelDdl::CreateFeatureView(Box::new(
@@ -224,6 +246,7 @@ fn parse_feature_view(p: &mut Parser, name: Ident, mode: CreateMode) -> PResult<
 
 fn parse_label(p: &mut Parser, name: Ident, mode: CreateMode) -> PResult<FlywheelDdl> {
     let (entity, event_time) = parse_entity_and_time(p)?;
+    let options = parse_with(p)?;
     p.expect_keyword(Keyword::FROM)?;
     let source = if p.consume_token(&Token::LParen) {
         let q = p.parse_query()?;
@@ -237,6 +260,7 @@ fn parse_label(p: &mut Parser, name: Ident, mode: CreateMode) -> PResult<Flywhee
         mode,
         entity,
         event_time,
+        options,
         source,
     })))
 }
@@ -254,10 +278,12 @@ fn parse_training_set(p: &mut Parser, name: Ident, mode: CreateMode) -> PResult<
         };
         Ok(FeatureRef { view, column })
     })?;
+    let options = parse_with(p)?;
     Ok(FlywheelDdl::CreateTrainingSet(CreateTrainingSet {
         name,
         mode,
         label,
         features,
+        options,
     }))
 }

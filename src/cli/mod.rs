@@ -19,6 +19,7 @@ pub struct Cli {
     /// TOML config file (keys: listen, warehouse, log, auth_token, auth_user, auth_password,
     /// tls_cert, tls_key, online_store, memory_limit, download_cache_size, download_cache_dir,
     /// parquet_data_pages, warm_training_sets, allowed_paths, statement_timeout, max_statement_size,
+    /// scheduler, on_change_poll_interval, schedule_lease_timeout,
     /// max_expression_depth, max_lookup_keys; see the README's Configuration).
     /// Also FLYWHEEL_CONFIG.
     #[arg(long, global = true)]
@@ -237,9 +238,24 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
                     ""
                 }
             );
+            // Scheduled refreshes run beside the server, for as long as it serves.
+            let scheduler = config.scheduler_options()?.map(|o| {
+                let scheduler = crate::engine::Scheduler::new(engine.clone(), o);
+                AbortOnDrop(tokio::spawn(scheduler.run(std::future::pending())))
+            });
             server::serve_with(engine, listener, options, server::shutdown_signal()).await?;
+            drop(scheduler);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

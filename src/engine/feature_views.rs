@@ -16,6 +16,7 @@ use flywheel_catalog::objects::{
 use flywheel_catalog::{Change, TableEntry};
 use flywheel_sql::ast::CreateFeatureView;
 
+use super::schedules::{self, Schedule};
 use super::{Engine, Output, Planned, ddl, lineage, object_name};
 use crate::{Error, Result};
 
@@ -227,7 +228,9 @@ async fn create_once(engine: &Engine, c: &CreateFeatureView) -> Result<Option<Ou
         }
         None => None,
     };
-    let options = checked_options(&name, &c.options)?;
+    let mut options = checked_options(&name, &c.options)?;
+    let schedule = schedules::from_options("feature view", &name, &options)?;
+    options.retain(|(k, _)| !k.eq_ignore_ascii_case("refresh"));
     let def = FeatureViewDefinition {
         entity: object_name(&c.entity),
         event_time: object_name(&c.event_time),
@@ -244,8 +247,15 @@ async fn create_once(engine: &Engine, c: &CreateFeatureView) -> Result<Option<Ou
     )?;
     let (plan, metadata) = plan_and_check(engine, Keyed::FeatureView, &name, &def).await?;
     let materialized = materialize(engine, &name, plan, metadata).await?;
-    let change = object_change(KIND_FEATURE_VIEW, &name, &def, exists)?;
-    match commit_object(engine, materialized, vec![change]).await {
+    let changes = vec![
+        object_change(KIND_FEATURE_VIEW, &name, &def, exists)?,
+        schedules::set_change(
+            KIND_FEATURE_VIEW,
+            &name,
+            &schedule.unwrap_or(Schedule::Manual),
+        )?,
+    ];
+    match commit_object(engine, materialized, changes).await {
         Ok(()) => {}
         Err(e) if lost_create_race(&e) => {
             let names = (KIND_FEATURE_VIEW, "feature view", "FEATURE VIEW");
@@ -262,7 +272,13 @@ async fn create_once(engine: &Engine, c: &CreateFeatureView) -> Result<Option<Ou
 
 /// The options a feature view takes in `WITH (...)` and `ALTER FEATURE VIEW ... SET (...)`, with
 /// the values each accepts.
-const OPTIONS: [(&str, &str); 1] = [("online", "true or false")];
+const OPTIONS: [(&str, &str); 2] = [
+    ("online", "true or false"),
+    (
+        "refresh",
+        "a schedule such as 'every 15 minutes', 'cron: */15 * * * *', 'on change' or 'manual'",
+    ),
+];
 
 /// The options of a `WITH (...)` or `SET (...)` as stored (`(key, value)`); options a feature view
 /// does not know (a misspelled `onlin = true` would otherwise be stored and the view silently not
@@ -511,14 +527,25 @@ fn registered_inputs(engine: &Engine, def: &FeatureViewDefinition) -> Vec<String
 }
 
 /// `ALTER FEATURE VIEW v SET (key = value, ...)`: sets options; `online = true|false` loads the
-/// view into the online store or takes it out.
+/// view into the online store or takes it out, `refresh = '...'` sets its schedule.
 pub(super) async fn alter(
     engine: &Engine,
     name: &str,
     options: Vec<flywheel_sql::ast::SqlOption>,
 ) -> Result<Output> {
     let mut def = definition(engine, Keyed::FeatureView, name)?;
-    for (key, value) in checked_options(name, &options)? {
+    let checked = checked_options(name, &options)?;
+    if let Some(schedule) = schedules::from_options("feature view", name, &checked)? {
+        schedules::set(engine, KIND_FEATURE_VIEW, name, &schedule).await?;
+    }
+    let others: Vec<(String, String)> = checked
+        .into_iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("refresh"))
+        .collect();
+    if others.is_empty() {
+        return Ok(Output::empty());
+    }
+    for (key, value) in others {
         def.options.retain(|(k, _)| !k.eq_ignore_ascii_case(&key));
         def.options.push((key, value));
     }
@@ -571,10 +598,14 @@ pub(super) async fn drop(
 /// Forgets the object `kind`/`name` and its table in one registry commit, then removes the
 /// table's files.
 pub(super) async fn drop_with_table(engine: &Engine, kind: &str, name: &str) -> Result<()> {
-    let mut changes = vec![Change::DropObject {
-        kind: kind.to_string(),
-        name: name.to_string(),
-    }];
+    let mut changes = vec![
+        Change::DropObject {
+            kind: kind.to_string(),
+            name: name.to_string(),
+        },
+        schedules::drop_change(name),
+        super::scheduler::drop_lease_change(name),
+    ];
     if engine.registry().table(name).is_some() {
         changes.push(Change::DropTable {
             name: name.to_string(),
@@ -616,10 +647,13 @@ pub(super) async fn describe(engine: &Engine, kind: Keyed, name: &str) -> Result
             .iter()
             .map(|(k, v)| (format!("option.{k}"), v.clone())),
     );
-    let built = lineage::latest_build(engine, name).await?;
+    let built = lineage::latest_build(engine.registry(), name).await?;
     rows.push(("built_from".into(), lineage::built_from(&built)));
-    let stale = lineage::staleness(engine, kind.registry_kind(), name).await?;
+    let stale = lineage::staleness(engine.registry(), kind.registry_kind(), name).await?;
     rows.push(("stale".into(), stale.describe()));
+    rows.extend(
+        super::freshness::describe_rows(engine.registry(), kind.registry_kind(), name).await?,
+    );
     super::training_sets::two_columns("property", "value", rows)
 }
 
@@ -690,6 +724,8 @@ async fn create_label_once(
         flywheel_sql::ast::LabelSource::Query(q) => q.to_string(),
         flywheel_sql::ast::LabelSource::Table(t) => format!("SELECT * FROM {t}"),
     };
+    let options = schedules::only_refresh_option("label", &name, &c.options)?;
+    let schedule = schedules::from_options("label", &name, &options)?.unwrap_or(Schedule::Manual);
     let def = FeatureViewDefinition {
         entity: object_name(&c.entity),
         event_time: object_name(&c.event_time),
@@ -701,8 +737,11 @@ async fn create_label_once(
     lineage::refuse_cycle(engine, "label", &name, &registered_inputs(engine, &def))?;
     let (plan, metadata) = plan_and_check(engine, Keyed::Label, &name, &def).await?;
     let materialized = materialize(engine, &name, plan, metadata).await?;
-    let change = object_change(KIND_LABEL, &name, &def, exists)?;
-    match commit_object(engine, materialized, vec![change]).await {
+    let changes = vec![
+        object_change(KIND_LABEL, &name, &def, exists)?,
+        schedules::set_change(KIND_LABEL, &name, &schedule)?,
+    ];
+    match commit_object(engine, materialized, changes).await {
         Ok(()) => Ok(Some(Output::empty())),
         Err(e) if lost_create_race(&e) => {
             after_lost_race(engine, (KIND_LABEL, "label", "LABEL"), &name, c.mode).await

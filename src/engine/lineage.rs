@@ -17,22 +17,23 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 
 use flywheel_catalog::lineage::{self, DERIVED_KINDS};
-use flywheel_catalog::load_table;
 use flywheel_catalog::objects::{KIND_FEATURE_VIEW, KIND_LABEL, KIND_TRAINING_SET, Lineage};
+use flywheel_catalog::{Registry, load_table};
 use flywheel_sql::FlywheelStatement;
+use flywheel_sql::ast::{AlterAction, ObjectKind};
 use sqlparser::ast::{Expr, TableFactor, TableVersion, Value, VisitorMut};
 
 use super::feature_views::{self, Keyed};
 use super::refresh_history::{self, Mode, RefreshRecord, Trigger};
-use super::{Engine, Output, training_sets};
+use super::{Engine, Output, schedules, training_sets};
 use crate::{Error, Result};
 
 /// The key of a version's lineage in its Delta commit's metadata (`commitInfo`).
 pub(crate) const LINEAGE_METADATA_KEY: &str = "flywheel.lineage";
 
 /// The latest Delta version of the warehouse table `name`.
-pub(super) async fn table_version(engine: &Engine, name: &str) -> Result<u64> {
-    let entry = engine.registry().table(name).ok_or_else(|| {
+pub(super) async fn table_version(registry: &Registry, name: &str) -> Result<u64> {
+    let entry = registry.table(name).ok_or_else(|| {
         Error::Invalid(format!(
             "the table of `{name}` is missing; REFRESH or re-create it"
         ))
@@ -67,7 +68,7 @@ pub(super) async fn pin_query(
     let mut versions = BTreeMap::new();
     for name in lineage::query_relations(sql) {
         if engine.registry().table(&name).is_some() {
-            versions.insert(name.clone(), table_version(engine, &name).await?);
+            versions.insert(name.clone(), table_version(engine.registry(), &name).await?);
         }
     }
     let mut statements = engine.parse(sql)?;
@@ -121,7 +122,8 @@ pub(super) async fn lineage_in_commit(
     version: u64,
 ) -> Option<Lineage> {
     let info = commit_info(table, version).await?;
-    let mut lineage: Lineage = serde_json::from_value(info.get(LINEAGE_METADATA_KEY)?.clone()).ok()?;
+    let mut lineage: Lineage =
+        serde_json::from_value(info.get(LINEAGE_METADATA_KEY)?.clone()).ok()?;
     lineage.version = version;
     Some(lineage)
 }
@@ -151,8 +153,8 @@ async fn rows_at(engine: &Engine, input: &str, version: u64) -> Option<u64> {
 
 /// What the latest build of object `name` read, from its table's latest commit (`None`: built
 /// before builds recorded it, or no table).
-pub(super) async fn latest_build(engine: &Engine, name: &str) -> Result<Option<Lineage>> {
-    let Some(entry) = engine.registry().table(name) else {
+pub(super) async fn latest_build(registry: &Registry, name: &str) -> Result<Option<Lineage>> {
+    let Some(entry) = registry.table(name) else {
         return Ok(None);
     };
     let table = load_table(&entry, None).await?;
@@ -194,13 +196,13 @@ impl Staleness {
 }
 
 /// Compares the inputs' current versions with what the latest build of `name` read.
-pub(super) async fn staleness(engine: &Engine, kind: &str, name: &str) -> Result<Staleness> {
-    let Some(built) = latest_build(engine, name).await? else {
+pub(super) async fn staleness(registry: &Registry, kind: &str, name: &str) -> Result<Staleness> {
+    let Some(built) = latest_build(registry, name).await? else {
         return Ok(Staleness::Unknown);
     };
     let mut moved = Vec::new();
-    for input in lineage::inputs_of(engine.registry(), kind, name) {
-        let now = table_version(engine, &input).await?;
+    for input in lineage::inputs_of(registry, kind, name) {
+        let now = table_version(registry, &input).await?;
         match built.inputs.get(&input) {
             Some(&was) if was == now => {}
             Some(&was) => moved.push((input, was, now)),
@@ -253,7 +255,7 @@ fn sql_kind(kind: &str) -> &'static str {
 }
 
 /// How messages name a registry kind (`feature view`).
-fn noun(kind: &str) -> &'static str {
+pub(super) fn noun(kind: &str) -> &'static str {
     match kind {
         KIND_FEATURE_VIEW => "feature view",
         KIND_LABEL => "label",
@@ -394,7 +396,7 @@ impl Engine {
         let of = steps.len();
         let mut done: Vec<Refreshed> = Vec::new();
         for (position, (kind, name, if_stale)) in steps.into_iter().enumerate() {
-            if if_stale && staleness(self, kind, &name).await?.is_fresh() {
+            if if_stale && staleness(&self.registry, kind, &name).await?.is_fresh() {
                 continue;
             }
             progress(&RefreshStep {
@@ -436,7 +438,9 @@ async fn refresh_recorded(
     let built = async {
         refresh_one(engine, kind, name).await?;
         let entry = engine.registry().table(name).ok_or_else(|| {
-            Error::Invalid(format!("the table of `{name}` vanished while it was refreshed"))
+            Error::Invalid(format!(
+                "the table of `{name}` vanished while it was refreshed"
+            ))
         })?;
         let table = load_table(&entry, None).await?;
         let version = table.version().unwrap_or_default();
@@ -449,6 +453,10 @@ async fn refresh_recorded(
         object: name.to_string(),
         kind: noun(kind).to_string(),
         trigger: trigger.as_str().to_string(),
+        scheduled_for_us: match trigger {
+            Trigger::Schedule { tick_us } => Some(tick_us),
+            _ => None,
+        },
         started_at_us,
         finished_at_us: chrono::Utc::now().timestamp_micros(),
         mode: mode.as_str().to_string(),
@@ -493,12 +501,31 @@ async fn refresh_recorded(
     }
 }
 
-/// `REFRESH <kind> name [ONLY]`.
+/// The registry kind of a statement's object kind (feature views, labels, training sets).
+fn registry_kind(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::FeatureView => KIND_FEATURE_VIEW,
+        ObjectKind::Label => KIND_LABEL,
+        _ => KIND_TRAINING_SET,
+    }
+}
+
+/// The error for a `kind` object `name` that does not exist.
+fn not_found(kind: &str, name: &str) -> Error {
+    Error::NotFound(format!(
+        "{} `{name}` not found; SHOW {}S lists them",
+        noun(kind),
+        sql_kind(kind)
+    ))
+}
+
+/// `REFRESH <kind> name [ONLY] [FULL]`.
 pub(super) async fn refresh(
     engine: &Engine,
     keyed: Option<Keyed>,
     name: &str,
     only: bool,
+    _full: bool,
 ) -> Result<Output> {
     let kind = match keyed {
         Some(Keyed::FeatureView) => KIND_FEATURE_VIEW,
@@ -506,11 +533,7 @@ pub(super) async fn refresh(
         None => KIND_TRAINING_SET,
     };
     if engine.registry().object(kind, name).is_none() {
-        return Err(Error::NotFound(format!(
-            "{} `{name}` not found; SHOW {}S lists them",
-            noun(kind),
-            sql_kind(kind)
-        )));
+        return Err(not_found(kind, name));
     }
     let scope = RefreshScope::Objects {
         names: vec![name.to_string()],
@@ -520,9 +543,36 @@ pub(super) async fn refresh(
     Ok(Output::empty())
 }
 
-/// `REFRESH ALL`: every stale object, inputs first.
-pub(super) async fn refresh_all(engine: &Engine) -> Result<Output> {
-    engine.refresh(RefreshScope::Stale, Trigger::Manual, |_| {}).await?;
+/// `REFRESH ALL [FULL]`: every stale object, inputs first.
+pub(super) async fn refresh_all(engine: &Engine, _full: bool) -> Result<Output> {
+    engine
+        .refresh(RefreshScope::Stale, Trigger::Manual, |_| {})
+        .await?;
+    Ok(Output::empty())
+}
+
+/// `ALTER <kind> x SET (refresh = ...)`, `SUSPEND`, `RESUME` (labels and training sets; a
+/// feature view's `SET` goes through its other options first).
+pub(super) async fn alter_schedule(
+    engine: &Engine,
+    kind: ObjectKind,
+    name: &str,
+    action: AlterAction,
+) -> Result<Output> {
+    let kind = registry_kind(kind);
+    if engine.registry().object(kind, name).is_none() {
+        return Err(not_found(kind, name));
+    }
+    match action {
+        AlterAction::Set(options) => {
+            let options = schedules::only_refresh_option(noun(kind), name, &options)?;
+            if let Some(schedule) = schedules::from_options(noun(kind), name, &options)? {
+                schedules::set(engine, kind, name, &schedule).await?;
+            }
+        }
+        AlterAction::Suspend => schedules::suspend(engine, (kind, noun(kind)), name, true).await?,
+        AlterAction::Resume => schedules::suspend(engine, (kind, noun(kind)), name, false).await?,
+    }
     Ok(Output::empty())
 }
 

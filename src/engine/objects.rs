@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use flywheel_catalog::objects::{EntityDefinition, EntityKey, KIND_ENTITY, entities_batch};
-use flywheel_sql::ast::{CreateEntity, FlywheelDdl, ObjectKind};
+use flywheel_sql::ast::{AlterAction, CreateEntity, FlywheelDdl, ObjectKind};
 use sqlparser::ast::DataType as SqlType;
 
 use super::feature_views::{self, Keyed};
@@ -52,18 +52,26 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
             kind: kind @ (ObjectKind::FeatureView | ObjectKind::Label),
             name,
             only,
+            full,
         } => {
-            super::lineage::refresh(engine, Some(Keyed::of(kind)), &object_name(&name), only).await
+            let keyed = Some(Keyed::of(kind));
+            super::lineage::refresh(engine, keyed, &object_name(&name), only, full).await
         }
         FlywheelDdl::Refresh {
             kind: ObjectKind::TrainingSet,
             name,
             only,
-        } => super::lineage::refresh(engine, None, &object_name(&name), only).await,
-        FlywheelDdl::RefreshAll => super::lineage::refresh_all(engine).await,
+            full,
+        } => super::lineage::refresh(engine, None, &object_name(&name), only, full).await,
+        FlywheelDdl::RefreshAll { full } => super::lineage::refresh_all(engine, full).await,
         FlywheelDdl::CreateLabel(c) => feature_views::create_label(engine, *c).await,
-        FlywheelDdl::AlterFeatureView { name, options } => {
-            feature_views::alter(engine, &object_name(&name), options).await
+        FlywheelDdl::Alter {
+            kind: ObjectKind::FeatureView,
+            name,
+            action: AlterAction::Set(options),
+        } => feature_views::alter(engine, &object_name(&name), options).await,
+        FlywheelDdl::Alter { kind, name, action } => {
+            super::lineage::alter_schedule(engine, kind, &object_name(&name), action).await
         }
         FlywheelDdl::Drop {
             kind: kind @ (ObjectKind::FeatureView | ObjectKind::Label),

@@ -30,8 +30,9 @@ pub enum Trigger {
     Manual,
     /// `flywheel refresh` naming it (or `--stale` / `--all`).
     Cli,
-    /// Its time schedule (`every ...`, `cron: ...`) came due.
-    Schedule,
+    /// Its time schedule (`every ...`, `cron: ...`) came due: the tick it ran for (UTC
+    /// microseconds).
+    Schedule { tick_us: i64 },
     /// Its schedule is `on change` and an input committed.
     OnChange,
     /// A refresh of an object downstream of it, which refreshes stale inputs first.
@@ -44,7 +45,7 @@ impl Trigger {
         match self {
             Trigger::Manual => "manual",
             Trigger::Cli => "cli",
-            Trigger::Schedule => "schedule",
+            Trigger::Schedule { .. } => "schedule",
             Trigger::OnChange => "on change",
             Trigger::Upstream => "upstream",
         }
@@ -76,6 +77,8 @@ pub struct RefreshRecord {
     /// `feature view`, `label` or `training set`.
     pub kind: String,
     pub trigger: String,
+    /// The tick a scheduled refresh ran for.
+    pub scheduled_for_us: Option<i64>,
     pub started_at_us: i64,
     pub finished_at_us: i64,
     /// `full` or `incremental` (what ran, or what was to run when it failed).
@@ -100,6 +103,7 @@ pub fn schema() -> SchemaRef {
         Field::new("object", DataType::Utf8, false),
         Field::new("kind", DataType::Utf8, false),
         Field::new("trigger", DataType::Utf8, false),
+        Field::new("scheduled_for", ts(), true),
         Field::new("started_at", ts(), false),
         Field::new("finished_at", ts(), false),
         Field::new("mode", DataType::Utf8, false),
@@ -144,7 +148,7 @@ fn to_batch(records: &[RefreshRecord]) -> Result<RecordBatch> {
                 .collect::<Int64Array>(),
         )
     };
-    let time = |f: &dyn Fn(&RefreshRecord) -> i64| -> ArrayRef {
+    let time = |f: &dyn Fn(&RefreshRecord) -> Option<i64>| -> ArrayRef {
         Arc::new(
             TimestampMicrosecondArray::from(records.iter().map(f).collect::<Vec<_>>())
                 .with_timezone("UTC"),
@@ -156,8 +160,9 @@ fn to_batch(records: &[RefreshRecord]) -> Result<RecordBatch> {
             text(&|r| Some(r.object.clone())),
             text(&|r| Some(r.kind.clone())),
             text(&|r| Some(r.trigger.clone())),
-            time(&|r| r.started_at_us),
-            time(&|r| r.finished_at_us),
+            time(&|r| r.scheduled_for_us),
+            time(&|r| Some(r.started_at_us)),
+            time(&|r| Some(r.finished_at_us)),
             text(&|r| Some(r.mode.clone())),
             text(&|r| r.why.clone()),
             text(&|r| Some(versions_text(&r.inputs))),
@@ -173,6 +178,7 @@ fn to_batch(records: &[RefreshRecord]) -> Result<RecordBatch> {
 /// The history table, if any refresh was recorded yet.
 async fn open(registry: &Registry) -> Result<Option<DeltaTable>> {
     let location = registry.warehouse().refresh_history_location()?;
+    flywheel_catalog::Warehouse::ensure_dir(&location)?;
     let mut table = DeltaTable::try_from_url(location).await?;
     match table.load().await {
         Ok(()) => Ok(Some(table)),
@@ -276,17 +282,19 @@ fn from_batch(batch: &RecordBatch) -> Result<Vec<RefreshRecord>> {
             .downcast_ref::<TimestampMicrosecondArray>()
             .ok_or_else(unreadable)
     };
-    let (object, kind, trigger, started, finished, mode, why, inputs) = (
+    let (object, kind, trigger, scheduled, started, finished, mode, why, inputs) = (
         text(0)?,
         text(1)?,
         text(2)?,
         time(3)?,
         time(4)?,
-        text(5)?,
+        time(5)?,
         text(6)?,
         text(7)?,
+        text(8)?,
     );
-    let (read, written, version, status, error) = (int(8)?, int(9)?, int(10)?, text(11)?, text(12)?);
+    let (read, written, version, status, error) =
+        (int(9)?, int(10)?, int(11)?, text(12)?, text(13)?);
     let s = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
     let n = |a: &Int64Array, i: usize| {
         (!a.is_null(i)).then(|| u64::try_from(a.value(i)).unwrap_or_default())
@@ -296,6 +304,7 @@ fn from_batch(batch: &RecordBatch) -> Result<Vec<RefreshRecord>> {
             object: object.value(i).to_string(),
             kind: kind.value(i).to_string(),
             trigger: trigger.value(i).to_string(),
+            scheduled_for_us: (!scheduled.is_null(i)).then(|| scheduled.value(i)),
             started_at_us: started.value(i),
             finished_at_us: finished.value(i),
             mode: mode.value(i).to_string(),

@@ -52,6 +52,7 @@ pub(super) fn build(
             vec![
                 crate::online::freshness_table(Arc::clone(online), Arc::clone(&registry)),
                 super::refresh_history::system_table(Arc::clone(&registry)),
+                super::freshness::system_table(Arc::clone(&registry)),
             ],
         )),
     );

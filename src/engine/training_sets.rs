@@ -26,6 +26,7 @@ use super::feature_views::{
     until_settled,
 };
 use super::lineage::{lineage_in_commit, table_version};
+use super::schedules::{self, Schedule};
 use super::{Engine, Output, Planned, object_name};
 use crate::{Error, Result};
 
@@ -41,7 +42,7 @@ async fn build_query(
 ) -> Result<(String, BTreeMap<String, u64>)> {
     let label = definition(engine, Keyed::Label, &def.label)?;
     let mut inputs = BTreeMap::new();
-    let lv = table_version(engine, &def.label).await?;
+    let lv = table_version(engine.registry(), &def.label).await?;
     inputs.insert(def.label.clone(), lv);
     let label_cols = columns_of(engine, &def.label, lv).await?;
     let mut taken: HashSet<String> = label_cols.iter().cloned().collect();
@@ -75,7 +76,7 @@ async fn build_query(
                 ))
             })?;
         let alias = format!("f{i}");
-        let vv = table_version(engine, view).await?;
+        let vv = table_version(engine.registry(), view).await?;
         inputs.insert(view.clone(), vv);
         let view_cols = columns_of(engine, view, vv).await?;
         let keys: Vec<String> = entity.keys.iter().map(|k| k.name.clone()).collect();
@@ -229,6 +230,9 @@ async fn create_once(engine: &Engine, c: &CreateTrainingSet) -> Result<Option<Ou
     else {
         return Ok(Some(Output::empty()));
     };
+    let options = schedules::only_refresh_option("training set", &name, &c.options)?;
+    let schedule =
+        schedules::from_options("training set", &name, &options)?.unwrap_or(Schedule::Manual);
     let label = object_name(&c.label);
     if registry
         .object(flywheel_catalog::objects::KIND_LABEL, &label)
@@ -263,7 +267,8 @@ async fn create_once(engine: &Engine, c: &CreateTrainingSet) -> Result<Option<Ou
         definition: json,
         replace: exists,
     };
-    match commit_object(engine, materialized, vec![lineage, definition]).await {
+    let schedule = schedules::set_change(KIND_TRAINING_SET, &name, &schedule)?;
+    match commit_object(engine, materialized, vec![lineage, definition, schedule]).await {
         Ok(()) => {}
         Err(e) if lost_create_race(&e) => {
             let names = (KIND_TRAINING_SET, "training set", "TRAINING SET");
@@ -373,8 +378,9 @@ pub(super) async fn describe(engine: &Engine, name: &str) -> Result<Output> {
         ),
         ("sql".to_string(), def.sql.clone()),
     ];
-    let stale = super::lineage::staleness(engine, KIND_TRAINING_SET, name).await?;
+    let stale = super::lineage::staleness(engine.registry(), KIND_TRAINING_SET, name).await?;
     rows.push(("stale".to_string(), stale.describe()));
+    rows.extend(super::freshness::describe_rows(engine.registry(), KIND_TRAINING_SET, name).await?);
     let versions = lineages(engine, name).await?;
     for l in versions {
         let inputs: Vec<String> = l.inputs.iter().map(|(k, v)| format!("{k}@{v}")).collect();

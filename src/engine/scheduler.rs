@@ -1,0 +1,356 @@
+//! The scheduler: refreshes objects whose schedule came due ([`super::schedules`]), inside
+//! `flywheel serve`.
+//!
+//! Each [`Scheduler::pass`] takes the time as an argument (tests give it any clock) and looks at
+//! every scheduled object, inputs before the objects that read them:
+//! - a timed schedule is due when its latest tick at or before now is later than the tick it last
+//!   ran for (or than when it was set or resumed): after downtime it runs **once** for the latest
+//!   missed tick, not once per missed tick;
+//! - an `on change` schedule is due when the object is stale (an input has a newer Delta version
+//!   than its latest build read); inputs are polled every `poll_interval` (default 5 s).
+//!
+//! **Several servers on one warehouse** run each due refresh once: before refreshing, a server
+//! takes the object's lease, a registry row ([`KIND_LEASE`]) swapped with the registry's
+//! optimistic concurrency ([`Change::SwapObject`]): of two servers taking it for the same tick,
+//! one commit wins and the other sees the row changed and moves on. The holder renews the lease
+//! while the refresh runs and releases it after; a server that died holding one loses it when it
+//! expires (`lease_timeout`, default 5 minutes).
+//!
+//! A refresh that fails is recorded in `flywheel.refresh_history` like any other; a timed schedule
+//! tries again at its next tick, an `on change` one after [`ON_CHANGE_RETRY`].
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flywheel_catalog::lineage;
+use flywheel_catalog::{Change, Registry};
+use serde::{Deserialize, Serialize};
+
+use super::Engine;
+use super::lineage::{RefreshScope, staleness};
+use super::refresh_history::Trigger;
+use super::schedules::{self, Schedule, ScheduleEntry};
+use crate::{Error, Result};
+
+/// Registry kind of refresh leases (named like the object they refresh).
+pub(crate) const KIND_LEASE: &str = "refresh_lease";
+
+/// How long an `on change` object whose refresh failed waits before the next try.
+pub const ON_CHANGE_RETRY: Duration = Duration::from_secs(60);
+
+/// A lease on refreshing one object, as the registry keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Lease {
+    /// The server (scheduler) holding or last holding it.
+    holder: String,
+    /// The tick it was taken for (an `on change` run: the time it was taken).
+    tick_us: i64,
+    /// When it lapses unless renewed.
+    expires_us: i64,
+    /// The holder is done with it.
+    released: bool,
+    /// The run it was taken for failed.
+    failed: bool,
+}
+
+/// The registry change that forgets the lease of object `name`, if any.
+pub(crate) fn drop_lease_change(name: &str) -> Change {
+    Change::DropObjectIfExists {
+        kind: KIND_LEASE.to_string(),
+        name: name.to_string(),
+    }
+}
+
+/// The lease row of `name`: its stored text (for the swap) and its value.
+fn lease(registry: &Registry, name: &str) -> Option<(String, Lease)> {
+    let row = registry.object(KIND_LEASE, name)?;
+    let lease = serde_json::from_str(&row.definition).ok()?;
+    Some((row.definition, lease))
+}
+
+/// When the latest scheduled run of `name` was for (its lease's tick), if it ran.
+pub(crate) fn last_tick(registry: &Registry, name: &str) -> Option<DateTime<Utc>> {
+    lease(registry, name).and_then(|(_, l)| DateTime::from_timestamp_micros(l.tick_us))
+}
+
+/// When a schedule next fires, as `flywheel.freshness` shows it (`None`: manual, `on change` or
+/// suspended). A tick in the past is overdue (its server is down or busy).
+pub(crate) fn next_run(
+    entry: &ScheduleEntry,
+    last_tick: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let schedule = entry.schedule();
+    if entry.suspended || !schedule.is_timed() {
+        return None;
+    }
+    let last = last_run_us(entry, last_tick);
+    match schedule.latest_tick(now) {
+        Some(tick) if tick.timestamp_micros() > last => Some(tick),
+        _ => schedule.next_tick(now),
+    }
+}
+
+/// The time before which ticks are not run: the later of the last run's tick and when the
+/// schedule was set or resumed.
+fn last_run_us(entry: &ScheduleEntry, last_tick: Option<DateTime<Utc>>) -> i64 {
+    last_tick
+        .map(|t| t.timestamp_micros())
+        .unwrap_or(i64::MIN)
+        .max(entry.set_at_us)
+}
+
+/// How the scheduler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerOptions {
+    /// How often `on change` objects' inputs are polled.
+    pub poll_interval: Duration,
+    /// How long a lease lasts unless its holder renews it.
+    pub lease_timeout: Duration,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(5),
+            lease_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One refresh a pass ran.
+#[derive(Debug)]
+pub struct ScheduledRun {
+    pub name: String,
+    pub trigger: Trigger,
+    /// The tick it ran for (an `on change` run: when it started).
+    pub tick: DateTime<Utc>,
+    /// `Err(message)` when it failed (also recorded in `flywheel.refresh_history`).
+    pub outcome: std::result::Result<(), String>,
+}
+
+/// Runs due refreshes; one per server.
+pub struct Scheduler {
+    engine: Engine,
+    options: SchedulerOptions,
+    /// Who this scheduler is, in leases.
+    holder: String,
+    last_poll: Option<DateTime<Utc>>,
+}
+
+impl Scheduler {
+    pub fn new(engine: Engine, options: SchedulerOptions) -> Self {
+        let holder = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        Self {
+            engine,
+            options,
+            holder,
+            last_poll: None,
+        }
+    }
+
+    /// Runs every refresh due at `now`, inputs first; returns what ran.
+    pub async fn pass(&mut self, now: DateTime<Utc>) -> Result<Vec<ScheduledRun>> {
+        let registry = self.engine.registry();
+        registry.refresh().await?;
+        let poll = self.last_poll.is_none_or(|last| {
+            (now - last).to_std().unwrap_or_default() >= self.options.poll_interval
+        });
+        if poll {
+            self.last_poll = Some(now);
+        }
+        let mut runs = Vec::new();
+        for (kind, name) in lineage::all_in_order(registry) {
+            let Some(entry) =
+                schedules::entry(registry, &name).filter(|e| e.object_kind == kind && !e.suspended)
+            else {
+                continue;
+            };
+            let schedule = entry.schedule();
+            let current = lease(registry, &name);
+            let held = current
+                .as_ref()
+                .is_some_and(|(_, l)| !l.released && l.expires_us > now.timestamp_micros());
+            if held {
+                continue;
+            }
+            let due = match &schedule {
+                Schedule::Every(_) | Schedule::Cron { .. } => {
+                    let last = last_run_us(&entry, last_tick(registry, &name));
+                    schedule
+                        .latest_tick(now)
+                        .filter(|t| t.timestamp_micros() > last)
+                        .map(|t| {
+                            let tick_us = t.timestamp_micros();
+                            (t, Trigger::Schedule { tick_us })
+                        })
+                }
+                Schedule::OnChange => {
+                    let retry_after = current
+                        .as_ref()
+                        .filter(|(_, l)| l.failed)
+                        .map(|(_, l)| l.tick_us.saturating_add(ON_CHANGE_RETRY.as_micros() as i64));
+                    let waiting = retry_after.is_some_and(|t| now.timestamp_micros() < t);
+                    if poll && !waiting && self.is_stale(kind, &name).await {
+                        Some((now, Trigger::OnChange))
+                    } else {
+                        None
+                    }
+                }
+                Schedule::Manual => None,
+            };
+            let Some((tick, trigger)) = due else {
+                continue;
+            };
+            let expected = current.map(|(text, _)| text);
+            let Some(taken) = self.take(&name, expected, tick, now).await? else {
+                continue;
+            };
+            // Another server may have refreshed it between the check and the lease.
+            if matches!(trigger, Trigger::OnChange) && !self.is_stale(kind, &name).await {
+                self.release(&name, false).await;
+                continue;
+            }
+            let outcome = self.run_holding(&name, trigger, &taken, now).await;
+            let failed = outcome.is_err();
+            self.release(&name, failed).await;
+            runs.push(ScheduledRun {
+                name,
+                trigger,
+                tick,
+                outcome,
+            });
+        }
+        Ok(runs)
+    }
+
+    async fn is_stale(&self, kind: &str, name: &str) -> bool {
+        match staleness(self.engine.registry(), kind, name).await {
+            Ok(s) => s != super::lineage::Staleness::Fresh,
+            Err(e) => {
+                tracing::warn!(object = name, error = %e, "could not tell whether it is stale");
+                false
+            }
+        }
+    }
+
+    /// Takes the lease of `name` for `tick`, if the row is still `expected`; `None` when another
+    /// server changed it first.
+    async fn take(
+        &self,
+        name: &str,
+        expected: Option<String>,
+        tick: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>> {
+        let lease = Lease {
+            holder: self.holder.clone(),
+            tick_us: tick.timestamp_micros(),
+            expires_us: now.timestamp_micros() + self.options.lease_timeout.as_micros() as i64,
+            released: false,
+            failed: false,
+        };
+        match self.swap(name, expected, &lease).await {
+            Ok(text) => Ok(Some(text)),
+            Err(Error::Catalog(flywheel_catalog::Error::ObjectChanged { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn swap(&self, name: &str, expected: Option<String>, lease: &Lease) -> Result<String> {
+        let definition = serde_json::to_string(lease)
+            .map_err(|e| Error::Invalid(format!("cannot store the lease of `{name}`: {e}")))?;
+        self.engine
+            .registry()
+            .commit(vec![Change::SwapObject {
+                kind: KIND_LEASE.to_string(),
+                name: name.to_string(),
+                expected,
+                definition: definition.clone(),
+            }])
+            .await?;
+        Ok(definition)
+    }
+
+    /// Refreshes `name` while holding its lease (`taken`, renewed as it runs).
+    async fn run_holding(
+        &self,
+        name: &str,
+        trigger: Trigger,
+        taken: &str,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<(), String> {
+        let scope = RefreshScope::Objects {
+            names: vec![name.to_string()],
+            only: false,
+        };
+        let refresh = self.engine.refresh(scope, trigger, |_| {});
+        tokio::pin!(refresh);
+        let started = std::time::Instant::now();
+        let mut held = taken.to_string();
+        let mut renew = tokio::time::interval(self.options.lease_timeout / 3);
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                done = &mut refresh => {
+                    return done.map(|_| ()).map_err(|e| e.to_string());
+                }
+                _ = renew.tick() => {
+                    let Ok(mut lease) = serde_json::from_str::<Lease>(&held) else { continue };
+                    let elapsed = chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
+                    lease.expires_us = (now + elapsed).timestamp_micros()
+                        + self.options.lease_timeout.as_micros() as i64;
+                    match self.swap(name, Some(held.clone()), &lease).await {
+                        Ok(text) => held = text,
+                        Err(e) => tracing::warn!(object = name, error = %e, "could not renew the refresh lease"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Releases this scheduler's lease on `name` (the row as it is now, renewed or not).
+    async fn release(&self, name: &str, failed: bool) {
+        let Some((text, mut lease)) = lease(self.engine.registry(), name) else {
+            return;
+        };
+        if lease.holder != self.holder {
+            return;
+        }
+        lease.released = true;
+        lease.failed = failed;
+        if let Err(e) = self.swap(name, Some(text), &lease).await {
+            tracing::warn!(object = name, error = %e, "could not release the refresh lease; it lapses by itself");
+        }
+    }
+
+    /// Runs passes until `shutdown` completes: every second for timed schedules, polling `on
+    /// change` inputs every `poll_interval`.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let step = self.options.poll_interval.min(Duration::from_secs(1));
+        let mut ticks = tokio::time::interval(step);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = ticks.tick() => {}
+            }
+            match self.pass(Utc::now()).await {
+                Ok(runs) => {
+                    for run in runs {
+                        match &run.outcome {
+                            Ok(()) => {
+                                tracing::info!(object = %run.name, trigger = run.trigger.as_str(), "scheduled refresh done")
+                            }
+                            Err(e) => {
+                                tracing::warn!(object = %run.name, trigger = run.trigger.as_str(), error = %e, "scheduled refresh failed")
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "scheduler pass failed"),
+            }
+        }
+    }
+}
