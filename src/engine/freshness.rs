@@ -202,34 +202,43 @@ pub(super) async fn describe_rows(
         ("newest_event_time".to_string(), time(r.newest_event_us)),
         (
             "event_time_lag".to_string(),
-            r.lag_us
-                .map(|us| format!("{}", chrono::Duration::microseconds(us)))
-                .unwrap_or_default(),
+            r.lag_us.map(human_duration).unwrap_or_default(),
         ),
         ("refresh".to_string(), r.refresh.clone()),
         ("suspended".to_string(), r.suspended.to_string()),
         ("next_run".to_string(), time(r.next_run_us)),
     ];
-    match &r.last {
-        Some(l) => rows.extend([
-            (
-                "last_refresh".to_string(),
-                format!(
-                    "{} ({}, {}, {})",
-                    time(Some(l.finished_at_us)),
-                    l.trigger,
-                    l.mode,
-                    l.status
-                ),
+    let (last, error) = match &r.last {
+        Some(l) => (
+            format!(
+                "{} ({}, {}, {})",
+                time(Some(l.finished_at_us)),
+                l.trigger,
+                l.mode,
+                l.status
             ),
-            (
-                "last_error".to_string(),
-                l.error.clone().unwrap_or_default(),
-            ),
-        ]),
-        None => rows.push(("last_refresh".to_string(), String::new())),
-    }
+            l.error.clone().unwrap_or_default(),
+        ),
+        None => (String::new(), String::new()),
+    };
+    rows.push(("last_refresh".to_string(), last));
+    rows.push(("last_error".to_string(), error));
     Ok(rows)
+}
+
+/// `3 days 04:05:06` (a negative lag, an event stamped in the future, gets a `-`).
+fn human_duration(us: i64) -> String {
+    let sign = if us < 0 { "-" } else { "" };
+    let s = us.unsigned_abs() / 1_000_000;
+    let (days, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
+    if days > 0 {
+        format!(
+            "{sign}{days} day{} {h:02}:{m:02}:{sec:02}",
+            if days == 1 { "" } else { "s" }
+        )
+    } else {
+        format!("{sign}{h:02}:{m:02}:{sec:02}")
+    }
 }
 
 fn to_batch(rows: &[Row]) -> Result<RecordBatch> {

@@ -1,19 +1,6 @@
 //! The `flywheel` binary: `sql -e/-f` exit codes and output, and `serve` with a signal shutdown.
 
-use std::process::Command;
-
-use crate::common::{ServerProcess, flywheel, query, sorted_rows};
-
-/// Runs `command`, asserts it succeeded (printing its stderr if not), and returns its stdout.
-fn succeeds(command: &mut Command) -> String {
-    let out = command.output().expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::common::{ServerProcess, flywheel, query, sorted_rows, succeeds};
 
 #[test]
 fn sql_execute_prints_tables_and_fails_on_the_first_error() {

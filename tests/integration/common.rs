@@ -154,6 +154,17 @@ pub fn flywheel(warehouse: &Path) -> Command {
     c
 }
 
+/// Runs `command`, asserts it succeeded (showing its stderr if not), and returns its stdout.
+pub fn succeeds(command: &mut Command) -> String {
+    let out = command.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `flywheel serve` as a child process on a free loopback port.
 pub struct ServerProcess {
     child: Child,
@@ -163,10 +174,16 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `flywheel serve` over `warehouse` with extra flags `args`; returns once it listens.
     pub fn start(warehouse: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(warehouse, args, &[])
+    }
+
+    /// [`ServerProcess::start`] with environment variables (`FLYWHEEL_...` settings).
+    pub fn start_with_env(warehouse: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = flywheel(warehouse)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("FLYWHEEL_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -10,4 +10,5 @@ mod flight_sql;
 mod hardening;
 mod online;
 mod persistence;
+mod schedules;
 mod serving;
