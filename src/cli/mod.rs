@@ -69,6 +69,9 @@ enum Command {
         /// Refresh every object, stale or not.
         #[arg(long)]
         all: bool,
+        /// Recompute each object whole, even where appending what its inputs gained would do.
+        #[arg(long)]
+        full: bool,
     },
     /// Serve Arrow Flight SQL.
     Serve {
@@ -214,6 +217,7 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
             only,
             stale,
             all,
+            full,
         } => {
             let scope = if all {
                 RefreshScope::All
@@ -222,7 +226,7 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
             } else {
                 RefreshScope::Objects { names, only }
             };
-            refresh(&engine, scope).await
+            refresh(&engine, scope, full).await
         }
         Command::Serve { .. } => {
             let listener = server::bind(config.listen_addr()?).await?;
@@ -260,12 +264,12 @@ impl Drop for AbortOnDrop {
 }
 
 /// `flywheel refresh`: a line per object as it starts (on a terminal) and as it is built.
-async fn refresh(engine: &Engine, scope: RefreshScope) -> Result<ExitCode> {
+async fn refresh(engine: &Engine, scope: RefreshScope, full: bool) -> Result<ExitCode> {
     use std::io::IsTerminal;
     let terminal = std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
     let built = engine
-        .refresh(scope, crate::engine::Trigger::Cli, |step| {
+        .refresh(scope, crate::engine::Trigger::Cli, full, |step| {
             if terminal {
                 eprintln!(
                     "[{}/{}] refreshing {} {} ...",

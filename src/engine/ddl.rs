@@ -228,6 +228,36 @@ pub(super) async fn replace_table(
     .await
 }
 
+/// Appends `input`'s rows to `existing` as one commit carrying `metadata`, only if the table is
+/// still at version `expected` (no retry: a commit race fails it, see
+/// [`conflicts::is_conflict`]). Returns the version written.
+pub(super) async fn append_version(
+    engine: &Engine,
+    existing: &TableEntry,
+    input: &LogicalPlan,
+    metadata: HashMap<String, serde_json::Value>,
+    expected: u64,
+) -> Result<u64> {
+    let plan = delta_types::storable_plan(input.clone())?;
+    let properties =
+        parquet_files::writer_properties(plan.schema().as_arrow().fields(), engine.data_pages);
+    let target = flywheel_catalog::TravelTarget::Version(expected);
+    let table = load_table(existing, Some(&target)).await?;
+    let snapshot = table.snapshot()?.snapshot().clone();
+    let written = WriteBuilder::new(table.log_store(), Some(snapshot))
+        .with_input_plan(plan)
+        .with_save_mode(SaveMode::Append)
+        .with_writer_properties(properties)
+        .with_commit_properties(
+            CommitProperties::default()
+                .with_metadata(metadata)
+                .with_max_retries(0),
+        )
+        .with_session_state(Arc::new(engine.context().state()))
+        .await?;
+    Ok(written.version().unwrap_or_default())
+}
+
 fn delta_columns(input: &LogicalPlan) -> Result<Vec<StructField>> {
     let fields = delta_types::storable_fields(input.schema().as_arrow().fields())?;
     let st: deltalake::kernel::StructType = (&arrow::datatypes::Schema::new(fields))

@@ -6,7 +6,7 @@
 //! (so `SELECT * FROM v` reads its latest materialization and `VERSION AS OF` its history); each
 //! `REFRESH` overwrites it as one new Delta version.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use arrow::datatypes::DataType;
 use datafusion::logical_expr::LogicalPlan;
@@ -16,6 +16,8 @@ use flywheel_catalog::objects::{
 use flywheel_catalog::{Change, TableEntry};
 use flywheel_sql::ast::CreateFeatureView;
 
+use super::incremental::{self, Decision};
+use super::refresh_history::Mode;
 use super::schedules::{self, Schedule};
 use super::{Engine, Output, Planned, ddl, lineage, object_name};
 use crate::{Error, Result};
@@ -108,7 +110,7 @@ async fn plan_and_check(
     kind: Keyed,
     name: &str,
     def: &FeatureViewDefinition,
-) -> Result<(LogicalPlan, HashMap<String, serde_json::Value>)> {
+) -> Result<(LogicalPlan, Lineage)> {
     let noun = kind.noun();
     let entity = engine.registry().object(KIND_ENTITY, &def.entity).ok_or_else(|| {
         Error::Invalid(format!(
@@ -128,7 +130,6 @@ async fn plan_and_check(
         inputs,
         query: pinned,
     };
-    let metadata = lineage::commit_metadata(name, &record)?;
     let plan = match engine.plan(statement).await? {
         Planned::Query(plan) => plan,
         _ => {
@@ -187,7 +188,7 @@ async fn plan_and_check(
             time.data_type()
         )));
     }
-    Ok((plan, metadata))
+    Ok((plan, record))
 }
 
 /// `CREATE [OR REPLACE] FEATURE VIEW [IF NOT EXISTS] ...`.
@@ -245,7 +246,8 @@ async fn create_once(engine: &Engine, c: &CreateFeatureView) -> Result<Option<Ou
         &name,
         &registered_inputs(engine, &def),
     )?;
-    let (plan, metadata) = plan_and_check(engine, Keyed::FeatureView, &name, &def).await?;
+    let (plan, record) = plan_and_check(engine, Keyed::FeatureView, &name, &def).await?;
+    let metadata = lineage::commit_metadata(&name, &record)?;
     let materialized = materialize(engine, &name, plan, metadata).await?;
     let changes = vec![
         object_change(KIND_FEATURE_VIEW, &name, &def, exists)?,
@@ -498,24 +500,98 @@ pub(super) fn registry_definition(
     })
 }
 
-/// `REFRESH FEATURE VIEW v`: re-runs the query into a new version of its table.
-pub(super) async fn refresh(engine: &Engine, name: &str) -> Result<Output> {
-    let def = definition(engine, Keyed::FeatureView, name)?;
-    let (plan, metadata) = plan_and_check(engine, Keyed::FeatureView, name, &def).await?;
-    materialize(engine, name, plan, metadata).await?;
-    engine
-        .sync_online(name, &def)
-        .await
-        .map_err(|e| online_load_failed(name, "refreshed", e))?;
-    Ok(Output::empty())
+/// How a refresh computed an object's new version.
+#[derive(Debug, Clone)]
+pub(super) struct Outcome {
+    pub mode: Mode,
+    /// Why that mode.
+    pub why: String,
+    /// The rows it wrote, when known here (`None`: read them from the commit).
+    pub rows_written: Option<u64>,
+    /// An incremental refresh's starting point: the input versions its last build read (an input
+    /// that moved was read from there on; the others whole).
+    pub base: Option<BTreeMap<String, u64>>,
 }
 
-/// `REFRESH LABEL l ONLY`: re-runs the label's query into a new version of its table.
-pub(super) async fn refresh_label(engine: &Engine, name: &str) -> Result<()> {
-    let def = definition(engine, Keyed::Label, name)?;
-    let (plan, metadata) = plan_and_check(engine, Keyed::Label, name, &def).await?;
-    materialize(engine, name, plan, metadata).await?;
-    Ok(())
+/// `REFRESH FEATURE VIEW v` / `REFRESH LABEL l` (`ONLY`): a new version from the inputs' current
+/// versions, appended from what they gained when that gives what a full refresh would
+/// ([`incremental`]), else recomputed whole (always with `full`).
+pub(super) async fn refresh(
+    engine: &Engine,
+    kind: Keyed,
+    name: &str,
+    full: bool,
+) -> Result<Outcome> {
+    let def = definition(engine, kind, name)?;
+    let outcome = super::conflicts::retry(name, || refresh_once(engine, kind, name, &def, full))
+        .await?;
+    if kind == Keyed::FeatureView {
+        engine
+            .sync_online(name, &def)
+            .await
+            .map_err(|e| online_load_failed(name, "refreshed", e))?;
+    }
+    Ok(outcome)
+}
+
+async fn refresh_once(
+    engine: &Engine,
+    kind: Keyed,
+    name: &str,
+    def: &FeatureViewDefinition,
+    full: bool,
+) -> Result<Outcome> {
+    let registry = engine.registry();
+    let (plan, record) = plan_and_check(engine, kind, name, def).await?;
+    let metadata = lineage::commit_metadata(name, &record)?;
+    let built = lineage::latest_build(registry, name).await?;
+    let decision = match (&built, registry.table(name)) {
+        _ if full => Decision::Full("FULL was asked for".into()),
+        (_, None) => Decision::Full("it has no table yet".into()),
+        (built, Some(_)) => {
+            incremental::decide(registry, built.as_ref(), &record.inputs, &plan).await?
+        }
+    };
+    match (decision, built, registry.table(name)) {
+        (Decision::Incremental(moved), _, _) if moved.is_empty() => Ok(Outcome {
+            mode: Mode::Incremental,
+            why: "no input changed since its last build".into(),
+            rows_written: Some(0),
+            base: Some(record.inputs.clone()),
+        }),
+        (Decision::Incremental(moved), Some(built), Some(entry)) => {
+            let plan = incremental::over_appended_rows(registry, plan, &moved).await?;
+            ddl::append_version(engine, &entry, &plan, metadata, built.version).await?;
+            let gained: Vec<String> = moved
+                .iter()
+                .map(|(input, (was, now))| format!("{input} {was}->{now}"))
+                .collect();
+            Ok(Outcome {
+                mode: Mode::Incremental,
+                why: format!("its inputs only gained rows ({})", gained.join(", ")),
+                rows_written: None,
+                base: Some(built.inputs),
+            })
+        }
+        (Decision::Full(why), _, _) => {
+            materialize(engine, name, plan, metadata).await?;
+            Ok(Outcome {
+                mode: Mode::Full,
+                why,
+                rows_written: None,
+                base: None,
+            })
+        }
+        (Decision::Incremental(_), _, _) => {
+            materialize(engine, name, plan, metadata).await?;
+            Ok(Outcome {
+                mode: Mode::Full,
+                why: "its latest build could not be read".into(),
+                rows_written: None,
+                base: None,
+            })
+        }
+    }
 }
 
 /// The tables and objects a feature view's or label's query reads, per the registry now.
@@ -735,7 +811,8 @@ async fn create_label_once(
         sql: flywheel_sql::ast::FlywheelDdl::CreateLabel(Box::new(c.clone())).to_string(),
     };
     lineage::refuse_cycle(engine, "label", &name, &registered_inputs(engine, &def))?;
-    let (plan, metadata) = plan_and_check(engine, Keyed::Label, &name, &def).await?;
+    let (plan, record) = plan_and_check(engine, Keyed::Label, &name, &def).await?;
+    let metadata = lineage::commit_metadata(&name, &record)?;
     let materialized = materialize(engine, &name, plan, metadata).await?;
     let changes = vec![
         object_change(KIND_LABEL, &name, &def, exists)?,

@@ -263,12 +263,25 @@ pub(super) fn noun(kind: &str) -> &'static str {
     }
 }
 
-/// Refreshes one object from its inputs' current versions.
-async fn refresh_one(engine: &Engine, kind: &str, name: &str) -> Result<()> {
+/// Refreshes one object from its inputs' current versions (recomputed whole with `full`).
+async fn refresh_one(
+    engine: &Engine,
+    kind: &str,
+    name: &str,
+    full: bool,
+) -> Result<feature_views::Outcome> {
     match kind {
-        KIND_FEATURE_VIEW => feature_views::refresh(engine, name).await.map(|_| ()),
-        KIND_LABEL => feature_views::refresh_label(engine, name).await,
-        _ => training_sets::refresh(engine, name).await.map(|_| ()),
+        KIND_FEATURE_VIEW => feature_views::refresh(engine, Keyed::FeatureView, name, full).await,
+        KIND_LABEL => feature_views::refresh(engine, Keyed::Label, name, full).await,
+        _ => {
+            training_sets::refresh(engine, name).await?;
+            Ok(feature_views::Outcome {
+                mode: Mode::Full,
+                why: "training sets are rebuilt whole".into(),
+                rows_written: None,
+                base: None,
+            })
+        }
     }
 }
 
@@ -367,7 +380,8 @@ fn steps(engine: &Engine, scope: &RefreshScope) -> Result<Vec<Step>> {
 }
 
 impl Engine {
-    /// Refreshes what `scope` names, inputs first, one Delta commit per object; `progress` hears
+    /// Refreshes what `scope` names, inputs first, one Delta commit per object (incrementally
+    /// where that gives what a full refresh would, unless `full`); `progress` hears
     /// of each object before it is built. Returns what was built. When one fails, those before it
     /// keep their new versions and the error names the one that failed ([`Error::Stopped`]).
     /// Each refresh is recorded in `flywheel.refresh_history` as asked for by `trigger` (objects
@@ -376,6 +390,7 @@ impl Engine {
         &self,
         scope: RefreshScope,
         trigger: Trigger,
+        full: bool,
         mut progress: impl FnMut(&RefreshStep) + Send,
     ) -> Result<Vec<Refreshed>> {
         let target = match &scope {
@@ -410,7 +425,7 @@ impl Engine {
             } else {
                 Trigger::Upstream
             };
-            let refreshed = refresh_recorded(self, kind, &name, trigger).await;
+            let refreshed = refresh_recorded(self, kind, &name, trigger, full).await;
             let refreshed = refreshed.map_err(|e| {
                 if done.is_empty() && alone.as_ref() == Some(&name) {
                     return e;
@@ -430,13 +445,13 @@ async fn refresh_recorded(
     kind: &str,
     name: &str,
     trigger: Trigger,
+    full: bool,
 ) -> Result<Refreshed> {
     let started = std::time::Instant::now();
     let started_at_us = chrono::Utc::now().timestamp_micros();
-    let mode = Mode::Full;
-    let why = "every refresh rebuilds the whole object".to_string();
+    let mut outcome = None;
     let built = async {
-        refresh_one(engine, kind, name).await?;
+        outcome = Some(refresh_one(engine, kind, name, full).await?);
         let entry = engine.registry().table(name).ok_or_else(|| {
             Error::Invalid(format!(
                 "the table of `{name}` vanished while it was refreshed"
@@ -445,10 +460,21 @@ async fn refresh_recorded(
         let table = load_table(&entry, None).await?;
         let version = table.version().unwrap_or_default();
         let lineage = lineage_in_commit(&table, version).await;
-        let rows_written = rows_added(&table, version).await;
+        let rows_written = match outcome.as_ref().and_then(|o| o.rows_written) {
+            Some(n) => Some(n),
+            None => rows_added(&table, version).await,
+        };
         Ok::<_, Error>((version, lineage, rows_written))
     }
     .await;
+    let base = outcome.as_ref().and_then(|o| o.base.clone());
+    let (mode, why) = match outcome {
+        Some(o) => (o.mode, o.why),
+        None => (
+            if full { Mode::Full } else { Mode::Incremental },
+            "it failed before its mode was chosen".to_string(),
+        ),
+    };
     let mut record = RefreshRecord {
         object: name.to_string(),
         kind: noun(kind).to_string(),
@@ -471,9 +497,20 @@ async fn refresh_recorded(
     match built {
         Ok((version, lineage, rows_written)) => {
             let inputs = lineage.map(|l| l.inputs).unwrap_or_default();
+            // A full refresh reads each input whole; an incremental one what the inputs that
+            // moved gained (and the others whole).
             let mut rows_read = Some(0u64);
             for (input, v) in &inputs {
-                rows_read = match (rows_read, rows_at(engine, input, *v).await) {
+                let was = base.as_ref().and_then(|b| b.get(input)).copied();
+                let read = match was {
+                    Some(was) if was == *v => Some(0),
+                    Some(was) => match (rows_at(engine, input, *v).await, rows_at(engine, input, was).await) {
+                        (Some(now), Some(before)) => Some(now.saturating_sub(before)),
+                        _ => None,
+                    },
+                    None => rows_at(engine, input, *v).await,
+                };
+                rows_read = match (rows_read, read) {
                     (Some(sum), Some(n)) => Some(sum + n),
                     _ => None,
                 };
@@ -525,7 +562,7 @@ pub(super) async fn refresh(
     keyed: Option<Keyed>,
     name: &str,
     only: bool,
-    _full: bool,
+    full: bool,
 ) -> Result<Output> {
     let kind = match keyed {
         Some(Keyed::FeatureView) => KIND_FEATURE_VIEW,
@@ -539,14 +576,14 @@ pub(super) async fn refresh(
         names: vec![name.to_string()],
         only,
     };
-    engine.refresh(scope, Trigger::Manual, |_| {}).await?;
+    engine.refresh(scope, Trigger::Manual, full, |_| {}).await?;
     Ok(Output::empty())
 }
 
 /// `REFRESH ALL [FULL]`: every stale object, inputs first.
-pub(super) async fn refresh_all(engine: &Engine, _full: bool) -> Result<Output> {
+pub(super) async fn refresh_all(engine: &Engine, full: bool) -> Result<Output> {
     engine
-        .refresh(RefreshScope::Stale, Trigger::Manual, |_| {})
+        .refresh(RefreshScope::Stale, Trigger::Manual, full, |_| {})
         .await?;
     Ok(Output::empty())
 }

@@ -14,6 +14,7 @@ mod delta_types;
 mod feature_views;
 mod file_access;
 mod freshness;
+mod incremental;
 mod ingest;
 mod insert;
 pub mod limits;

@@ -284,7 +284,7 @@ impl Scheduler {
             names: vec![name.to_string()],
             only: false,
         };
-        let refresh = self.engine.refresh(scope, trigger, |_| {});
+        let refresh = self.engine.refresh(scope, trigger, false, |_| {});
         tokio::pin!(refresh);
         let started = std::time::Instant::now();
         let mut held = taken.to_string();

@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod flight_sql;
 mod hardening;
+mod incremental;
 mod online;
 mod persistence;
 mod schedules;
