@@ -523,8 +523,8 @@ pub(super) async fn refresh(
     full: bool,
 ) -> Result<Outcome> {
     let def = definition(engine, kind, name)?;
-    let outcome = super::conflicts::retry(name, || refresh_once(engine, kind, name, &def, full))
-        .await?;
+    let outcome =
+        super::conflicts::retry(name, || refresh_once(engine, kind, name, &def, full)).await?;
     if kind == Keyed::FeatureView {
         engine
             .sync_online(name, &def)

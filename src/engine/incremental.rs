@@ -107,7 +107,9 @@ async fn appended_files(
         let mut operation = String::from("a commit");
         for line in text.lines() {
             let Ok(action) = serde_json::from_str::<serde_json::Value>(line) else {
-                return Ok(Err(format!("has an unreadable log entry at version {version}")));
+                return Ok(Err(format!(
+                    "has an unreadable log entry at version {version}"
+                )));
             };
             if let Some(info) = action.get("commitInfo") {
                 if let Some(op) = info.get("operation").and_then(|o| o.as_str()) {
@@ -297,11 +299,7 @@ mod tests {
                 ctx.sql("CREATE TABLE \"u@v1\" (a INT, c INT) AS VALUES (1, 3)")
                     .await
                     .expect("table");
-                let plan = ctx
-                    .state()
-                    .create_logical_plan(sql)
-                    .await
-                    .expect("plans");
+                let plan = ctx.state().create_logical_plan(sql).await.expect("plans");
                 let moved: BTreeSet<String> = ["t".to_string()].into();
                 maintainable(&plan, &moved).err()
             })

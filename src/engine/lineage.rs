@@ -273,15 +273,7 @@ async fn refresh_one(
     match kind {
         KIND_FEATURE_VIEW => feature_views::refresh(engine, Keyed::FeatureView, name, full).await,
         KIND_LABEL => feature_views::refresh(engine, Keyed::Label, name, full).await,
-        _ => {
-            training_sets::refresh(engine, name).await?;
-            Ok(feature_views::Outcome {
-                mode: Mode::Full,
-                why: "training sets are rebuilt whole".into(),
-                rows_written: None,
-                base: None,
-            })
-        }
+        _ => training_sets::refresh(engine, name, full).await,
     }
 }
 
@@ -504,7 +496,10 @@ async fn refresh_recorded(
                 let was = base.as_ref().and_then(|b| b.get(input)).copied();
                 let read = match was {
                     Some(was) if was == *v => Some(0),
-                    Some(was) => match (rows_at(engine, input, *v).await, rows_at(engine, input, was).await) {
+                    Some(was) => match (
+                        rows_at(engine, input, *v).await,
+                        rows_at(engine, input, was).await,
+                    ) {
                         (Some(now), Some(before)) => Some(now.saturating_sub(before)),
                         _ => None,
                     },

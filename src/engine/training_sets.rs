@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::logical_expr::LogicalPlan;
 use flywheel_catalog::Change;
 use flywheel_catalog::load_table;
 use flywheel_catalog::objects::{
@@ -21,11 +22,14 @@ use flywheel_catalog::objects::{
 };
 use flywheel_sql::ast::CreateTrainingSet;
 
+use super::feature_views::Outcome;
 use super::feature_views::{
     Keyed, Materialized, after_lost_race, commit_object, definition, lost_create_race, materialize,
     until_settled,
 };
-use super::lineage::{lineage_in_commit, table_version};
+use super::incremental::{self, Decision};
+use super::lineage::{latest_build, lineage_in_commit, table_version};
+use super::refresh_history::Mode;
 use super::schedules::{self, Schedule};
 use super::{Engine, Output, Planned, object_name};
 use crate::{Error, Result};
@@ -173,13 +177,13 @@ async fn columns_of(engine: &Engine, name: &str, version: u64) -> Result<Vec<Str
         .collect())
 }
 
-/// Builds (or rebuilds) the training set's table; returns what was written and the registry
-/// change recording the new version's lineage (to be committed with the caller's other changes).
-async fn build(
+/// The training set's query planned with every input pinned at its current version, and the
+/// lineage its build records.
+async fn plan_query(
     engine: &Engine,
     name: &str,
     def: &TrainingSetDefinition,
-) -> Result<(Materialized, Change)> {
+) -> Result<(LogicalPlan, Lineage)> {
     let (query, inputs) = build_query(engine, name, def).await?;
     let mut statements = engine.parse(&query)?;
     let plan = match engine.plan(statements.remove(0)).await? {
@@ -190,22 +194,37 @@ async fn build(
             )));
         }
     };
-    let mut lineage = Lineage {
+    let lineage = Lineage {
         version: 0,
         inputs,
         query,
     };
+    Ok((plan, lineage))
+}
+
+/// The registry change recording the lineage of version `lineage.version` of training set `name`.
+fn lineage_change(name: &str, lineage: &Lineage) -> Result<Change> {
+    Ok(Change::CreateObject {
+        kind: KIND_TRAINING_SET_VERSION.to_string(),
+        name: format!("{name}@{}", lineage.version),
+        definition: serde_json::to_string(lineage)
+            .map_err(|e| Error::Invalid(format!("cannot store lineage of `{name}`: {e}")))?,
+        replace: true,
+    })
+}
+
+/// Builds (or rebuilds) the training set's table; returns what was written and the registry
+/// change recording the new version's lineage (to be committed with the caller's other changes).
+async fn build(
+    engine: &Engine,
+    name: &str,
+    def: &TrainingSetDefinition,
+) -> Result<(Materialized, Change)> {
+    let (plan, mut lineage) = plan_query(engine, name, def).await?;
     let metadata = super::lineage::commit_metadata(name, &lineage)?;
     let materialized = materialize(engine, name, plan, metadata).await?;
     lineage.version = materialized.version();
-    let change = Change::CreateObject {
-        kind: KIND_TRAINING_SET_VERSION.to_string(),
-        name: format!("{name}@{}", lineage.version),
-        definition: serde_json::to_string(&lineage)
-            .map_err(|e| Error::Invalid(format!("cannot store lineage of `{name}`: {e}")))?,
-        replace: true,
-    };
-    Ok((materialized, change))
+    Ok((materialized, lineage_change(name, &lineage)?))
 }
 
 /// `CREATE [OR REPLACE] TRAINING SET [IF NOT EXISTS] ...`: the table, its first version's
@@ -309,13 +328,80 @@ impl Engine {
     }
 }
 
-/// `REFRESH TRAINING SET t`: a new version from the inputs' current versions.
-pub(super) async fn refresh(engine: &Engine, name: &str) -> Result<Output> {
+/// `REFRESH TRAINING SET t` (`ONLY`): a new version from the inputs' current versions. When only
+/// its label gained rows, the new rows' point-in-time features are appended (each label row's
+/// features depend on that row and the feature views alone); otherwise, or with `full`, it is
+/// rebuilt ([`incremental`]).
+pub(super) async fn refresh(engine: &Engine, name: &str, full: bool) -> Result<Outcome> {
     let def = ts_definition(engine, name)?;
-    let (materialized, lineage) = build(engine, name, &def).await?;
-    commit_object(engine, materialized, vec![lineage]).await?;
+    let outcome = super::conflicts::retry(name, || refresh_once(engine, name, &def, full)).await?;
     engine.training_set_built(name);
-    Ok(Output::empty())
+    Ok(outcome)
+}
+
+async fn refresh_once(
+    engine: &Engine,
+    name: &str,
+    def: &TrainingSetDefinition,
+    full: bool,
+) -> Result<Outcome> {
+    let registry = engine.registry();
+    let (plan, mut lineage) = plan_query(engine, name, def).await?;
+    let built = latest_build(registry, name).await?;
+    let decision = match (&built, registry.table(name)) {
+        _ if full => Decision::Full("FULL was asked for".into()),
+        (_, None) => Decision::Full("it has no table yet".into()),
+        (built, Some(_)) => {
+            incremental::decide(registry, built.as_ref(), &lineage.inputs, &plan).await?
+        }
+    };
+    let outcome = |mode, why: String, rows_written, base| Outcome {
+        mode,
+        why,
+        rows_written,
+        base,
+    };
+    match (decision, built, registry.table(name)) {
+        (Decision::Incremental(moved), _, _) if moved.is_empty() => Ok(outcome(
+            Mode::Incremental,
+            "no input changed since its last build".into(),
+            Some(0),
+            Some(lineage.inputs.clone()),
+        )),
+        (Decision::Incremental(moved), Some(built), Some(entry)) => {
+            let plan = incremental::over_appended_rows(registry, plan, &moved).await?;
+            let metadata = super::lineage::commit_metadata(name, &lineage)?;
+            lineage.version =
+                super::ddl::append_version(engine, &entry, &plan, metadata, built.version).await?;
+            registry
+                .commit(vec![lineage_change(name, &lineage)?])
+                .await?;
+            Ok(outcome(
+                Mode::Incremental,
+                format!(
+                    "only its label gained rows ({}): their features were appended",
+                    moved
+                        .iter()
+                        .map(|(input, (was, now))| format!("{input} {was}->{now}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None,
+                Some(built.inputs),
+            ))
+        }
+        (decision, _, _) => {
+            let why = match decision {
+                Decision::Full(why) => why,
+                Decision::Incremental(_) => "its latest build could not be read".into(),
+            };
+            let metadata = super::lineage::commit_metadata(name, &lineage)?;
+            let materialized = materialize(engine, name, plan, metadata).await?;
+            lineage.version = materialized.version();
+            commit_object(engine, materialized, vec![lineage_change(name, &lineage)?]).await?;
+            Ok(outcome(Mode::Full, why, None, None))
+        }
+    }
 }
 
 /// `DROP TRAINING SET [IF EXISTS] t`: the definition and the table in one registry commit.

@@ -42,7 +42,10 @@ fn events(ids: std::ops::Range<i64>, rng: &mut Lcg) -> RecordBatch {
         .iter()
         .map(|i| 1_767_225_600_000_000 + i * 60_000_000)
         .collect();
-    let amounts: Vec<f64> = ids.iter().map(|_| rng.next(10_000) as f64 / 100.0).collect();
+    let amounts: Vec<f64> = ids
+        .iter()
+        .map(|_| rng.next(10_000) as f64 / 100.0)
+        .collect();
     RecordBatch::try_new(
         schema,
         vec![
@@ -117,7 +120,9 @@ async fn incremental_refreshes_equal_full_ones_on_random_appends_deletes_and_ove
             .await
             .expect("creates");
 
-        let engine = Engine::open(wh.to_str().expect("utf-8")).await.expect("opens");
+        let engine = Engine::open(wh.to_str().expect("utf-8"))
+            .await
+            .expect("opens");
         run(&engine, "CREATE ENTITY user (user_id BIGINT)").await;
         run(
             &engine,
@@ -128,7 +133,11 @@ async fn incremental_refreshes_equal_full_ones_on_random_appends_deletes_and_ove
         )
         .await;
         run(&engine, "CREATE TABLE users (user_id BIGINT, tier VARCHAR)").await;
-        run(&engine, "INSERT INTO users VALUES (0, 'gold'), (1, 'silver'), (2, 'gold')").await;
+        run(
+            &engine,
+            "INSERT INTO users VALUES (0, 'gold'), (1, 'silver'), (2, 'gold')",
+        )
+        .await;
         for (kind, name, query) in queries {
             run(
                 &engine,
@@ -213,4 +222,75 @@ async fn incremental_refreshes_equal_full_ones_on_random_appends_deletes_and_ove
         assert!(modes.contains(expected), "{expected} never ran: {modes:?}");
     }
     assert!(!modes.contains("per_user incremental"), "{modes:?}");
+}
+
+#[tokio::test]
+async fn a_training_set_whose_label_gained_rows_appends_their_features_and_equals_a_rebuild() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path().to_str().expect("utf-8"))
+        .await
+        .expect("opens");
+    for sql in [
+        "CREATE ENTITY user (user_id BIGINT)",
+        "CREATE TABLE tx (user_id BIGINT, ts TIMESTAMP, amount DOUBLE)",
+        "INSERT INTO tx VALUES (1, '2026-01-01T10:00:00', 10.0), (2, '2026-01-02T10:00:00', 20.0)",
+        "CREATE TABLE cb (user_id BIGINT, ts TIMESTAMP, y BOOLEAN)",
+        "INSERT INTO cb VALUES (1, '2026-01-05T00:00:00', true)",
+        "CREATE FEATURE VIEW spend ENTITY user EVENT TIME ts TTL INTERVAL '30 days' AS SELECT user_id, ts, amount FROM tx",
+        "CREATE LABEL fraud ENTITY user EVENT TIME ts FROM cb",
+        "CREATE TRAINING SET train LABEL fraud FEATURES spend",
+    ] {
+        run(&engine, sql).await;
+    }
+    let modes = |engine: Engine| async move {
+        rows(
+            &engine,
+            "SELECT concat(object, ' ', mode) FROM flywheel.refresh_history \
+             WHERE object = 'train'",
+        )
+        .await
+    };
+
+    // New labels: their point-in-time features are appended.
+    run(
+        &engine,
+        "INSERT INTO cb VALUES (2, '2026-01-06T00:00:00', false), (1, '2025-12-01T00:00:00', false)",
+    )
+    .await;
+    run(&engine, "REFRESH TRAINING SET train").await;
+    run(
+        &engine,
+        "CREATE TRAINING SET rebuilt LABEL fraud FEATURES spend",
+    )
+    .await;
+    assert_eq!(
+        rows(&engine, "SELECT * FROM train").await,
+        rows(&engine, "SELECT * FROM rebuilt").await
+    );
+    assert_eq!(rows(&engine, "SELECT count(*) FROM train").await, vec!["3"]);
+    assert_eq!(modes(engine.clone()).await, vec!["train incremental"]);
+
+    // A feature view that moved changes features of rows already there: rebuilt.
+    run(
+        &engine,
+        "INSERT INTO tx VALUES (1, '2026-01-04T10:00:00', 99.0)",
+    )
+    .await;
+    run(&engine, "REFRESH TRAINING SET train").await;
+    run(&engine, "REFRESH TRAINING SET rebuilt FULL").await;
+    assert_eq!(
+        rows(&engine, "SELECT * FROM train").await,
+        rows(&engine, "SELECT * FROM rebuilt").await
+    );
+    assert!(
+        rows(&engine, "SELECT * FROM train")
+            .await
+            .iter()
+            .any(|r| r.contains("99.0")),
+        "the new feature value is in the training set"
+    );
+    assert_eq!(
+        modes(engine.clone()).await,
+        vec!["train full", "train incremental"]
+    );
 }
