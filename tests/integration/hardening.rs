@@ -532,7 +532,7 @@ async fn a_version_whose_registry_commit_is_missing_keeps_its_lineage() {
         "CREATE FEATURE VIEW spend ENTITY user EVENT TIME ts AS SELECT user_id, ts, amount FROM tx",
         "CREATE LABEL l ENTITY user EVENT TIME ts FROM (SELECT user_id, ts, amount > 50 AS y FROM tx)",
         "CREATE TRAINING SET t LABEL l FEATURES spend",
-        "REFRESH TRAINING SET t",
+        "REFRESH TRAINING SET t FULL",
     ] {
         engine.sql(sql).await.expect(sql);
     }

@@ -992,7 +992,7 @@ async fn training_sets_built_through_the_server_are_warmed_for_their_first_read(
     flight.get_flight_info(in_two.clone()).await.expect("info");
     for statement in [
         "INSERT INTO chargebacks VALUES (7, TIMESTAMP '2000-01-01 00:00:00', true)",
-        "REFRESH TRAINING SET fraud_train",
+        "REFRESH TRAINING SET fraud_train FULL",
     ] {
         sql.execute_update(statement.into(), None)
             .await
