@@ -1,5 +1,7 @@
 //! The `flywheel` schema: system tables over the registry (`tables`, `dependencies`, `entities`,
-//! `feature_views`, `labels`, `training_sets`, `lineage`), for any SQL or BI client.
+//! `feature_views`, `labels`, `training_sets`, `lineage`), for any SQL or BI client, plus tables
+//! computed outside this crate ([`SystemTableFn`]: `freshness`, `refresh_history`,
+//! `online_freshness`).
 
 use std::sync::Arc;
 
