@@ -41,7 +41,7 @@ def one_round(binary: str, keys: int) -> tuple[float, float, float]:
                 timed("CREATE ENTITY user (user_id BIGINT)")
                 timed("CREATE FEATURE VIEW fv ENTITY user EVENT TIME ts AS SELECT * FROM ev")
                 load = timed("ALTER FEATURE VIEW fv SET (online = true)")
-                refresh = timed("REFRESH FEATURE VIEW fv")
+                refresh = timed("REFRESH FEATURE VIEW fv FULL")
             with open(f"/proc/{server.pid}/status") as status:
                 peak_mib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
             return load, refresh, peak_mib

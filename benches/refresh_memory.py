@@ -2,7 +2,7 @@
 
     python benches/refresh_memory.py [--flywheel PATH] [--refreshes 1200] [--every 100]
 
-A fresh warehouse, a 100,000-row table and a feature view over it; `REFRESH FEATURE VIEW` back to
+A fresh warehouse, a 100,000-row table and a feature view over it; `REFRESH FEATURE VIEW ... FULL` back to
 back (each one an overwrite: a new Delta version of the view's table), printing the server's RSS
 every `--every` refreshes. What it answers: whether memory follows the number of versions a table
 has (it should not grow without bound; Flywheel keeps at most 64 loaded Delta snapshots).
@@ -51,7 +51,7 @@ def main():
             print(f"refreshes  RSS MiB  elapsed (start: {rss_mib(proc.pid)} MiB)")
             start = time.time()
             for i in range(1, args.refreshes + 1):
-                cur.execute("REFRESH FEATURE VIEW spend")
+                cur.execute("REFRESH FEATURE VIEW spend FULL")
                 if i % args.every == 0:
                     print(f"{i:9d}  {rss_mib(proc.pid):7d}  {time.time() - start:6.0f} s", flush=True)
     finally:

@@ -99,7 +99,7 @@ def one(binary: str, warehouse: Path, cache: Path, warm: bool, wait: bool) -> tu
            "FLYWHEEL_WARM_TRAINING_SETS": "true" if warm else "false"}
     proc, uri = start_server(binary, warehouse, env=env)
     try:
-        refresh = execute(uri, f"REFRESH TRAINING SET {SET}")
+        refresh = execute(uri, f"REFRESH TRAINING SET {SET} FULL")
         waited = wait_warmed(uri) if wait else 0.0
         server0, client0 = cpu_seconds(proc.pid), client_cpu_seconds()
         t = time.perf_counter()
