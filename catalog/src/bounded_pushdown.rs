@@ -30,11 +30,27 @@ pub const MAX_PUSHED_FILTER_NODES: usize = 1_000;
 #[derive(Debug)]
 pub struct BoundedPushdownProvider {
     inner: Arc<dyn TableProvider>,
+    /// The Delta table `inner` reads, when it is one (planners that need more of it than the
+    /// provider gives, such as the files rows come from, start from it).
+    table: Option<deltalake::DeltaTable>,
 }
 
 impl BoundedPushdownProvider {
     pub fn new(inner: Arc<dyn TableProvider>) -> Self {
-        Self { inner }
+        Self { inner, table: None }
+    }
+
+    /// `inner`, a scan of `table` (at the version it is loaded at).
+    pub fn of_delta(inner: Arc<dyn TableProvider>, table: deltalake::DeltaTable) -> Self {
+        Self {
+            inner,
+            table: Some(table),
+        }
+    }
+
+    /// The Delta table this provider reads, if it reads one.
+    pub fn delta_table(&self) -> Option<&deltalake::DeltaTable> {
+        self.table.as_ref()
     }
 }
 

@@ -69,9 +69,8 @@ pub(crate) async fn open_provider(
     target: Option<&TravelTarget>,
 ) -> Result<Arc<dyn TableProvider>> {
     let table = load_table(entry, target).await?;
-    Ok(Arc::new(BoundedPushdownProvider::new(
-        table.table_provider().await?,
-    )))
+    let provider = table.table_provider().await?;
+    Ok(Arc::new(BoundedPushdownProvider::of_delta(provider, table)))
 }
 
 /// Loads the Delta table of `entry`, at its latest version or at `target`. Snapshots loaded

@@ -9,11 +9,11 @@ use datafusion::common::{DFSchema, Result, plan_err};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::utils::split_conjunction_owned;
 use datafusion::logical_expr::{
-    BinaryExpr, Expr, Extension, Join, JoinType, LogicalPlan, Operator,
+    BinaryExpr, Expr, Extension, Join, JoinType, LogicalPlan, Operator, Projection,
 };
 use datafusion::optimizer::AnalyzerRule;
 
-use super::{ASOF_MATCH_FN, AsOfJoinNode, MatchOp};
+use super::{ASOF_MATCH_FN, AsOfJoinNode, MatchOp, commit_order};
 
 /// The analyzer rule; it must run after DataFusion's type coercion.
 #[derive(Debug, Default)]
@@ -177,17 +177,43 @@ fn to_asof(join: Join) -> Result<LogicalPlan> {
     let Some((left_time, right_time, op)) = matched else {
         return plan_err!("an ASOF JOIN needs a MATCH_CONDITION");
     };
+    // On equal times the later commit's row wins: the right side also gives each row's file when
+    // it is a Delta table; the column is dropped above the join.
+    let Some((right, file, ranks)) = commit_order::with_file_column(&join.right) else {
+        let node = AsOfJoinNode::try_new(
+            Arc::unwrap_or_clone(join.left),
+            Arc::unwrap_or_clone(join.right),
+            keys,
+            left_time,
+            right_time,
+            op,
+        )?;
+        return Ok(LogicalPlan::Extension(Extension {
+            node: Arc::new(node),
+        }));
+    };
+    let columns: Vec<Expr> = join
+        .schema
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
     let node = AsOfJoinNode::try_new(
         Arc::unwrap_or_clone(join.left),
-        Arc::unwrap_or_clone(join.right),
+        right,
         keys,
         left_time,
         right_time,
         op,
-    )?;
-    Ok(LogicalPlan::Extension(Extension {
+    )?
+    .with_right_file(Expr::Column(file), commit_order::SharedRanks(ranks));
+    let joined = LogicalPlan::Extension(Extension {
         node: Arc::new(node),
-    }))
+    });
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        columns,
+        Arc::new(joined),
+    )?))
 }
 
 fn has_marker(e: &Expr) -> bool {

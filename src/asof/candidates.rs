@@ -6,7 +6,8 @@
 //! whose key no left row has, or whose key or time is NULL, are dropped at once. The match then runs
 //! bucket by bucket, buckets split between the cores (each owns the slots of its buckets): every
 //! entry is located in its group's slots and kept if it beats the slot's best so far. Entries come
-//! in read order (partition by partition, row by row), so on equal times the row read last wins.
+//! in read order (partition by partition, row by row), so on equal times the row read last wins,
+//! unless the rows' commit ranks differ ([`super::commit_order`]): then the later commit's row.
 //! Offered row by row as they were read, each entry cost a cache miss or two; bucket by bucket,
 //! the index stays in cache.
 
@@ -78,6 +79,8 @@ pub(super) struct RightPart {
     batches: Vec<RecordBatch>,
     rows: usize,
     buckets: Vec<Chunks>,
+    /// Each row's commit rank (by read-order number), when the right side gives them.
+    ranks: Vec<u32>,
     reservation: MemoryReservation,
 }
 
@@ -92,16 +95,19 @@ impl RightPart {
             batches: Vec::new(),
             rows: 0,
             buckets,
+            ranks: Vec::new(),
             reservation,
         }
     }
 
-    /// Adds one right batch with its key columns and its times (`time_values`).
+    /// Adds one right batch with its key columns, its times (`time_values`) and, when the right
+    /// side gives them, its rows' commit ranks.
     pub fn push(
         &mut self,
         batch: RecordBatch,
         keys: &[ArrayRef],
         times: &Int64Array,
+        ranks: Option<Vec<u32>>,
     ) -> Result<()> {
         let n = batch.num_rows();
         if self.rows + n >= u32::MAX as usize {
@@ -119,19 +125,33 @@ impl RightPart {
             }
         }
         // In a pass of several, only the rows of this pass's buckets are kept.
-        let (batch, groups, times) = if of > 1 {
+        let (batch, groups, times, ranks) = if of > 1 {
             let keep: BooleanArray = groups.iter().map(|&g| Some(g != NONE)).collect();
             let times = arrow::compute::filter(times, &keep)?;
             let times = times.as_primitive::<Int64Type>().clone();
+            let ranks = ranks.map(|r| {
+                r.into_iter()
+                    .zip(&groups)
+                    .filter(|(_, g)| **g != NONE)
+                    .map(|(r, _)| r)
+                    .collect::<Vec<u32>>()
+            });
             let groups: Vec<u32> = groups.into_iter().filter(|&g| g != NONE).collect();
-            (filter_record_batch(&batch, &keep)?, groups, times)
+            (filter_record_batch(&batch, &keep)?, groups, times, ranks)
         } else {
-            (batch, groups, times.clone())
+            (batch, groups, times.clone(), ranks)
         };
         let n = batch.num_rows();
         let entries = groups.iter().filter(|&&g| g != NONE).count();
-        self.reservation
-            .try_grow(batch.get_array_memory_size() + entries * std::mem::size_of::<Entry>())?;
+        let rank_bytes = ranks.as_ref().map_or(0, |r| r.len() * 4);
+        self.reservation.try_grow(
+            batch.get_array_memory_size() + entries * std::mem::size_of::<Entry>() + rank_bytes,
+        )?;
+        if let Some(ranks) = ranks {
+            // Rows before this batch had no ranks (an earlier batch without them): rank 0.
+            self.ranks.resize(self.rows, 0);
+            self.ranks.extend(ranks);
+        }
         for (i, (&group, &time)) in groups.iter().zip(times.values()).enumerate() {
             if group == NONE {
                 continue;
@@ -196,15 +216,23 @@ impl Matches {
         cuts.push(buckets);
         let mut best_time = vec![0i64; index.slots()];
         let mut best_row = vec![NO_ROW; index.slots()];
+        // The commit rank of each slot's best row: on equal times a higher rank wins, then (equal
+        // ranks) the row read last.
+        let mut best_rank = vec![0u32; index.slots()];
         std::thread::scope(|scope| {
-            let (mut times, mut rows) = (best_time.as_mut_slice(), best_row.as_mut_slice());
+            let (mut times, mut rows, mut ranks) = (
+                best_time.as_mut_slice(),
+                best_row.as_mut_slice(),
+                best_rank.as_mut_slice(),
+            );
             for w in cuts.windows(2) {
                 let (b0, b1) = (w[0], w[1]);
                 let base = index.bucket_start(b0);
                 let len = index.bucket_start(b1) - base;
                 let (t_here, t_rest) = std::mem::take(&mut times).split_at_mut(len);
                 let (r_here, r_rest) = std::mem::take(&mut rows).split_at_mut(len);
-                (times, rows) = (t_rest, r_rest);
+                let (k_here, k_rest) = std::mem::take(&mut ranks).split_at_mut(len);
+                (times, rows, ranks) = (t_rest, r_rest, k_rest);
                 let (parts, part_starts) = (&parts, &part_starts);
                 scope.spawn(move || {
                     for b in b0..b1 {
@@ -215,9 +243,14 @@ impl Matches {
                                     continue;
                                 }
                                 let s = slot as usize - base;
-                                if r_here[s] == NO_ROW || e.time >= t_here[s] {
+                                let rank = part.ranks.get(e.row as usize).copied().unwrap_or(0);
+                                let better = r_here[s] == NO_ROW
+                                    || e.time > t_here[s]
+                                    || (e.time == t_here[s] && rank >= k_here[s]);
+                                if better {
                                     t_here[s] = e.time;
                                     r_here[s] = start + e.row as u64;
+                                    k_here[s] = rank;
                                 }
                             }
                         }
@@ -226,6 +259,7 @@ impl Matches {
             }
         });
         drop(best_time);
+        drop(best_rank);
         let rows = index.resolve(&best_row, NO_ROW);
         drop(best_row);
 

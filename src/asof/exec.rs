@@ -35,6 +35,7 @@ use tokio::sync::OnceCell;
 
 use super::MatchOp;
 use super::candidates::{Matches, Pass, RightPart};
+use super::commit_order::FileRanks;
 use super::left_index::{LeftIndex, time_values};
 
 /// The joined result, computed once by whichever output partition runs first.
@@ -62,6 +63,9 @@ struct JoinSpec {
     left_time: Arc<dyn PhysicalExpr>,
     right_time: Arc<dyn PhysicalExpr>,
     op: MatchOp,
+    /// The right side's file column and its files' commit order: on equal times the later
+    /// commit's row wins.
+    right_file: Option<(Arc<dyn PhysicalExpr>, Arc<FileRanks>)>,
 }
 
 /// Physical `ASOF JOIN`; see the module docs.
@@ -113,8 +117,16 @@ impl AsOfJoinExec {
             left_time,
             right_time,
             op,
+            right_file: None,
         };
         Self::from_spec(spec, None)
+    }
+
+    /// This join, breaking ties between right rows of equal time by the commit order of their
+    /// files (`file`: the right side's file column).
+    pub fn with_right_file(mut self, file: Arc<dyn PhysicalExpr>, ranks: Arc<FileRanks>) -> Self {
+        self.spec.right_file = Some((file, ranks));
+        self
     }
 
     /// The join of `spec`, emitting only `output` (see the field).
@@ -246,16 +258,24 @@ impl JoinInputs {
                 let reservation = MemoryConsumer::new(format!("AsOfJoinExec right[{p}]"))
                     .register(context.memory_pool());
                 let mut part = RightPart::new(Arc::clone(index), pass, reservation);
-                let (keys, time) = (
+                let (keys, time, file) = (
                     self.spec.right_keys.clone(),
                     Arc::clone(&self.spec.right_time),
+                    self.spec.right_file.clone(),
                 );
                 let kept = kept.to_vec();
                 tasks.push(SpawnedTask::spawn(async move {
                     while let Some(batch) = stream.next().await {
                         let batch = batch?;
                         let (k, t) = evaluate(&batch, &keys, &time)?;
-                        part.push(batch.project(&kept)?, &k, &time_values(&t)?)?;
+                        let ranks =
+                            match &file {
+                                Some((file, ranks)) => Some(ranks.of_rows(
+                                    &file.evaluate(&batch)?.into_array(batch.num_rows())?,
+                                )?),
+                                None => None,
+                            };
+                        part.push(batch.project(&kept)?, &k, &time_values(&t)?, ranks)?;
                     }
                     Ok::<_, DataFusionError>(part)
                 }));
@@ -505,6 +525,7 @@ impl ExecutionPlan for AsOfJoinExec {
             .iter()
             .chain(&self.spec.right_keys)
             .chain([&self.spec.left_time, &self.spec.right_time])
+            .chain(self.spec.right_file.as_ref().map(|(f, _)| f))
         {
             if f(e)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);

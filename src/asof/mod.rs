@@ -16,9 +16,13 @@
 //! 4. [`exec`] + [`left_index`] + [`candidates`]: the operator indexes the left side by key and
 //!    time, buckets the right rows by key as they stream in, matches them bucket by bucket against
 //!    the index, and emits the left rows with their matches.
+//!
+//! On equal right times the row of the later Delta commit wins, then the row read last
+//! ([`commit_order`]).
 
 mod analyzer;
 mod candidates;
+mod commit_order;
 mod exec;
 mod left_index;
 mod marker;

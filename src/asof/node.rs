@@ -6,6 +6,8 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 
 use datafusion::common::{DFSchemaRef, Result, plan_err};
+
+use super::commit_order::SharedRanks;
 use datafusion::logical_expr::{
     Expr, JoinType, LogicalPlan, UserDefinedLogicalNodeCore,
     logical_plan::builder::build_join_schema,
@@ -41,6 +43,9 @@ pub struct AsOfJoinNode {
     pub left_time: Expr,
     pub right_time: Expr,
     pub op: MatchOp,
+    /// The right side's file column and its files' commit order, when the right side is a Delta
+    /// table: on equal times the row of the later commit wins ([`super::commit_order`]).
+    pub right_file: Option<(Expr, SharedRanks)>,
     schema: DFSchemaRef,
 }
 
@@ -61,8 +66,16 @@ impl AsOfJoinNode {
             left_time,
             right_time,
             op,
+            right_file: None,
             schema: schema.into(),
         })
+    }
+
+    /// This join, breaking ties by the commit order of the right rows' files (`file`: a column of
+    /// the right side).
+    pub fn with_right_file(mut self, file: Expr, ranks: SharedRanks) -> Self {
+        self.right_file = Some((file, ranks));
+        self
     }
 }
 
@@ -74,6 +87,7 @@ impl Hash for AsOfJoinNode {
         self.left_time.hash(state);
         self.right_time.hash(state);
         self.op.hash(state);
+        self.right_file.as_ref().map(|(e, _)| e).hash(state);
     }
 }
 
@@ -99,7 +113,14 @@ impl PartialOrd for AsOfJoinNode {
             Ordering::Equal => {}
             o => return Some(o),
         }
-        Some(self.op.cmp(&other.op))
+        match self.op.cmp(&other.op) {
+            Ordering::Equal => {}
+            o => return Some(o),
+        }
+        self.right_file
+            .as_ref()
+            .map(|(e, _)| e)
+            .partial_cmp(&other.right_file.as_ref().map(|(e, _)| e))
     }
 }
 
@@ -135,6 +156,7 @@ impl UserDefinedLogicalNodeCore for AsOfJoinNode {
         out.extend(self.on.iter().map(|(_, r)| r.clone()));
         out.push(self.left_time.clone());
         out.push(self.right_time.clone());
+        out.extend(self.right_file.as_ref().map(|(e, _)| e.clone()));
         out
     }
 
@@ -148,6 +170,9 @@ impl UserDefinedLogicalNodeCore for AsOfJoinNode {
             let keys: Vec<String> = self.on.iter().map(|(l, r)| format!("{l} = {r}")).collect();
             write!(f, ", on=[{}]", keys.join(", "))?;
         }
+        if self.right_file.is_some() {
+            write!(f, ", ties=commit order")?;
+        }
         Ok(())
     }
 
@@ -157,10 +182,10 @@ impl UserDefinedLogicalNodeCore for AsOfJoinNode {
             Ok(pair) => pair,
             Err(_) => return plan_err!("AsOfJoin takes exactly two inputs"),
         };
-        if exprs.len() != 2 * n + 2 {
+        let expected = 2 * n + 2 + usize::from(self.right_file.is_some());
+        if exprs.len() != expected {
             return plan_err!(
-                "AsOfJoin expected {} expressions, got {}",
-                2 * n + 2,
+                "AsOfJoin expected {expected} expressions, got {}",
                 exprs.len()
             );
         }
@@ -169,14 +194,18 @@ impl UserDefinedLogicalNodeCore for AsOfJoinNode {
             .cloned()
             .zip(exprs[n..2 * n].iter().cloned())
             .collect();
-        Self::try_new(
+        let node = Self::try_new(
             left,
             right,
             on,
             exprs[2 * n].clone(),
             exprs[2 * n + 1].clone(),
             self.op,
-        )
+        )?;
+        Ok(match (&self.right_file, exprs.get(2 * n + 2)) {
+            (Some((_, ranks)), Some(file)) => node.with_right_file(file.clone(), ranks.clone()),
+            _ => node,
+        })
     }
 
     /// Lets projection pushdown prune both inputs: each keeps the output columns asked for plus
@@ -189,7 +218,11 @@ impl UserDefinedLogicalNodeCore for AsOfJoinNode {
         )?;
         let mut right = column_indices(
             &self.right,
-            self.on.iter().map(|(_, r)| r).chain([&self.right_time]),
+            self.on
+                .iter()
+                .map(|(_, r)| r)
+                .chain([&self.right_time])
+                .chain(self.right_file.as_ref().map(|(e, _)| e)),
         )?;
         for &i in output_columns {
             if i < n_left {

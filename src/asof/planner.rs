@@ -59,7 +59,7 @@ impl ExtensionPlanner for AsOfJoinPlanner {
                 node.right_time
             );
         }
-        Ok(Some(Arc::new(AsOfJoinExec::try_new(
+        let exec = AsOfJoinExec::try_new(
             Arc::clone(left),
             Arc::clone(right),
             left_keys,
@@ -67,6 +67,13 @@ impl ExtensionPlanner for AsOfJoinPlanner {
             left_time,
             right_time,
             node.op,
-        )?)))
+        )?;
+        let exec = match &node.right_file {
+            Some((file, ranks)) => {
+                exec.with_right_file(physical(file, right_plan)?, Arc::clone(&ranks.0))
+            }
+            None => exec,
+        };
+        Ok(Some(Arc::new(exec)))
     }
 }
