@@ -33,11 +33,17 @@ pub struct BoundedPushdownProvider {
     /// The Delta table `inner` reads, when it is one (planners that need more of it than the
     /// provider gives, such as the files rows come from, start from it).
     table: Option<deltalake::DeltaTable>,
+    /// The files of `table` the scan is restricted to, if it is (relative paths).
+    files: Option<Vec<String>>,
 }
 
 impl BoundedPushdownProvider {
     pub fn new(inner: Arc<dyn TableProvider>) -> Self {
-        Self { inner, table: None }
+        Self {
+            inner,
+            table: None,
+            files: None,
+        }
     }
 
     /// `inner`, a scan of `table` (at the version it is loaded at).
@@ -45,7 +51,26 @@ impl BoundedPushdownProvider {
         Self {
             inner,
             table: Some(table),
+            files: None,
         }
+    }
+
+    /// `inner`, a scan of only `files` (relative paths) of `table`.
+    pub fn of_delta_files(
+        inner: Arc<dyn TableProvider>,
+        table: deltalake::DeltaTable,
+        files: Vec<String>,
+    ) -> Self {
+        Self {
+            inner,
+            table: Some(table),
+            files: Some(files),
+        }
+    }
+
+    /// The files the scan is restricted to, if it is.
+    pub fn delta_files(&self) -> Option<&[String]> {
+        self.files.as_deref()
     }
 
     /// The Delta table this provider reads, if it reads one.

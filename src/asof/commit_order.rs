@@ -15,16 +15,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, StringArray, UInt32Array};
 use arrow::datatypes::SchemaRef;
 use arrow::datatypes::{DataType, UInt16Type};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Column, Result, exec_err};
 use datafusion::datasource::{provider_as_source, source_as_provider};
+use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
-    Expr, Filter, LogicalPlan, Projection, SubqueryAlias, TableProviderFilterPushDown,
-    TableScanBuilder, TableType,
+    ColumnarValue, Expr, Filter, LogicalPlan, LogicalPlanBuilder, Projection, ScalarFunctionArgs,
+    ScalarUDF, ScalarUDFImpl, Signature, SubqueryAlias, TableProviderFilterPushDown,
+    TableScanBuilder, TableType, Volatility,
 };
 use datafusion::physical_plan::ExecutionPlan;
 use deltalake::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
@@ -36,7 +38,10 @@ pub const FILE_COLUMN: &str = "__flywheel_asof_file";
 /// The commit order of a Delta table's files: file id (as the scan's file column gives it) ->
 /// rank, later files higher.
 #[derive(Debug)]
-pub struct FileRanks(HashMap<String, u32>);
+pub struct FileRanks {
+    ranks: HashMap<String, u32>,
+    count: usize,
+}
 
 impl FileRanks {
     /// The ranks of the files of `table` at the version it is loaded at.
@@ -49,7 +54,8 @@ impl FileRanks {
             .map(|f| (f.modification_time(), f.path().into_owned()))
             .collect();
         files.sort();
-        let mut ranks = HashMap::with_capacity(files.len() * 2);
+        let count = files.len();
+        let mut ranks = HashMap::with_capacity(count * 2);
         for (rank, (_, path)) in files.into_iter().enumerate() {
             let rank = u32::try_from(rank).unwrap_or(u32::MAX);
             // The scan names a file by its URL; keep the relative path too.
@@ -58,17 +64,22 @@ impl FileRanks {
             }
             ranks.insert(path, rank);
         }
-        Some(Self(ranks))
+        Some(Self { ranks, count })
+    }
+
+    /// How many files the table has.
+    pub fn files(&self) -> usize {
+        self.count
     }
 
     /// The rank of each row of a file column (0 for a file it does not know).
     pub fn of_rows(&self, files: &ArrayRef) -> Result<Vec<u32>> {
         let rank = |file: Option<&str>| {
             file.and_then(|f| {
-                self.0.get(f).copied().or_else(|| {
+                self.ranks.get(f).copied().or_else(|| {
                     // A percent-encoded id: try it decoded.
                     let decoded = url::Url::parse(f).ok()?.to_file_path().ok()?;
-                    self.0.iter().find_map(|(k, v)| {
+                    self.ranks.iter().find_map(|(k, v)| {
                         url::Url::parse(k)
                             .ok()
                             .and_then(|u| u.to_file_path().ok())
@@ -118,15 +129,21 @@ impl FileRanks {
 #[derive(Debug)]
 struct FileColumnProvider {
     table: deltalake::DeltaTable,
+    /// Only these files (relative paths), when the scan was restricted to them.
+    files: Option<Vec<String>>,
     schema: SchemaRef,
 }
 
 impl FileColumnProvider {
-    fn new(table: deltalake::DeltaTable) -> Option<Self> {
+    fn new(table: deltalake::DeltaTable, files: Option<Vec<String>>) -> Option<Self> {
         let snapshot = table.snapshot().ok()?.snapshot().clone();
         let config = DeltaScanConfig::new().with_file_column_name(FILE_COLUMN);
         let schema = DeltaScanNext::new(snapshot, config).ok()?.schema();
-        Some(Self { table, schema })
+        Some(Self {
+            table,
+            files,
+            schema,
+        })
     }
 }
 
@@ -147,11 +164,11 @@ impl TableProvider for FileColumnProvider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let provider = self
-            .table
-            .table_provider()
-            .with_file_column(FILE_COLUMN)
-            .await?;
+        let builder = self.table.table_provider().with_file_column(FILE_COLUMN);
+        let provider = match &self.files {
+            Some(files) => builder.with_file_paths(files.clone()).await?,
+            None => builder.await?,
+        };
         provider.scan(state, projection, filters, limit).await
     }
 
@@ -189,7 +206,8 @@ pub fn with_file_column(plan: &LogicalPlan) -> Option<(LogicalPlan, Column, Arc<
             let bounded = any.downcast_ref::<BoundedPushdownProvider>()?;
             let table = bounded.delta_table()?;
             let ranks = FileRanks::of(table)?;
-            let with_file = FileColumnProvider::new(table.clone())?;
+            let files = bounded.delta_files().map(<[String]>::to_vec);
+            let with_file = FileColumnProvider::new(table.clone(), files)?;
             let file_index = with_file.schema.index_of(FILE_COLUMN).ok()?;
             let source = provider_as_source(Arc::new(with_file));
             let projection = scan.projection.clone().map(|mut p| {
@@ -226,4 +244,83 @@ pub fn with_file_column(plan: &LogicalPlan) -> Option<(LogicalPlan, Column, Arc<
         }
         _ => None,
     }
+}
+
+/// The name of [`FileRankUdf`] in plans.
+const FILE_RANK_FN: &str = "__flywheel_file_rank";
+
+/// `__flywheel_file_rank(file)`: the commit rank of a row's file (see [`FileRanks`]).
+#[derive(Debug)]
+struct FileRankUdf {
+    ranks: Arc<FileRanks>,
+    signature: Signature,
+}
+
+impl PartialEq for FileRankUdf {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.ranks, &other.ranks)
+    }
+}
+
+impl Eq for FileRankUdf {}
+
+impl std::hash::Hash for FileRankUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.ranks).hash(state);
+    }
+}
+
+impl ScalarUDFImpl for FileRankUdf {
+    fn name(&self) -> &str {
+        FILE_RANK_FN
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::UInt32)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [file] = args.args.as_slice() else {
+            return exec_err!("{FILE_RANK_FN} takes one argument");
+        };
+        let files = file.to_array(args.number_rows)?;
+        let ranks = self.ranks.of_rows(&files)?;
+        Ok(ColumnarValue::Array(Arc::new(UInt32Array::from(ranks))))
+    }
+}
+
+/// `plan` (a feature view's or label's query) with its rows in the commit order of the rows they
+/// come from, when it reads one Delta table through scans, filters, projections and aliases and
+/// that table has more than one file: so a correction written in a later commit of the source
+/// stays after the row it corrects in the object's table, and wins its ties there too. Other plans
+/// are returned as they are.
+pub fn in_commit_order(plan: LogicalPlan) -> LogicalPlan {
+    let Some((with_file, file, ranks)) = with_file_column(&plan) else {
+        return plan;
+    };
+    if ranks.files() <= 1 {
+        return plan;
+    }
+    let rank = Expr::ScalarFunction(ScalarFunction::new_udf(
+        Arc::new(ScalarUDF::new_from_impl(FileRankUdf {
+            ranks,
+            signature: Signature::any(1, Volatility::Immutable),
+        })),
+        vec![Expr::Column(file)],
+    ));
+    let columns: Vec<Expr> = plan
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    let ordered = LogicalPlanBuilder::from(with_file)
+        .sort(vec![rank.sort(true, false)])
+        .and_then(|b| b.project(columns))
+        .and_then(LogicalPlanBuilder::build);
+    ordered.unwrap_or(plan)
 }

@@ -31,6 +31,7 @@ mod planner;
 mod rewrite;
 
 pub use analyzer::AsOfJoinAnalyzer;
+pub use commit_order::in_commit_order;
 pub use exec::AsOfJoinExec;
 pub use marker::{ASOF_MATCH_FN, AsOfMatchUdf};
 pub use node::{AsOfJoinNode, MatchOp};

@@ -156,13 +156,14 @@ pub(super) async fn write_new_table(
                 input.schema().as_arrow().fields(),
                 engine.data_pages,
             );
+            let (input, session) = write_source(engine, input).await?;
             WriteBuilder::new(table.log_store(), None)
                 .with_input_plan(input)
                 .with_table_name(name)
                 .with_save_mode(SaveMode::ErrorIfExists)
                 .with_writer_properties(properties)
                 .with_commit_properties(commit)
-                .with_session_state(Arc::new(engine.context().state()))
+                .with_session_state(session)
                 .await
                 .map_err(|e| value_refused(name, e))?;
         }
@@ -215,13 +216,14 @@ pub(super) async fn replace_table(
     conflicts::retry(&existing.name, || async {
         let table = load_table(existing, None).await?;
         let snapshot = table.snapshot()?.snapshot().clone();
+        let (input, session) = write_source(engine, plan.clone()).await?;
         let written = WriteBuilder::new(table.log_store(), Some(snapshot))
-            .with_input_plan(plan.clone())
+            .with_input_plan(input)
             .with_save_mode(SaveMode::Overwrite)
             .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
             .with_writer_properties(properties.clone())
             .with_commit_properties(CommitProperties::default().with_metadata(metadata.clone()))
-            .with_session_state(Arc::new(engine.context().state()))
+            .with_session_state(session)
             .await?;
         Ok(written.version().unwrap_or_default())
     })
@@ -244,8 +246,9 @@ pub(super) async fn append_version(
     let target = flywheel_catalog::TravelTarget::Version(expected);
     let table = load_table(existing, Some(&target)).await?;
     let snapshot = table.snapshot()?.snapshot().clone();
+    let (input, session) = write_source(engine, plan).await?;
     let written = WriteBuilder::new(table.log_store(), Some(snapshot))
-        .with_input_plan(plan)
+        .with_input_plan(input)
         .with_save_mode(SaveMode::Append)
         .with_writer_properties(properties)
         .with_commit_properties(
@@ -253,9 +256,96 @@ pub(super) async fn append_version(
                 .with_metadata(metadata)
                 .with_max_retries(0),
         )
-        .with_session_state(Arc::new(engine.context().state()))
+        .with_session_state(session)
         .await?;
     Ok(written.version().unwrap_or_default())
+}
+
+/// The plan and session a write reads `input` with. delta-rs's write drops a sort that nothing above
+/// it asks for, so rows whose order matters (a `Sort` under the plan's top projections, as
+/// [`crate::asof::in_commit_order`] makes) are sorted here and handed to delta-rs as one ordered
+/// stream, read with a single-partition session so nothing splits it again. (delta-rs writes
+/// through one writer either way; the sort itself runs on all cores.)
+async fn write_source(
+    engine: &Engine,
+    input: LogicalPlan,
+) -> Result<(LogicalPlan, Arc<datafusion::execution::SessionState>)> {
+    let mut top = &input;
+    while let LogicalPlan::Projection(p) = top {
+        top = p.input.as_ref();
+    }
+    let sorted =
+        !std::ptr::eq(top, &input) && matches!(top, LogicalPlan::Sort(s) if s.fetch.is_none());
+    if !sorted {
+        return Ok((input, Arc::new(engine.context().state())));
+    }
+    let schema = Arc::clone(input.schema().inner());
+    let stream = engine
+        .context()
+        .execute_logical_plan(input)
+        .await
+        .map_err(Error::from_datafusion)?
+        .execute_stream()
+        .await
+        .map_err(Error::from_datafusion)?;
+    let partition: Arc<dyn datafusion::physical_plan::streaming::PartitionStream> =
+        Arc::new(OneStream {
+            schema: Arc::clone(&schema),
+            stream: std::sync::Mutex::new(Some(stream)),
+        });
+    let table = datafusion::catalog::streaming::StreamingTable::try_new(schema, vec![partition])
+        .map_err(Error::from_datafusion)?;
+    let plan = datafusion::logical_expr::LogicalPlanBuilder::scan(
+        "__flywheel_ordered_rows",
+        datafusion::datasource::provider_as_source(Arc::new(table)),
+        None,
+    )
+    .and_then(datafusion::logical_expr::LogicalPlanBuilder::build)
+    .map_err(Error::from_datafusion)?;
+    let state = engine.context().state();
+    let config = state.config().clone().with_target_partitions(1);
+    let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
+        .with_config(config)
+        .build();
+    Ok((plan, Arc::new(state)))
+}
+
+/// A stream already running, read once as the one partition of a table.
+struct OneStream {
+    schema: arrow::datatypes::SchemaRef,
+    stream: std::sync::Mutex<Option<datafusion::execution::SendableRecordBatchStream>>,
+}
+
+impl std::fmt::Debug for OneStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OneStream").finish_non_exhaustive()
+    }
+}
+
+impl datafusion::physical_plan::streaming::PartitionStream for OneStream {
+    fn schema(&self) -> &arrow::datatypes::SchemaRef {
+        &self.schema
+    }
+
+    fn execute(
+        &self,
+        _ctx: Arc<datafusion::execution::TaskContext>,
+    ) -> datafusion::execution::SendableRecordBatchStream {
+        let taken = self.stream.lock().ok().and_then(|mut s| s.take());
+        match taken {
+            Some(stream) => stream,
+            None => Box::pin(
+                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                    Arc::clone(&self.schema),
+                    futures::stream::once(async {
+                        Err(datafusion::error::DataFusionError::Execution(
+                            "the ordered rows of a write were read twice".into(),
+                        ))
+                    }),
+                ),
+            ),
+        }
+    }
 }
 
 fn delta_columns(input: &LogicalPlan) -> Result<Vec<StructField>> {

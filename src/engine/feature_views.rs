@@ -381,13 +381,16 @@ impl Materialized {
 }
 
 /// Writes an object's rows as its table, with `metadata` in the Delta commit: a new table when
-/// the name has none, otherwise one overwrite commit of the existing one.
+/// the name has none, otherwise one overwrite commit of the existing one. Rows read from one Delta
+/// table are written in the commit order of their source rows, so a correction stays after the
+/// row it corrects ([`crate::asof::in_commit_order`]).
 pub(super) async fn materialize(
     engine: &Engine,
     name: &str,
     plan: LogicalPlan,
     metadata: HashMap<String, serde_json::Value>,
 ) -> Result<Materialized> {
+    let plan = crate::asof::in_commit_order(plan);
     match engine.registry().table(name) {
         Some(existing) => Ok(Materialized::Version(
             ddl::replace_table(engine, &existing, &plan, metadata).await?,
@@ -561,6 +564,7 @@ async fn refresh_once(
         }),
         (Decision::Incremental(moved), Some(built), Some(entry)) => {
             let plan = incremental::over_appended_rows(registry, plan, &moved).await?;
+            let plan = crate::asof::in_commit_order(plan);
             ddl::append_version(engine, &entry, &plan, metadata, built.version).await?;
             let gained: Vec<String> = moved
                 .iter()

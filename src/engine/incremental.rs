@@ -257,7 +257,13 @@ pub(super) async fn over_appended_rows(
             .await?
             .map_err(|why| Error::Conflict(format!("input `{input}` {why} during the refresh")))?;
         let table = load_table(&entry, Some(&TravelTarget::Version(now))).await?;
-        let provider = table.table_provider().with_file_paths(files).await?;
+        let provider = table
+            .table_provider()
+            .with_file_paths(files.clone())
+            .await?;
+        let provider = Arc::new(flywheel_catalog::BoundedPushdownProvider::of_delta_files(
+            provider, table, files,
+        ));
         sources.insert(input.clone(), (now, provider_as_source(provider)));
     }
     let rewritten = plan

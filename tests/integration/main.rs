@@ -6,6 +6,7 @@
 mod asof;
 mod cli;
 mod common;
+mod corrections;
 mod flight_sql;
 mod hardening;
 mod incremental;
