@@ -22,11 +22,6 @@ pub enum Error {
     )]
     ObjectExists { kind: String, name: String },
 
-    /// A compare-and-swap of a registry row ([`crate::Change::SwapObject`]) that found the row
-    /// changed by another writer since it was read.
-    #[error("{kind} `{name}` was changed by another writer")]
-    ObjectChanged { kind: String, name: String },
-
     #[error("table `{name}` has no version {version}; its latest version is {latest}")]
     VersionNotFound {
         name: String,

@@ -397,24 +397,6 @@ impl Registry {
                     let record = self.record(kind, name, OP_CREATE, None, definition, stamp);
                     (record, key)
                 }
-                Change::SwapObject {
-                    kind,
-                    name,
-                    expected,
-                    definition,
-                } => {
-                    let key = (kind.clone(), name.clone());
-                    let current = present(&overlay, &key).and_then(|r| r.definition);
-                    if current != *expected {
-                        return Err(Error::ObjectChanged {
-                            kind: kind.clone(),
-                            name: name.clone(),
-                        });
-                    }
-                    let definition = Some(definition.clone());
-                    let record = self.record(kind, name, OP_CREATE, None, definition, stamp);
-                    (record, key)
-                }
                 Change::DropObjectIfExists { kind, name } => {
                     let key = (kind.clone(), name.clone());
                     if present(&overlay, &key).is_none() {
@@ -523,15 +505,6 @@ pub enum Change {
     DropObject { kind: String, name: String },
     /// Forgets an object if it exists.
     DropObjectIfExists { kind: String, name: String },
-    /// Records `definition` for `kind`/`name` only if its current definition is `expected`
-    /// (`None`: the name must be free); otherwise the commit fails with
-    /// [`Error::ObjectChanged`]. A lease taken by one of several servers is one of these.
-    SwapObject {
-        kind: String,
-        name: String,
-        expected: Option<String>,
-        definition: String,
-    },
 }
 
 impl Change {
@@ -540,7 +513,7 @@ impl Change {
     fn created(&self) -> Option<(&str, &str)> {
         match self {
             Change::CreateTable(entry) => Some((KIND_TABLE, &entry.name)),
-            Change::CreateObject { kind, name, .. } | Change::SwapObject { kind, name, .. } => {
+            Change::CreateObject { kind, name, .. } => {
                 let name = name.rsplit_once('@').map_or(name.as_str(), |(set, _)| set);
                 Some((kind.as_str(), name))
             }

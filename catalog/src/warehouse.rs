@@ -9,8 +9,9 @@
 //!   before this layout keep their `tables/<name>/` folders; the registry records every table's
 //!   location, so they stay readable.
 //! - `_flywheel/`: Flywheel's own state: the registry (`_flywheel/registry/`, a Delta table), the
-//!   refresh history (`_flywheel/refresh_history/`, a Delta table), the embedded online store, the
-//!   download cache.
+//!   refresh history (`_flywheel/refresh_history/`) and the scheduler's leases
+//!   (`_flywheel/refresh_leases/`), both Delta tables, the embedded online store, the download
+//!   cache.
 //!
 //! Only folders directly under `tables/` are ever removed ([`Warehouse::remove_table_files`]).
 
@@ -103,6 +104,11 @@ impl Warehouse {
     /// Where the refresh history table lives.
     pub fn refresh_history_location(&self) -> Result<Url> {
         self.join(&format!("{FLYWHEEL_DIR}/refresh_history/"))
+    }
+
+    /// Where the scheduler's refresh leases live.
+    pub fn refresh_leases_location(&self) -> Result<Url> {
+        self.join(&format!("{FLYWHEEL_DIR}/refresh_leases/"))
     }
 
     fn join(&self, rel: &str) -> Result<Url> {

@@ -684,7 +684,6 @@ pub(super) async fn drop_with_table(engine: &Engine, kind: &str, name: &str) -> 
             name: name.to_string(),
         },
         schedules::drop_change(name),
-        super::scheduler::drop_lease_change(name),
     ];
     if engine.registry().table(name).is_some() {
         changes.push(Change::DropTable {

@@ -24,7 +24,7 @@ use flywheel_catalog::{Registry, SystemTableFn, load_table};
 
 use super::feature_views::{Keyed, registry_definition};
 use super::lineage::{Staleness, latest_build, noun, staleness, table_version};
-use super::{refresh_history, scheduler, schedules};
+use super::{leases, refresh_history, scheduler, schedules};
 use crate::{Error, Result};
 
 fn schema() -> SchemaRef {
@@ -122,10 +122,11 @@ async fn newest_event(registry: &Registry, name: &str, column: &str) -> Result<O
 async fn rows(registry: &Registry) -> Result<Vec<Row>> {
     registry.refresh().await?;
     let history = refresh_history::latest(registry).await?;
+    let leases = leases::read(registry).await?;
     let mut out = Vec::new();
     for (kind, name) in lineage::all_in_order(registry) {
         let last = history.get(&name).cloned();
-        out.push(row(registry, kind, name, last).await?);
+        out.push(row(registry, &leases, kind, name, last).await?);
     }
     Ok(out)
 }
@@ -133,6 +134,7 @@ async fn rows(registry: &Registry) -> Result<Vec<Row>> {
 /// The freshness of one object (of registry kind `kind`) whose latest refresh was `last`.
 async fn row(
     registry: &Registry,
+    leases: &leases::Leases,
     kind: &'static str,
     name: String,
     last: Option<refresh_history::RefreshRecord>,
@@ -164,7 +166,7 @@ async fn row(
     };
     let schedule = schedules::entry(registry, &name).filter(|e| e.object_kind == kind);
     let next_run_us = schedule.as_ref().and_then(|e| {
-        scheduler::next_run(e, scheduler::last_tick(registry, &name), now)
+        scheduler::next_run(e, scheduler::last_tick(leases, &name), now)
             .map(|t| t.timestamp_micros())
     });
     Ok(Row {
@@ -192,7 +194,8 @@ pub(super) async fn describe_rows(
     name: &str,
 ) -> Result<Vec<(String, String)>> {
     let last = refresh_history::latest(registry).await?.remove(name);
-    let r = row(registry, kind, name.to_string(), last).await?;
+    let leases = leases::read(registry).await?;
+    let r = row(registry, &leases, kind, name.to_string(), last).await?;
     let time = |us: Option<i64>| {
         us.and_then(chrono::DateTime::from_timestamp_micros)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))

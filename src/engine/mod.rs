@@ -17,6 +17,7 @@ mod freshness;
 mod incremental;
 mod ingest;
 mod insert;
+mod leases;
 pub mod limits;
 mod lineage;
 mod local_files;

@@ -10,11 +10,10 @@
 //!   than its latest build read); inputs are polled every `poll_interval` (default 5 s).
 //!
 //! **Several servers on one warehouse** run each due refresh once: before refreshing, a server
-//! takes the object's lease, a registry row ([`KIND_LEASE`]) swapped with the registry's
-//! optimistic concurrency ([`Change::SwapObject`]): of two servers taking it for the same tick,
-//! one commit wins and the other sees the row changed and moves on. The holder renews the lease
-//! while the refresh runs and releases it after; a server that died holding one loses it when it
-//! expires (`lease_timeout`, default 5 minutes).
+//! takes the object's lease ([`super::leases`], a small Delta table changed by compare-and-swap):
+//! of two servers taking it for the same tick, one commit wins and the other sees the lease taken
+//! and moves on. The holder renews the lease while the refresh runs and releases it after; a
+//! server that died holding one loses it when it expires (`lease_timeout`, default 5 minutes).
 //!
 //! A refresh that fails is recorded in `flywheel.refresh_history` like any other; a timed schedule
 //! tries again at its next tick, an `on change` one after [`ON_CHANGE_RETRY`].
@@ -23,54 +22,27 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use flywheel_catalog::lineage;
-use flywheel_catalog::{Change, Registry};
-use serde::{Deserialize, Serialize};
 
 use super::Engine;
+use super::leases::{self, Lease, Leases};
 use super::lineage::{RefreshScope, staleness};
 use super::refresh_history::Trigger;
 use super::schedules::{self, Schedule, ScheduleEntry};
 use crate::{Error, Result};
 
-/// Registry kind of refresh leases (named like the object they refresh).
-pub(crate) const KIND_LEASE: &str = "refresh_lease";
-
 /// How long an `on change` object whose refresh failed waits before the next try.
 pub const ON_CHANGE_RETRY: Duration = Duration::from_secs(60);
 
-/// A lease on refreshing one object, as the registry keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Lease {
-    /// The server (scheduler) holding or last holding it.
-    holder: String,
-    /// The tick it was taken for (an `on change` run: the time it was taken).
-    tick_us: i64,
-    /// When it lapses unless renewed.
-    expires_us: i64,
-    /// The holder is done with it.
-    released: bool,
-    /// The run it was taken for failed.
-    failed: bool,
-}
-
-/// The registry change that forgets the lease of object `name`, if any.
-pub(crate) fn drop_lease_change(name: &str) -> Change {
-    Change::DropObjectIfExists {
-        kind: KIND_LEASE.to_string(),
-        name: name.to_string(),
-    }
-}
-
-/// The lease row of `name`: its stored text (for the swap) and its value.
-fn lease(registry: &Registry, name: &str) -> Option<(String, Lease)> {
-    let row = registry.object(KIND_LEASE, name)?;
-    let lease = serde_json::from_str(&row.definition).ok()?;
-    Some((row.definition, lease))
-}
+/// How often a server re-reads the leases and tries again when another server changed them
+/// between its read and its write (each try re-checks that the lease is still free).
+const SWAP_ATTEMPTS: usize = 10;
 
 /// When the latest scheduled run of `name` was for (its lease's tick), if it ran.
-pub(crate) fn last_tick(registry: &Registry, name: &str) -> Option<DateTime<Utc>> {
-    lease(registry, name).and_then(|(_, l)| DateTime::from_timestamp_micros(l.tick_us))
+pub(crate) fn last_tick(leases: &Leases, name: &str) -> Option<DateTime<Utc>> {
+    leases
+        .1
+        .get(name)
+        .and_then(|l| DateTime::from_timestamp_micros(l.tick_us))
 }
 
 /// When a schedule next fires, as `flywheel.freshness` shows it (`None`: manual, `on change` or
@@ -160,6 +132,7 @@ impl Scheduler {
             self.last_poll = Some(now);
         }
         let mut runs = Vec::new();
+        let mut leases = leases::read(registry).await?;
         for (kind, name) in lineage::all_in_order(registry) {
             let Some(entry) =
                 schedules::entry(registry, &name).filter(|e| e.object_kind == kind && !e.suspended)
@@ -167,16 +140,16 @@ impl Scheduler {
                 continue;
             };
             let schedule = entry.schedule();
-            let current = lease(registry, &name);
+            let current = leases.1.get(&name).cloned();
             let held = current
                 .as_ref()
-                .is_some_and(|(_, l)| !l.released && l.expires_us > now.timestamp_micros());
+                .is_some_and(|l| !l.released && l.expires_us > now.timestamp_micros());
             if held {
                 continue;
             }
             let due = match &schedule {
                 Schedule::Every(_) | Schedule::Cron { .. } => {
-                    let last = last_run_us(&entry, last_tick(registry, &name));
+                    let last = last_run_us(&entry, last_tick(&leases, &name));
                     schedule
                         .latest_tick(now)
                         .filter(|t| t.timestamp_micros() > last)
@@ -188,8 +161,8 @@ impl Scheduler {
                 Schedule::OnChange => {
                     let retry_after = current
                         .as_ref()
-                        .filter(|(_, l)| l.failed)
-                        .map(|(_, l)| l.tick_us.saturating_add(ON_CHANGE_RETRY.as_micros() as i64));
+                        .filter(|l| l.failed)
+                        .map(|l| l.tick_us.saturating_add(ON_CHANGE_RETRY.as_micros() as i64));
                     let waiting = retry_after.is_some_and(|t| now.timestamp_micros() < t);
                     if poll && !waiting && self.is_stale(kind, &name).await {
                         Some((now, Trigger::OnChange))
@@ -202,18 +175,20 @@ impl Scheduler {
             let Some((tick, trigger)) = due else {
                 continue;
             };
-            let expected = current.map(|(text, _)| text);
-            let Some(taken) = self.take(&name, expected, tick, now).await? else {
+            let Some(taken) = self.take(&name, current, tick, now).await? else {
+                leases = leases::read(registry).await?;
                 continue;
             };
             // Another server may have refreshed it between the check and the lease.
             if matches!(trigger, Trigger::OnChange) && !self.is_stale(kind, &name).await {
-                self.release(&name, false).await;
+                self.release(&name, taken, false).await;
+                leases = leases::read(registry).await?;
                 continue;
             }
-            let outcome = self.run_holding(&name, trigger, &taken, now).await;
+            let outcome = self.run_holding(&name, trigger, taken.clone(), now).await;
             let failed = outcome.is_err();
-            self.release(&name, failed).await;
+            self.release(&name, taken, failed).await;
+            leases = leases::read(registry).await?;
             runs.push(ScheduledRun {
                 name,
                 trigger,
@@ -234,15 +209,15 @@ impl Scheduler {
         }
     }
 
-    /// Takes the lease of `name` for `tick`, if the row is still `expected`; `None` when another
-    /// server changed it first.
+    /// Takes the lease of `name` for `tick`, if it is still as the pass saw it (`seen`); `None`
+    /// when another server changed it first.
     async fn take(
         &self,
         name: &str,
-        expected: Option<String>,
+        seen: Option<Lease>,
         tick: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<Lease>> {
         let lease = Lease {
             holder: self.holder.clone(),
             tick_us: tick.timestamp_micros(),
@@ -250,34 +225,46 @@ impl Scheduler {
             released: false,
             failed: false,
         };
-        match self.swap(name, expected, &lease).await {
-            Ok(text) => Ok(Some(text)),
-            Err(Error::Catalog(flywheel_catalog::Error::ObjectChanged { .. })) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn swap(&self, name: &str, expected: Option<String>, lease: &Lease) -> Result<String> {
-        let definition = serde_json::to_string(lease)
-            .map_err(|e| Error::Invalid(format!("cannot store the lease of `{name}`: {e}")))?;
-        self.engine
-            .registry()
-            .commit(vec![Change::SwapObject {
-                kind: KIND_LEASE.to_string(),
-                name: name.to_string(),
-                expected,
-                definition: definition.clone(),
-            }])
+        let taken = self
+            .change(name, |current| {
+                (current == seen.as_ref()).then(|| lease.clone())
+            })
             .await?;
-        Ok(definition)
+        Ok(taken.then_some(lease))
     }
 
-    /// Refreshes `name` while holding its lease (`taken`, renewed as it runs).
+    /// Sets the lease of `name` to what `update` makes of the current one (`None`: leave it, the
+    /// change is refused), re-reading and trying again when another server wrote in between.
+    /// Whether the change was made.
+    async fn change(
+        &self,
+        name: &str,
+        update: impl Fn(Option<&Lease>) -> Option<Lease>,
+    ) -> Result<bool> {
+        let registry = self.engine.registry();
+        for _ in 0..SWAP_ATTEMPTS {
+            let (version, mut all) = leases::read(registry).await?;
+            let Some(new) = update(all.get(name)) else {
+                return Ok(false);
+            };
+            all.insert(name.to_string(), new);
+            if leases::swap(registry, version, &all).await? {
+                return Ok(true);
+            }
+            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 50);
+            tokio::time::sleep(Duration::from_millis(10 + jitter)).await;
+        }
+        Err(Error::Conflict(format!(
+            "the refresh leases kept changing while this server changed the lease of `{name}`"
+        )))
+    }
+
+    /// Refreshes `name` while holding its lease (`held`, renewed as it runs).
     async fn run_holding(
         &self,
         name: &str,
         trigger: Trigger,
-        taken: &str,
+        mut held: Lease,
         now: DateTime<Utc>,
     ) -> std::result::Result<(), String> {
         let scope = RefreshScope::Objects {
@@ -287,7 +274,6 @@ impl Scheduler {
         let refresh = self.engine.refresh(scope, trigger, false, |_| {});
         tokio::pin!(refresh);
         let started = std::time::Instant::now();
-        let mut held = taken.to_string();
         let mut renew = tokio::time::interval(self.options.lease_timeout / 3);
         renew.tick().await;
         loop {
@@ -296,12 +282,14 @@ impl Scheduler {
                     return done.map(|_| ()).map_err(|e| e.to_string());
                 }
                 _ = renew.tick() => {
-                    let Ok(mut lease) = serde_json::from_str::<Lease>(&held) else { continue };
                     let elapsed = chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
-                    lease.expires_us = (now + elapsed).timestamp_micros()
+                    let mut renewed = held.clone();
+                    renewed.expires_us = (now + elapsed).timestamp_micros()
                         + self.options.lease_timeout.as_micros() as i64;
-                    match self.swap(name, Some(held.clone()), &lease).await {
-                        Ok(text) => held = text,
+                    let ours = held.clone();
+                    match self.change(name, |current| (current == Some(&ours)).then(|| renewed.clone())).await {
+                        Ok(true) => held = renewed,
+                        Ok(false) => tracing::warn!(object = name, "the refresh lease was taken over while renewing it"),
                         Err(e) => tracing::warn!(object = name, error = %e, "could not renew the refresh lease"),
                     }
                 }
@@ -309,17 +297,19 @@ impl Scheduler {
         }
     }
 
-    /// Releases this scheduler's lease on `name` (the row as it is now, renewed or not).
-    async fn release(&self, name: &str, failed: bool) {
-        let Some((text, mut lease)) = lease(self.engine.registry(), name) else {
-            return;
+    /// Releases this scheduler's lease on `name` (`held`, as last taken or renewed).
+    async fn release(&self, name: &str, held: Lease, failed: bool) {
+        let released = Lease {
+            released: true,
+            failed,
+            ..held.clone()
         };
-        if lease.holder != self.holder {
-            return;
-        }
-        lease.released = true;
-        lease.failed = failed;
-        if let Err(e) = self.swap(name, Some(text), &lease).await {
+        let ours = |current: Option<&Lease>| {
+            current
+                .is_some_and(|c| c.holder == held.holder && c.tick_us == held.tick_us)
+                .then(|| released.clone())
+        };
+        if let Err(e) = self.change(name, ours).await {
             tracing::warn!(object = name, error = %e, "could not release the refresh lease; it lapses by itself");
         }
     }

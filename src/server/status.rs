@@ -27,7 +27,6 @@ pub fn to_status(e: Error) -> Status {
             | C::VersionNotFound { .. }
             | C::TimestampNotFound { .. } => Status::not_found(message),
             C::TableExists { .. } | C::ObjectExists { .. } => Status::already_exists(message),
-            C::ObjectChanged { .. } => Status::aborted(message),
             C::NotADeltaTable { .. } | C::InvalidLocation { .. } | C::InvalidName { .. } => {
                 Status::invalid_argument(message)
             }
