@@ -205,7 +205,10 @@ pub(crate) async fn append(registry: &Registry, record: &RefreshRecord) -> Resul
             .with_save_mode(SaveMode::Append)
             .await
         {
-            Ok(_) => return Ok(()),
+            Ok(written) => {
+                compact_now_and_then(written).await;
+                return Ok(());
+            }
             Err(e) => last = Some(e),
         }
     }
@@ -213,6 +216,30 @@ pub(crate) async fn append(registry: &Registry, record: &RefreshRecord) -> Resul
         || Error::Conflict("the refresh history is busy".into()),
         Error::from,
     ))
+}
+
+/// Every this many versions the history's small files (one per refresh) are compacted, so reading
+/// it stays cheap with schedules that refresh every few seconds.
+const COMPACT_EVERY: u64 = 200;
+
+/// Compacts the history's files when its version is a multiple of [`COMPACT_EVERY`], and deletes
+/// those compacted away long ago (logged, never failing the refresh).
+async fn compact_now_and_then(table: DeltaTable) {
+    let version = table.version().unwrap_or_default();
+    if version == 0 || version % COMPACT_EVERY != 0 {
+        return;
+    }
+    let compacted = match table.optimize().await {
+        Ok((table, _)) => table,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not compact flywheel.refresh_history");
+            return;
+        }
+    };
+    // Files compacted away more than the table's retention (7 days) ago are deleted.
+    if let Err(e) = compacted.vacuum().await {
+        tracing::warn!(error = %e, "could not vacuum flywheel.refresh_history");
+    }
 }
 
 /// [`append`], logging instead of failing: the refresh it records is done either way.
