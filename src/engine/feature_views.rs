@@ -514,6 +514,8 @@ pub(super) struct Outcome {
     /// An incremental refresh's starting point: the input versions its last build read (an input
     /// that moved was read from there on; the others whole).
     pub base: Option<BTreeMap<String, u64>>,
+    /// An incremental refresh that appended: (the object's version before, the version written).
+    pub appended: Option<(u64, u64)>,
 }
 
 /// `REFRESH FEATURE VIEW v` / `REFRESH LABEL l` (`ONLY`): a new version from the inputs' current
@@ -529,10 +531,14 @@ pub(super) async fn refresh(
     let outcome =
         super::conflicts::retry(name, || refresh_once(engine, kind, name, &def, full)).await?;
     if kind == Keyed::FeatureView {
-        engine
-            .sync_online(name, &def)
-            .await
-            .map_err(|e| online_load_failed(name, "refreshed", e))?;
+        // An incremental refresh that appended updates only the keys of the rows it appended.
+        let synced = match (outcome.mode, outcome.appended) {
+            (Mode::Incremental, Some(appended)) => {
+                engine.sync_online_appended(name, &def, appended).await
+            }
+            _ => engine.sync_online(name, &def).await,
+        };
+        synced.map_err(|e| online_load_failed(name, "refreshed", e))?;
     }
     Ok(outcome)
 }
@@ -561,11 +567,13 @@ async fn refresh_once(
             why: "no input changed since its last build".into(),
             rows_written: Some(0),
             base: Some(record.inputs.clone()),
+            appended: None,
         }),
         (Decision::Incremental(moved), Some(built), Some(entry)) => {
             let plan = incremental::over_appended_rows(registry, plan, &moved).await?;
             let plan = crate::asof::in_commit_order(plan);
-            ddl::append_version(engine, &entry, &plan, metadata, built.version).await?;
+            let written =
+                ddl::append_version(engine, &entry, &plan, metadata, built.version).await?;
             let gained: Vec<String> = moved
                 .iter()
                 .map(|(input, (was, now))| format!("{input} {was}->{now}"))
@@ -575,6 +583,7 @@ async fn refresh_once(
                 why: format!("its inputs only gained rows ({})", gained.join(", ")),
                 rows_written: None,
                 base: Some(built.inputs),
+                appended: Some((built.version, written)),
             })
         }
         (Decision::Full(why), _, _) => {
@@ -584,6 +593,7 @@ async fn refresh_once(
                 why,
                 rows_written: None,
                 base: None,
+                appended: None,
             })
         }
         (Decision::Incremental(_), _, _) => {
@@ -593,6 +603,7 @@ async fn refresh_once(
                 why: "its latest build could not be read".into(),
                 rows_written: None,
                 base: None,
+                appended: None,
             })
         }
     }

@@ -90,7 +90,7 @@ pub(super) async fn decide(
 
 /// The files `entry`'s commits `from+1 ..= to` added, when those commits only added files;
 /// otherwise why not (as a phrase after the input's name).
-async fn appended_files(
+pub(super) async fn appended_files(
     entry: &TableEntry,
     from: u64,
     to: u64,

@@ -82,6 +82,115 @@ impl Engine {
             .map_err(|e| explain_online(self.registry(), e))
     }
 
+    /// After an incremental refresh of online view `name` appended version `new` to version
+    /// `base` of its table: updates only the keys of the appended rows in its snapshot
+    /// ([`Snapshot::merged`]). Falls back to loading the view whole (returns after doing so) when
+    /// the served snapshot is not the one of `base`'s load, the event time is not a timestamp or a
+    /// date, or rows of `base` lie past the served cut-off (future-dated rows the new cut-off would
+    /// now include).
+    pub(super) async fn sync_online_appended(
+        &self,
+        name: &str,
+        def: &FeatureViewDefinition,
+        (base, new): (u64, u64),
+    ) -> Result<()> {
+        match self.merge_online(name, def, base, new).await {
+            Ok(true) => Ok(()),
+            Ok(false) => self.sync_online(name, def).await,
+            Err(e) => {
+                tracing::info!(view = name, error = %e, "updating the changed keys failed; loading the view whole");
+                self.sync_online(name, def).await
+            }
+        }
+    }
+
+    async fn merge_online(
+        &self,
+        name: &str,
+        def: &FeatureViewDefinition,
+        base: u64,
+        new: u64,
+    ) -> Result<bool> {
+        if !is_online(def) {
+            return Ok(false);
+        }
+        let Some(old) = self.online().get(name).await? else {
+            return Ok(false);
+        };
+        let Some(entry) = self.registry().table(name) else {
+            return Ok(false);
+        };
+        let now = chrono::Utc::now();
+        let cutoff_us = match old.cutoff_us {
+            i64::MAX => i64::MAX,
+            _ => now.timestamp_micros(),
+        };
+        // Rows of `base` past the served cut-off would now be served: load whole.
+        if old.cutoff_us != i64::MAX {
+            // Boxed: this runs a query from inside a statement (REFRESH).
+            let newest = Box::pin(self.sql(&format!(
+                "SELECT max({}) FROM {} VERSION AS OF {base}",
+                quote(&def.event_time),
+                quote(name)
+            )))
+            .await?
+            .collect()
+            .await?;
+            let newest = newest
+                .first()
+                .filter(|b| b.num_rows() == 1)
+                .map(|b| {
+                    arrow::compute::cast(
+                        b.column(0),
+                        &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+                    )
+                })
+                .transpose()?;
+            let newest = newest.and_then(|a| {
+                a.as_any()
+                    .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+                    .filter(|a| a.is_valid(0))
+                    .map(|a| a.value(0))
+            });
+            if newest.is_none_or(|t| t > old.cutoff_us) {
+                return Ok(false);
+            }
+        }
+        let files = match super::incremental::appended_files(&entry, base, new).await? {
+            Ok(files) => files,
+            Err(_) => return Ok(false),
+        };
+        // The appended rows in the order they were written: file by file (one commit's files
+        // are named in writing order), each read in one stream.
+        let mut files = files;
+        files.sort();
+        let table = flywheel_catalog::load_table(
+            &entry,
+            Some(&flywheel_catalog::TravelTarget::Version(new)),
+        )
+        .await?;
+        let ctx = datafusion::prelude::SessionContext::new_with_config(
+            datafusion::prelude::SessionConfig::new().with_target_partitions(1),
+        );
+        let mut batches = Vec::new();
+        for file in files {
+            let provider = table.table_provider().with_file_paths(vec![file]).await?;
+            batches.extend(ctx.read_table(provider)?.collect().await?);
+        }
+        let schema = match batches.first() {
+            Some(b) => b.schema(),
+            None => return Ok(true),
+        };
+        let fresh = arrow::compute::concat_batches(&schema, &batches)?;
+        let Some((snapshot, changed)) = old.merged(&fresh, now.timestamp_micros(), cutoff_us)?
+        else {
+            return Ok(false);
+        };
+        self.online().publish(snapshot).await?;
+        tracing::info!(view = %name, keys = changed, "updated the changed keys in the online store");
+        Ok(true)
+    }
+
     /// Loads (or, when the view is not online, removes) `name`'s online snapshot.
     pub(super) async fn sync_online(&self, name: &str, def: &FeatureViewDefinition) -> Result<()> {
         if !is_online(def) {

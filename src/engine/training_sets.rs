@@ -360,6 +360,7 @@ async fn refresh_once(
         why,
         rows_written,
         base,
+        appended: None,
     };
     match (decision, built, registry.table(name)) {
         (Decision::Incremental(moved), _, _) if moved.is_empty() => Ok(outcome(

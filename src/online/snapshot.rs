@@ -169,6 +169,85 @@ impl Snapshot {
             .is_some_and(|t| t < now_us.saturating_sub(ttl))
     }
 
+    /// This snapshot updated with `fresh`: rows of the view written after it was loaded (in commit
+    /// order, with this snapshot's columns), loaded again at `loaded_at_us` with cut-off
+    /// `cutoff_us`. Each key's row becomes the latest of its served row and its fresh rows at or
+    /// before the cut-off (on equal times the fresh row, from the later commit; among fresh rows,
+    /// the later one). Keys without fresh rows keep theirs. Returns the snapshot and how many keys
+    /// changed; `None` when the event time is not a timestamp or a date (then the view is loaded
+    /// whole instead).
+    pub fn merged(
+        &self,
+        fresh: &RecordBatch,
+        loaded_at_us: i64,
+        cutoff_us: i64,
+    ) -> Result<Option<(Snapshot, usize)>> {
+        // The fresh rows with this snapshot's columns, in its order and types.
+        let schema = self.batch.schema();
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for field in schema.fields() {
+            let Some(column) = fresh.column_by_name(field.name()) else {
+                return Ok(None);
+            };
+            columns.push(arrow::compute::cast(column, field.data_type())?);
+        }
+        let options =
+            arrow::array::RecordBatchOptions::new().with_row_count(Some(fresh.num_rows()));
+        let fresh = &RecordBatch::try_new_with_options(Arc::clone(&schema), columns, &options)?;
+        let (Some(old_times), Some(times)) = (
+            self.event_times_us.as_ref(),
+            fresh
+                .column_by_name(&self.event_time)
+                .map(event_times_us)
+                .transpose()?
+                .flatten(),
+        ) else {
+            return Ok(None);
+        };
+        let keys = cast_keys(&key_columns(fresh, &self.keys)?, &self.key_types)?;
+        let rows = self.converter.convert_columns(&keys)?;
+        // The latest fresh row of each key: by time, ties to the row written later.
+        let mut eligible: Vec<usize> = (0..fresh.num_rows())
+            .filter(|&i| {
+                times[i].is_some_and(|t| t <= cutoff_us) && keys.iter().all(|k| k.is_valid(i))
+            })
+            .collect();
+        eligible.sort_by_key(|&i| times[i]);
+        let mut best: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+        for i in eligible {
+            best.insert(rows.row(i).data(), i);
+        }
+        let mut replaced = vec![false; self.batch.num_rows()];
+        let mut taken: Vec<u32> = Vec::with_capacity(best.len());
+        for (row, i) in best {
+            match self.index.get(row) {
+                Some(old) if old_times[old as usize] > times[i] => {}
+                Some(old) => {
+                    replaced[old as usize] = true;
+                    taken.push(i as u32);
+                }
+                None => taken.push(i as u32),
+            }
+        }
+        taken.sort_unstable();
+        let changed = taken.len();
+        let keep: arrow::array::BooleanArray = replaced.iter().map(|r| Some(!r)).collect();
+        let kept = arrow::compute::filter_record_batch(&self.batch, &keep)?;
+        let fresh =
+            arrow::compute::take_record_batch(fresh, &arrow::array::UInt32Array::from(taken))?;
+        let batch = arrow::compute::concat_batches(&schema, [&kept, &fresh])?;
+        let snapshot = Snapshot::new(
+            self.view.clone(),
+            self.keys.clone(),
+            self.event_time.clone(),
+            self.ttl_us,
+            loaded_at_us,
+            cutoff_us,
+            batch,
+        )?;
+        Ok(Some((snapshot, changed)))
+    }
+
     /// The latest event time served.
     pub fn max_event_time_us(&self) -> Option<i64> {
         (0..self.batch.num_rows())
@@ -457,5 +536,60 @@ mod tests {
             .expect("find");
         let want: Vec<Option<u32>> = keys.iter().map(|k| Some(*k as u32)).collect();
         assert_eq!(found, want);
+    }
+
+    #[test]
+    fn a_merge_keeps_the_latest_row_of_each_key_and_fresh_rows_win_equal_times() {
+        let batch = |keys: Vec<i64>, times: Vec<i64>, values: Vec<f64>| {
+            RecordBatch::try_from_iter([
+                ("k", Arc::new(Int64Array::from(keys)) as ArrayRef),
+                (
+                    "ts",
+                    Arc::new(TimestampMicrosecondArray::from(times)) as ArrayRef,
+                ),
+                ("v", Arc::new(Float64Array::from(values)) as ArrayRef),
+            ])
+            .expect("batch")
+        };
+        let old = Snapshot::new(
+            "view".into(),
+            vec!["k".into()],
+            "ts".into(),
+            None,
+            0,
+            1_000,
+            batch(vec![1, 2, 3], vec![100, 200, 300], vec![1.0, 2.0, 3.0]),
+        )
+        .expect("snapshot");
+        // Key 1 newer, key 2 corrected (same time), key 3 late, key 4 new twice (the later time
+        // wins), key 5 past the cut-off, key 6 twice at one time (the later row wins).
+        let fresh = batch(
+            vec![1, 2, 3, 4, 4, 5, 6, 6],
+            vec![150, 200, 50, 400, 390, 5_000, 600, 600],
+            vec![1.5, 2.5, 0.3, 4.0, 3.9, 5.0, 6.0, 6.5],
+        );
+        let (merged, changed) = old
+            .merged(&fresh, 10, 2_000)
+            .expect("merges")
+            .expect("timestamps merge");
+        assert_eq!(changed, 4);
+        let keys = [1i64, 2, 3, 4, 5, 6].map(Some);
+        let found = merged
+            .find(&[Arc::new(Int64Array::from(keys.to_vec())) as ArrayRef])
+            .expect("finds");
+        let values = merged
+            .batch
+            .column_by_name("v")
+            .and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned())
+            .expect("values");
+        let got: Vec<Option<f64>> = found
+            .iter()
+            .map(|row| row.map(|r| values.value(r as usize)))
+            .collect();
+        assert_eq!(
+            got,
+            vec![Some(1.5), Some(2.5), Some(3.0), Some(4.0), None, Some(6.5)]
+        );
+        assert_eq!(merged.cutoff_us, 2_000);
     }
 }

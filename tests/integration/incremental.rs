@@ -294,3 +294,68 @@ async fn a_training_set_whose_label_gained_rows_appends_their_features_and_equal
         vec!["train full", "train incremental"]
     );
 }
+
+#[tokio::test]
+async fn an_online_views_incremental_refresh_serves_what_a_full_load_would() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path().to_str().expect("utf-8"))
+        .await
+        .expect("opens");
+    for sql in [
+        "CREATE ENTITY user (user_id BIGINT)",
+        "CREATE TABLE tx (user_id BIGINT, ts TIMESTAMP, amount DOUBLE)",
+        "INSERT INTO tx VALUES (1, '2026-01-01T10:00:00', 10.0), (2, '2026-01-02T10:00:00', 20.0), \
+         (3, '2026-01-03T10:00:00', 30.0)",
+        "CREATE FEATURE VIEW spend ENTITY user EVENT TIME ts WITH (online = true) \
+         AS SELECT user_id, ts, amount FROM tx",
+    ] {
+        run(&engine, sql).await;
+    }
+    let served =
+        |engine: Engine| async move { rows(&engine, "SELECT * FROM online('spend')").await };
+    for (round, appended) in [
+        // A new key, a newer row for key 1, a correction of key 2 (same time), a late row for
+        // key 3 (older than the one served).
+        "(4, '2026-01-04T10:00:00', 40.0), (1, '2026-01-05T10:00:00', 11.0), \
+         (2, '2026-01-02T10:00:00', 21.0), (3, '2025-12-01T10:00:00', 3.0)",
+        // Two rows of one key in one commit: the later time wins; on equal times the last; a row
+        // from the future is not served yet.
+        "(6, '2026-01-06T10:00:00', 60.0), (6, '2026-01-07T10:00:00', 61.0), \
+         (7, '2026-01-07T10:00:00', 70.0), (7, '2026-01-07T10:00:00', 71.0), \
+         (5, '2099-01-01T00:00:00', 50.0)",
+        // The view now holds a row past the served cut-off: it is loaded whole.
+        "(8, '2026-01-08T10:00:00', 80.0)",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        run(&engine, &format!("INSERT INTO tx VALUES {appended}")).await;
+        run(&engine, "REFRESH FEATURE VIEW spend").await;
+        let incremental = served(engine.clone()).await;
+        // What loading the view whole serves.
+        run(&engine, "ALTER FEATURE VIEW spend SET (online = true)").await;
+        assert_eq!(incremental, served(engine.clone()).await, "round {round}");
+    }
+    assert_eq!(
+        rows(
+            &engine,
+            "SELECT concat(object, ' ', mode) FROM flywheel.refresh_history"
+        )
+        .await,
+        vec![
+            "spend incremental",
+            "spend incremental",
+            "spend incremental"
+        ]
+    );
+    let one = rows(&engine, "SELECT amount FROM online('spend', 2)").await;
+    assert_eq!(one, vec!["21.0"], "the correction is served");
+    let late = rows(&engine, "SELECT amount FROM online('spend', 3)").await;
+    assert_eq!(
+        late,
+        vec!["30.0"],
+        "a late row does not replace a newer one"
+    );
+    let seven = rows(&engine, "SELECT amount FROM online('spend', 7)").await;
+    assert_eq!(seven, vec!["71.0"]);
+}
