@@ -226,7 +226,7 @@ const COMPACT_EVERY: u64 = 200;
 /// those compacted away long ago (logged, never failing the refresh).
 async fn compact_now_and_then(table: DeltaTable) {
     let version = table.version().unwrap_or_default();
-    if version == 0 || version % COMPACT_EVERY != 0 {
+    if version == 0 || !version.is_multiple_of(COMPACT_EVERY) {
         return;
     }
     let compacted = match table.optimize().await {
