@@ -70,14 +70,7 @@ pub(super) async fn append(engine: &Engine, entry: &TableEntry, input: LogicalPl
     let conform = Conform::new(name, input.schema().as_arrow(), &table_shape)?;
     let shape = Arc::clone(&conform.shape);
     let rows = Arc::new(AtomicU64::new(0));
-    let stream = engine
-        .context()
-        .execute_logical_plan(input)
-        .await
-        .map_err(Error::from_datafusion)?
-        .execute_stream()
-        .await
-        .map_err(Error::from_datafusion)?;
+    let stream = engine.stream(input).await?;
     let conformed = stream.map(move |batch| conform.apply(&batch?));
     let conformed = Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&shape), conformed));
     let counted = ingest::one_shot_plan(shape, conformed, Arc::clone(&rows))?;

@@ -280,14 +280,7 @@ async fn write_source(
         return Ok((input, Arc::new(engine.context().state())));
     }
     let schema = Arc::clone(input.schema().inner());
-    let stream = engine
-        .context()
-        .execute_logical_plan(input)
-        .await
-        .map_err(Error::from_datafusion)?
-        .execute_stream()
-        .await
-        .map_err(Error::from_datafusion)?;
+    let stream = engine.stream(input).await?;
     let partition: Arc<dyn datafusion::physical_plan::streaming::PartitionStream> =
         Arc::new(OneStream {
             schema: Arc::clone(&schema),

@@ -221,6 +221,20 @@ impl Engine {
         self.built.tell(name);
     }
 
+    /// Runs `plan` in the engine's session as one stream of its rows.
+    pub(super) async fn stream(
+        &self,
+        plan: LogicalPlan,
+    ) -> Result<datafusion::execution::SendableRecordBatchStream> {
+        self.ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(Error::from_datafusion)?
+            .execute_stream()
+            .await
+            .map_err(Error::from_datafusion)
+    }
+
     /// The DataFusion session (for embedding and tests).
     pub fn context(&self) -> &SessionContext {
         &self.ctx

@@ -154,6 +154,33 @@ pub fn flywheel(warehouse: &Path) -> Command {
     c
 }
 
+/// An engine over a fresh warehouse in `dir`, after running `setup` (one statement each).
+pub async fn engine_with(dir: &Path, setup: &[&str]) -> Engine {
+    let engine = Engine::open(dir.to_str().expect("utf-8 path"))
+        .await
+        .expect("engine opens");
+    for sql in setup {
+        run_sql(&engine, sql).await;
+    }
+    engine
+}
+
+/// Runs one statement on `engine` and collects its rows (panicking with the statement on error).
+pub async fn run_sql(engine: &Engine, sql: &str) -> Vec<RecordBatch> {
+    engine
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// [`run_sql`]'s rows as [`sorted_rows`].
+pub async fn sql_rows(engine: &Engine, sql: &str) -> Vec<String> {
+    sorted_rows(&run_sql(engine, sql).await)
+}
+
 /// Runs `command`, asserts it succeeded (showing its stderr if not), and returns its stdout.
 pub fn succeeds(command: &mut Command) -> String {
     let out = command.output().expect("runs");

@@ -4,18 +4,7 @@
 
 use flywheel::Engine;
 
-use crate::common::sorted_rows;
-
-async fn rows(engine: &Engine, sql: &str) -> Vec<String> {
-    let batches = engine
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    sorted_rows(&batches)
-}
+use crate::common::{engine_with, sql_rows as rows};
 
 async fn expect(engine: &Engine, one: f64, two: f64, when: &str) {
     assert_eq!(
@@ -39,10 +28,9 @@ async fn expect(engine: &Engine, one: f64, two: f64, when: &str) {
 #[tokio::test]
 async fn corrections_in_a_later_commit_win_in_training_sets_and_online_lookups() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = Engine::open(dir.path().to_str().expect("utf-8"))
-        .await
-        .expect("opens");
-    for sql in [
+    let engine = engine_with(
+        dir.path(),
+        &[
         "CREATE ENTITY user (user_id BIGINT)",
         "CREATE TABLE tx (user_id BIGINT, ts TIMESTAMP, amount DOUBLE)",
         "INSERT INTO tx VALUES (1, '2026-01-01T10:00:00', 10.0), (2, '2026-01-01T10:00:00', 20.0)",
@@ -51,9 +39,9 @@ async fn corrections_in_a_later_commit_win_in_training_sets_and_online_lookups()
         "INSERT INTO cb VALUES (1, '2026-01-05T00:00:00', true), (2, '2026-01-05T00:00:00', false)",
         "CREATE LABEL fraud ENTITY user EVENT TIME ts FROM cb",
         "CREATE TRAINING SET train LABEL fraud FEATURES spend",
-    ] {
-        rows(&engine, sql).await;
-    }
+        ],
+    )
+    .await;
     expect(&engine, 10.0, 20.0, "before any correction").await;
 
     // Each round corrects both rows (same keys, same event time) in a new commit.

@@ -10,7 +10,7 @@ use deltalake::DeltaTable;
 use deltalake::protocol::SaveMode;
 use flywheel::Engine;
 
-use crate::common::sorted_rows;
+use crate::common::{engine_with, run_sql, sql_rows as rows};
 
 /// A small deterministic generator (the sequences are reproducible from their seed).
 struct Lcg(u64);
@@ -58,25 +58,8 @@ fn events(ids: std::ops::Range<i64>, rng: &mut Lcg) -> RecordBatch {
     .expect("batch")
 }
 
-async fn rows(engine: &Engine, sql: &str) -> Vec<String> {
-    let batches = engine
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .expect("collects");
-    sorted_rows(&batches)
-}
-
 async fn run(engine: &Engine, sql: &str) {
-    engine
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    run_sql(engine, sql).await;
 }
 
 #[tokio::test]
@@ -227,21 +210,20 @@ async fn incremental_refreshes_equal_full_ones_on_random_appends_deletes_and_ove
 #[tokio::test]
 async fn a_training_set_whose_label_gained_rows_appends_their_features_and_equals_a_rebuild() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = Engine::open(dir.path().to_str().expect("utf-8"))
-        .await
-        .expect("opens");
-    for sql in [
-        "CREATE ENTITY user (user_id BIGINT)",
-        "CREATE TABLE tx (user_id BIGINT, ts TIMESTAMP, amount DOUBLE)",
-        "INSERT INTO tx VALUES (1, '2026-01-01T10:00:00', 10.0), (2, '2026-01-02T10:00:00', 20.0)",
-        "CREATE TABLE cb (user_id BIGINT, ts TIMESTAMP, y BOOLEAN)",
-        "INSERT INTO cb VALUES (1, '2026-01-05T00:00:00', true)",
-        "CREATE FEATURE VIEW spend ENTITY user EVENT TIME ts TTL INTERVAL '30 days' AS SELECT user_id, ts, amount FROM tx",
-        "CREATE LABEL fraud ENTITY user EVENT TIME ts FROM cb",
-        "CREATE TRAINING SET train LABEL fraud FEATURES spend",
-    ] {
-        run(&engine, sql).await;
-    }
+    let engine = engine_with(
+        dir.path(),
+        &[
+            "CREATE ENTITY user (user_id BIGINT)",
+            "CREATE TABLE tx (user_id BIGINT, ts TIMESTAMP, amount DOUBLE)",
+            "INSERT INTO tx VALUES (1, '2026-01-01T10:00:00', 10.0), (2, '2026-01-02T10:00:00', 20.0)",
+            "CREATE TABLE cb (user_id BIGINT, ts TIMESTAMP, y BOOLEAN)",
+            "INSERT INTO cb VALUES (1, '2026-01-05T00:00:00', true)",
+            "CREATE FEATURE VIEW spend ENTITY user EVENT TIME ts TTL INTERVAL '30 days' AS SELECT user_id, ts, amount FROM tx",
+            "CREATE LABEL fraud ENTITY user EVENT TIME ts FROM cb",
+            "CREATE TRAINING SET train LABEL fraud FEATURES spend",
+        ],
+    )
+    .await;
     let modes = |engine: Engine| async move {
         rows(
             &engine,
@@ -298,19 +280,18 @@ async fn a_training_set_whose_label_gained_rows_appends_their_features_and_equal
 #[tokio::test]
 async fn an_online_views_incremental_refresh_serves_what_a_full_load_would() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = Engine::open(dir.path().to_str().expect("utf-8"))
-        .await
-        .expect("opens");
-    for sql in [
-        "CREATE ENTITY user (user_id BIGINT)",
-        "CREATE TABLE tx (user_id BIGINT, ts TIMESTAMP, amount DOUBLE)",
-        "INSERT INTO tx VALUES (1, '2026-01-01T10:00:00', 10.0), (2, '2026-01-02T10:00:00', 20.0), \
-         (3, '2026-01-03T10:00:00', 30.0)",
-        "CREATE FEATURE VIEW spend ENTITY user EVENT TIME ts WITH (online = true) \
-         AS SELECT user_id, ts, amount FROM tx",
-    ] {
-        run(&engine, sql).await;
-    }
+    let engine = engine_with(
+        dir.path(),
+        &[
+            "CREATE ENTITY user (user_id BIGINT)",
+            "CREATE TABLE tx (user_id BIGINT, ts TIMESTAMP, amount DOUBLE)",
+            "INSERT INTO tx VALUES (1, '2026-01-01T10:00:00', 10.0), \
+             (2, '2026-01-02T10:00:00', 20.0), (3, '2026-01-03T10:00:00', 30.0)",
+            "CREATE FEATURE VIEW spend ENTITY user EVENT TIME ts WITH (online = true) \
+             AS SELECT user_id, ts, amount FROM tx",
+        ],
+    )
+    .await;
     let served =
         |engine: Engine| async move { rows(&engine, "SELECT * FROM online('spend')").await };
     for (round, appended) in [

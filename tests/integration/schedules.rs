@@ -9,16 +9,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use flywheel::Engine;
 use flywheel::engine::{Scheduler, SchedulerOptions};
 
-use crate::common::{ServerProcess, flywheel, succeeds};
+use crate::common::{ServerProcess, engine_with, flywheel, run_sql, succeeds};
 
 async fn run(engine: &Engine, sql: &str) -> Vec<RecordBatch> {
-    engine
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .expect("collects")
+    run_sql(engine, sql).await
 }
 
 /// The one integer a query returns.
@@ -58,21 +52,20 @@ fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
 #[tokio::test]
 async fn the_scheduler_runs_due_refreshes_once_catches_up_once_and_obeys_suspend() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = Engine::open(dir.path().to_str().expect("utf-8"))
-        .await
-        .expect("opens");
-    for sql in [
-        "CREATE ENTITY user (user_id BIGINT)",
-        "CREATE TABLE tx (user_id BIGINT, ts TIMESTAMP, amount DOUBLE)",
-        "INSERT INTO tx VALUES (1, '2026-01-01T10:00:00', 10.0)",
-        "CREATE FEATURE VIEW spend ENTITY user EVENT TIME ts WITH (refresh = 'every 1 hour') \
+    let engine = engine_with(
+        dir.path(),
+        &[
+            "CREATE ENTITY user (user_id BIGINT)",
+            "CREATE TABLE tx (user_id BIGINT, ts TIMESTAMP, amount DOUBLE)",
+            "INSERT INTO tx VALUES (1, '2026-01-01T10:00:00', 10.0)",
+            "CREATE FEATURE VIEW spend ENTITY user EVENT TIME ts WITH (refresh = 'every 1 hour') \
          AS SELECT user_id, ts, amount FROM tx",
-        "CREATE TABLE cb (user_id BIGINT, ts TIMESTAMP, y BOOLEAN)",
-        "INSERT INTO cb VALUES (1, '2026-01-05T00:00:00', true)",
-        "CREATE LABEL fraud ENTITY user EVENT TIME ts WITH (refresh = 'on change') FROM cb",
-    ] {
-        run(&engine, sql).await;
-    }
+            "CREATE TABLE cb (user_id BIGINT, ts TIMESTAMP, y BOOLEAN)",
+            "INSERT INTO cb VALUES (1, '2026-01-05T00:00:00', true)",
+            "CREATE LABEL fraud ENTITY user EVENT TIME ts WITH (refresh = 'on change') FROM cb",
+        ],
+    )
+    .await;
     let options = SchedulerOptions {
         poll_interval: Duration::ZERO,
         lease_timeout: Duration::from_secs(300),
