@@ -124,25 +124,27 @@ impl FileRanks {
     }
 }
 
-/// A Delta table read with [`FILE_COLUMN`] (each row's file id) after its columns. Filters are
-/// applied above the scan, not pushed into it.
+/// A Delta table read with [`FILE_COLUMN`] (each row's file id) after its columns. Filters on the
+/// table's columns are offered to delta-rs as for any scan (file skipping); filters on the file
+/// column are applied above the scan.
 #[derive(Debug)]
 struct FileColumnProvider {
     table: deltalake::DeltaTable,
     /// Only these files (relative paths), when the scan was restricted to them.
     files: Option<Vec<String>>,
-    schema: SchemaRef,
+    /// The same scan, built without a log store: it answers which filters it takes.
+    probe: DeltaScanNext,
 }
 
 impl FileColumnProvider {
     fn new(table: deltalake::DeltaTable, files: Option<Vec<String>>) -> Option<Self> {
         let snapshot = table.snapshot().ok()?.snapshot().clone();
         let config = DeltaScanConfig::new().with_file_column_name(FILE_COLUMN);
-        let schema = DeltaScanNext::new(snapshot, config).ok()?.schema();
+        let probe = DeltaScanNext::new(snapshot, config).ok()?;
         Some(Self {
             table,
             files,
-            schema,
+            probe,
         })
     }
 }
@@ -150,7 +152,7 @@ impl FileColumnProvider {
 #[async_trait]
 impl TableProvider for FileColumnProvider {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
+        self.probe.schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -176,10 +178,21 @@ impl TableProvider for FileColumnProvider {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![
-            TableProviderFilterPushDown::Unsupported;
-            filters.len()
-        ])
+        let on_file = |f: &Expr| f.column_refs().iter().any(|c| c.name == FILE_COLUMN);
+        let offered: Vec<&Expr> = filters.iter().copied().filter(|f| !on_file(f)).collect();
+        let mut answers = self.probe.supports_filters_pushdown(&offered)?.into_iter();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if on_file(f) {
+                    TableProviderFilterPushDown::Unsupported
+                } else {
+                    answers
+                        .next()
+                        .unwrap_or(TableProviderFilterPushDown::Unsupported)
+                }
+            })
+            .collect())
     }
 }
 
@@ -208,8 +221,10 @@ pub fn with_file_column(plan: &LogicalPlan) -> Option<(LogicalPlan, Column, Arc<
             let ranks = FileRanks::of(table)?;
             let files = bounded.delta_files().map(<[String]>::to_vec);
             let with_file = FileColumnProvider::new(table.clone(), files)?;
-            let file_index = with_file.schema.index_of(FILE_COLUMN).ok()?;
-            let source = provider_as_source(Arc::new(with_file));
+            let file_index = with_file.schema().index_of(FILE_COLUMN).ok()?;
+            // Bounded like the scan it replaces: oversized filters are not offered to delta-rs.
+            let source =
+                provider_as_source(Arc::new(BoundedPushdownProvider::new(Arc::new(with_file))));
             let projection = scan.projection.clone().map(|mut p| {
                 p.push(file_index);
                 p
