@@ -6,7 +6,7 @@
 //! (so `SELECT * FROM v` reads its latest materialization and `VERSION AS OF` its history); each
 //! `REFRESH` overwrites it as one new Delta version.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use arrow::datatypes::DataType;
 use datafusion::logical_expr::LogicalPlan;
@@ -16,7 +16,7 @@ use flywheel_catalog::objects::{
 use flywheel_catalog::{Change, TableEntry};
 use flywheel_sql::ast::CreateFeatureView;
 
-use super::incremental::{self, Decision};
+use super::incremental::{self, Decision, Outcome};
 use super::refresh_history::Mode;
 use super::schedules::{self, Schedule};
 use super::{Engine, Output, Planned, ddl, lineage, object_name};
@@ -503,21 +503,6 @@ pub(super) fn registry_definition(
     })
 }
 
-/// How a refresh computed an object's new version.
-#[derive(Debug, Clone)]
-pub(super) struct Outcome {
-    pub mode: Mode,
-    /// Why that mode.
-    pub why: String,
-    /// The rows it wrote, when known here (`None`: read them from the commit).
-    pub rows_written: Option<u64>,
-    /// An incremental refresh's starting point: the input versions its last build read (an input
-    /// that moved was read from there on; the others whole).
-    pub base: Option<BTreeMap<String, u64>>,
-    /// An incremental refresh that appended: (the object's version before, the version written).
-    pub appended: Option<(u64, u64)>,
-}
-
 /// `REFRESH FEATURE VIEW v` / `REFRESH LABEL l` (`ONLY`): a new version from the inputs' current
 /// versions, appended from what they gained when that gives what a full refresh would
 /// ([`incremental`]), else recomputed whole (always with `full`).
@@ -553,58 +538,30 @@ async fn refresh_once(
     let registry = engine.registry();
     let (plan, record) = plan_and_check(engine, kind, name, def).await?;
     let metadata = lineage::commit_metadata(name, &record)?;
-    let built = lineage::latest_build(registry, name).await?;
-    let decision = match (&built, registry.table(name)) {
-        _ if full => Decision::Full("FULL was asked for".into()),
-        (_, None) => Decision::Full("it has no table yet".into()),
-        (built, Some(_)) => {
-            incremental::decide(registry, built.as_ref(), &record.inputs, &plan).await?
-        }
-    };
-    match (decision, built, registry.table(name)) {
-        (Decision::Incremental(moved), _, _) if moved.is_empty() => Ok(Outcome {
-            mode: Mode::Incremental,
-            why: "no input changed since its last build".into(),
-            rows_written: Some(0),
-            base: Some(record.inputs.clone()),
-            appended: None,
-        }),
-        (Decision::Incremental(moved), Some(built), Some(entry)) => {
-            let plan = incremental::over_appended_rows(registry, plan, &moved).await?;
+    match incremental::decide(registry, name, &record.inputs, &plan, full).await? {
+        Decision::Unchanged => Ok(Outcome::unchanged(record.inputs)),
+        Decision::Append {
+            built,
+            entry,
+            gained,
+        } => {
+            let plan = incremental::over_appended_rows(registry, plan, &gained).await?;
             let plan = crate::asof::in_commit_order(plan);
             let written =
                 ddl::append_version(engine, &entry, &plan, metadata, built.version).await?;
-            let gained: Vec<String> = moved
-                .iter()
-                .map(|(input, (was, now))| format!("{input} {was}->{now}"))
-                .collect();
-            Ok(Outcome {
-                mode: Mode::Incremental,
-                why: format!("its inputs only gained rows ({})", gained.join(", ")),
-                rows_written: None,
-                base: Some(built.inputs),
-                appended: Some((built.version, written)),
-            })
-        }
-        (Decision::Full(why), _, _) => {
-            materialize(engine, name, plan, metadata).await?;
-            Ok(Outcome {
-                mode: Mode::Full,
+            let why = format!(
+                "its inputs only gained rows ({})",
+                incremental::gained_text(&gained)
+            );
+            Ok(Outcome::appended(
                 why,
-                rows_written: None,
-                base: None,
-                appended: None,
-            })
+                built.inputs,
+                (built.version, written),
+            ))
         }
-        (Decision::Incremental(_), _, _) => {
+        Decision::Full(why) => {
             materialize(engine, name, plan, metadata).await?;
-            Ok(Outcome {
-                mode: Mode::Full,
-                why: "its latest build could not be read".into(),
-                rows_written: None,
-                base: None,
-                appended: None,
-            })
+            Ok(Outcome::full(why))
         }
     }
 }

@@ -30,26 +30,58 @@ use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, TableScan, Volatilit
 use flywheel_catalog::objects::Lineage;
 use flywheel_catalog::{TableEntry, TravelTarget, load_table};
 
+use super::refresh_history::Mode;
 use crate::{Error, Result};
+
+/// What an input gained since an object's last build: the versions and the files added between.
+#[derive(Debug, Clone)]
+pub(super) struct Gained {
+    pub was: u64,
+    pub now: u64,
+    pub files: Vec<String>,
+}
 
 /// How a refresh will compute the new version.
 #[derive(Debug)]
 pub(super) enum Decision {
-    /// Append the query over what these inputs gained: input -> (version built from, now).
-    Incremental(BTreeMap<String, (u64, u64)>),
+    /// No input moved since the last build (and the query may be maintained): nothing to write.
+    Unchanged,
+    /// Append the query over what `gained`'s inputs gained since `built` (the latest build of the
+    /// object, whose table is `entry`).
+    Append {
+        built: Lineage,
+        entry: TableEntry,
+        gained: BTreeMap<String, Gained>,
+    },
     /// Recompute it whole, for this reason.
     Full(String),
 }
 
-/// Whether the refresh of an object whose latest build read `built`, and whose query planned at
-/// the inputs' current versions (`now`) is `plan`, can append.
+/// `input 1->3, other 4->5`, as a refresh's reason says what its inputs gained.
+pub(super) fn gained_text(gained: &BTreeMap<String, Gained>) -> String {
+    gained
+        .iter()
+        .map(|(input, g)| format!("{input} {}->{}", g.was, g.now))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How a refresh of object `name` (always whole with `full`), whose query planned at the inputs'
+/// current versions (`now`) is `plan`, computes its new version.
 pub(super) async fn decide(
     registry: &flywheel_catalog::Registry,
-    built: Option<&Lineage>,
+    name: &str,
     now: &BTreeMap<String, u64>,
     plan: &LogicalPlan,
+    full: bool,
 ) -> Result<Decision> {
-    let Some(built) = built else {
+    if full {
+        return Ok(Decision::Full("FULL was asked for".into()));
+    }
+    let Some(entry) = registry.table(name) else {
+        return Ok(Decision::Full("it has no table yet".into()));
+    };
+    let Some(built) = super::lineage::latest_build(registry, name).await? else {
         return Ok(Decision::Full(
             "its latest build recorded no input versions".into(),
         ));
@@ -77,15 +109,80 @@ pub(super) async fn decide(
     if let Err(why) = maintainable(plan, &names) {
         return Ok(Decision::Full(why));
     }
-    for (input, &(was, version)) in &moved {
-        let Some(entry) = registry.table(input) else {
+    if moved.is_empty() {
+        return Ok(Decision::Unchanged);
+    }
+    let mut gained = BTreeMap::new();
+    for (input, (was, now)) in moved {
+        let Some(input_entry) = registry.table(&input) else {
             return Ok(Decision::Full(format!("input `{input}` has no table")));
         };
-        if let Err(why) = appended_files(&entry, was, version).await? {
-            return Ok(Decision::Full(format!("input `{input}` {why}")));
+        match appended_files(&input_entry, was, now).await? {
+            Ok(files) => {
+                gained.insert(input, Gained { was, now, files });
+            }
+            Err(why) => return Ok(Decision::Full(format!("input `{input}` {why}"))),
         }
     }
-    Ok(Decision::Incremental(moved))
+    Ok(Decision::Append {
+        built,
+        entry,
+        gained,
+    })
+}
+
+/// How a refresh computed an object's new version.
+#[derive(Debug, Clone)]
+pub(super) struct Outcome {
+    pub mode: Mode,
+    /// Why that mode.
+    pub why: String,
+    /// The rows it wrote, when known here (`None`: read them from the commit).
+    pub rows_written: Option<u64>,
+    /// An incremental refresh's starting point: the input versions its last build read (an input
+    /// that moved was read from there on; the others whole).
+    pub base: Option<BTreeMap<String, u64>>,
+    /// An incremental refresh that appended: (the object's version before, the version written).
+    pub appended: Option<(u64, u64)>,
+}
+
+impl Outcome {
+    /// Recomputed whole, for this reason.
+    pub(super) fn full(why: String) -> Self {
+        Self {
+            mode: Mode::Full,
+            why,
+            rows_written: None,
+            base: None,
+            appended: None,
+        }
+    }
+
+    /// Nothing to do: no input moved since the build that read `inputs`.
+    pub(super) fn unchanged(inputs: BTreeMap<String, u64>) -> Self {
+        Self {
+            mode: Mode::Incremental,
+            why: "no input changed since its last build".into(),
+            rows_written: Some(0),
+            base: Some(inputs),
+            appended: None,
+        }
+    }
+
+    /// Appended to the build that read `base`, for this reason: version `from` became `to`.
+    pub(super) fn appended(
+        why: String,
+        base: BTreeMap<String, u64>,
+        (from, to): (u64, u64),
+    ) -> Self {
+        Self {
+            mode: Mode::Incremental,
+            why,
+            rows_written: None,
+            base: Some(base),
+            appended: Some((from, to)),
+        }
+    }
 }
 
 /// The files `entry`'s commits `from+1 ..= to` added, when those commits only added files;
@@ -246,25 +343,24 @@ fn expression_refusal(expr: &Expr) -> Option<String> {
 pub(super) async fn over_appended_rows(
     registry: &flywheel_catalog::Registry,
     plan: LogicalPlan,
-    moved: &BTreeMap<String, (u64, u64)>,
+    gained: &BTreeMap<String, Gained>,
 ) -> Result<LogicalPlan> {
     let mut sources = HashMap::new();
-    for (input, &(was, now)) in moved {
+    for (input, g) in gained {
         let entry = registry
             .table(input)
             .ok_or_else(|| Error::Invalid(format!("input `{input}` has no table")))?;
-        let files = appended_files(&entry, was, now)
-            .await?
-            .map_err(|why| Error::Conflict(format!("input `{input}` {why} during the refresh")))?;
-        let table = load_table(&entry, Some(&TravelTarget::Version(now))).await?;
+        let table = load_table(&entry, Some(&TravelTarget::Version(g.now))).await?;
         let provider = table
             .table_provider()
-            .with_file_paths(files.clone())
+            .with_file_paths(g.files.clone())
             .await?;
         let provider = Arc::new(flywheel_catalog::BoundedPushdownProvider::of_delta_files(
-            provider, table, files,
+            provider,
+            table,
+            g.files.clone(),
         ));
-        sources.insert(input.clone(), (now, provider_as_source(provider)));
+        sources.insert(input.clone(), (g.now, provider_as_source(provider)));
     }
     let rewritten = plan
         .transform_up(|node| {

@@ -269,7 +269,7 @@ async fn refresh_one(
     kind: &str,
     name: &str,
     full: bool,
-) -> Result<feature_views::Outcome> {
+) -> Result<super::incremental::Outcome> {
     match kind {
         KIND_FEATURE_VIEW => feature_views::refresh(engine, Keyed::FeatureView, name, full).await,
         KIND_LABEL => feature_views::refresh(engine, Keyed::Label, name, full).await,

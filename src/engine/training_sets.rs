@@ -22,14 +22,12 @@ use flywheel_catalog::objects::{
 };
 use flywheel_sql::ast::CreateTrainingSet;
 
-use super::feature_views::Outcome;
 use super::feature_views::{
     Keyed, Materialized, after_lost_race, commit_object, definition, lost_create_race, materialize,
     until_settled,
 };
-use super::incremental::{self, Decision};
-use super::lineage::{latest_build, lineage_in_commit, table_version};
-use super::refresh_history::Mode;
+use super::incremental::{self, Decision, Outcome};
+use super::lineage::{lineage_in_commit, table_version};
 use super::schedules::{self, Schedule};
 use super::{Engine, Output, Planned, object_name};
 use crate::{Error, Result};
@@ -347,60 +345,35 @@ async fn refresh_once(
 ) -> Result<Outcome> {
     let registry = engine.registry();
     let (plan, mut lineage) = plan_query(engine, name, def).await?;
-    let built = latest_build(registry, name).await?;
-    let decision = match (&built, registry.table(name)) {
-        _ if full => Decision::Full("FULL was asked for".into()),
-        (_, None) => Decision::Full("it has no table yet".into()),
-        (built, Some(_)) => {
-            incremental::decide(registry, built.as_ref(), &lineage.inputs, &plan).await?
-        }
-    };
-    let outcome = |mode, why: String, rows_written, base| Outcome {
-        mode,
-        why,
-        rows_written,
-        base,
-        appended: None,
-    };
-    match (decision, built, registry.table(name)) {
-        (Decision::Incremental(moved), _, _) if moved.is_empty() => Ok(outcome(
-            Mode::Incremental,
-            "no input changed since its last build".into(),
-            Some(0),
-            Some(lineage.inputs.clone()),
-        )),
-        (Decision::Incremental(moved), Some(built), Some(entry)) => {
-            let plan = incremental::over_appended_rows(registry, plan, &moved).await?;
-            let metadata = super::lineage::commit_metadata(name, &lineage)?;
+    let metadata = super::lineage::commit_metadata(name, &lineage)?;
+    match incremental::decide(registry, name, &lineage.inputs, &plan, full).await? {
+        Decision::Unchanged => Ok(Outcome::unchanged(lineage.inputs)),
+        Decision::Append {
+            built,
+            entry,
+            gained,
+        } => {
+            let plan = incremental::over_appended_rows(registry, plan, &gained).await?;
             lineage.version =
                 super::ddl::append_version(engine, &entry, &plan, metadata, built.version).await?;
             registry
                 .commit(vec![lineage_change(name, &lineage)?])
                 .await?;
-            Ok(outcome(
-                Mode::Incremental,
-                format!(
-                    "only its label gained rows ({}): their features were appended",
-                    moved
-                        .iter()
-                        .map(|(input, (was, now))| format!("{input} {was}->{now}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                None,
-                Some(built.inputs),
+            let why = format!(
+                "only its label gained rows ({}): their features were appended",
+                incremental::gained_text(&gained)
+            );
+            Ok(Outcome::appended(
+                why,
+                built.inputs,
+                (built.version, lineage.version),
             ))
         }
-        (decision, _, _) => {
-            let why = match decision {
-                Decision::Full(why) => why,
-                Decision::Incremental(_) => "its latest build could not be read".into(),
-            };
-            let metadata = super::lineage::commit_metadata(name, &lineage)?;
+        Decision::Full(why) => {
             let materialized = materialize(engine, name, plan, metadata).await?;
             lineage.version = materialized.version();
             commit_object(engine, materialized, vec![lineage_change(name, &lineage)?]).await?;
-            Ok(outcome(Mode::Full, why, None, None))
+            Ok(Outcome::full(why))
         }
     }
 }
