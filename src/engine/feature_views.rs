@@ -694,10 +694,6 @@ pub(super) async fn describe(engine: &Engine, kind: Keyed, name: &str) -> Result
             .iter()
             .map(|(k, v)| (format!("option.{k}"), v.clone())),
     );
-    let built = lineage::latest_build(engine.registry(), name).await?;
-    rows.push(("built_from".into(), lineage::built_from(&built)));
-    let stale = lineage::staleness(engine.registry(), kind.registry_kind(), name).await?;
-    rows.push(("stale".into(), stale.describe()));
     rows.extend(
         super::freshness::describe_rows(engine.registry(), kind.registry_kind(), name).await?,
     );

@@ -23,7 +23,7 @@ use flywheel_catalog::objects::{KIND_TRAINING_SET, TrainingSetDefinition};
 use flywheel_catalog::{Registry, SystemTableFn, load_table};
 
 use super::feature_views::{Keyed, registry_definition};
-use super::lineage::{Staleness, latest_build, noun, staleness, table_version};
+use super::lineage::{Staleness, latest_build, noun, staleness_of, table_version};
 use super::{leases, refresh_history, scheduler, schedules};
 use crate::{Error, Result};
 
@@ -59,7 +59,7 @@ struct Row {
     kind: &'static str,
     version: Option<i64>,
     built_from: String,
-    stale: bool,
+    staleness: Staleness,
     stale_inputs: String,
     newest_event_us: Option<i64>,
     lag_us: Option<i64>,
@@ -141,12 +141,14 @@ async fn row(
 ) -> Result<Row> {
     let now = Utc::now();
     let built = latest_build(registry, &name).await?;
-    let version = match registry.table(&name) {
-        Some(_) => Some(table_version(registry, &name).await? as i64),
-        None => None,
+    // The latest build's lineage was read from the table's latest commit: its version.
+    let version = match (&built, registry.table(&name)) {
+        (Some(b), _) => Some(b.version as i64),
+        (None, Some(_)) => Some(table_version(registry, &name).await? as i64),
+        (None, None) => None,
     };
-    let stale = staleness(registry, kind, &name).await?;
-    let stale_inputs = match &stale {
+    let staleness = staleness_of(registry, kind, &name, built.as_ref()).await?;
+    let stale_inputs = match &staleness {
         Staleness::Stale(moved) => moved
             .iter()
             .map(|(input, was, now)| format!("{input}@{was} -> {input}@{now}"))
@@ -172,8 +174,11 @@ async fn row(
     Ok(Row {
         kind: noun(kind),
         version,
-        built_from: super::lineage::built_from(&built),
-        stale: !matches!(stale, Staleness::Fresh),
+        built_from: built
+            .as_ref()
+            .map(|b| refresh_history::versions_text(&b.inputs))
+            .unwrap_or_default(),
+        staleness,
         stale_inputs,
         newest_event_us,
         lag_us: newest_event_us.map(|t| now.timestamp_micros() - t),
@@ -187,7 +192,8 @@ async fn row(
     })
 }
 
-/// What `DESCRIBE` adds about an object's freshness: (property, value) rows.
+/// What `DESCRIBE` says about an object's freshness: (property, value) rows, from `built_from`
+/// and `stale` on.
 pub(super) async fn describe_rows(
     registry: &Registry,
     kind: &'static str,
@@ -202,6 +208,8 @@ pub(super) async fn describe_rows(
             .unwrap_or_default()
     };
     let mut rows = vec![
+        ("built_from".to_string(), r.built_from.clone()),
+        ("stale".to_string(), r.staleness.describe()),
         ("newest_event_time".to_string(), time(r.newest_event_us)),
         (
             "event_time_lag".to_string(),
@@ -264,7 +272,7 @@ fn to_batch(rows: &[Row]) -> Result<RecordBatch> {
             text(&|r| Some(r.kind.to_string())),
             Arc::new(rows.iter().map(|r| r.version).collect::<Int64Array>()),
             text(&|r| Some(r.built_from.clone())),
-            flag(&|r| r.stale),
+            flag(&|r| r.staleness != Staleness::Fresh),
             text(&|r| Some(r.stale_inputs.clone())),
             time(&|r| r.newest_event_us),
             Arc::new(DurationMicrosecondArray::from(

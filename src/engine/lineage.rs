@@ -197,7 +197,18 @@ impl Staleness {
 
 /// Compares the inputs' current versions with what the latest build of `name` read.
 pub(super) async fn staleness(registry: &Registry, kind: &str, name: &str) -> Result<Staleness> {
-    let Some(built) = latest_build(registry, name).await? else {
+    let built = latest_build(registry, name).await?;
+    staleness_of(registry, kind, name, built.as_ref()).await
+}
+
+/// [`staleness`], given what the latest build of `name` read (`built`, from [`latest_build`]).
+pub(super) async fn staleness_of(
+    registry: &Registry,
+    kind: &str,
+    name: &str,
+    built: Option<&Lineage>,
+) -> Result<Staleness> {
+    let Some(built) = built else {
         return Ok(Staleness::Unknown);
     };
     let mut moved = Vec::new();
@@ -214,19 +225,6 @@ pub(super) async fn staleness(registry: &Registry, kind: &str, name: &str) -> Re
     } else {
         Staleness::Stale(moved)
     })
-}
-
-/// `built_from` as `DESCRIBE` says it: `events@3, user@0`.
-pub(super) fn built_from(built: &Option<Lineage>) -> String {
-    match built {
-        Some(l) => l
-            .inputs
-            .iter()
-            .map(|(k, v)| format!("{k}@{v}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        None => String::new(),
-    }
 }
 
 /// Refuses a definition of `name` (a `noun`) reading `inputs` that would make it read itself.

@@ -438,15 +438,17 @@ pub(super) async fn describe(engine: &Engine, name: &str) -> Result<Output> {
         ),
         ("sql".to_string(), def.sql.clone()),
     ];
-    let stale = super::lineage::staleness(engine.registry(), KIND_TRAINING_SET, name).await?;
-    rows.push(("stale".to_string(), stale.describe()));
-    rows.extend(super::freshness::describe_rows(engine.registry(), KIND_TRAINING_SET, name).await?);
-    let versions = lineages(engine, name).await?;
-    for l in versions {
-        let inputs: Vec<String> = l.inputs.iter().map(|(k, v)| format!("{k}@{v}")).collect();
+    // Every version is listed below with what it was built from, the latest included.
+    let freshness =
+        super::freshness::describe_rows(engine.registry(), KIND_TRAINING_SET, name).await?;
+    rows.extend(freshness.into_iter().filter(|(p, _)| p != "built_from"));
+    for l in lineages(engine, name).await? {
         rows.push((
             format!("version {}", l.version),
-            format!("built from {}", inputs.join(", ")),
+            format!(
+                "built from {}",
+                super::refresh_history::versions_text(&l.inputs)
+            ),
         ));
     }
     two_columns("property", "value", rows)
