@@ -25,6 +25,29 @@ use datafusion::physical_plan::ExecutionPlan;
 /// offered to the wrapped provider's scan.
 pub const MAX_PUSHED_FILTER_NODES: usize = 1_000;
 
+/// Asks `inner` which of `filters` its scan takes, offering it only those `offer` accepts; the
+/// others are answered `Unsupported` (DataFusion applies them above the scan).
+pub fn offer_filters(
+    inner: &dyn TableProvider,
+    filters: &[&Expr],
+    offer: impl Fn(&Expr) -> bool,
+) -> Result<Vec<TableProviderFilterPushDown>> {
+    let offered: Vec<&Expr> = filters.iter().copied().filter(|f| offer(f)).collect();
+    let mut answers = inner.supports_filters_pushdown(&offered)?.into_iter();
+    Ok(filters
+        .iter()
+        .map(|f| {
+            if offer(f) {
+                answers
+                    .next()
+                    .unwrap_or(TableProviderFilterPushDown::Unsupported)
+            } else {
+                TableProviderFilterPushDown::Unsupported
+            }
+        })
+        .collect())
+}
+
 /// Passes everything to `inner`, except that filters over [`MAX_PUSHED_FILTER_NODES`] nodes are
 /// not pushed into its scan.
 #[derive(Debug)]
@@ -144,20 +167,7 @@ impl TableProvider for BoundedPushdownProvider {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        let offered: Vec<&Expr> = filters.iter().copied().filter(|f| !too_large(f)).collect();
-        let mut answers = self.inner.supports_filters_pushdown(&offered)?.into_iter();
-        Ok(filters
-            .iter()
-            .map(|f| {
-                if too_large(f) {
-                    TableProviderFilterPushDown::Unsupported
-                } else {
-                    answers
-                        .next()
-                        .unwrap_or(TableProviderFilterPushDown::Unsupported)
-                }
-            })
-            .collect())
+        offer_filters(self.inner.as_ref(), filters, |f| !too_large(f))
     }
 
     fn statistics(&self) -> Option<Statistics> {

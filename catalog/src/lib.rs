@@ -20,7 +20,7 @@ mod system_schema;
 mod time_travel;
 mod warehouse;
 
-pub use bounded_pushdown::{BoundedPushdownProvider, MAX_PUSHED_FILTER_NODES};
+pub use bounded_pushdown::{BoundedPushdownProvider, MAX_PUSHED_FILTER_NODES, offer_filters};
 pub use catalog_provider::{DEFAULT_CATALOG, DEFAULT_SCHEMA, FlywheelCatalogProvider};
 pub use error::{Error, Result};
 pub use orphans::ORPHAN_GRACE;

@@ -179,20 +179,7 @@ impl TableProvider for FileColumnProvider {
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
         let on_file = |f: &Expr| f.column_refs().iter().any(|c| c.name == FILE_COLUMN);
-        let offered: Vec<&Expr> = filters.iter().copied().filter(|f| !on_file(f)).collect();
-        let mut answers = self.probe.supports_filters_pushdown(&offered)?.into_iter();
-        Ok(filters
-            .iter()
-            .map(|f| {
-                if on_file(f) {
-                    TableProviderFilterPushDown::Unsupported
-                } else {
-                    answers
-                        .next()
-                        .unwrap_or(TableProviderFilterPushDown::Unsupported)
-                }
-            })
-            .collect())
+        flywheel_catalog::offer_filters(&self.probe, filters, |f| !on_file(f))
     }
 }
 

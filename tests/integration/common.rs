@@ -53,11 +53,7 @@ impl TestServer {
     }
 
     pub async fn channel(&self) -> Channel {
-        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connects")
+        channel_to(&self.addr).await
     }
 
     /// A Flight SQL client.
@@ -88,6 +84,15 @@ impl Drop for TestServer {
             h.abort();
         }
     }
+}
+
+/// A gRPC channel to a server listening on `addr` (plain HTTP/2).
+async fn channel_to(addr: impl std::fmt::Display) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connects")
 }
 
 /// Runs a query through Flight SQL (`GetFlightInfo` + `DoGet` of every endpoint).
@@ -230,11 +235,7 @@ impl ServerProcess {
     }
 
     pub async fn channel(&self) -> Channel {
-        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connects")
+        channel_to(&self.addr).await
     }
 
     /// A raw Flight client that takes messages of any size.
