@@ -89,12 +89,19 @@ fn event_time_column(registry: &Registry, kind: &str, name: &str) -> Option<Stri
         .map(|d| d.event_time)
 }
 
-/// The newest value of `column` in the table of `name` (UTC microseconds), if it is a time.
-async fn newest_event(registry: &Registry, name: &str, column: &str) -> Result<Option<i64>> {
+/// The newest value of `column` in the table of `name` (at `version`, or its latest), in UTC
+/// microseconds, if it is a time (a timestamp without zone counts as UTC).
+pub(super) async fn newest_event(
+    registry: &Registry,
+    name: &str,
+    column: &str,
+    version: Option<u64>,
+) -> Result<Option<i64>> {
     let Some(entry) = registry.table(name) else {
         return Ok(None);
     };
-    let table = load_table(&entry, None).await?;
+    let target = version.map(flywheel_catalog::TravelTarget::Version);
+    let table = load_table(&entry, target.as_ref()).await?;
     let ctx = SessionContext::new();
     let batches = ctx
         .read_table(table.table_provider().await?)?
@@ -158,7 +165,7 @@ async fn row(
         Staleness::Fresh => String::new(),
     };
     let newest_event_us = match event_time_column(registry, kind, &name) {
-        Some(column) => newest_event(registry, &name, &column)
+        Some(column) => newest_event(registry, &name, &column, None)
             .await
             .unwrap_or_else(|e| {
                 tracing::debug!(object = %name, error = %e, "no newest event time");

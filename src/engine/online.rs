@@ -127,31 +127,9 @@ impl Engine {
         };
         // Rows of `base` past the served cut-off would now be served: load whole.
         if old.cutoff_us != i64::MAX {
-            // Boxed: this runs a query from inside a statement (REFRESH).
-            let newest = Box::pin(self.sql(&format!(
-                "SELECT max({}) FROM {} VERSION AS OF {base}",
-                quote(&def.event_time),
-                quote(name)
-            )))
-            .await?
-            .collect()
-            .await?;
-            let newest = newest
-                .first()
-                .filter(|b| b.num_rows() == 1)
-                .map(|b| {
-                    arrow::compute::cast(
-                        b.column(0),
-                        &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
-                    )
-                })
-                .transpose()?;
-            let newest = newest.and_then(|a| {
-                a.as_any()
-                    .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
-                    .filter(|a| a.is_valid(0))
-                    .map(|a| a.value(0))
-            });
+            let newest =
+                super::freshness::newest_event(self.registry(), name, &def.event_time, Some(base))
+                    .await?;
             if newest.is_none_or(|t| t > old.cutoff_us) {
                 return Ok(false);
             }

@@ -217,13 +217,18 @@ pub(crate) fn only_refresh_option(
 /// The registry change that sets `schedule` for object `kind`/`name` (a manual schedule is the
 /// absence of one: its row is dropped if any).
 pub(crate) fn set_change(kind: &str, name: &str, schedule: &Schedule) -> Result<Change> {
+    change_to(kind, name, schedule, false)
+}
+
+/// [`set_change`], the schedule `suspended` or not.
+fn change_to(kind: &str, name: &str, schedule: &Schedule, suspended: bool) -> Result<Change> {
     if *schedule == Schedule::Manual {
         return Ok(drop_change(name));
     }
     let entry = ScheduleEntry {
         object_kind: kind.to_string(),
         refresh: schedule.text(),
-        suspended: false,
+        suspended,
         set_at_us: Utc::now().timestamp_micros(),
     };
     entry_change(name, &entry)
@@ -290,14 +295,7 @@ pub(crate) async fn set(
     schedule: &Schedule,
 ) -> Result<()> {
     let suspended = entry(engine.registry(), name).is_some_and(|e| e.suspended);
-    let mut change = set_change(kind, name, schedule)?;
-    if suspended && let Change::CreateObject { definition, .. } = &mut change {
-        let mut entry: ScheduleEntry = serde_json::from_str(definition)
-            .map_err(|e| Error::Invalid(format!("cannot store the schedule of `{name}`: {e}")))?;
-        entry.suspended = true;
-        *definition = serde_json::to_string(&entry)
-            .map_err(|e| Error::Invalid(format!("cannot store the schedule of `{name}`: {e}")))?;
-    }
+    let change = change_to(kind, name, schedule, suspended)?;
     engine.registry().commit(vec![change]).await?;
     Ok(())
 }
