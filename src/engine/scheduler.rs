@@ -134,14 +134,21 @@ impl Scheduler {
         if poll {
             self.last_poll = Some(now);
         }
+        let scheduled: Vec<_> = lineage::all_in_order(registry)
+            .into_iter()
+            .filter_map(|(kind, name)| {
+                let entry = schedules::entry(registry, &name)
+                    .filter(|e| e.object_kind == kind && !e.suspended)?;
+                Some((kind, name, entry))
+            })
+            .collect();
         let mut runs = Vec::new();
+        // A warehouse without schedules costs a pass nothing more (no lease table to read).
+        if scheduled.is_empty() {
+            return Ok(runs);
+        }
         let mut leases = leases::read(registry).await?;
-        for (kind, name) in lineage::all_in_order(registry) {
-            let Some(entry) =
-                schedules::entry(registry, &name).filter(|e| e.object_kind == kind && !e.suspended)
-            else {
-                continue;
-            };
+        for (kind, name, entry) in scheduled {
             let schedule = entry.schedule();
             let current = leases.1.get(&name).cloned();
             let held = current
