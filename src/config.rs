@@ -4,8 +4,7 @@
 //! environment variables (`FLYWHEEL_LISTEN`, `FLYWHEEL_WAREHOUSE`, `FLYWHEEL_LOG`,
 //! `FLYWHEEL_AUTH_TOKEN`, `FLYWHEEL_AUTH_USER`, `FLYWHEEL_AUTH_PASSWORD`, `FLYWHEEL_TLS_CERT`,
 //! `FLYWHEEL_TLS_KEY`, `FLYWHEEL_ONLINE_STORE`, `FLYWHEEL_MEMORY_LIMIT`,
-//! `FLYWHEEL_DOWNLOAD_CACHE_SIZE`, `FLYWHEEL_DOWNLOAD_CACHE_DIR`, `FLYWHEEL_PARQUET_DATA_PAGES`,
-//! `FLYWHEEL_WARM_TRAINING_SETS`, `FLYWHEEL_ALLOWED_PATHS` (comma-separated),
+//! `FLYWHEEL_PARQUET_DATA_PAGES`, `FLYWHEEL_ALLOWED_PATHS` (comma-separated),
 //! `FLYWHEEL_STATEMENT_TIMEOUT`, `FLYWHEEL_MAX_STATEMENT_SIZE`, `FLYWHEEL_MAX_EXPRESSION_DEPTH`,
 //! `FLYWHEEL_MAX_LOOKUP_KEYS`), command-line flags.
 
@@ -55,18 +54,15 @@ pub struct Config {
     pub max_expression_depth: Option<usize>,
     /// The most entity keys one online lookup may ask for (default: 100000).
     pub max_lookup_keys: Option<usize>,
-    /// The most disk the download cache may use (repeated shard reads of pinned training sets
-    /// and tables are sent from it), e.g. `20GiB`; `0` switches it off (default: 8 GiB).
+    /// Retired (the download cache was removed in 0.2): accepted so that older configuration
+    /// files still load, and ignored with a warning ([`Config::retired_settings`]).
     pub download_cache_size: Option<String>,
-    /// The download cache's folder (default: `_flywheel/download_cache` in a local warehouse;
-    /// an object-store warehouse has no cache unless this is set).
+    /// Retired, as `download_cache_size`.
     pub download_cache_dir: Option<String>,
     /// The Parquet data pages of the tables Flywheel writes: `v2` (default; pages compression
     /// does not shrink are stored uncompressed) or `v1` (for readers without V2 support).
     pub parquet_data_pages: Option<String>,
-    /// Whether `flywheel serve` records each training set it builds (CREATE, REFRESH) into the
-    /// download cache at once, so that a training job's first read is a replay: `true` (default)
-    /// or `false`.
+    /// Retired, as `download_cache_size`.
     pub warm_training_sets: Option<bool>,
     /// Folders (or object-store URL prefixes) outside the warehouse that clients of `flywheel
     /// serve` may use in `COPY ... TO` and as external tables' `LOCATION`s (default: none, only
@@ -81,9 +77,6 @@ pub struct Config {
     /// died holding one loses it after this), e.g. `5m` (the default).
     pub schedule_lease_timeout: Option<String>,
 }
-
-/// The download cache's budget when none is configured.
-const DEFAULT_DOWNLOAD_CACHE_BYTES: u64 = 8 << 30;
 
 impl Default for Config {
     fn default() -> Self {
@@ -191,11 +184,6 @@ impl Config {
                 &mut config.memory_limit,
             ),
             (
-                "FLYWHEEL_DOWNLOAD_CACHE_SIZE",
-                &None,
-                &mut config.download_cache_size,
-            ),
-            (
                 "FLYWHEEL_STATEMENT_TIMEOUT",
                 &flags.statement_timeout,
                 &mut config.statement_timeout,
@@ -204,11 +192,6 @@ impl Config {
                 "FLYWHEEL_MAX_STATEMENT_SIZE",
                 &None,
                 &mut config.max_statement_size,
-            ),
-            (
-                "FLYWHEEL_DOWNLOAD_CACHE_DIR",
-                &None,
-                &mut config.download_cache_dir,
             ),
             (
                 "FLYWHEEL_PARQUET_DATA_PAGES",
@@ -252,13 +235,7 @@ impl Config {
                 .map(str::to_string)
                 .collect();
         }
-        for (var, field) in [
-            (
-                "FLYWHEEL_WARM_TRAINING_SETS",
-                &mut config.warm_training_sets,
-            ),
-            ("FLYWHEEL_SCHEDULER", &mut config.scheduler),
-        ] {
+        for (var, field) in [("FLYWHEEL_SCHEDULER", &mut config.scheduler)] {
             if let Some(v) = env(var) {
                 *field = Some(match v.as_str() {
                     "true" | "1" => true,
@@ -293,7 +270,6 @@ impl Config {
         if self.max_lookup_keys == Some(0) {
             return Err(Error::Config("max_lookup_keys must be at least 1".into()));
         }
-        self.download_cache_bytes()?;
         self.data_pages()?;
         crate::engine::FileAccess::restricted_to(&self.allowed_paths)?;
         Ok(())
@@ -390,16 +366,28 @@ impl Config {
         }))
     }
 
-    /// `download_cache_size` in bytes (0: no cache).
-    pub fn download_cache_bytes(&self) -> Result<u64> {
-        let Some(text) = self.download_cache_size.as_deref() else {
-            return Ok(DEFAULT_DOWNLOAD_CACHE_BYTES);
-        };
-        parse_size(text).ok_or_else(|| {
-            Error::Config(format!(
-                "download_cache_size `{text}` is not a size; e.g. 20GiB, 512MiB, or 0 for no cache"
-            ))
-        })
+    /// The retired settings this configuration sets: they are ignored, and `flywheel serve` says
+    /// so once at start.
+    pub fn retired_settings(&self) -> Vec<&'static str> {
+        let set = [
+            self.download_cache_size.is_some(),
+            self.download_cache_dir.is_some(),
+            self.warm_training_sets.is_some(),
+        ];
+        Self::retired_settings_names()
+            .into_iter()
+            .zip(set)
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect()
+    }
+
+    /// Every retired setting's name.
+    pub fn retired_settings_names() -> [&'static str; 3] {
+        [
+            "download_cache_size",
+            "download_cache_dir",
+            "warm_training_sets",
+        ]
     }
 
     /// The credentials clients must present (none configured: everyone is accepted).
@@ -478,7 +466,6 @@ fn parse_size(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::ServeOptions;
     use std::collections::HashMap;
 
     #[test]
@@ -533,49 +520,15 @@ mod tests {
     }
 
     #[test]
-    fn training_sets_are_warmed_unless_the_file_or_the_environment_says_false() {
-        let resolve = |file: Option<&str>, var: Option<&str>| {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let path = dir.path().join("flywheel.toml");
-            std::fs::write(&path, file.unwrap_or("")).expect("writes");
-            let flags = Overrides {
-                config_file: Some(path.to_string_lossy().into_owned()),
-                ..Overrides::default()
-            };
-            Config::resolve(&flags, |k| {
-                var.filter(|_| k == "FLYWHEEL_WARM_TRAINING_SETS")
-                    .map(str::to_owned)
-            })
-            .map(|c| ServeOptions::from_config(&c).map(|o| o.warm_training_sets))
-        };
-        assert_eq!(resolve(None, None).ok().and_then(Result::ok), Some(true));
-        let off = resolve(Some("warm_training_sets = false"), None);
-        assert_eq!(off.ok().and_then(Result::ok), Some(false));
-        let on = resolve(Some("warm_training_sets = false"), Some("true"));
-        assert_eq!(on.ok().and_then(Result::ok), Some(true));
-        let error = resolve(None, Some("yes")).expect_err("not a boolean");
-        assert!(
-            error.to_string().contains("FLYWHEEL_WARM_TRAINING_SETS"),
-            "{error}"
+    fn retired_settings_still_load_and_are_named() {
+        let config =
+            Config::from_toml("download_cache_size = \"8GiB\"\nwarm_training_sets = false")
+                .expect("older files load");
+        assert_eq!(
+            config.retired_settings(),
+            ["download_cache_size", "warm_training_sets"]
         );
-        assert!(Config::from_toml("warm_training_sets = \"no\"").is_err());
-    }
-
-    #[test]
-    fn download_cache_size_defaults_to_8_gib_and_zero_switches_it_off() {
-        let with = |v: &str| Config {
-            download_cache_size: Some(v.into()),
-            ..Config::default()
-        };
-        assert_eq!(Config::default().download_cache_bytes().ok(), Some(8 << 30));
-        assert_eq!(with("0").download_cache_bytes().ok(), Some(0));
-        assert_eq!(with("20GiB").download_cache_bytes().ok(), Some(20 << 30));
-        let error = with("lots").download_cache_bytes().expect_err("not a size");
-        assert!(error.to_string().contains("download_cache_size"), "{error}");
-        let env: HashMap<&str, &str> = [("FLYWHEEL_DOWNLOAD_CACHE_SIZE", "0")].into();
-        let config = Config::resolve(&Overrides::default(), |k| env.get(k).map(|v| v.to_string()))
-            .expect("resolves");
-        assert_eq!(config.download_cache_bytes().ok(), Some(0));
+        assert!(Config::default().retired_settings().is_empty());
     }
 
     #[test]

@@ -12,7 +12,6 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
-mod file_pages;
 pub mod online;
 pub mod server;
 pub mod untrusted;

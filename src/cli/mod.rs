@@ -17,8 +17,8 @@ use crate::{Engine, EngineOptions, Result, server};
 #[command(name = "flywheel", version, about)]
 pub struct Cli {
     /// TOML config file (keys: listen, warehouse, log, auth_token, auth_user, auth_password,
-    /// tls_cert, tls_key, online_store, memory_limit, download_cache_size, download_cache_dir,
-    /// parquet_data_pages, warm_training_sets, allowed_paths, statement_timeout, max_statement_size,
+    /// tls_cert, tls_key, online_store, memory_limit, parquet_data_pages, allowed_paths,
+    /// statement_timeout, max_statement_size,
     /// scheduler, on_change_poll_interval, schedule_lease_timeout,
     /// max_expression_depth, max_lookup_keys; see the README's Configuration).
     /// Also FLYWHEEL_CONFIG.
@@ -231,6 +231,13 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
         Command::Serve { .. } => {
             let listener = server::bind(config.listen_addr()?).await?;
             let options = server::ServeOptions::from_config(&config)?;
+            for name in config.retired_settings() {
+                tracing::warn!(
+                    setting = name,
+                    "ignored: the download cache was removed in 0.2 (training-set reads stream \
+                     from the Delta files); delete this setting from the configuration"
+                );
+            }
             println!(
                 "Flywheel serving Flight SQL on {}://{} (warehouse {}{})",
                 options.scheme(),
@@ -323,7 +330,8 @@ mod tests {
             .and_then(|a| a.get_help())
             .expect("--config has help")
             .to_string();
-        for key in keys {
+        let retired = Config::retired_settings_names();
+        for key in keys.into_iter().filter(|k| !retired.contains(k)) {
             assert!(help.contains(key), "`--config` help lacks `{key}`: {help}");
         }
     }

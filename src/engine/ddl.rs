@@ -500,23 +500,11 @@ pub(super) async fn drop_table(engine: &Engine, d: DropTable, cascade: bool) -> 
     Ok(Output::empty())
 }
 
-/// Deletes the files of managed table `entry` (already dropped from the registry), then tells the
-/// engine's listeners its Delta id.
+/// Deletes the files of managed table `entry` (already dropped from the registry).
 pub(super) async fn remove_files(engine: &Engine, entry: &TableEntry) -> Result<()> {
-    let id = if engine.drops_listened() {
-        load_table(entry, None)
-            .await
-            .ok()
-            .and_then(|table| table.snapshot().ok().map(|s| s.metadata().id().to_string()))
-    } else {
-        None
-    };
     engine
         .registry()
         .warehouse()
         .remove_table_files(&entry.location)?;
-    if let Some(id) = id {
-        engine.table_dropped(&id);
-    }
     Ok(())
 }

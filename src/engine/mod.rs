@@ -20,7 +20,6 @@ mod insert;
 mod leases;
 pub mod limits;
 mod lineage;
-mod local_files;
 mod objects;
 mod online;
 mod output;
@@ -53,7 +52,7 @@ pub use parquet_files::DataPages;
 pub use refresh_history::{Mode as RefreshMode, Trigger};
 pub use scheduler::{ScheduledRun, Scheduler, SchedulerOptions};
 pub use schedules::Schedule;
-pub use shards::{MAX_SHARDS, PinnedTable, ReadableVersion};
+pub use shards::{MAX_SHARDS, PinnedTable, ShardSource, ShardSpec};
 pub(crate) use time_travel::visit_statement_mut;
 
 use crate::{Error, Result};
@@ -101,42 +100,6 @@ pub struct Engine {
     file_access: Arc<FileAccess>,
     /// What one statement may ask for.
     limits: limits::Limits,
-    /// Told the Delta id of every managed table whose files a statement deleted.
-    dropped: Listeners,
-    /// Told the name of every training set a statement built (created or refreshed).
-    built: Listeners,
-}
-
-/// Called with the Delta table id of a managed table whose files were deleted (see
-/// [`Engine::on_table_dropped`]), or the name of a training set that was built (see
-/// [`Engine::on_training_set_built`]).
-pub type Listener = Arc<dyn Fn(&str) + Send + Sync>;
-
-/// The listeners of one kind of event, shared by the engine's clones.
-#[derive(Clone, Default)]
-struct Listeners(Arc<std::sync::RwLock<Vec<Listener>>>);
-
-impl Listeners {
-    fn add(&self, f: Listener) {
-        if let Ok(mut all) = self.0.write() {
-            all.push(f);
-        }
-    }
-
-    fn any(&self) -> bool {
-        self.0.read().is_ok_and(|all| !all.is_empty())
-    }
-
-    /// Calls every listener with `what` (outside the lock: a listener may add one).
-    fn tell(&self, what: &str) {
-        let all = match self.0.read() {
-            Ok(all) => all.clone(),
-            Err(_) => return,
-        };
-        for f in all {
-            f(what);
-        }
-    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -189,36 +152,7 @@ impl Engine {
             data_pages: options.data_pages,
             file_access: Arc::new(options.file_access.clone()),
             limits: options.limits,
-            dropped: Listeners::default(),
-            built: Listeners::default(),
         })
-    }
-
-    /// Calls `f` with the Delta table id of every managed table whose files a statement of this
-    /// engine deletes from now on (`DROP TABLE`, `DROP FEATURE VIEW`, ...): the server forgets
-    /// what its download cache kept of them.
-    pub fn on_table_dropped(&self, f: Listener) {
-        self.dropped.add(f);
-    }
-
-    /// Whether anyone listens for dropped tables (finding a table's Delta id reads its log).
-    fn drops_listened(&self) -> bool {
-        self.dropped.any()
-    }
-
-    fn table_dropped(&self, table_id: &str) {
-        self.dropped.tell(table_id);
-    }
-
-    /// Calls `f` with the name of every training set a statement of this engine builds from now
-    /// on (`CREATE TRAINING SET`, `REFRESH TRAINING SET`), once its new version is committed and
-    /// registered: the server warms its download cache with it.
-    pub fn on_training_set_built(&self, f: Listener) {
-        self.built.add(f);
-    }
-
-    fn training_set_built(&self, name: &str) {
-        self.built.tell(name);
     }
 
     /// Runs `plan` in the engine's session as one stream of its rows.

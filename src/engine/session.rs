@@ -5,11 +5,9 @@ use std::sync::Arc;
 use super::planner::FlywheelQueryPlanner;
 use crate::asof::{AsOfJoinAnalyzer, AsOfMatchUdf};
 use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use deltalake::logstore::object_store::local::LocalFileSystem;
 use flywheel_catalog::{DEFAULT_CATALOG, DEFAULT_SCHEMA, FlywheelCatalogProvider, Registry};
 
 /// A session whose default catalog is the warehouse (`flywheel.public`), with `information_schema`.
@@ -32,9 +30,6 @@ pub(super) fn build(
         runtime = runtime.with_memory_limit(limit, 1.0);
     }
     let runtime = runtime.build_arc()?;
-    // Delta scans of local tables read through the session's `file://` store.
-    let local = super::local_files::MappedRanges::new(LocalFileSystem::new());
-    runtime.register_object_store(ObjectStoreUrl::local_filesystem().as_ref(), Arc::new(local));
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)

@@ -22,30 +22,27 @@ use std::sync::Arc;
 
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
+use datafusion::common::TableReference;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::provider_as_source;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, Volatility};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::{
     RecordBatchReceiverStreamBuilder, RecordBatchStreamAdapter,
 };
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, execute_stream};
-use deltalake::logstore::object_store::{ObjectStore as _, ObjectStoreExt as _};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use super::{Engine, Planned};
 use crate::{Error, Result};
 
 /// The most shards one request may ask for.
 pub const MAX_SHARDS: usize = 1024;
-
-/// Up to this many data files, a version's files are checked one request each; above, by one
-/// listing of the table.
-const HEAD_CHECKS: usize = 32;
 
 /// Rows per batch of a sharded read.
 const SHARD_BATCH_ROWS: usize = 65_536;
@@ -67,18 +64,22 @@ impl Engine {
             .min(MAX_SHARDS)
     }
 
-    /// Streams shard `shard` of `shards` of the query `sql`.
+    /// Streams one shard of a sharded read of `source`.
     ///
-    /// The query is planned for `partitions` partitions (see [`Engine::shard_partitions`]; every
-    /// shard of one read must use the same number), and a shard's partitions run concurrently.
-    pub async fn shard_stream(
+    /// The read is planned for `spec.partitions` partitions (see [`Engine::shard_partitions`];
+    /// every shard of one read must use the same number), and a shard's partitions run
+    /// concurrently.
+    pub async fn read_shard(
         &self,
-        sql: &str,
-        shard: usize,
-        shards: usize,
-        partitions: usize,
+        source: &ShardSource,
+        spec: ShardSpec,
     ) -> Result<SendableRecordBatchStream> {
         let started = tokio::time::Instant::now();
+        let ShardSpec {
+            shard,
+            shards,
+            partitions,
+        } = spec;
         if shards == 0 || shards > MAX_SHARDS || shard >= shards {
             return Err(Error::Invalid(format!(
                 "shard {shard} of {shards} does not exist: ask for 1 to {MAX_SHARDS} shards and a \
@@ -91,17 +92,7 @@ impl Engine {
                  ({shards}) and {MAX_SHARDS}: use the tickets a FlightInfo hands out"
             )));
         }
-        let mut statements = self.parse(sql)?;
-        if statements.len() != 1 {
-            return Err(Error::NotOneStatement {
-                found: statements.len(),
-            });
-        }
-        let Planned::Query(logical) = self.plan(statements.remove(0)).await? else {
-            return Err(Error::Invalid(
-                "only a query's result can be read in shards".into(),
-            ));
-        };
+        let logical = self.source_plan(source).await?;
         // Bigger batches: fewer, larger Flight messages for bulk downloads.
         let mut config = self
             .context()
@@ -235,33 +226,26 @@ pub struct PinnedTable {
     pub version: u64,
     /// Data files at that version (the default shard count).
     pub files: usize,
+    /// Rows at that version, from the Delta log's file statistics (`None` when a file has none).
+    pub rows: Option<u64>,
 }
 
-impl PinnedTable {
-    /// The query that reads exactly this version.
-    pub fn query(&self) -> String {
-        format!(
-            "SELECT * FROM \"{}\" VERSION AS OF {}",
-            self.name.replace('"', "\"\""),
-            self.version
-        )
-    }
+/// What a sharded read reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardSource {
+    /// A table (feature views, labels and training sets included) at one version.
+    Table { name: String, version: u64 },
+    /// A client's query.
+    Query(String),
+}
 
-    /// The table and version of a query made by [`PinnedTable::query`]; `None` for any other
-    /// query.
-    pub fn parse_query(sql: &str) -> Option<(String, u64)> {
-        let rest = sql.strip_prefix("SELECT * FROM \"")?;
-        let (quoted, version) = rest.rsplit_once("\" VERSION AS OF ")?;
-        let version: u64 = version.parse().ok()?;
-        let name = quoted.replace("\"\"", "\"");
-        let pinned = PinnedTable {
-            name,
-            version,
-            files: 0,
-        };
-        // Only an exact round trip: `"a"" b"` and similar oddities are not this query.
-        (pinned.query() == sql).then_some((pinned.name, version))
-    }
+/// Which shard of a read, and how the read is split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardSpec {
+    pub shard: usize,
+    pub shards: usize,
+    /// The partition count every shard of the read plans for ([`Engine::shard_partitions`]).
+    pub partitions: usize,
 }
 
 impl Engine {
@@ -287,95 +271,58 @@ impl Engine {
     /// Pins table `name` at `version` (default: its latest version).
     pub async fn pin_table(&self, name: &str, version: Option<u64>) -> Result<PinnedTable> {
         let (name, table) = self.load_registered(name, version).await?;
-        let files = table.get_file_uris()?.count();
+        let snapshot = table.snapshot()?;
+        let (mut files, mut rows) = (0, Some(0u64));
+        for file in snapshot.log_data() {
+            files += 1;
+            rows = rows.zip(file.num_records()).map(|(n, m)| n + m as u64);
+        }
         Ok(PinnedTable {
             name,
             version: table.version().unwrap_or(0),
             files,
+            rows,
         })
     }
 
-    /// Version `version` of table `name` when every one of its data files is still in place;
-    /// `None` when some are gone (a vacuumed version: what was removed must not come back from a
-    /// cache).
-    pub async fn readable_version(
-        &self,
-        name: &str,
-        version: u64,
-    ) -> Result<Option<ReadableVersion>> {
-        let (_, table) = self.load_registered(name, Some(version)).await?;
-        let snapshot = table.snapshot()?;
-        let store = table.object_store();
-        let mut data_bytes = 0u64;
-        let files: Vec<_> = snapshot
-            .log_data()
-            .into_iter()
-            .map(|file| {
-                data_bytes += u64::try_from(file.size()).unwrap_or(0);
-                file.object_store_path()
-            })
-            .collect();
-        let present = if files.len() <= HEAD_CHECKS {
-            futures::stream::iter(files)
-                .map(|path| {
-                    let store = Arc::clone(&store);
-                    async move { store.head(&path).await }
-                })
-                .buffer_unordered(16)
-                .try_collect::<Vec<_>>()
-                .await
-                .is_ok()
-        } else {
-            // Many files: one listing (a few requests on an object store) rather than a request
-            // per file.
-            let listed = store
-                .list(None)
-                .map_ok(|meta| meta.location)
-                .try_collect::<std::collections::HashSet<_>>()
-                .await;
-            listed.is_ok_and(|listed| files.iter().all(|f| listed.contains(f)))
-        };
-        Ok(present.then(|| ReadableVersion {
-            table_id: snapshot.metadata().id().to_string(),
-            data_bytes,
-        }))
+    /// The plan of a sharded read's source: a table version scanned through the catalog's
+    /// time-travel schema, or the client's query planned as any statement.
+    pub async fn source_plan(&self, source: &ShardSource) -> Result<LogicalPlan> {
+        match source {
+            ShardSource::Table { name, version } => self.table_version_plan(name, *version).await,
+            ShardSource::Query(sql) => {
+                let mut statements = self.parse(sql)?;
+                if statements.len() != 1 {
+                    return Err(Error::NotOneStatement {
+                        found: statements.len(),
+                    });
+                }
+                match self.plan(statements.remove(0)).await? {
+                    Planned::Query(logical) => Ok(logical),
+                    _ => Err(Error::Invalid(
+                        "a sharded read takes a query (SELECT ...); run statements through \
+                         Flight SQL"
+                            .into(),
+                    )),
+                }
+            }
+        }
     }
-}
 
-/// A table version whose data files are all in place ([`Engine::readable_version`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadableVersion {
-    /// The table's Delta id (a table dropped and created again gets a new one).
-    pub table_id: String,
-    /// The bytes of the version's data files.
-    pub data_bytes: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::PinnedTable;
-
-    #[test]
-    fn pinned_queries_parse_back() {
-        for name in ["fraud_train", "odd \"name\"", "a\" VERSION AS OF 1"] {
-            let pinned = PinnedTable {
-                name: name.into(),
-                version: 7,
-                files: 1,
-            };
-            assert_eq!(
-                PinnedTable::parse_query(&pinned.query()),
-                Some((name.to_string(), 7))
-            );
-        }
-        for other in [
-            "SELECT * FROM \"t\"",
-            "SELECT * FROM \"t\" VERSION AS OF x",
-            "SELECT * FROM \"t\" VERSION AS OF 1 WHERE true",
-            "SELECT a FROM \"t\" VERSION AS OF 1",
-            "SELECT * FROM \"t\" VERSION AS OF 01",
-        ] {
-            assert_eq!(PinnedTable::parse_query(other), None, "{other}");
-        }
+    /// A scan of every column of table `name` at `version`.
+    pub async fn table_version_plan(&self, name: &str, version: u64) -> Result<LogicalPlan> {
+        let reference = TableReference::full(
+            flywheel_catalog::DEFAULT_CATALOG,
+            flywheel_catalog::TIME_TRAVEL_SCHEMA,
+            flywheel_catalog::TravelTarget::Version(version).encode(name),
+        );
+        let provider = self
+            .context()
+            .table_provider(reference)
+            .await
+            .map_err(Error::from_datafusion)?;
+        LogicalPlanBuilder::scan(name, provider_as_source(provider), None)
+            .and_then(LogicalPlanBuilder::build)
+            .map_err(Error::from_datafusion)
     }
 }

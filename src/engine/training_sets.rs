@@ -293,7 +293,6 @@ async fn create_once(engine: &Engine, c: &CreateTrainingSet) -> Result<Option<Ou
         }
         Err(e) => return Err(e),
     }
-    engine.training_set_built(&name);
     Ok(Some(Output::empty()))
 }
 
@@ -332,9 +331,7 @@ impl Engine {
 /// rebuilt ([`incremental`]).
 pub(super) async fn refresh(engine: &Engine, name: &str, full: bool) -> Result<Outcome> {
     let def = ts_definition(engine, name)?;
-    let outcome = super::conflicts::retry(name, || refresh_once(engine, name, &def, full)).await?;
-    engine.training_set_built(name);
-    Ok(outcome)
+    super::conflicts::retry(name, || refresh_once(engine, name, &def, full)).await
 }
 
 async fn refresh_once(

@@ -91,7 +91,7 @@ pub async fn tables(engine: &Engine, query: CommandGetTables) -> Result<RecordBa
                 {
                     // As a query's answer has it (dictionary columns decoded).
                     Some(t) => Arc::new(super::column_metadata::of_table(
-                        super::messages::sql_wire_schema(&t.schema()),
+                        super::wire_types::sql_wire_schema(&t.schema()),
                         &catalog,
                         &schema,
                         &name,

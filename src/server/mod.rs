@@ -1,28 +1,25 @@
 //! The Arrow Flight SQL server over the [`Engine`](crate::Engine).
 //!
 //! Requests enter through tonic as Flight SQL commands ([`service`]); SQL runs in the shared engine;
-//! results leave as Arrow IPC streams, batch by batch. Tickets and prepared-statement handles carry
-//! the statement itself ([`tickets`]), so nothing is kept per client and any server instance on the
-//! same warehouse can answer them. Engine errors become gRPC status codes in one place ([`status`]).
-//! `DoGet` answers leave from the batches' own buffers ([`do_get`], [`messages`]). Beside Flight
-//! SQL, path descriptors serve sharded reads of training sets ([`shards`]); bulk
+//! results leave as Arrow IPC streams, batch by batch, through arrow-flight's encoder (in the types
+//! [`wire_types`] gives them). Tickets and prepared-statement handles carry the statement itself
+//! ([`tickets`]), so nothing is kept per client and any server instance on the same warehouse can
+//! answer them; [`checked`] refuses envelopes that are not Flight SQL before the dispatch sees
+//! them. Engine errors become gRPC status codes in one place ([`status`]). Beside Flight SQL, path descriptors serve sharded reads of training sets ([`shards`]); bulk
 //! ingest writes Delta tables ([`ingest`]); catalog metadata lists Flywheel's objects
 //! ([`metadata`]); every call passes the credential check ([`auth`]); TLS is optional.
 
 mod auth;
+mod checked;
 mod column_metadata;
-mod do_get;
-mod download_cache;
-mod grpc_body;
 mod ingest;
-mod messages;
 mod metadata;
 mod service;
 mod shards;
 mod sql_info;
 mod status;
 mod tickets;
-mod warm;
+mod wire_types;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,10 +33,10 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 pub use auth::{AuthInterceptor, Authenticator, Credentials};
-pub use download_cache::DownloadCacheOptions;
+pub use checked::CheckedFlightService;
 pub use service::FlywheelFlightSqlService;
-pub use shards::{SHARD_TICKET_TYPE, ShardTicket};
 pub use status::to_status;
+pub use tickets::{SHARD_TICKET_TYPE, ShardTicket};
 
 use crate::{Engine, Error, Result};
 
@@ -56,13 +53,6 @@ pub struct ServeOptions {
     pub credentials: Credentials,
     /// PEM certificate chain and private key.
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
-    /// Where repeated shard reads of pinned table versions are cached (default: off; the
-    /// `flywheel serve` default is 8 GiB in the warehouse).
-    pub download_cache: DownloadCacheOptions,
-    /// Whether each training set built through the server (CREATE, REFRESH) is recorded into
-    /// the download cache at once, so that its first read is a replay (default: no; the
-    /// `flywheel serve` default is yes).
-    pub warm_training_sets: bool,
 }
 
 impl ServeOptions {
@@ -79,11 +69,6 @@ impl ServeOptions {
         Ok(Self {
             credentials: config.credentials(),
             tls,
-            download_cache: DownloadCacheOptions {
-                dir: config.download_cache_dir.as_ref().map(Into::into),
-                max_bytes: config.download_cache_bytes()?,
-            },
-            warm_training_sets: config.warm_training_sets.unwrap_or(true),
         })
     }
 
@@ -117,12 +102,6 @@ pub async fn serve_with(
     let addr = listener.local_addr()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let authenticator = Authenticator::new(options.credentials.clone());
-    let cache = open_download_cache(&engine, &options.download_cache)?;
-    if let Some(cache) = &cache {
-        // A dropped table's recordings can never be asked for again: free their space now.
-        let cache = Arc::clone(cache);
-        engine.on_table_dropped(Arc::new(move |table_id| cache.forget_table(table_id)));
-    }
     // A restarted server answers its first lookups from memory.
     engine.preload_online();
     // Folders of tables whose statements stopped before registering them (a crash) hold space.
@@ -132,18 +111,10 @@ pub async fn serve_with(
             warn!(error = %e, "could not look for unregistered table folders");
         }
     });
-    let flight_sql = FlywheelFlightSqlService::with_auth(engine, Arc::clone(&authenticator))
-        .with_download_cache(cache.clone());
-    let warming = match cache {
-        Some(cache) if options.warm_training_sets => Some(AbortOnDrop(
-            warm::warm_built_training_sets(flight_sql.clone(), cache),
-        )),
-        _ => None,
-    };
-    let service = FlightServiceServer::new(flight_sql.clone())
+    let flight_sql = FlywheelFlightSqlService::with_auth(engine, Arc::clone(&authenticator));
+    let service = FlightServiceServer::new(CheckedFlightService(flight_sql))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let service = do_get::DoGetRoute::new(service, flight_sql, MAX_MESSAGE_BYTES);
     let service = tonic::service::interceptor::InterceptedService::new(
         service,
         AuthInterceptor { authenticator },
@@ -184,62 +155,8 @@ pub async fn serve_with(
             warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them")
         }
     }
-    drop(warming);
     info!("Flight SQL server stopped");
     Ok(())
-}
-
-/// Aborts a background task when dropped (the server returned, by error or shutdown).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Opens the download cache `options` ask for: `None` when it is off, or when no folder was given
-/// and the warehouse has no usable one (an object store, a read-only folder). A configured folder
-/// that cannot be used is an error.
-fn open_download_cache(
-    engine: &Engine,
-    options: &DownloadCacheOptions,
-) -> Result<Option<Arc<download_cache::DownloadCache>>> {
-    if options.max_bytes == 0 {
-        return Ok(None);
-    }
-    let dir = match &options.dir {
-        Some(dir) => dir.clone(),
-        None => match engine.registry().warehouse().root().to_file_path() {
-            Ok(root) => root.join("_flywheel").join("download_cache"),
-            Err(()) => {
-                info!(
-                    "no download cache: the warehouse is not a local folder; set \
-                     download_cache_dir to a local one to cache repeated training-set reads"
-                );
-                return Ok(None);
-            }
-        },
-    };
-    let cache = match download_cache::DownloadCache::open(dir.clone(), options.max_bytes) {
-        Ok(cache) => cache,
-        // A folder the configuration names must work; the default one is a convenience.
-        Err(e) if options.dir.is_some() => {
-            return Err(Error::Config(format!(
-                "cannot open the download cache folder `{}`: {e}; set download_cache_dir to a \
-                 writable folder, or download_cache_size = \"0\" to switch the cache off",
-                dir.display()
-            )));
-        }
-        Err(e) => {
-            warn!(dir = %dir.display(), error = %e,
-                "no download cache: its folder cannot be created; set download_cache_dir to a \
-                 writable folder");
-            return Ok(None);
-        }
-    };
-    info!(dir = %dir.display(), max_bytes = options.max_bytes, "download cache");
-    Ok(Some(Arc::new(cache)))
 }
 
 /// Largest message a call may send or receive.

@@ -25,8 +25,8 @@ use arrow_flight::sql::{
     DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
-    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket, flight_descriptor,
+    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
+    IpcMessage, SchemaAsIpc, Ticket, flight_descriptor,
 };
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt, stream};
@@ -35,33 +35,26 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
 use super::auth::Authenticator;
-use super::download_cache::{CacheKey, DownloadCache};
-use super::messages::{self, SchemaMessages};
 use super::sql_info::{SQL_INFO, XDBC_TYPE_INFO};
-use super::tickets::{Statement, StatementTicket};
-use super::{ingest, metadata, shards, to_status, warm};
-use crate::engine::{PinnedTable, Planned};
+use super::tickets::{SHARD_TICKET_TYPE, ShardTicket, Statement, StatementTicket};
+use super::wire_types;
+use super::{ingest, metadata, shards, to_status};
+use crate::engine::Planned;
 use crate::{Engine, Error, Output};
 
 type DoGetStream = <FlywheelFlightSqlService as FlightService>::DoGetStream;
 
 /// Record batches on their way to a client.
-pub(super) type BatchStream = BoxStream<'static, Result<RecordBatch, FlightError>>;
+type BatchStream = BoxStream<'static, Result<RecordBatch, FlightError>>;
 
 /// A ticket's answer before encoding: its schema and its batches.
-pub(super) type Batches = (SchemaRef, BatchStream);
+type Batches = (SchemaRef, BatchStream);
 
 /// Flight SQL over one shared [`Engine`].
 #[derive(Debug, Clone)]
 pub struct FlywheelFlightSqlService {
     engine: Engine,
     auth: Arc<Authenticator>,
-    /// Where shard reads of pinned table versions are recorded and replayed.
-    cache: Option<Arc<DownloadCache>>,
-    /// Encoded schemas of online lookup answers.
-    schemas: Arc<SchemaMessages>,
-    /// The shard counts readers asked for, per training set (what a new version is warmed for).
-    asked: Arc<warm::AskedShards>,
 }
 
 impl FlywheelFlightSqlService {
@@ -72,39 +65,7 @@ impl FlywheelFlightSqlService {
 
     /// A service whose handshake checks and issues credentials with `auth`.
     pub fn with_auth(engine: Engine, auth: Arc<Authenticator>) -> Self {
-        Self {
-            engine,
-            auth,
-            cache: None,
-            schemas: Arc::default(),
-            asked: Arc::default(),
-        }
-    }
-
-    /// This service with a download cache.
-    pub(super) fn with_download_cache(mut self, cache: Option<Arc<DownloadCache>>) -> Self {
-        self.cache = cache;
-        self
-    }
-
-    /// The download cache, when the server has one.
-    pub(super) fn download_cache(&self) -> Option<&Arc<DownloadCache>> {
-        self.cache.as_ref()
-    }
-
-    /// Encoded schemas of online lookup answers.
-    pub(super) fn schema_messages(&self) -> &SchemaMessages {
-        &self.schemas
-    }
-
-    /// The shard counts readers asked for, per training set.
-    pub(super) fn asked_shards(&self) -> &warm::AskedShards {
-        &self.asked
-    }
-
-    /// The engine.
-    pub(super) fn engine(&self) -> &Engine {
-        &self.engine
+        Self { engine, auth }
     }
 
     /// Parses, plans and binds a statement.
@@ -145,7 +106,7 @@ impl FlywheelFlightSqlService {
         let endpoint =
             FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
         Ok(
-            schema_info(&messages::sql_wire_schema(&schema), descriptor)?
+            schema_info(&wire_types::sql_wire_schema(&schema), descriptor)?
                 .with_endpoint(endpoint)
                 .with_total_records(-1),
         )
@@ -166,9 +127,9 @@ impl FlywheelFlightSqlService {
     /// The answer of a ticket whose answer is a stream of record batches (statements, shard
     /// reads, online lookups): its schema and batches, not yet encoded. `None` for other tickets
     /// (catalog metadata), which the Flight SQL dispatch answers.
-    pub(super) async fn ticket_batches(&self, ticket: &Any) -> Option<Result<Batches, Status>> {
+    async fn ticket_batches(&self, ticket: &Any) -> Option<Result<Batches, Status>> {
         let batches = match ticket.type_url.as_str() {
-            shards::SHARD_TICKET_TYPE => self.shard_batches(&ticket.value).await,
+            SHARD_TICKET_TYPE => self.shard_batches(&ticket.value).await,
             crate::online::LOOKUP_TICKET_TYPE => self.lookup_batches(&ticket.value).await,
             url if url == TicketStatementQuery::type_url() => {
                 match TicketStatementQuery::decode(ticket.value.clone()) {
@@ -192,58 +153,27 @@ impl FlywheelFlightSqlService {
             }
             StatementTicket::Result(batch) => Output::Batch(batch),
         };
-        // Sent as announced: views as plain strings (see `messages::sql_wire_schema`).
-        let schema = Arc::new(messages::sql_wire_schema(&output.schema()));
+        // Sent as announced: views as plain strings (see `wire_types::sql_wire_schema`).
+        let schema = Arc::new(wire_types::sql_wire_schema(&output.schema()));
         let batches = output.into_stream().await.map_err(to_status)?;
         let sent = Arc::clone(&schema);
         let batches = engine_batches(batches)
             .and_then(move |batch| {
-                futures::future::ready(messages::hydrate(batch, &sent).map_err(FlightError::from))
+                futures::future::ready(wire_types::hydrate(batch, &sent).map_err(FlightError::from))
             })
             .boxed();
         Ok((schema, batches))
     }
 
     /// A shard of a sharded read.
-    pub(super) async fn shard_batches(&self, ticket: &[u8]) -> Result<Batches, Status> {
-        let ticket = shards::ShardTicket::from_any_value(ticket).map_err(to_status)?;
+    async fn shard_batches(&self, ticket: &[u8]) -> Result<Batches, Status> {
+        let ticket = ShardTicket::from_any_value(ticket).map_err(to_status)?;
         let batches = self
             .engine
-            .shard_stream(&ticket.sql, ticket.shard, ticket.shards, ticket.partitions)
+            .read_shard(&ticket.source, ticket.spec)
             .await
             .map_err(to_status)?;
         Ok((batches.schema(), engine_batches(batches)))
-    }
-
-    /// The download-cache key of a shard ticket that reads a pinned table version (what
-    /// `training_set` and `table` descriptors hand out), and the shard's share of the version's
-    /// data file bytes (its answer is about that large or larger); `None` for other queries,
-    /// whose answers may change, and for versions whose files are gone.
-    pub(super) async fn shard_cache_key(
-        &self,
-        ticket: &[u8],
-    ) -> Result<Option<(CacheKey, u64)>, Status> {
-        let ticket = shards::ShardTicket::from_any_value(ticket).map_err(to_status)?;
-        let Some((name, version)) = PinnedTable::parse_query(&ticket.sql) else {
-            return Ok(None);
-        };
-        let Some(readable) = self
-            .engine
-            .readable_version(&name, version)
-            .await
-            .map_err(to_status)?
-        else {
-            return Ok(None);
-        };
-        let share = readable.data_bytes / ticket.shards.max(1) as u64;
-        let key = CacheKey {
-            table_id: readable.table_id,
-            version,
-            shard: ticket.shard,
-            shards: ticket.shards,
-            partitions: ticket.partitions,
-        };
-        Ok(Some((key, share)))
     }
 
     /// One online lookup: the answer is one record batch.
@@ -298,7 +228,7 @@ fn one_statement(engine: &Engine, sql: &str) -> Result<flywheel_sql::FlywheelSta
 }
 
 /// Encodes a stream of record batches as Flight data, batch by batch.
-pub(super) fn encode(schema: SchemaRef, batches: BatchStream) -> DoGetStream {
+fn encode(schema: SchemaRef, batches: BatchStream) -> DoGetStream {
     let stream = FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .build(batches)
@@ -427,18 +357,9 @@ impl FlightSqlService for FlywheelFlightSqlService {
             )));
         }
         let dataset = shards::DatasetRequest::from_path(&descriptor.path).map_err(to_status)?;
-        let asked = match &dataset {
-            shards::DatasetRequest::TrainingSet { name, shards, .. } => {
-                Some((name.clone(), *shards))
-            }
-            _ => None,
-        };
         let info = shards::flight_info(&self.engine, dataset, descriptor)
             .await
             .map_err(to_status)?;
-        if let Some((name, shards)) = asked {
-            self.asked.asked(&name, shards);
-        }
         Ok(Response::new(info))
     }
 
@@ -537,26 +458,6 @@ impl FlightSqlService for FlywheelFlightSqlService {
         ingest::ingest(&self.engine, command, request.into_inner()).await
     }
 
-    /// Flywheel's own actions ([`warm::ACTION`]).
-    #[instrument(skip_all)]
-    async fn do_action_fallback(
-        &self,
-        request: Request<Action>,
-    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        let action = request.into_inner();
-        if action.r#type != warm::ACTION {
-            return Err(Status::invalid_argument(format!(
-                "unknown action `{}`: see ListActions",
-                action.r#type
-            )));
-        }
-        Ok(Response::new(warm::warm(self.clone(), &action.body).await?))
-    }
-
-    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
-        Some(vec![Ok(warm::action_type())])
-    }
-
     /// Prepares a statement: checks and plans it (returning its result and parameter schemas)
     /// without running it. The handle is the statement itself (see [`super::tickets`]).
     #[instrument(skip_all)]
@@ -576,7 +477,7 @@ impl FlightSqlService for FlywheelFlightSqlService {
         let parameters = planned.parameter_schema().map_err(to_status)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: statement.encode().map_err(to_status)?,
-            dataset_schema: ipc_schema(&messages::sql_wire_schema(&schema))?,
+            dataset_schema: ipc_schema(&wire_types::sql_wire_schema(&schema))?,
             parameter_schema: if parameters.fields().is_empty() {
                 Default::default()
             } else {

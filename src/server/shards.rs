@@ -10,24 +10,15 @@
 //! - `table`, NAME, [`version=V`], [`shards=N`]: the same for any table (feature views included);
 //! - `sql`, QUERY, [`shards=N`]: any query (`N` defaults to 1).
 //!
-//! Tickets are a protobuf `Any` with type URL [`SHARD_TICKET_TYPE`] whose value is JSON:
-//! `{"sql": "SELECT * FROM \"fraud_train\" VERSION AS OF 3", "shard": 0, "shards": 4,
-//! "partitions": 8}` (`partitions`: what every shard's plan is split into; shard `k` runs the
-//! partitions `p` with `p % shards == k`). They are
-//! self-contained, so any process may redeem any ticket, and a table read names its version, so
-//! shards of one `FlightInfo` always come from the same snapshot.
+//! Each endpoint's ticket is a [`ShardTicket`]: self-contained, so any process may redeem it, and
+//! a table read names its version, so shards of one `FlightInfo` always come from the same
+//! snapshot.
 
-use arrow::array::{Array, Int64Array};
-use arrow_flight::sql::Any;
-use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
-use prost::Message;
-use serde::{Deserialize, Serialize};
+use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo};
 
-use crate::engine::{MAX_SHARDS, PinnedTable};
+use super::tickets::ShardTicket;
+use crate::engine::{MAX_SHARDS, ShardSource, ShardSpec};
 use crate::{Engine, Error, Result};
-
-/// The type URL of a shard ticket.
-pub const SHARD_TICKET_TYPE: &str = "type.googleapis.com/flywheel.ShardTicket";
 
 /// What a path descriptor asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,44 +112,13 @@ fn parse_number(option: &str, v: &str) -> Result<u64> {
         .map_err(|_| Error::Invalid(format!("`{option}`: expected a non-negative integer")))
 }
 
-/// One shard of one query.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardTicket {
-    pub sql: String,
-    pub shard: usize,
-    pub shards: usize,
-    /// The partition count every shard of the read plans for.
-    pub partitions: usize,
-}
-
-impl ShardTicket {
-    pub fn to_ticket(&self) -> Result<Ticket> {
-        let value = serde_json::to_vec(self)
-            .map_err(|e| Error::Invalid(format!("cannot encode a shard ticket: {e}")))?;
-        let any = Any {
-            type_url: SHARD_TICKET_TYPE.to_string(),
-            value: value.into(),
-        };
-        Ok(Ticket::new(any.encode_to_vec()))
-    }
-
-    /// Decodes the value of an `Any` whose type URL is [`SHARD_TICKET_TYPE`].
-    pub fn from_any_value(value: &[u8]) -> Result<Self> {
-        serde_json::from_slice(value).map_err(|e| {
-            Error::Invalid(format!(
-                "malformed shard ticket ({e}): it was not issued by Flywheel"
-            ))
-        })
-    }
-}
-
 /// The `FlightInfo` of a dataset request: schema, row count when known, one endpoint per shard.
 pub async fn flight_info(
     engine: &Engine,
     request: DatasetRequest,
     descriptor: FlightDescriptor,
 ) -> Result<FlightInfo> {
-    let (sql, shards, rows) = match request {
+    let (source, shards, rows) = match request {
         DatasetRequest::TrainingSet {
             name,
             version,
@@ -172,32 +132,26 @@ pub async fn flight_info(
             version,
             shards,
         } => pinned(engine, &name, version, shards).await?,
-        DatasetRequest::Sql { query, shards } => (query, shards.unwrap_or(1), -1),
+        DatasetRequest::Sql { query, shards } => {
+            (ShardSource::Query(query), shards.unwrap_or(1), -1)
+        }
     };
-    let mut statements = engine.parse(&sql)?;
-    if statements.len() != 1 {
-        return Err(Error::NotOneStatement {
-            found: statements.len(),
-        });
-    }
-    let planned = engine.plan(statements.remove(0)).await?;
-    if !matches!(planned, crate::engine::Planned::Query(_)) {
-        return Err(Error::Invalid(
-            "a sharded read takes a query (SELECT ...); run statements through Flight SQL".into(),
-        ));
-    }
+    let plan = engine.source_plan(&source).await?;
+    let schema = super::wire_types::wire_schema(plan.schema().as_arrow());
     let mut info = FlightInfo::new()
-        .try_with_schema(&super::messages::wire_schema(&planned.schema()))?
+        .try_with_schema(&schema)?
         .with_descriptor(descriptor)
         .with_total_records(rows)
         .with_total_bytes(-1);
     let partitions = engine.shard_partitions(shards);
     for shard in 0..shards {
         let ticket = ShardTicket {
-            sql: sql.clone(),
-            shard,
-            shards,
-            partitions,
+            source: source.clone(),
+            spec: ShardSpec {
+                shard,
+                shards,
+                partitions,
+            },
         }
         .to_ticket()?;
         info = info.with_endpoint(FlightEndpoint::new().with_ticket(ticket));
@@ -205,33 +159,21 @@ pub async fn flight_info(
     Ok(info)
 }
 
-/// A table read pinned at one version: its query, shard count and row count.
+/// A table read pinned at one version: its source, shard count and row count (`-1`: unknown).
 async fn pinned(
     engine: &Engine,
     name: &str,
     version: Option<u64>,
     shards: Option<usize>,
-) -> Result<(String, usize, i64)> {
-    let table: PinnedTable = engine.pin_table(name, version).await?;
-    let sql = table.query();
-    let rows = row_count(engine, &sql).await?;
+) -> Result<(ShardSource, usize, i64)> {
+    let table = engine.pin_table(name, version).await?;
     let shards = shards.unwrap_or(table.files.clamp(1, MAX_SHARDS));
-    Ok((sql, shards, rows))
-}
-
-/// `count(*)` of a query (answered from Delta statistics when it can be).
-async fn row_count(engine: &Engine, sql: &str) -> Result<i64> {
-    let batches = engine
-        .sql(&format!("SELECT count(*) FROM ({sql})"))
-        .await?
-        .collect()
-        .await?;
-    Ok(batches
-        .first()
-        .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>().cloned())
-        .filter(|a| !a.is_empty())
-        .map(|a| a.value(0))
-        .unwrap_or(-1))
+    let rows = table.rows.and_then(|n| i64::try_from(n).ok()).unwrap_or(-1);
+    let source = ShardSource::Table {
+        name: table.name,
+        version: table.version,
+    };
+    Ok((source, shards, rows))
 }
 
 #[cfg(test)]
@@ -270,19 +212,5 @@ mod tests {
         ] {
             assert!(DatasetRequest::from_path(&path(bad)).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn tickets_roundtrip() {
-        let t = ShardTicket {
-            sql: "SELECT 1".into(),
-            shard: 1,
-            shards: 2,
-            partitions: 4,
-        };
-        let ticket = t.to_ticket().expect("encodes");
-        let any = Any::decode(ticket.ticket).expect("an Any");
-        assert_eq!(any.type_url, SHARD_TICKET_TYPE);
-        assert_eq!(ShardTicket::from_any_value(&any.value).expect("decodes"), t);
     }
 }

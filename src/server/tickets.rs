@@ -1,7 +1,15 @@
-//! Ticket and prepared-statement handle formats.
+//! Every ticket and prepared-statement handle the server hands out, one typed definition each.
 //!
-//! Both are self-contained byte strings, so the server keeps no per-client state and any server on
+//! All are self-contained byte strings, so the server keeps no per-client state and any server on
 //! the same warehouse can redeem them:
+//! - a [`ShardTicket`] (plain Flight, from a path descriptor's `FlightInfo`) is a protobuf `Any`
+//!   with type URL [`SHARD_TICKET_TYPE`] whose value is JSON: `{"table": "fraud_train",
+//!   "version": 3, "shard": 0, "shards": 4, "partitions": 8}` for a table version, or
+//!   `{"sql": "SELECT ...", "shard": 0, "shards": 1, "partitions": 2}` for a query (the form
+//!   every ticket had before 0.2, still redeemed);
+//! - an online lookup ticket is a protobuf `Any` with type URL
+//!   [`LOOKUP_TICKET_TYPE`](crate::online::LOOKUP_TICKET_TYPE) whose value is a JSON
+//!   [`LookupRequest`](crate::online::LookupRequest);
 //! - a [`Statement`] (a statement handle, and a prepared-statement handle) is `Q`, the SQL text's
 //!   length as a little-endian `u32`, the UTF-8 SQL text, then optionally the bound parameter rows as
 //!   an Arrow IPC stream: the query is planned and run when the ticket is redeemed (`DoGet`);
@@ -10,9 +18,93 @@
 
 use arrow::array::RecordBatch;
 use arrow::ipc::writer::StreamWriter;
+use arrow_flight::Ticket;
+use arrow_flight::sql::Any;
 use bytes::Bytes;
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
 
+use crate::engine::{ShardSource, ShardSpec};
 use crate::{Error, Result};
+
+/// The type URL of a shard ticket.
+pub const SHARD_TICKET_TYPE: &str = "type.googleapis.com/flywheel.ShardTicket";
+
+/// One shard of a sharded read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardTicket {
+    pub source: ShardSource,
+    pub spec: ShardSpec,
+}
+
+/// A shard ticket's JSON: a table version, or a query.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShardTicketJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    table: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sql: Option<String>,
+    shard: usize,
+    shards: usize,
+    partitions: usize,
+}
+
+impl ShardTicket {
+    /// The ticket as a protobuf `Any` of type [`SHARD_TICKET_TYPE`].
+    pub fn to_ticket(&self) -> Result<Ticket> {
+        let (table, version, sql) = match &self.source {
+            ShardSource::Table { name, version } => (Some(name.clone()), Some(*version), None),
+            ShardSource::Query(sql) => (None, None, Some(sql.clone())),
+        };
+        let json = ShardTicketJson {
+            table,
+            version,
+            sql,
+            shard: self.spec.shard,
+            shards: self.spec.shards,
+            partitions: self.spec.partitions,
+        };
+        let value = serde_json::to_vec(&json)
+            .map_err(|e| Error::Invalid(format!("cannot encode a shard ticket: {e}")))?;
+        let any = Any {
+            type_url: SHARD_TICKET_TYPE.to_string(),
+            value: value.into(),
+        };
+        Ok(Ticket::new(any.encode_to_vec()))
+    }
+
+    /// Decodes the value of an `Any` whose type URL is [`SHARD_TICKET_TYPE`]. The numbers are
+    /// checked when the shard is read ([`crate::Engine::read_shard`]).
+    pub fn from_any_value(value: &[u8]) -> Result<Self> {
+        let malformed = |why: String| {
+            Error::Invalid(format!(
+                "malformed shard ticket ({why}): it was not issued by Flywheel"
+            ))
+        };
+        let json: ShardTicketJson =
+            serde_json::from_slice(value).map_err(|e| malformed(e.to_string()))?;
+        let source = match (json.table, json.version, json.sql) {
+            (Some(name), Some(version), None) => ShardSource::Table { name, version },
+            (None, None, Some(sql)) => ShardSource::Query(sql),
+            _ => {
+                return Err(malformed(
+                    "it names neither a table version nor a query".into(),
+                ));
+            }
+        };
+        Ok(Self {
+            source,
+            spec: ShardSpec {
+                shard: json.shard,
+                shards: json.shards,
+                partitions: json.partitions,
+            },
+        })
+    }
+}
 
 /// A statement to run, with the parameter rows bound to it (if any).
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +207,44 @@ fn read_ipc(bytes: &[u8]) -> Result<RecordBatch> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn shard_tickets_roundtrip() {
+        for source in [
+            ShardSource::Query("SELECT 1".into()),
+            ShardSource::Table {
+                name: "odd \"name\"".into(),
+                version: 7,
+            },
+        ] {
+            let t = ShardTicket {
+                source,
+                spec: ShardSpec {
+                    shard: 1,
+                    shards: 2,
+                    partitions: 4,
+                },
+            };
+            let ticket = t.to_ticket().expect("encodes");
+            let any = Any::decode(ticket.ticket).expect("an Any");
+            assert_eq!(any.type_url, SHARD_TICKET_TYPE);
+            assert_eq!(ShardTicket::from_any_value(&any.value).expect("decodes"), t);
+        }
+        // The documented query form, as clients write it.
+        let legacy = br#"{"sql": "SELECT * FROM \"t\" VERSION AS OF 3", "shard": 0, "shards": 4, "partitions": 8}"#;
+        let t = ShardTicket::from_any_value(legacy).expect("decodes");
+        assert_eq!(
+            t.source,
+            ShardSource::Query("SELECT * FROM \"t\" VERSION AS OF 3".into())
+        );
+        for bad in [
+            &br#"{"table": "t", "shard": 0, "shards": 1, "partitions": 1}"#[..],
+            br#"{"table": "t", "version": 1, "sql": "SELECT 1", "shard": 0, "shards": 1, "partitions": 1}"#,
+            br#"{"sql": "SELECT 1", "shard": 0, "shards": 1, "partitions": 1, "colour": 1}"#,
+        ] {
+            assert!(ShardTicket::from_any_value(bad).is_err());
+        }
+    }
 
     #[test]
     fn roundtrip() {

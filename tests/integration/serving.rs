@@ -526,58 +526,6 @@ async fn shards_hold_every_row_exactly_once() {
     server.stop().await.expect("clean shutdown");
 }
 
-/// The names of the files in the download cache's folder, sorted (entries end in `.flight`,
-/// recordings under way hold `.tmp-`).
-fn cache_files(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
-/// The download cache's entries (`.flight` files), waiting until there are `n`: a recording is put
-/// in place just after its answer was sent.
-async fn cache_entries(dir: &std::path::Path, n: usize) -> Vec<String> {
-    let list = || {
-        let mut names = cache_files(dir);
-        names.retain(|n| n.ends_with(".flight"));
-        names
-    };
-    for _ in 0..300 {
-        if list().len() >= n {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    list()
-}
-
-/// Server options with a download cache of 1 GiB in `cache`.
-fn with_cache(cache: &std::path::Path) -> ServeOptions {
-    ServeOptions {
-        download_cache: flywheel::server::DownloadCacheOptions {
-            dir: Some(cache.to_path_buf()),
-            max_bytes: 1 << 30,
-        },
-        ..ServeOptions::default()
-    }
-}
-
-/// A server in `dir` with a download cache: the server, its warehouse (`dir/wh`) and its cache
-/// folder (`dir/cache`).
-async fn start_with_cache(
-    dir: &std::path::Path,
-) -> (TestServer, std::path::PathBuf, std::path::PathBuf) {
-    let (warehouse, cache) = (dir.join("wh"), dir.join("cache"));
-    let server = TestServer::start_with(&warehouse, with_cache(&cache)).await;
-    (server, warehouse, cache)
-}
-
 /// Reads an endpoint to its end; the call's error, if any.
 async fn redeem(
     client: &mut FlightServiceClient<Channel>,
@@ -588,33 +536,10 @@ async fn redeem(
     data.try_collect::<Vec<_>>().await.map(|_| ())
 }
 
-/// Marks the cache entries `names` last used an hour ago; returns that time.
-fn mark_unused(dir: &std::path::Path, names: &[String]) -> std::time::SystemTime {
-    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    for name in names {
-        let file = std::fs::File::options()
-            .write(true)
-            .open(dir.join(name))
-            .expect("entry");
-        file.set_modified(an_hour_ago).expect("sets the time");
-    }
-    an_hour_ago
-}
-
-/// Asserts that each entry was replayed since `since` (a replay marks its entry used).
-fn assert_replayed(dir: &std::path::Path, names: &[String], since: std::time::SystemTime) {
-    for name in names {
-        let used = std::fs::metadata(dir.join(name))
-            .and_then(|m| m.modified())
-            .expect("mtime");
-        assert!(used > since, "{name} was not replayed");
-    }
-}
-
 #[tokio::test]
-async fn repeated_shard_reads_are_sent_from_the_download_cache() {
+async fn repeated_shard_reads_give_the_same_rows_and_never_outlive_their_files() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (server, warehouse, cache) = start_with_cache(dir.path()).await;
+    let server = TestServer::start(dir.path()).await;
     create_objects(&server).await;
     let mut sql = server.sql_client().await;
     let mut flight = server.flight_client().await;
@@ -624,24 +549,14 @@ async fn repeated_shard_reads_are_sent_from_the_download_cache() {
         .await
         .expect("info")
         .into_inner();
+    // Epochs: every read of the same tickets gives every row once.
+    for _ in 0..2 {
+        assert_eq!(union_rows(&read_endpoints(&mut flight, &info).await), whole);
+    }
 
-    // The first read records each shard; a query that may change is not recorded.
-    assert_eq!(union_rows(&read_endpoints(&mut flight, &info).await), whole);
-    let q = path(&["sql", "SELECT * FROM fraud_train"]);
-    let sql_info = flight.get_flight_info(q).await.expect("info").into_inner();
-    read_endpoints(&mut flight, &sql_info).await;
-    let entries = cache_entries(&cache, 2).await;
-    assert_eq!(entries.len(), 2, "{entries:?}");
-
-    // A later read is sent from the entries, which marks them used (the least recently used
-    // leave first when the cache is full).
-    let an_hour_ago = mark_unused(&cache, &entries);
-    assert_eq!(union_rows(&read_endpoints(&mut flight, &info).await), whole);
-    assert_replayed(&cache, &entries, an_hour_ago);
-
-    // What was removed from the table does not come back from the cache: with the version's data
-    // files gone (as after a vacuum), its read fails as it would without a cache.
-    let table_dir = crate::common::table_dir(&warehouse, "fraud_train").await;
+    // What was removed from the table does not come back: with the version's data files gone
+    // (as after a vacuum), its read fails.
+    let table_dir = crate::common::table_dir(dir.path(), "fraud_train").await;
     let mut removed = 0;
     for file in std::fs::read_dir(&table_dir)
         .expect("table folder")
@@ -656,8 +571,7 @@ async fn repeated_shard_reads_are_sent_from_the_download_cache() {
     let read = redeem(&mut flight, &info.endpoint[0]).await;
     assert!(read.is_err(), "a vacuumed version was served");
 
-    // An entry never outlives its table: a table created again under the same name, at the same
-    // version number, is read afresh.
+    // A table created again under the same name, at the same version number, is read afresh.
     for statement in [
         "CREATE TABLE t AS SELECT 1 AS x",
         "DROP TABLE t",
@@ -671,15 +585,10 @@ async fn repeated_shard_reads_are_sent_from_the_download_cache() {
                 .into_inner();
             let first = read_endpoints(&mut flight, &info).await;
             assert_eq!(single_i64(&first.concat()), 1);
-            cache_entries(&cache, 3).await;
         }
         sql.execute_update(statement.into(), None)
             .await
             .unwrap_or_else(|e| panic!("{statement}: {e}"));
-        if statement.starts_with("DROP") {
-            // The dropped table's recording goes with it; the training set's stay.
-            assert_eq!(cache_entries(&cache, 0).await.len(), 2);
-        }
     }
     let info = flight
         .get_flight_info(path(&["table", "t", "version=0"]))
@@ -690,324 +599,6 @@ async fn repeated_shard_reads_are_sent_from_the_download_cache() {
         single_i64(&read_endpoints(&mut flight, &info).await.concat()),
         2
     );
-    server.stop().await.expect("clean shutdown");
-}
-
-/// The cache's entries once its recordings have settled (no temporary file, the same listing
-/// over three looks 100 ms apart).
-async fn settled_entries(dir: &std::path::Path) -> Vec<String> {
-    let (mut last, mut same) = (cache_files(dir), 0);
-    for _ in 0..300 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let now = cache_files(dir);
-        same = if now == last { same + 1 } else { 0 };
-        last = now;
-        if same >= 3 && !last.iter().any(|n| n.contains(".tmp-")) {
-            break;
-        }
-    }
-    last.retain(|n| n.ends_with(".flight"));
-    last
-}
-
-#[tokio::test]
-async fn a_read_larger_than_the_cache_replays_its_first_shards_every_epoch() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (server, warehouse, cache) = start_with_cache(dir.path()).await;
-    let mut sql = server.sql_client().await;
-    for statement in [
-        "CREATE TABLE events AS SELECT value AS id, CAST(value AS DOUBLE) * 0.5 AS f \
-         FROM range(0, 20000)",
-        "INSERT INTO events SELECT value AS id, 1.5 AS f FROM range(20000, 40000)",
-        "INSERT INTO events SELECT value AS id, 2.5 AS f FROM range(40000, 60000)",
-    ] {
-        sql.execute_update(statement.into(), None)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-    }
-    let whole = sorted_rows(&query(&mut sql, "SELECT * FROM events").await);
-    assert_eq!(whole.len(), 60_000);
-    let descriptor = path(&["table", "events", "shards=3"]);
-    // The three shards' entry sizes, from a cache that holds them all.
-    let mut flight = server.flight_client().await;
-    let info = flight
-        .get_flight_info(descriptor.clone())
-        .await
-        .expect("info")
-        .into_inner();
-    assert_eq!(union_rows(&read_endpoints(&mut flight, &info).await), whole);
-    let entries = settled_entries(&cache).await;
-    assert_eq!(entries.len(), 3, "{entries:?}");
-    let shard = |k: usize| {
-        entries
-            .iter()
-            .find(|n| n.contains(&format!("-s{k}of3-")))
-            .unwrap_or_else(|| panic!("no entry of shard {k}: {entries:?}"))
-            .clone()
-    };
-    let size = |name: String| std::fs::metadata(cache.join(name)).expect("entry").len();
-    let (s0, s1, s2) = (size(shard(0)), size(shard(1)), size(shard(2)));
-    server.stop().await.expect("clean shutdown");
-    std::fs::remove_dir_all(&cache).expect("empties the cache");
-
-    // Room for shards 0 and 1, not 2. With least-recently-used eviction, shard 2 would evict
-    // shard 0, which the next epoch reads first and records again, evicting shard 1, ...: no read
-    // would ever replay.
-    let options = ServeOptions {
-        download_cache: flywheel::server::DownloadCacheOptions {
-            dir: Some(cache.clone()),
-            max_bytes: s0 + s1 + s2 / 2,
-        },
-        ..ServeOptions::default()
-    };
-    let server = TestServer::start_with(&warehouse, options).await;
-    let mut flight = server.flight_client().await;
-    let info = flight
-        .get_flight_info(descriptor)
-        .await
-        .expect("info")
-        .into_inner();
-    let kept = vec![shard(0), shard(1)];
-    for epoch in 0..3 {
-        let since = (epoch > 0).then(|| mark_unused(&cache, &kept));
-        assert_eq!(union_rows(&read_endpoints(&mut flight, &info).await), whole);
-        assert_eq!(settled_entries(&cache).await, kept, "after epoch {epoch}");
-        if let Some(since) = since {
-            assert_replayed(&cache, &kept, since);
-        }
-    }
-    server.stop().await.expect("clean shutdown");
-}
-
-#[tokio::test]
-async fn a_configured_cache_folder_that_cannot_be_used_stops_the_server_with_the_fix() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let not_a_folder = dir.path().join("file");
-    std::fs::write(&not_a_folder, b"x").expect("file");
-    let engine = flywheel::Engine::open(dir.path().join("wh").to_str().expect("utf-8"))
-        .await
-        .expect("engine");
-    let listener = flywheel::server::bind("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("binds");
-    let options = ServeOptions {
-        download_cache: flywheel::server::DownloadCacheOptions {
-            dir: Some(not_a_folder.join("cache")),
-            max_bytes: 1 << 30,
-        },
-        ..ServeOptions::default()
-    };
-    let e = flywheel::server::serve_with(engine, listener, options, std::future::pending())
-        .await
-        .expect_err("refused");
-    assert!(e.to_string().contains("download_cache_dir"), "{e}");
-}
-
-#[tokio::test]
-async fn a_removed_file_of_a_version_with_many_files_is_noticed() {
-    // Over 32 data files, the cache checks them with one listing instead of a request each.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (server, warehouse, cache) = start_with_cache(dir.path()).await;
-    let mut sql = server.sql_client().await;
-    sql.execute_update("CREATE TABLE many AS SELECT 0 AS x".into(), None)
-        .await
-        .expect("create");
-    for i in 1..40 {
-        sql.execute_update(format!("INSERT INTO many VALUES ({i})"), None)
-            .await
-            .expect("insert");
-    }
-    let mut flight = server.flight_client().await;
-    let info = flight
-        .get_flight_info(path(&["table", "many", "shards=1"]))
-        .await
-        .expect("info")
-        .into_inner();
-    let count = |shards: Vec<Vec<RecordBatch>>| -> usize {
-        shards.iter().flatten().map(|b| b.num_rows()).sum()
-    };
-    assert_eq!(count(read_endpoints(&mut flight, &info).await), 40);
-    let entries = cache_entries(&cache, 1).await;
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    let an_hour_ago = mark_unused(&cache, &entries);
-    assert_eq!(count(read_endpoints(&mut flight, &info).await), 40);
-    assert_replayed(&cache, &entries, an_hour_ago);
-
-    let table_dir = crate::common::table_dir(&warehouse, "many").await;
-    let parquet = std::fs::read_dir(&table_dir)
-        .expect("table folder")
-        .flatten()
-        .find(|f| f.path().extension().is_some_and(|e| e == "parquet"))
-        .expect("a data file");
-    std::fs::remove_file(parquet.path()).expect("removes");
-    let read = redeem(&mut flight, &info.endpoint[0]).await;
-    assert!(read.is_err(), "a version missing a file was served");
-    server.stop().await.expect("clean shutdown");
-}
-
-#[tokio::test]
-async fn a_warmed_training_set_is_read_from_the_cache_at_once() {
-    use prost::Message as _;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (server, _, cache) = start_with_cache(dir.path()).await;
-    create_objects(&server).await;
-    let mut sql = server.sql_client().await;
-    let mut flight = server.flight_client().await;
-    let warm = |descriptor: FlightDescriptor| arrow_flight::Action {
-        r#type: "flywheel.warm_download_cache".into(),
-        body: descriptor.encode_to_vec().into(),
-    };
-    let results = |client: FlightServiceClient<Channel>, action| async move {
-        let mut client = client;
-        let results: Vec<serde_json::Value> = client
-            .do_action(action)
-            .await?
-            .into_inner()
-            .map_ok(|r| serde_json::from_slice(&r.body).expect("JSON"))
-            .try_collect()
-            .await?;
-        Ok::<_, tonic::Status>(results)
-    };
-
-    let listed: Vec<String> = flight
-        .list_actions(arrow_flight::Empty {})
-        .await
-        .expect("list")
-        .into_inner()
-        .map_ok(|a| a.r#type)
-        .try_collect()
-        .await
-        .expect("actions");
-    assert!(
-        listed.contains(&"flywheel.warm_download_cache".to_string()),
-        "{listed:?}"
-    );
-
-    // Each shard is recorded before any reader asks; warming again finds them.
-    let descriptor = path(&["training_set", "fraud_train", "shards=2"]);
-    let warmed = results(flight.clone(), warm(descriptor.clone()))
-        .await
-        .expect("warms");
-    assert_eq!(warmed.len(), 2, "{warmed:?}");
-    assert!(
-        warmed.iter().all(|r| r["cached"] == "recorded"),
-        "{warmed:?}"
-    );
-    let entries = cache_entries(&cache, 2).await;
-    assert_eq!(entries.len(), 2, "{entries:?}");
-    let again = results(flight.clone(), warm(descriptor.clone()))
-        .await
-        .expect("warms");
-    assert!(again.iter().all(|r| r["cached"] == "already"), "{again:?}");
-
-    // The first read is a replay of the entries (which marks them used): the same rows.
-    let an_hour_ago = mark_unused(&cache, &entries);
-    let info = flight
-        .get_flight_info(descriptor)
-        .await
-        .expect("info")
-        .into_inner();
-    assert_eq!(
-        union_rows(&read_endpoints(&mut flight, &info).await),
-        sorted_rows(&query(&mut sql, "SELECT * FROM fraud_train").await)
-    );
-    assert_replayed(&cache, &entries, an_hour_ago);
-
-    // Queries are not cached; a server without a cache says how to get one.
-    let e = results(flight.clone(), warm(path(&["sql", "SELECT 1"])))
-        .await
-        .expect_err("a query");
-    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
-    let plain = TestServer::start(&dir.path().join("other")).await;
-    let e = results(plain.flight_client().await, warm(path(&["table", "t"])))
-        .await
-        .expect_err("no cache");
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
-    assert!(e.message().contains("download_cache_size"), "{e}");
-    plain.stop().await.expect("clean shutdown");
-    server.stop().await.expect("clean shutdown");
-}
-
-#[tokio::test]
-async fn training_sets_built_through_the_server_are_warmed_for_their_first_read() {
-    use prost::Message as _;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cache = dir.path().join("cache");
-    let options = ServeOptions {
-        warm_training_sets: true,
-        ..with_cache(&cache)
-    };
-    let server = TestServer::start_with(&dir.path().join("wh"), options).await;
-    create_objects(&server).await;
-    let mut sql = server.sql_client().await;
-    let mut flight = server.flight_client().await;
-    // What the action says of each shard `descriptor` hands out: after the server's own warming,
-    // every one is there already.
-    let ask = |client: FlightServiceClient<Channel>, descriptor: FlightDescriptor| async move {
-        let mut client = client;
-        let action = arrow_flight::Action {
-            r#type: "flywheel.warm_download_cache".into(),
-            body: descriptor.encode_to_vec().into(),
-        };
-        let results: Vec<serde_json::Value> = client
-            .do_action(action)
-            .await
-            .expect("action")
-            .into_inner()
-            .map_ok(|r| serde_json::from_slice(&r.body).expect("JSON"))
-            .try_collect()
-            .await
-            .expect("results");
-        results
-    };
-    let default = path(&["training_set", "fraud_train"]);
-    let in_two = path(&["training_set", "fraud_train", "shards=2"]);
-
-    // Nobody read it yet: the recordings of its first version appear by themselves.
-    let info = flight
-        .get_flight_info(default.clone())
-        .await
-        .expect("info")
-        .into_inner();
-    let shards = info.endpoint.len();
-    let entries = cache_entries(&cache, shards).await;
-    assert_eq!(entries.len(), shards, "{entries:?}");
-    let warmed = ask(flight.clone(), default.clone()).await;
-    assert!(
-        warmed.iter().all(|w| w["cached"] == "already"),
-        "{warmed:?}"
-    );
-    let first = warmed[0]["version"].as_u64().expect("a version");
-
-    // The first read is a replay of them, with the rows of the training set.
-    let an_hour_ago = mark_unused(&cache, &entries);
-    assert_eq!(
-        union_rows(&read_endpoints(&mut flight, &info).await),
-        sorted_rows(&query(&mut sql, "SELECT * FROM fraud_train").await)
-    );
-    assert_replayed(&cache, &entries, an_hour_ago);
-
-    // A REFRESH's new version is warmed too, for each shard count its readers asked for (the
-    // default, read above, and two shards, asked for here).
-    flight.get_flight_info(in_two.clone()).await.expect("info");
-    for statement in [
-        "INSERT INTO chargebacks VALUES (7, TIMESTAMP '2000-01-01 00:00:00', true)",
-        "REFRESH TRAINING SET fraud_train FULL",
-    ] {
-        sql.execute_update(statement.into(), None)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-    }
-    let entries = cache_entries(&cache, 2 * shards + 2).await;
-    assert_eq!(entries.len(), 2 * shards + 2, "{entries:?}");
-    for descriptor in [default, in_two] {
-        let warmed = ask(flight.clone(), descriptor).await;
-        assert!(
-            warmed.iter().all(|w| w["cached"] == "already"),
-            "{warmed:?}"
-        );
-        assert!(warmed[0]["version"].as_u64() > Some(first), "{warmed:?}");
-    }
     server.stop().await.expect("clean shutdown");
 }
 
