@@ -18,6 +18,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
     || { echo "cannot install redis-server: install the Debian package redis-server and rerun" >&2; exit 1; }
 fi
 
+echo "== Crate walls: the engine links no front door's crates"
+walls=$(cargo tree -p flywheel-engine -e normal --prefix none | cut -d' ' -f1 \
+  | grep -xE 'tonic|arrow-flight|rustyline|clap|pgwire|flywheel-flight|flywheel' | sort -u || true)
+if [ -n "$walls" ]; then
+  echo "flywheel-engine depends on: $walls (front doors and the binary sit on the engine, not in it)" >&2
+  exit 1
+fi
+
 echo "== Rust: unit, integration and sqllogictest (target dir $CARGO_TARGET_DIR)"
 cargo test --workspace
 

@@ -390,6 +390,23 @@ impl Config {
         ]
     }
 
+    /// How the Flight front door serves: credentials, and TLS (the certificate and key files are
+    /// read here).
+    pub fn serve_options(&self) -> Result<crate::server::ServeOptions> {
+        let read = |what: &str, path: &str| {
+            std::fs::read(path)
+                .map_err(|e| Error::Config(format!("cannot read the TLS {what} `{path}`: {e}")))
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((read("certificate", cert)?, read("key", key)?)),
+            _ => None,
+        };
+        Ok(crate::server::ServeOptions {
+            credentials: self.credentials(),
+            tls,
+        })
+    }
+
     /// The credentials clients must present (none configured: everyone is accepted).
     pub fn credentials(&self) -> crate::server::Credentials {
         crate::server::Credentials {

@@ -1,21 +1,17 @@
-//! Flywheel: a SQL-native feature platform over Delta Lake and Arrow Flight.
+//! The `flywheel` binary's library: the command line and the configuration, over the crates that
+//! are the architecture.
 //!
-//! - [`asof`]: the point-in-time `ASOF JOIN` (AST rewrite, logical node, analyzer rule, operator).
-//! - [`engine`]: one DataFusion session over a warehouse of Delta tables; parses with
-//!   `flywheel-sql`, executes DDL/DML as Delta commits, resolves time travel.
-//! - [`server`]: the Arrow Flight SQL service over the engine.
-//! - [`cli`]: the `flywheel sql` shell and the `flywheel serve` command.
+//! - [`engine`] (`flywheel-engine`): one DataFusion session over a warehouse of Delta tables, the
+//!   Flywheel objects, the point-in-time `ASOF JOIN` ([`asof`]), the online store ([`online`]),
+//!   refreshes and the scheduler. No network protocol.
+//! - [`server`] (`flywheel-flight`): the Arrow Flight SQL front door over the engine.
+//! - [`cli`]: the `flywheel sql` shell and the `flywheel serve`/`refresh` commands.
 //! - [`config`]: settings from defaults, a TOML file, the environment and flags.
 
-pub mod asof;
 pub mod cli;
 pub mod config;
-pub mod engine;
-pub mod error;
-pub mod online;
-pub mod server;
-pub mod untrusted;
 
 pub use config::Config;
-pub use engine::{Engine, EngineOptions, Output};
-pub use error::{Error, Result};
+pub use flywheel_engine as engine;
+pub use flywheel_engine::{Engine, EngineOptions, Error, Output, Result, asof, error, online};
+pub use flywheel_flight as server;

@@ -230,7 +230,7 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
         }
         Command::Serve { .. } => {
             let listener = server::bind(config.listen_addr()?).await?;
-            let options = server::ServeOptions::from_config(&config)?;
+            let options = config.serve_options()?;
             for name in config.retired_settings() {
                 tracing::warn!(
                     setting = name,

@@ -102,7 +102,7 @@ mod tests {
         );
         assert_eq!(meta(2)[TYPE_NAME], "TIMESTAMP");
         assert!(!meta(3).contains_key(TYPE_NAME));
-        let listed: Vec<String> = crate::server::sql_info::XDBC_TYPE_INFO
+        let listed: Vec<String> = crate::sql_info::XDBC_TYPE_INFO
             .as_ref()
             .map(|d| {
                 let batch = d.record_batch(None).expect("batch");

@@ -36,7 +36,7 @@ pub enum Error {
     NotFound(String),
 
     /// A lookup named a feature view with no online snapshot; callers that hold the registry say
-    /// why instead ([`crate::engine::not_served`]).
+    /// why instead ([`crate::not_served`]).
     #[error("feature view `{view}` is not served online")]
     NotServed { view: String },
 

@@ -15,7 +15,7 @@ use arrow_flight::sql::{CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetTa
 use flywheel_catalog::objects::{KIND_FEATURE_VIEW, KIND_LABEL, KIND_TRAINING_SET};
 use flywheel_catalog::{DEFAULT_SCHEMA, SYSTEM_SCHEMA};
 
-use crate::{Engine, Error, Result};
+use flywheel_engine::{Engine, Error, Result};
 
 /// The table types Flywheel lists, in the order `GetTableTypes` returns them.
 pub const TABLE_TYPES: &[&str] = &[TABLE, FEATURE_VIEW, LABEL, TRAINING_SET, SYSTEM_TABLE, VIEW];

@@ -13,7 +13,7 @@ use sqlparser::ast::{
 use sqlparser::parser::Parser;
 
 use super::ASOF_MATCH_FN;
-use crate::engine::visit_statement_mut;
+use crate::visit_statement_mut;
 use crate::{Error, Result};
 
 /// Rewrites every `ASOF JOIN` of `statement` in place.

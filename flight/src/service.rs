@@ -39,8 +39,8 @@ use super::sql_info::{SQL_INFO, XDBC_TYPE_INFO};
 use super::tickets::{SHARD_TICKET_TYPE, ShardTicket, Statement, StatementTicket};
 use super::wire_types;
 use super::{ingest, metadata, shards, to_status};
-use crate::engine::Planned;
-use crate::{Engine, Error, Output};
+use flywheel_engine::Planned;
+use flywheel_engine::{Engine, Error, Output};
 
 type DoGetStream = <FlywheelFlightSqlService as FlightService>::DoGetStream;
 
@@ -130,7 +130,7 @@ impl FlywheelFlightSqlService {
     async fn ticket_batches(&self, ticket: &Any) -> Option<Result<Batches, Status>> {
         let batches = match ticket.type_url.as_str() {
             SHARD_TICKET_TYPE => self.shard_batches(&ticket.value).await,
-            crate::online::LOOKUP_TICKET_TYPE => self.lookup_batches(&ticket.value).await,
+            flywheel_engine::online::LOOKUP_TICKET_TYPE => self.lookup_batches(&ticket.value).await,
             url if url == TicketStatementQuery::type_url() => {
                 match TicketStatementQuery::decode(ticket.value.clone()) {
                     Ok(query) => self.statement_batches(&query.statement_handle).await,
@@ -178,7 +178,7 @@ impl FlywheelFlightSqlService {
 
     /// One online lookup: the answer is one record batch.
     async fn lookup_batches(&self, request: &[u8]) -> Result<Batches, Status> {
-        let request: crate::online::LookupRequest = serde_json::from_slice(request)
+        let request: flywheel_engine::online::LookupRequest = serde_json::from_slice(request)
             .map_err(|e| Status::invalid_argument(format!("malformed lookup request: {e}")))?;
         let now_us = chrono::Utc::now().timestamp_micros();
         let batch = self

@@ -17,8 +17,8 @@
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo};
 
 use super::tickets::ShardTicket;
-use crate::engine::{MAX_SHARDS, ShardSource, ShardSpec};
-use crate::{Engine, Error, Result};
+use flywheel_engine::{Engine, Error, Result};
+use flywheel_engine::{MAX_SHARDS, ShardSource, ShardSpec};
 
 /// What a path descriptor asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

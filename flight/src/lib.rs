@@ -1,4 +1,4 @@
-//! The Arrow Flight SQL server over the [`Engine`](crate::Engine).
+//! The Arrow Flight SQL server over the [`Engine`](flywheel_engine::Engine).
 //!
 //! Requests enter through tonic as Flight SQL commands ([`service`]); SQL runs in the shared engine;
 //! results leave as Arrow IPC streams, batch by batch, through arrow-flight's encoder (in the types
@@ -19,6 +19,7 @@ mod shards;
 mod sql_info;
 mod status;
 mod tickets;
+mod untrusted;
 mod wire_types;
 
 use std::future::Future;
@@ -38,7 +39,7 @@ pub use service::FlywheelFlightSqlService;
 pub use status::to_status;
 pub use tickets::{SHARD_TICKET_TYPE, ShardTicket};
 
-use crate::{Engine, Error, Result};
+use flywheel_engine::{Engine, Error, Result};
 
 /// Binds `addr` (port 0 picks a free port).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
@@ -56,22 +57,6 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
-    /// The options `config` asks for; reads the TLS files.
-    pub fn from_config(config: &crate::Config) -> Result<Self> {
-        let read = |what: &str, path: &str| {
-            std::fs::read(path)
-                .map_err(|e| Error::Config(format!("cannot read the TLS {what} `{path}`: {e}")))
-        };
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some((read("certificate", cert)?, read("key", key)?)),
-            _ => None,
-        };
-        Ok(Self {
-            credentials: config.credentials(),
-            tls,
-        })
-    }
-
     /// `grpc` or `grpc+tls`: the URI scheme clients connect with.
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() {

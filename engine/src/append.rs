@@ -248,8 +248,8 @@ mod tests {
     use futures::stream;
 
     use super::*;
-    use crate::engine::parquet_files::tests::{Kind, pages};
-    use crate::engine::{IfExists, IfMissing, IngestTarget};
+    use crate::parquet_files::tests::{Kind, pages};
+    use crate::{IfExists, IfMissing, IngestTarget};
 
     fn parquet_files(dir: &Path) -> Vec<std::path::PathBuf> {
         let mut out = vec![];

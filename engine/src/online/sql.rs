@@ -67,7 +67,7 @@ impl TableFunctionImpl for OnlineFunction {
                         .collect();
                     arrow::compute::filter_record_batch(&s.batch, &live)?
                 }
-                None => return Err(external(crate::engine::not_served(&self.registry, &view))),
+                None => return Err(external(crate::not_served(&self.registry, &view))),
             }
         } else {
             let key = exprs[1..]
@@ -88,7 +88,7 @@ impl TableFunctionImpl for OnlineFunction {
             };
             self.store
                 .lookup_cached(&request, now_us)
-                .map_err(|e| external(crate::engine::explain_online(&self.registry, e)))?
+                .map_err(|e| external(crate::explain_online(&self.registry, e)))?
         };
         Ok(Arc::new(MemTable::try_new(
             batch.schema(),
@@ -113,7 +113,7 @@ fn freshness(store: &OnlineStore, registry: &Registry) -> DFResult<RecordBatch> 
     let mut latest = Vec::new();
     let mut loaded_at = Vec::new();
     let mut cutoff = Vec::new();
-    for view in crate::engine::online_views(registry) {
+    for view in crate::online_views(registry) {
         let snapshot = store.cached(&view).map_err(external)?;
         views.push(view);
         loaded.push(snapshot.is_some());

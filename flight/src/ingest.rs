@@ -14,8 +14,8 @@ use futures::{StreamExt, TryStreamExt, stream};
 use tonic::Status;
 
 use super::to_status;
-use crate::engine::{IfExists, IfMissing, IngestTarget};
-use crate::{Engine, Error};
+use flywheel_engine::{Engine, Error};
+use flywheel_engine::{IfExists, IfMissing, IngestTarget};
 
 /// Runs one ingest; returns the number of rows written.
 pub async fn ingest(

@@ -3,7 +3,7 @@
 use datafusion::error::DataFusionError;
 use tonic::Status;
 
-use crate::Error;
+use flywheel_engine::Error;
 
 /// Maps an engine error to the status a client sees: user errors carry their message; internal
 /// errors are logged with detail and reported without internals.

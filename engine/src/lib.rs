@@ -1,4 +1,13 @@
-//! The engine: one DataFusion session over a warehouse.
+//! Flywheel's engine: one DataFusion session over a warehouse of Delta tables, and everything
+//! Flywheel adds to it. No network protocol: front doors (the Flight SQL server in
+//! `flywheel-flight`, the CLI) call the typed API of [`Engine`].
+//!
+//! - [`asof`]: the point-in-time `ASOF JOIN` (AST rewrite, logical node, analyzer rule, operator).
+//! - [`online`]: the online store and its lookups.
+//! - the Flywheel objects, each in its module: entities and feature views
+//!   (`feature_views`), labels and training sets (`training_sets`), their lineage, refreshes
+//!   (`incremental`, `refresh_history`, `freshness`) and schedules (`scheduler`).
+//! - [`error`]: the error every operation fails with.
 //!
 //! SQL text enters through [`Engine::sql`] (one statement) or [`Engine::parse`] + [`Engine::execute`].
 //! Each statement is parsed by `flywheel-sql`, its time-travel references are rewritten
@@ -6,6 +15,11 @@
 //! streams; DDL and DML run to completion here (each one Delta commit) and leave as a small
 //! [`Output::Batch`]. The shell and the server share this code, so a statement gives the same answer
 //! in both.
+
+pub mod asof;
+pub mod error;
+pub mod online;
+pub mod untrusted;
 
 mod append;
 mod conflicts;
@@ -21,7 +35,7 @@ mod leases;
 pub mod limits;
 mod lineage;
 mod objects;
-mod online;
+mod online_load;
 mod output;
 mod params;
 mod parquet_files;
@@ -43,10 +57,11 @@ use flywheel_catalog::{Registry, Warehouse};
 use flywheel_sql::FlywheelStatement;
 use tracing::instrument;
 
+pub use error::{Error, Result};
 pub use file_access::FileAccess;
 pub use ingest::{IfExists, IfMissing, IngestTarget};
 pub use lineage::{RefreshScope, RefreshStep, Refreshed};
-pub use online::{explain_online, is_online, not_served, online_views};
+pub use online_load::{explain_online, is_online, not_served, online_views};
 pub use output::Output;
 pub use parquet_files::DataPages;
 pub use refresh_history::{Mode as RefreshMode, Trigger};
@@ -54,8 +69,6 @@ pub use scheduler::{ScheduledRun, Scheduler, SchedulerOptions};
 pub use schedules::Schedule;
 pub use shards::{MAX_SHARDS, PinnedTable, ShardSource, ShardSpec};
 pub(crate) use time_travel::visit_statement_mut;
-
-use crate::{Error, Result};
 
 /// The stack of every thread that plans or runs statements (the `flywheel` binary's runtime
 /// workers): DataFusion walks expression trees recursively (naming, display, evaluation), so a
@@ -156,7 +169,7 @@ impl Engine {
     }
 
     /// Runs `plan` in the engine's session as one stream of its rows.
-    pub(super) async fn stream(
+    pub(crate) async fn stream(
         &self,
         plan: LogicalPlan,
     ) -> Result<datafusion::execution::SendableRecordBatchStream> {

@@ -8,8 +8,8 @@
 //!   `{"sql": "SELECT ...", "shard": 0, "shards": 1, "partitions": 2}` for a query (the form
 //!   every ticket had before 0.2, still redeemed);
 //! - an online lookup ticket is a protobuf `Any` with type URL
-//!   [`LOOKUP_TICKET_TYPE`](crate::online::LOOKUP_TICKET_TYPE) whose value is a JSON
-//!   [`LookupRequest`](crate::online::LookupRequest);
+//!   [`LOOKUP_TICKET_TYPE`](flywheel_engine::online::LOOKUP_TICKET_TYPE) whose value is a JSON
+//!   [`LookupRequest`](flywheel_engine::online::LookupRequest);
 //! - a [`Statement`] (a statement handle, and a prepared-statement handle) is `Q`, the SQL text's
 //!   length as a little-endian `u32`, the UTF-8 SQL text, then optionally the bound parameter rows as
 //!   an Arrow IPC stream: the query is planned and run when the ticket is redeemed (`DoGet`);
@@ -24,8 +24,8 @@ use bytes::Bytes;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{ShardSource, ShardSpec};
-use crate::{Error, Result};
+use flywheel_engine::{Error, Result};
+use flywheel_engine::{ShardSource, ShardSpec};
 
 /// The type URL of a shard ticket.
 pub const SHARD_TICKET_TYPE: &str = "type.googleapis.com/flywheel.ShardTicket";
@@ -77,7 +77,7 @@ impl ShardTicket {
     }
 
     /// Decodes the value of an `Any` whose type URL is [`SHARD_TICKET_TYPE`]. The numbers are
-    /// checked when the shard is read ([`crate::Engine::read_shard`]).
+    /// checked when the shard is read ([`flywheel_engine::Engine::read_shard`]).
     pub fn from_any_value(value: &[u8]) -> Result<Self> {
         let malformed = |why: String| {
             Error::Invalid(format!(
@@ -196,7 +196,7 @@ fn write_ipc(out: &mut Vec<u8>, batch: &RecordBatch) -> Result<()> {
 }
 
 fn read_ipc(bytes: &[u8]) -> Result<RecordBatch> {
-    let (schema, batches) = crate::untrusted::read_ipc_stream(bytes, |_| malformed())?;
+    let (schema, batches) = flywheel_engine::untrusted::read_ipc_stream(bytes, |_| malformed())?;
     match batches.into_iter().next() {
         Some(b) => Ok(b),
         None => Ok(RecordBatch::new_empty(schema)),
@@ -306,7 +306,7 @@ mod tests {
             #[test]
             fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
                 let _ = StatementTicket::decode(&bytes);
-                let _ = crate::server::ShardTicket::from_any_value(&bytes);
+                let _ = crate::ShardTicket::from_any_value(&bytes);
             }
 
             #[test]
@@ -333,12 +333,12 @@ mod tests {
                 let json = serde_json::json!({
                     "sql": sql, "shard": shard, "shards": shards, "partitions": partitions
                 });
-                let _ = crate::server::ShardTicket::from_any_value(json.to_string().as_bytes());
+                let _ = crate::ShardTicket::from_any_value(json.to_string().as_bytes());
             }
 
             #[test]
             fn descriptor_paths_never_panic(path in prop::collection::vec("\\PC{0,20}", 0..6)) {
-                let _ = crate::server::shards::DatasetRequest::from_path(&path);
+                let _ = crate::shards::DatasetRequest::from_path(&path);
             }
         }
     }

@@ -6,22 +6,17 @@
 //! some corrupt batches (a validity buffer shorter than its array, in `BooleanBuffer::new`).
 //! Parameters bound to prepared statements and lookup keys sent as Arrow are decoded here with the
 //! push-based `StreamDecoder`, which only ever holds the bytes it was given, under
-//! [`std::panic::catch_unwind`]; bulk-ingest streams (decoded by arrow-flight from messages already
-//! bounded by the gRPC message size) are polled under `catch_unwind` too ([`GuardedBatches`]). A
-//! corrupt input is an error for its request, never a panic of the task serving it.
+//! [`std::panic::catch_unwind`]; front doors guard the streams they decode the same way (the
+//! Flight front door's bulk ingest). A corrupt input is an error for its request, never a panic
+//! of the task serving it.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use arrow::array::RecordBatch;
 use arrow::buffer::Buffer;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamDecoder;
-use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::error::FlightError;
-use futures::{Stream, StreamExt as _};
 
 use crate::{Error, Result};
 
@@ -50,46 +45,5 @@ pub fn read_ipc_stream(
         Ok(Ok(decoded)) => Ok(decoded),
         Ok(Err(e)) => Err(malformed(e.to_string())),
         Err(_) => Err(malformed("the Arrow IPC data is corrupt".into())),
-    }
-}
-
-/// The record batches of a Flight data stream a client uploaded (`DoPut`): a panic while
-/// decoding one ends the stream with an `INVALID_ARGUMENT` error as its last item.
-pub struct GuardedBatches {
-    inner: FlightRecordBatchStream,
-    failed: bool,
-}
-
-impl GuardedBatches {
-    pub fn new(inner: FlightRecordBatchStream) -> Self {
-        Self {
-            inner,
-            failed: false,
-        }
-    }
-
-    /// The stream's schema, once its first message was read.
-    pub fn schema(&self) -> Option<&SchemaRef> {
-        self.inner.schema()
-    }
-}
-
-impl Stream for GuardedBatches {
-    type Item = std::result::Result<RecordBatch, FlightError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.failed {
-            return Poll::Ready(None);
-        }
-        let inner = &mut self.inner;
-        match catch_unwind(AssertUnwindSafe(|| inner.poll_next_unpin(cx))) {
-            Ok(poll) => poll,
-            Err(_) => {
-                self.failed = true;
-                Poll::Ready(Some(Err(FlightError::Tonic(Box::new(
-                    tonic::Status::invalid_argument("the uploaded Arrow data is corrupt"),
-                )))))
-            }
-        }
     }
 }
