@@ -9,11 +9,8 @@ random float features; the server's own peak memory while writing it is reported
 it afterwards. Each table is then read whole in one stream (`FlightDescriptor.for_path("table",
 NAME, "shards=1")`) by a client that consumes it batch by batch, as a training loop does, while
 this script samples the server's memory from `/proc/PID/status` every 20 ms: resident memory in
-all (`VmRSS`), anonymous (`RssAnon`: heap, buffers) and file-backed (`RssFile`: mapped pages of
-the Parquet files and the download cache, which the kernel can drop at any time). Three reads per
-table: from a server without the download cache (every batch decoded), the first read on a default
-server (decoded and recorded into the cache, which keeps shards up to `download_cache_size`,
-8 GiB by default), and a read again (replayed when the first read was kept).
+all (`VmRSS`), anonymous (`RssAnon`: heap, buffers) and file-backed (`RssFile`: mapped pages,
+which the kernel can drop at any time). Two reads per table, each from a fresh server.
 
 Prints a Markdown table: the peak of each measure over the read and the anonymous memory at a
 quarter, half and three quarters of the rows. A streaming server's anonymous memory is set by its
@@ -31,7 +28,7 @@ import adbc_driver_flightsql.dbapi as flightsql
 import pyarrow.flight as flight
 
 sys.path.insert(0, str(Path(__file__).parent))
-from flight_download import clear_cache, start_server, table_dir  # noqa: E402
+from flight_download import start_server, table_dir  # noqa: E402
 
 FEATURES = 10
 # user_id, ts, label (a bit in Arrow, counted as a byte), features: bytes per row as Arrow.
@@ -146,16 +143,10 @@ def main():
 
     rows_out = []
     for name in names:
-        for label, cache in (("no cache", False), ("first read (records)", True)):
-            proc, uri = start_server(args.flywheel, warehouse, cache=cache)
+        for label in ("first read", "read again"):
+            proc, uri = start_server(args.flywheel, warehouse, cache=False)
             try:
-                reads = [label] if not cache else [label, "read again"]
-                if cache:
-                    clear_cache(warehouse / "_flywheel" / "download_cache")
-                for read in reads:
-                    if read == "read again":
-                        # The first read's recording is put in place after its last message.
-                        time.sleep(1.0)
+                for read in [label]:
                     with Sampler(proc.pid) as sampler:
                         secs, rows, nbytes = stream_read(uri, name, sampler)
                     rows_out.append((name, read, secs, rows, nbytes, sampler))

@@ -8,10 +8,9 @@ The first run creates a table of about SIZE_GB of Arrow data in WORKDIR's wareho
 ADBC `adbc_ingest`, one commit) and reuses it afterwards. Each measurement is a full download into a
 `pyarrow.Table` in this process: through `FlightDescriptor.for_path("table", NAME, "shards=N")` with N
 readers (one client each; one stream on the calling thread, shards on a pool of threads kept
-across downloads), and `pyarrow.dataset` over the table's Parquet files. Downloads are measured from
-a server without the download cache (`FLYWHEEL_DOWNLOAD_CACHE_SIZE=0`: every read decodes the
-Parquet files), then from a default server: first reads (the cache emptied before each, so each
-read decodes and records) and reads again (sent from the cache). The script prints the median
+across downloads), and `pyarrow.dataset` over the table's Parquet files. Servers are started with
+`FLYWHEEL_DOWNLOAD_CACHE_SIZE=0`, which switches off the download cache of builds before 0.2 (so
+`--baseline` compares live paths; later builds have no cache and ignore it). The script prints the median
 seconds, GB/s, the ratio to the local read, the server's and this client's CPU seconds per GB, and
 the server's peak resident memory (a streaming server stays far below the table's size). GB/s is
 always the table's size as `pyarrow.dataset` reads it (strings as plain strings), whatever form a
@@ -27,15 +26,15 @@ pool (mimalloc), which keeps its memory. With the flag both readers run on warm 
 strings come back as string views).
 
 `--training-set NAME` reads that training set of WORKDIR's warehouse instead, through
-`FlightDescriptor.for_path("training_set", NAME, "shards=N")` (benches/training_set_first_read.py
-builds `bench_train` from the bench's table).
+`FlightDescriptor.for_path("training_set", NAME, "shards=N")` (benches/before_after.py builds
+`bench_train` from the bench's table in its own workdir).
 
 With `--compare-workdirs DIR...` it then compares the same table as written by other builds (their
 own workdirs, made by running this script with those builds): one server each, this binary, one-stream
-downloads without the download cache rotating between them, REPEAT rounds.
+downloads rotating between them, REPEAT rounds.
 
 With `--baseline OTHER_BINARY` it then compares two builds side by side: both servers run on the same
-warehouse, without the download cache, and one-stream downloads alternate between them, REPEAT rounds, so both see the same noise.
+warehouse, and one-stream downloads alternate between them, REPEAT rounds, so both see the same noise.
 It prints medians of GB/s and of CPU seconds per GB, the server's (from /proc) and this client's.
 """
 import argparse
@@ -170,15 +169,6 @@ def flight_download(uri: str, shards: int, table: str, kind: str = "table") -> i
     return total
 
 
-def warm(uri: str, table: str, nbytes: int, kind: str = "table") -> int:
-    """Records the one-stream read into the server's download cache; no rows travel."""
-    client = flight.connect(uri)
-    descriptor = flight.FlightDescriptor.for_path(kind, table, "shards=1")
-    list(client.do_action(flight.Action("flywheel.warm_download_cache", descriptor.serialize())))
-    client.close()
-    return nbytes
-
-
 def local_read(files: list[str]) -> int:
     return ds.dataset(files, format="parquet").to_table().nbytes
 
@@ -210,16 +200,6 @@ def timed(fn, repeat: int, pid, before=None):
     return statistics.median(r[0] for r in runs), nbytes, server, statistics.median(r[2] for r in runs)
 
 
-def clear_cache(cache: Path):
-    """Empties the server's download cache (after any recording still being put in place)."""
-    for _ in range(600):
-        if not any(".tmp-" in f.name for f in cache.glob("*")):
-            break
-        time.sleep(0.05)
-    for f in cache.glob("*.flight"):
-        f.unlink(missing_ok=True)
-
-
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -240,7 +220,6 @@ def client_cpu_seconds() -> float:
 
 def compare(builds: dict, rounds: int, table: str, nbytes: int, kind: str = "table"):
     """One-stream downloads rotating between servers (name: (binary, warehouse)); medians each."""
-    # Without the download cache: servers on one warehouse would share its entries.
     servers = {name: start_server(binary, warehouse, cache=False)
                for name, (binary, warehouse) in builds.items()}
     runs = {name: [] for name in servers}
@@ -285,7 +264,7 @@ def main():
                    help="run the client with glibc malloc keeping freed memory (see the module docs)")
     p.add_argument("--training-set", metavar="NAME",
                    help="read this training set of the workdir's warehouse (through `training_set` "
-                        "descriptors) instead of the bench's table; benches/training_set_first_read.py "
+                        "descriptors) instead of the bench's table; benches/before_after.py "
                         "builds `bench_train` from that table")
     args = p.parse_args()
     if args.keep_client_memory and KEEP_MEMORY[0][0] not in os.environ:
@@ -299,7 +278,6 @@ def main():
 
     warehouse = Path(args.workdir) / "warehouse"
     warehouse.mkdir(parents=True, exist_ok=True)
-    cache = warehouse / "_flywheel" / "download_cache"
     rows = []
 
     def measure(name, fn, pid, before=None):
@@ -308,36 +286,18 @@ def main():
         rss = peak_rss_mib(pid) if pid else None
         rows.append((name, secs, nbytes, server, client, rss))
 
-    # The live path: a server without the download cache.
     proc, uri = start_server(args.flywheel, warehouse, cache=False)
     try:
         if kind == "table":
             ensure_table(uri, warehouse, args.size_gb, table)
         elif table_dir(warehouse, table) is None:
             sys.exit(f"no training set {table} in {warehouse}: build it first "
-                     "(benches/training_set_first_read.py builds bench_train)")
+                     "(benches/before_after.py builds bench_train)")
         files = DeltaTable(str(table_dir(warehouse, table))).file_uris()
         # Warm the page cache once so every reader sees the same state.
         table_bytes = local_read(files)
-        measure("Flight, 1 stream, no cache", lambda: flight_download(uri, 1, table, kind), proc.pid)
-        measure("Flight, 4 shard streams, no cache", lambda: flight_download(uri, 4, table, kind), proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    # The default server: the first read of a shard records it, later reads replay it.
-    proc, uri = start_server(args.flywheel, warehouse)
-    try:
-        clear_cache(cache)
-        measure("Flight, 1 stream, first read (recorded)", lambda: flight_download(uri, 1, table, kind),
-                proc.pid, before=lambda: clear_cache(cache))
-        flight_download(uri, 1, table, kind)
-        measure("Flight, 1 stream, read again (from the cache)",
-                lambda: flight_download(uri, 1, table, kind), proc.pid)
-        flight_download(uri, 4, table, kind)
-        measure("Flight, 4 shard streams, read again (from the cache)",
-                lambda: flight_download(uri, 4, table, kind), proc.pid)
-        measure("`flywheel.warm_download_cache` action, 1 shard (server only)",
-                lambda: warm(uri, table, table_bytes, kind), proc.pid, before=lambda: clear_cache(cache))
+        measure("Flight, 1 stream", lambda: flight_download(uri, 1, table, kind), proc.pid)
+        measure("Flight, 4 shard streams", lambda: flight_download(uri, 4, table, kind), proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -6,16 +6,18 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 
+pub use flywheel_sql::ast::ObjectKind;
+
 use crate::{Registry, Result};
 
 /// Registry kind of entities.
-pub const KIND_ENTITY: &str = "entity";
+pub const KIND_ENTITY: &str = ObjectKind::Entity.registry_kind();
 /// Registry kind of feature views.
-pub const KIND_FEATURE_VIEW: &str = "feature_view";
+pub const KIND_FEATURE_VIEW: &str = ObjectKind::FeatureView.registry_kind();
 /// Registry kind of labels.
-pub const KIND_LABEL: &str = "label";
+pub const KIND_LABEL: &str = ObjectKind::Label.registry_kind();
 /// Registry kind of training sets.
-pub const KIND_TRAINING_SET: &str = "training_set";
+pub const KIND_TRAINING_SET: &str = ObjectKind::TrainingSet.registry_kind();
 /// Registry kind of one built version of a training set (its lineage); named `set@version`.
 pub const KIND_TRAINING_SET_VERSION: &str = "training_set_version";
 

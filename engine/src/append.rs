@@ -98,10 +98,10 @@ const INVALID_DATA: &str = "Invalid data found: ";
 fn refusal(table: &str, e: &deltalake::DeltaTableError) -> Option<Error> {
     let text = e.to_string();
     if let Some(at) = text.find(REFUSED) {
-        return Some(Error::Invalid(text[at..].to_string()));
+        return Some(Error::InvalidInput(text[at..].to_string()));
     }
     let at = text.find(INVALID_DATA)?;
-    Some(Error::Invalid(format!(
+    Some(Error::InvalidInput(format!(
         "{REFUSED}{table}`: rows break its constraints (its Delta CHECK constraints, invariants \
          or NOT NULL columns); nothing was written. {}",
         &text[at + INVALID_DATA.len()..]
@@ -161,7 +161,7 @@ impl Conform {
             .find(|f| shape.field_with_name(f.name()).is_err())
         {
             let columns: Vec<&str> = shape.fields().iter().map(|f| f.name().as_str()).collect();
-            return Err(Error::Invalid(format!(
+            return Err(Error::InvalidInput(format!(
                 "{REFUSED}{table}`: it has no column `{}` (its columns: {}); \
                  nothing was written",
                 extra.name(),
@@ -177,7 +177,7 @@ impl Conform {
                 continue;
             }
             if source.is_none() && !field.is_nullable() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::InvalidInput(format!(
                     "{REFUSED}{table}`: its column `{}` is NOT NULL and the rows do \
                      not have it; nothing was written",
                     field.name()
@@ -196,7 +196,7 @@ impl Conform {
     /// `batch` as a batch of the table's columns.
     fn apply(&self, batch: &RecordBatch) -> datafusion::error::Result<RecordBatch> {
         let refuse = |what: String| {
-            DataFusionError::External(Box::new(Error::Invalid(format!(
+            DataFusionError::External(Box::new(Error::InvalidInput(format!(
                 "{REFUSED}{}`: {what}; nothing was written",
                 self.table
             ))))

@@ -184,7 +184,7 @@ pub(super) async fn write_new_table(
 fn value_refused(table: &str, e: deltalake::DeltaTableError) -> Error {
     let text = e.to_string();
     match text.find("Cast error: ") {
-        Some(at) => Error::Invalid(format!(
+        Some(at) => Error::InvalidInput(format!(
             "cannot create table `{table}`: {}; nothing was written",
             &text[at..]
         )),
@@ -345,7 +345,9 @@ fn delta_columns(input: &LogicalPlan) -> Result<Vec<StructField>> {
     let fields = delta_types::storable_fields(input.schema().as_arrow().fields())?;
     let st: deltalake::kernel::StructType = (&arrow::datatypes::Schema::new(fields))
         .try_into_kernel()
-        .map_err(|e| Error::Invalid(format!("a column type has no Delta Lake equivalent: {e}")))?;
+        .map_err(|e| {
+            Error::InvalidInput(format!("a column type has no Delta Lake equivalent: {e}"))
+        })?;
     Ok(st.fields().cloned().collect())
 }
 
@@ -364,7 +366,7 @@ pub(super) async fn create_external_table(
         });
     }
     let [location] = c.locations.as_slice() else {
-        return Err(Error::Invalid(format!(
+        return Err(Error::InvalidInput(format!(
             "external table `{name}` needs exactly one LOCATION, found {}",
             c.locations.len()
         )));
@@ -422,7 +424,7 @@ pub(super) fn refuse_object_table(engine: &Engine, name: &str, change: TableChan
              {sql} {name})"
         ),
     };
-    Err(Error::Invalid(format!(
+    Err(Error::InvalidInput(format!(
         "`{name}` is the table of a {noun}; {hint}"
     )))
 }
@@ -475,7 +477,7 @@ pub(super) async fn drop_table(engine: &Engine, d: DropTable, cascade: bool) -> 
                 .iter()
                 .map(|(kind, n)| format!("{} `{n}`", kind.noun()))
                 .collect();
-            return Err(Error::Invalid(format!(
+            return Err(Error::InvalidInput(format!(
                 "table `{name}` is read by {}; drop them first, or DROP TABLE {name} CASCADE to \
                  drop them (and the training sets that read them) with it",
                 list.join(", ")

@@ -72,7 +72,7 @@ fn check_storable(name: &str, data_type: &DataType) -> Result<()> {
     let converted: std::result::Result<deltalake::kernel::StructField, _> =
         (&field).try_into_kernel();
     converted.map(|_| ()).map_err(|_| {
-        Error::Invalid(format!(
+        Error::InvalidInput(format!(
             "column `{name}` is {data_type}, which a Delta table cannot hold; cast it (to \
              VARCHAR, BIGINT or TIMESTAMP) before creating the table"
         ))

@@ -1,11 +1,14 @@
-//! The root crate's error type: everything a statement or the server can fail with.
+//! [`Error`]: everything an engine operation can fail with, as structured variants. Front doors
+//! choose their protocol's codes by variant, in one place each (the Flight front door's `status`
+//! module); no code is chosen by reading a message.
 
 use datafusion::error::DataFusionError;
+use flywheel_sql::ast::ObjectKind;
 
-/// Result alias of the root crate.
+/// Result alias of the engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// An error of the engine, the server or the CLI.
+/// An error of the engine, or of a front door over it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -27,22 +30,46 @@ pub enum Error {
     #[error("{what} is not supported: {hint}")]
     Unsupported { what: String, hint: String },
 
-    /// A statement that is well-formed SQL but invalid for Flywheel.
+    /// Input that is well-formed but invalid for Flywheel (a statement, a ticket, a request);
+    /// the message says what is wrong and what to do instead.
     #[error("{0}")]
-    Invalid(String),
+    InvalidInput(String),
 
-    /// A Flywheel object that does not exist; the message names it and where to look.
+    /// A Flywheel object that does not exist.
+    #[error("{} `{name}` not found; SHOW {} lists them", kind.noun(), kind.plural_sql())]
+    NotFound { kind: ObjectKind, name: String },
+
+    /// A name given to `REFRESH` that is no feature view, label or training set.
+    #[error(
+        "`{name}` is not a feature view, label or training set; SHOW FEATURE VIEWS, SHOW LABELS \
+         and SHOW TRAINING SETS list them"
+    )]
+    NotRefreshable { name: String },
+
+    /// A lookup named a feature view with no online snapshot: `reason` says why and what loads
+    /// one ([`crate::not_served`] finds it from the registry).
+    #[error("feature view `{view}` {reason}")]
+    NotServed { view: String, reason: String },
+
+    /// An object name that is taken; `hint` says how to replace or reuse it.
+    #[error("{} `{name}` already exists; {hint}", kind.noun())]
+    AlreadyExists {
+        kind: ObjectKind,
+        name: String,
+        hint: String,
+    },
+
+    /// A table holds the name an object's own table would take.
+    #[error(
+        "a table named `{name}` already exists; a {} is materialized as a table of its name, so \
+         pick another name",
+        kind.noun()
+    )]
+    NameTaken { kind: ObjectKind, name: String },
+
+    /// A caller without valid credentials; the message says what to send.
     #[error("{0}")]
-    NotFound(String),
-
-    /// A lookup named a feature view with no online snapshot; callers that hold the registry say
-    /// why instead ([`crate::not_served`]).
-    #[error("feature view `{view}` is not served online")]
-    NotServed { view: String },
-
-    /// A name that is taken; the message says how to replace or reuse it.
-    #[error("{0}")]
-    Exists(String),
+    Unauthenticated(String),
 
     #[error("expected exactly one statement, found {found}")]
     NotOneStatement { found: usize },
@@ -55,6 +82,10 @@ pub enum Error {
 
     #[error("server error: {0}")]
     Transport(String),
+
+    /// A fault of Flywheel itself (a broken invariant), not of the request.
+    #[error("{0}")]
+    Internal(String),
 
     /// A write that lost to other writers' concurrent commits to the same table; nothing was
     /// committed and the statement can be run again.

@@ -14,7 +14,7 @@ use flywheel_catalog::objects::{
     EntityDefinition, FeatureViewDefinition, KIND_ENTITY, KIND_FEATURE_VIEW, KIND_LABEL, Lineage,
 };
 use flywheel_catalog::{Change, TableEntry};
-use flywheel_sql::ast::CreateFeatureView;
+use flywheel_sql::ast::{CreateFeatureView, ObjectKind};
 
 use super::incremental::{self, Decision, Outcome};
 use super::refresh_history::Mode;
@@ -38,32 +38,24 @@ impl Keyed {
         }
     }
 
-    pub(super) fn registry_kind(self) -> &'static str {
+    /// The object kind.
+    pub(super) fn kind(self) -> ObjectKind {
         match self {
-            Keyed::FeatureView => KIND_FEATURE_VIEW,
-            Keyed::Label => KIND_LABEL,
+            Keyed::FeatureView => ObjectKind::FeatureView,
+            Keyed::Label => ObjectKind::Label,
         }
+    }
+
+    pub(super) fn registry_kind(self) -> &'static str {
+        self.kind().registry_kind()
     }
 
     pub(super) fn noun(self) -> &'static str {
-        match self {
-            Keyed::FeatureView => "feature view",
-            Keyed::Label => "label",
-        }
+        self.kind().noun()
     }
 
     pub(super) fn sql(self) -> &'static str {
-        match self {
-            Keyed::FeatureView => "FEATURE VIEW",
-            Keyed::Label => "LABEL",
-        }
-    }
-
-    fn plural_sql(self) -> &'static str {
-        match self {
-            Keyed::FeatureView => "FEATURE VIEWS",
-            Keyed::Label => "LABELS",
-        }
+        self.kind().sql()
     }
 }
 
@@ -113,13 +105,13 @@ async fn plan_and_check(
 ) -> Result<(LogicalPlan, Lineage)> {
     let noun = kind.noun();
     let entity = engine.registry().object(KIND_ENTITY, &def.entity).ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::InvalidInput(format!(
             "{noun} `{name}` names entity `{}`, which does not exist; CREATE ENTITY it first (SHOW ENTITIES lists them)",
             def.entity
         ))
     })?;
     let entity: EntityDefinition = serde_json::from_str(&entity.definition).map_err(|e| {
-        Error::Invalid(format!(
+        Error::InvalidInput(format!(
             "entity `{}` has an unreadable definition: {e}",
             def.entity
         ))
@@ -133,7 +125,7 @@ async fn plan_and_check(
     let plan = match engine.plan(statement).await? {
         Planned::Query(plan) => plan,
         _ => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::InvalidInput(format!(
                 "feature view `{name}` must be defined by a query (AS SELECT ...)"
             )));
         }
@@ -150,7 +142,7 @@ async fn plan_and_check(
     };
     for key in &entity.keys {
         let Some(field) = find(&key.name) else {
-            return Err(Error::Invalid(format!(
+            return Err(Error::InvalidInput(format!(
                 "{noun} `{name}`: its query has no column `{}`, a key of entity `{}` ({}); its columns are {}",
                 key.name,
                 def.entity,
@@ -159,7 +151,7 @@ async fn plan_and_check(
             )));
         };
         if !key_type_fits(&key.arrow_type, field.data_type()) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::InvalidInput(format!(
                 "{noun} `{name}`: column `{}` is {}, but entity `{}` declares it {} ({})",
                 key.name,
                 field.data_type(),
@@ -170,7 +162,7 @@ async fn plan_and_check(
         }
     }
     let Some(time) = find(&def.event_time) else {
-        return Err(Error::Invalid(format!(
+        return Err(Error::InvalidInput(format!(
             "{noun} `{name}`: its query has no event time column `{}`; its columns are {}",
             def.event_time,
             columns()
@@ -182,7 +174,7 @@ async fn plan_and_check(
         DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
     ) || time_type.is_integer();
     if !ok_time {
-        return Err(Error::Invalid(format!(
+        return Err(Error::InvalidInput(format!(
             "{noun} `{name}`: event time column `{}` is {}; it must be a timestamp, a date or an integer",
             def.event_time,
             time.data_type()
@@ -199,15 +191,7 @@ pub(super) async fn create(engine: &Engine, c: CreateFeatureView) -> Result<Outp
 /// One try of [`create`]; `Ok(None)` when it lost the race for the name and is to run again.
 async fn create_once(engine: &Engine, c: &CreateFeatureView) -> Result<Option<Output>> {
     let name = object_name(&c.name);
-    let Some(exists) = super::feature_views::create_prologue(
-        engine,
-        KIND_FEATURE_VIEW,
-        "feature view",
-        "FEATURE VIEW",
-        &name,
-        c.mode,
-    )?
-    else {
+    let Some(exists) = create_prologue(engine, ObjectKind::FeatureView, &name, c.mode)? else {
         return Ok(Some(Output::empty()));
     };
     let ttl = match &c.ttl {
@@ -221,7 +205,7 @@ async fn create_once(engine: &Engine, c: &CreateFeatureView) -> Result<Option<Ou
                 .await
                 .map_err(Error::from_datafusion)?;
             if !matches!(plan.schema().field(0).data_type(), DataType::Interval(_)) {
-                return Err(Error::Invalid(format!(
+                return Err(Error::InvalidInput(format!(
                     "feature view `{name}`: TTL must be an interval, e.g. TTL INTERVAL '30 days'; found {t}"
                 )));
             }
@@ -260,8 +244,7 @@ async fn create_once(engine: &Engine, c: &CreateFeatureView) -> Result<Option<Ou
     match commit_object(engine, materialized, changes).await {
         Ok(()) => {}
         Err(e) if lost_create_race(&e) => {
-            let names = (KIND_FEATURE_VIEW, "feature view", "FEATURE VIEW");
-            return after_lost_race(engine, names, &name, c.mode).await;
+            return after_lost_race(engine, ObjectKind::FeatureView, &name, c.mode).await;
         }
         Err(e) => return Err(e),
     }
@@ -299,7 +282,7 @@ fn checked_options(
                 .iter()
                 .map(|(k, v)| format!("`{k}` ({v})"))
                 .collect();
-            return Err(Error::Invalid(format!(
+            return Err(Error::InvalidInput(format!(
                 "feature view `{name}`: unknown option `{key}`; the options are {}",
                 valid.join(", ")
             )));
@@ -308,7 +291,7 @@ fn checked_options(
             && !value.eq_ignore_ascii_case("true")
             && !value.eq_ignore_ascii_case("false")
         {
-            return Err(Error::Invalid(format!(
+            return Err(Error::InvalidInput(format!(
                 "feature view `{name}`: online must be {values}, not {value}"
             )));
         }
@@ -335,7 +318,7 @@ fn object_change(
     replace: bool,
 ) -> Result<Change> {
     let definition = serde_json::to_string(def)
-        .map_err(|e| Error::Invalid(format!("cannot store `{name}`: {e}")))?;
+        .map_err(|e| Error::InvalidInput(format!("cannot store `{name}`: {e}")))?;
     Ok(Change::CreateObject {
         kind: kind.to_string(),
         name: name.to_string(),
@@ -430,26 +413,30 @@ pub(super) fn lost_create_race(e: &Error) -> bool {
 
 /// What a `CREATE` that lost the race for its name answers: `IF NOT EXISTS` succeeds (the
 /// object exists), `OR REPLACE` is to run again (`Ok(None)`: it now replaces the winner), a
-/// plain `CREATE` says the name is taken. `kind`, `noun` and `sql_kind` are as for
-/// [`create_prologue`].
+/// plain `CREATE` says the name is taken.
 pub(super) async fn after_lost_race(
     engine: &Engine,
-    (kind, noun, sql_kind): (&str, &str, &str),
+    kind: ObjectKind,
     name: &str,
     mode: flywheel_sql::ast::CreateMode,
 ) -> Result<Option<Output>> {
     engine.registry().refresh().await?;
-    let exists = engine.registry().object(kind, name).is_some();
+    let exists = engine
+        .registry()
+        .object(kind.registry_kind(), name)
+        .is_some();
     if exists && mode.if_not_exists {
         return Ok(Some(Output::empty()));
     }
     if exists && mode.or_replace {
         return Ok(None);
     }
-    create_prologue(engine, kind, noun, sql_kind, name, mode)?;
-    Err(Error::Exists(format!(
-        "{noun} `{name}` was created by another statement at the same moment"
-    )))
+    create_prologue(engine, kind, name, mode)?;
+    Err(Error::AlreadyExists {
+        kind,
+        name: name.to_string(),
+        hint: "another statement created it at the same moment".into(),
+    })
 }
 
 /// Runs a `CREATE` again while it loses the race for its name and is to replace the winner
@@ -471,11 +458,10 @@ where
 }
 
 fn not_found(kind: Keyed, name: &str) -> Error {
-    Error::NotFound(format!(
-        "{} `{name}` not found; SHOW {} lists them",
-        kind.noun(),
-        kind.plural_sql()
-    ))
+    Error::NotFound {
+        kind: kind.kind(),
+        name: name.to_string(),
+    }
 }
 
 pub(super) fn definition(
@@ -496,7 +482,7 @@ pub(super) fn registry_definition(
         .object(kind.registry_kind(), name)
         .ok_or_else(|| not_found(kind, name))?;
     serde_json::from_str(&entry.definition).map_err(|e| {
-        Error::Invalid(format!(
+        Error::InvalidInput(format!(
             "{} `{name}` has an unreadable definition: {e}",
             kind.noun()
         ))
@@ -622,7 +608,7 @@ pub(super) async fn drop(
     }
     let dependents = super::training_sets::reading(engine, name);
     if !dependents.is_empty() && !cascade {
-        return Err(Error::Invalid(format!(
+        return Err(Error::InvalidInput(format!(
             "{} `{name}` is read by training set(s) {}; drop them first, or DROP {} {name} CASCADE",
             kind.noun(),
             dependents
@@ -758,9 +744,7 @@ async fn create_label_once(
     c: &flywheel_sql::ast::CreateLabel,
 ) -> Result<Option<Output>> {
     let name = object_name(&c.name);
-    let Some(exists) =
-        super::feature_views::create_prologue(engine, KIND_LABEL, "label", "LABEL", &name, c.mode)?
-    else {
+    let Some(exists) = create_prologue(engine, ObjectKind::Label, &name, c.mode)? else {
         return Ok(Some(Output::empty()));
     };
     let query = match &c.source {
@@ -788,7 +772,7 @@ async fn create_label_once(
     match commit_object(engine, materialized, changes).await {
         Ok(()) => Ok(Some(Output::empty())),
         Err(e) if lost_create_race(&e) => {
-            after_lost_race(engine, (KIND_LABEL, "label", "LABEL"), &name, c.mode).await
+            after_lost_race(engine, ObjectKind::Label, &name, c.mode).await
         }
         Err(e) => Err(e),
     }
@@ -798,26 +782,28 @@ async fn create_label_once(
 /// it (nothing to do), `Ok(Some(exists))` otherwise; an error when the name is taken.
 pub(super) fn create_prologue(
     engine: &Engine,
-    registry_kind: &str,
-    noun: &str,
-    sql_kind: &str,
+    kind: ObjectKind,
     name: &str,
     mode: flywheel_sql::ast::CreateMode,
 ) -> Result<Option<bool>> {
     let registry = engine.registry();
-    let exists = registry.object(registry_kind, name).is_some();
+    let exists = registry.object(kind.registry_kind(), name).is_some();
     if exists && mode.if_not_exists {
         return Ok(None);
     }
     if exists && !mode.or_replace {
-        return Err(Error::Exists(format!(
-            "{noun} `{name}` already exists; use CREATE OR REPLACE {sql_kind}, IF NOT EXISTS, or DROP {sql_kind} {name} first"
-        )));
+        let sql = kind.sql();
+        return Err(Error::AlreadyExists {
+            kind,
+            name: name.to_string(),
+            hint: format!("use CREATE OR REPLACE {sql}, IF NOT EXISTS, or DROP {sql} {name} first"),
+        });
     }
     if !exists && registry.table(name).is_some() {
-        return Err(Error::Exists(format!(
-            "a table named `{name}` already exists; a {noun} is materialized as a table of its name, so pick another name"
-        )));
+        return Err(Error::NameTaken {
+            kind,
+            name: name.to_string(),
+        });
     }
     Ok(Some(exists))
 }

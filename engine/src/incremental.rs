@@ -349,7 +349,7 @@ pub(super) async fn over_appended_rows(
     for (input, g) in gained {
         let entry = registry
             .table(input)
-            .ok_or_else(|| Error::Invalid(format!("input `{input}` has no table")))?;
+            .ok_or_else(|| Error::InvalidInput(format!("input `{input}` has no table")))?;
         let table = load_table(&entry, Some(&TravelTarget::Version(g.now))).await?;
         let provider = table
             .table_provider()

@@ -53,7 +53,7 @@ impl InsertContext {
                 Err(e) => Some(e),
             };
             if let Some(col_err) = failed {
-                return Error::Invalid(format!(
+                return Error::InvalidInput(format!(
                     "INSERT INTO {}: column `{name}` ({}) cannot take a value: {}; nothing was written",
                     self.table,
                     field.data_type(),

@@ -73,7 +73,7 @@ pub(crate) async fn read(registry: &Registry) -> Result<Leases> {
     for batch in batches {
         let column = |name: &str, to: &DataType| -> Result<ArrayRef> {
             let c = batch.column_by_name(name).ok_or_else(|| {
-                Error::Invalid(format!("the refresh leases table has no column `{name}`"))
+                Error::InvalidInput(format!("the refresh leases table has no column `{name}`"))
             })?;
             Ok(arrow::compute::cast(c, to)?)
         };
@@ -100,7 +100,7 @@ pub(crate) async fn read(registry: &Registry) -> Result<Leases> {
             flag(&released),
             flag(&failed),
         ) else {
-            return Err(Error::Invalid(
+            return Err(Error::InvalidInput(
                 "the refresh leases table has unexpected column types".into(),
             ));
         };

@@ -40,6 +40,7 @@ mod output;
 mod params;
 mod parquet_files;
 mod planner;
+mod references;
 mod refresh_history;
 mod scheduler;
 mod schedules;
@@ -256,6 +257,7 @@ impl Engine {
         let is_query = matches!(&statement, DFStatement::Statement(s) if is_query_statement(s))
             || matches!(&statement, DFStatement::Explain(_));
         let state = self.ctx.state();
+        references::check_tables_exist(&state, &statement)?;
         let plan = state
             .statement_to_plan(statement)
             .await
@@ -291,7 +293,7 @@ impl Engine {
     /// Runs a command (not a query) to completion.
     async fn run_command(&self, planned: Planned) -> Result<Output> {
         match planned {
-            Planned::Query(_) => Err(Error::Invalid(
+            Planned::Query(_) => Err(Error::InvalidInput(
                 "a query is run by Engine::run, not as a command".into(),
             )),
             Planned::Command(LogicalPlan::Ddl(ddl)) => self.run_ddl(ddl).await,

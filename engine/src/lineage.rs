@@ -34,7 +34,7 @@ pub(crate) const LINEAGE_METADATA_KEY: &str = "flywheel.lineage";
 /// The latest Delta version of the warehouse table `name`.
 pub(super) async fn table_version(registry: &Registry, name: &str) -> Result<u64> {
     let entry = registry.table(name).ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::InvalidInput(format!(
             "the table of `{name}` is missing; REFRESH or re-create it"
         ))
     })?;
@@ -51,7 +51,7 @@ pub(super) fn commit_metadata(
     lineage: &Lineage,
 ) -> Result<HashMap<String, serde_json::Value>> {
     let recorded = serde_json::to_value(lineage)
-        .map_err(|e| Error::Invalid(format!("cannot record the lineage of `{name}`: {e}")))?;
+        .map_err(|e| Error::InvalidInput(format!("cannot record the lineage of `{name}`: {e}")))?;
     Ok(HashMap::from([(
         LINEAGE_METADATA_KEY.to_string(),
         recorded,
@@ -236,29 +236,21 @@ pub(super) fn refuse_cycle(
 ) -> Result<()> {
     match lineage::find_cycle(engine.registry(), name, inputs) {
         None => Ok(()),
-        Some(path) => Err(Error::Invalid(format!(
+        Some(path) => Err(Error::InvalidInput(format!(
             "{noun} `{name}` would read itself: {}; an object cannot depend on its own output",
             path.join(" -> ")
         ))),
     }
 }
 
-/// The SQL words of a registry kind (`FEATURE VIEW`).
-fn sql_kind(kind: &str) -> &'static str {
-    match kind {
-        KIND_FEATURE_VIEW => "FEATURE VIEW",
-        KIND_LABEL => "LABEL",
-        _ => "TRAINING SET",
-    }
+/// The object kind of a registry kind of derived objects (feature views, labels, training sets).
+fn object_kind(kind: &str) -> ObjectKind {
+    ObjectKind::from_registry_kind(kind).unwrap_or(ObjectKind::TrainingSet)
 }
 
 /// How messages name a registry kind (`feature view`).
 pub(super) fn noun(kind: &str) -> &'static str {
-    match kind {
-        KIND_FEATURE_VIEW => "feature view",
-        KIND_LABEL => "label",
-        _ => "training set",
-    }
+    object_kind(kind).noun()
 }
 
 /// Refreshes one object from its inputs' current versions (recomputed whole with `full`).
@@ -333,17 +325,12 @@ fn steps(engine: &Engine, scope: &RefreshScope) -> Result<Vec<Step>> {
                 match lineage::kind_of(registry, name) {
                     Some(k) if DERIVED_KINDS.contains(&k) => {}
                     Some(_) => {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::InvalidInput(format!(
                             "`{name}` is a table, not a feature view, label or training set: only \
                              those are refreshed"
                         )));
                     }
-                    None => {
-                        return Err(Error::NotFound(format!(
-                            "`{name}` is not a feature view, label or training set; SHOW FEATURE \
-                             VIEWS, SHOW LABELS and SHOW TRAINING SETS list them"
-                        )));
-                    }
+                    None => return Err(Error::NotRefreshable { name: name.clone() }),
                 }
             }
             let wanted = |n: &String| names.contains(n);
@@ -443,7 +430,7 @@ async fn refresh_recorded(
     let built = async {
         outcome = Some(refresh_one(engine, kind, name, full).await?);
         let entry = engine.registry().table(name).ok_or_else(|| {
-            Error::Invalid(format!(
+            Error::InvalidInput(format!(
                 "the table of `{name}` vanished while it was refreshed"
             ))
         })?;
@@ -533,20 +520,15 @@ async fn refresh_recorded(
 
 /// The registry kind of a statement's object kind (feature views, labels, training sets).
 fn registry_kind(kind: ObjectKind) -> &'static str {
-    match kind {
-        ObjectKind::FeatureView => KIND_FEATURE_VIEW,
-        ObjectKind::Label => KIND_LABEL,
-        _ => KIND_TRAINING_SET,
-    }
+    kind.registry_kind()
 }
 
 /// The error for a `kind` object `name` that does not exist.
 fn not_found(kind: &str, name: &str) -> Error {
-    Error::NotFound(format!(
-        "{} `{name}` not found; SHOW {}S lists them",
-        noun(kind),
-        sql_kind(kind)
-    ))
+    Error::NotFound {
+        kind: object_kind(kind),
+        name: name.to_string(),
+    }
 }
 
 /// `REFRESH <kind> name [ONLY] [FULL]`.

@@ -33,7 +33,7 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
             let name = object_name(&name);
             let users = feature_views::using_entity(engine, &name);
             if !users.is_empty() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::InvalidInput(format!(
                     "entity `{name}` is used by {}; drop them first",
                     users.join(", ")
                 )));
@@ -111,9 +111,10 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
 }
 
 fn not_found(name: &str) -> Error {
-    Error::NotFound(format!(
-        "entity `{name}` not found; SHOW ENTITIES lists them"
-    ))
+    Error::NotFound {
+        kind: ObjectKind::Entity,
+        name: name.to_string(),
+    }
 }
 
 /// The Arrow type a SQL type maps to, as DataFusion's planner maps it.
@@ -124,7 +125,7 @@ async fn arrow_type(engine: &Engine, column: &str, t: &SqlType) -> Result<DataTy
         .create_logical_plan(&format!("SELECT CAST(NULL AS {t})"))
         .await
         .map_err(|e| {
-            Error::Invalid(format!(
+            Error::InvalidInput(format!(
                 "entity key `{column}` has type {t}, which Flywheel does not know: {}",
                 Error::from_datafusion(e).user_message()
             ))
@@ -139,7 +140,7 @@ async fn create_entity(engine: &Engine, c: CreateEntity) -> Result<Output> {
         return Ok(Output::empty());
     }
     if c.keys.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::InvalidInput(format!(
             "entity `{name}` needs at least one key column, e.g. CREATE ENTITY {name} (id BIGINT)"
         )));
     }
@@ -147,7 +148,7 @@ async fn create_entity(engine: &Engine, c: CreateEntity) -> Result<Output> {
     for k in &c.keys {
         let column = object_name(&k.name);
         if keys.iter().any(|x| x.name == column) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::InvalidInput(format!(
                 "entity `{name}` names key `{column}` twice"
             )));
         }
@@ -160,7 +161,7 @@ async fn create_entity(engine: &Engine, c: CreateEntity) -> Result<Output> {
     }
     let sql = FlywheelDdl::CreateEntity(c.clone()).to_string();
     let definition = serde_json::to_string(&EntityDefinition { keys, sql })
-        .map_err(|e| Error::Invalid(format!("cannot store entity `{name}`: {e}")))?;
+        .map_err(|e| Error::InvalidInput(format!("cannot store entity `{name}`: {e}")))?;
     match registry
         .create_object(KIND_ENTITY, &name, definition, c.mode.or_replace)
         .await
@@ -170,9 +171,13 @@ async fn create_entity(engine: &Engine, c: CreateEntity) -> Result<Output> {
         Err(flywheel_catalog::Error::ObjectExists { .. }) if c.mode.if_not_exists => {
             Ok(Output::empty())
         }
-        Err(flywheel_catalog::Error::ObjectExists { .. }) => Err(Error::Exists(format!(
-            "entity `{name}` already exists; use CREATE OR REPLACE ENTITY, CREATE ENTITY IF NOT EXISTS, or DROP ENTITY {name} first"
-        ))),
+        Err(flywheel_catalog::Error::ObjectExists { .. }) => Err(Error::AlreadyExists {
+            kind: ObjectKind::Entity,
+            name: name.to_string(),
+            hint: format!(
+                "use CREATE OR REPLACE ENTITY, CREATE ENTITY IF NOT EXISTS, or DROP ENTITY {name} first"
+            ),
+        }),
         Err(e) => Err(e.into()),
     }
 }
@@ -183,8 +188,9 @@ fn entity_definition(engine: &Engine, name: &str) -> Result<EntityDefinition> {
         .registry()
         .object(KIND_ENTITY, name)
         .ok_or_else(|| not_found(name))?;
-    serde_json::from_str(&entry.definition)
-        .map_err(|e| Error::Invalid(format!("entity `{name}` has an unreadable definition: {e}")))
+    serde_json::from_str(&entry.definition).map_err(|e| {
+        Error::InvalidInput(format!("entity `{name}` has an unreadable definition: {e}"))
+    })
 }
 
 impl Engine {

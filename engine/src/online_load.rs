@@ -43,21 +43,23 @@ pub fn not_served(registry: &Registry, view: &str) -> Error {
     match registry_definition(registry, Keyed::FeatureView, view) {
         // Not found (or unreadable), said as every feature view statement says it.
         Err(e) => e,
-        Ok(def) if !is_online(&def) => Error::NotFound(format!(
-            "feature view `{view}` is not online; ALTER FEATURE VIEW {view} SET (online = true) \
-             loads it"
-        )),
-        Ok(_) => Error::NotFound(format!(
-            "feature view `{view}` has no online snapshot loaded; REFRESH FEATURE VIEW {view} \
-             loads one"
-        )),
+        Ok(def) if !is_online(&def) => Error::NotServed {
+            view: view.to_string(),
+            reason: format!(
+                "is not online; ALTER FEATURE VIEW {view} SET (online = true) loads it"
+            ),
+        },
+        Ok(_) => Error::NotServed {
+            view: view.to_string(),
+            reason: format!("has no online snapshot loaded; REFRESH FEATURE VIEW {view} loads one"),
+        },
     }
 }
 
 /// `error`, a missing online snapshot explained ([`not_served`]).
 pub fn explain_online(registry: &Registry, error: Error) -> Error {
     match error {
-        Error::NotServed { view } => not_served(registry, &view),
+        Error::NotServed { view, .. } => not_served(registry, &view),
         other => other,
     }
 }
@@ -186,7 +188,9 @@ impl Engine {
         let ts = &def.event_time;
         let ts_type = schema
             .field_with_name(ts)
-            .map_err(|_| Error::Invalid(format!("feature view `{name}` has no column `{ts}`")))?
+            .map_err(|_| {
+                Error::InvalidInput(format!("feature view `{name}` has no column `{ts}`"))
+            })?
             .data_type()
             .clone();
         let view = quote(name);
@@ -271,7 +275,7 @@ impl Engine {
                     .filter(|a| !a.is_empty())
                     .map(|a| a.value(0))
             })
-            .ok_or_else(|| Error::Invalid(format!("TTL `{interval}` is not an interval")))?;
+            .ok_or_else(|| Error::InvalidInput(format!("TTL `{interval}` is not an interval")))?;
         Ok(i64::from(value.months) * 30 * 86_400_000_000
             + i64::from(value.days) * 86_400_000_000
             + value.nanoseconds / 1_000)

@@ -88,7 +88,7 @@ impl Planned {
                 .max()
                 .unwrap_or(0);
             if values.num_columns() > takes {
-                return Err(Error::Invalid(format!(
+                return Err(Error::InvalidInput(format!(
                     "the statement takes {takes} parameter{}, but {} values were bound per row; \
                      bind one value per placeholder",
                     if takes == 1 { "" } else { "s" },
@@ -104,14 +104,14 @@ impl Planned {
             }),
             Planned::Query(plan) => match rows.as_slice() {
                 [row] => Ok(Planned::Query(bind_row(plan, row)?)),
-                _ => Err(Error::Invalid(format!(
+                _ => Err(Error::InvalidInput(format!(
                     "a query binds exactly one row of parameters, got {}; run it once per row",
                     rows.len()
                 ))),
             },
             Planned::Command(plan) => match rows.as_slice() {
                 [row] => Ok(Planned::Command(bind_row(plan, row)?)),
-                [] => Err(Error::Invalid(
+                [] => Err(Error::InvalidInput(
                     "no parameter rows were bound; nothing to run".into(),
                 )),
                 _ => bind_insert_rows(plan, &rows).map(Planned::Command),
@@ -155,7 +155,7 @@ fn bind_insert_rows(plan: LogicalPlan, rows: &[Vec<ScalarValue>]) -> Result<Logi
         });
     }
     let input = builder
-        .ok_or_else(|| Error::Invalid("no parameter rows were bound; nothing to run".into()))?
+        .ok_or_else(|| Error::InvalidInput("no parameter rows were bound; nothing to run".into()))?
         .build()
         .map_err(Error::from_datafusion)?;
     Ok(LogicalPlan::Dml(DmlStatement::new(

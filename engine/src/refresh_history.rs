@@ -275,7 +275,7 @@ fn normalized(batch: &RecordBatch) -> Result<RecordBatch> {
         .iter()
         .map(|f| {
             let column = batch.column_by_name(f.name()).ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::InvalidInput(format!(
                     "flywheel.refresh_history has no column `{}`",
                     f.name()
                 ))
@@ -287,7 +287,8 @@ fn normalized(batch: &RecordBatch) -> Result<RecordBatch> {
 }
 
 fn from_batch(batch: &RecordBatch) -> Result<Vec<RefreshRecord>> {
-    let unreadable = || Error::Invalid("flywheel.refresh_history has an unexpected schema".into());
+    let unreadable =
+        || Error::InvalidInput("flywheel.refresh_history has an unexpected schema".into());
     let text = |i: usize| {
         batch
             .column(i)

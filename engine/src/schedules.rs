@@ -183,14 +183,14 @@ pub(crate) fn from_options(
         .strip_prefix('\'')
         .and_then(|v| v.strip_suffix('\''))
         .ok_or_else(|| {
-            Error::Invalid(format!(
+            Error::InvalidInput(format!(
                 "{noun} `{name}`: refresh must be a string, e.g. refresh = 'every 15 minutes'; \
                  found {value}"
             ))
         })?;
     Schedule::parse(text)
         .map(Some)
-        .map_err(|why| Error::Invalid(format!("{noun} `{name}`: {why}")))
+        .map_err(|why| Error::InvalidInput(format!("{noun} `{name}`: {why}")))
 }
 
 /// Refuses options other than `refresh` (labels and training sets take no others).
@@ -207,7 +207,7 @@ pub(crate) fn only_refresh_option(
         .iter()
         .find(|(k, _)| !k.eq_ignore_ascii_case("refresh"))
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::InvalidInput(format!(
             "{noun} `{name}`: unknown option `{key}`; the only option is `refresh` ({ACCEPTED})"
         )));
     }
@@ -236,7 +236,7 @@ fn change_to(kind: &str, name: &str, schedule: &Schedule, suspended: bool) -> Re
 
 fn entry_change(name: &str, entry: &ScheduleEntry) -> Result<Change> {
     let definition = serde_json::to_string(entry)
-        .map_err(|e| Error::Invalid(format!("cannot store the schedule of `{name}`: {e}")))?;
+        .map_err(|e| Error::InvalidInput(format!("cannot store the schedule of `{name}`: {e}")))?;
     Ok(Change::CreateObject {
         kind: KIND_SCHEDULE.to_string(),
         name: name.to_string(),
@@ -267,7 +267,7 @@ pub(crate) async fn suspend(
     suspend: bool,
 ) -> Result<()> {
     let Some(mut entry) = entry(engine.registry(), name).filter(|e| e.object_kind == kind) else {
-        return Err(Error::Invalid(format!(
+        return Err(Error::InvalidInput(format!(
             "{noun} `{name}` has no refresh schedule to {}; set one with ALTER ... SET (refresh = \
              ...), one of {ACCEPTED}",
             if suspend { "suspend" } else { "resume" }

@@ -81,13 +81,13 @@ impl Engine {
             partitions,
         } = spec;
         if shards == 0 || shards > MAX_SHARDS || shard >= shards {
-            return Err(Error::Invalid(format!(
+            return Err(Error::InvalidInput(format!(
                 "shard {shard} of {shards} does not exist: ask for 1 to {MAX_SHARDS} shards and a \
                  shard number below their count"
             )));
         }
         if partitions < shards || partitions > MAX_SHARDS {
-            return Err(Error::Invalid(format!(
+            return Err(Error::InvalidInput(format!(
                 "a shard ticket's partitions ({partitions}) must be between its shard count \
                  ({shards}) and {MAX_SHARDS}: use the tickets a FlightInfo hands out"
             )));
@@ -128,7 +128,7 @@ impl Engine {
             && shards > 1
             && let Some(function) = varying_function(&logical)
         {
-            return Err(Error::Invalid(format!(
+            return Err(Error::InvalidInput(format!(
                 "this query cannot be read in {shards} shards: split by row hash, it runs once \
                  per shard, so its rows must be the same each time, and `{function}()` gives \
                  new values every run; read it in one shard (shards=1), or write it to a table \
@@ -299,7 +299,7 @@ impl Engine {
                 }
                 match self.plan(statements.remove(0)).await? {
                     Planned::Query(logical) => Ok(logical),
-                    _ => Err(Error::Invalid(
+                    _ => Err(Error::InvalidInput(
                         "a sharded read takes a query (SELECT ...); run statements through \
                          Flight SQL"
                             .into(),

@@ -76,13 +76,13 @@ fn rewrite_one(
         .iter()
         .map(|p| match p {
             ObjectNamePart::Identifier(i) => Ok(i.clone()),
-            other => Err(Error::Invalid(format!(
+            other => Err(Error::InvalidInput(format!(
                 "time travel needs a plain table name, found `{other}`"
             ))),
         })
         .collect::<Result<_>>()?;
     let Some(table) = parts.last().cloned() else {
-        return Err(Error::Invalid("time travel needs a table name".into()));
+        return Err(Error::InvalidInput("time travel needs a table name".into()));
     };
     let prefix: Vec<String> = parts[..parts.len() - 1]
         .iter()
@@ -174,13 +174,13 @@ fn parse_timestamp(text: &str) -> Option<String> {
 }
 
 fn bad_version(e: &Expr) -> Error {
-    Error::Invalid(format!(
+    Error::InvalidInput(format!(
         "VERSION AS OF takes a non-negative integer literal (a Delta table version), found `{e}`; e.g. `t VERSION AS OF 3`"
     ))
 }
 
 fn bad_timestamp(e: &Expr) -> Error {
-    Error::Invalid(format!(
+    Error::InvalidInput(format!(
         "TIMESTAMP AS OF takes a timestamp literal, found `{e}`; e.g. `t TIMESTAMP AS OF '2026-11-01T00:00:00Z'`"
     ))
 }

@@ -20,7 +20,7 @@ use flywheel_catalog::objects::{
     EntityDefinition, FeatureItem, KIND_ENTITY, KIND_TRAINING_SET, KIND_TRAINING_SET_VERSION,
     Lineage, TrainingSetDefinition,
 };
-use flywheel_sql::ast::CreateTrainingSet;
+use flywheel_sql::ast::{CreateTrainingSet, ObjectKind};
 
 use super::feature_views::{
     Keyed, Materialized, after_lost_race, commit_object, definition, lost_create_race, materialize,
@@ -63,7 +63,7 @@ async fn build_query(
     }
     for (i, (view, items)) in by_view.iter().enumerate() {
         let vdef = definition(engine, Keyed::FeatureView, view).map_err(|_| {
-            Error::Invalid(format!(
+            Error::InvalidInput(format!(
                 "training set `{name}` lists feature view `{view}`, which does not exist; SHOW FEATURE VIEWS lists them"
             ))
         })?;
@@ -72,7 +72,7 @@ async fn build_query(
             .object(KIND_ENTITY, &vdef.entity)
             .and_then(|o| serde_json::from_str::<EntityDefinition>(&o.definition).ok())
             .ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::InvalidInput(format!(
                     "feature view `{view}` names a missing entity `{}`",
                     vdef.entity
                 ))
@@ -84,7 +84,7 @@ async fn build_query(
         let keys: Vec<String> = entity.keys.iter().map(|k| k.name.clone()).collect();
         for k in &keys {
             if !label_cols.contains(k) {
-                return Err(Error::Invalid(format!(
+                return Err(Error::InvalidInput(format!(
                     "training set `{name}`: feature view `{view}` joins on entity `{}` key `{k}`, which label `{}` does not have; its columns are {}",
                     vdef.entity,
                     def.label,
@@ -102,7 +102,7 @@ async fn build_query(
             let mut out = Vec::new();
             for c in items.iter().flatten() {
                 if !view_cols.contains(c) {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::InvalidInput(format!(
                         "training set `{name}`: feature view `{view}` has no column `{c}`; its columns are {}",
                         view_cols.join(", ")
                     )));
@@ -187,7 +187,7 @@ async fn plan_query(
     let plan = match engine.plan(statements.remove(0)).await? {
         Planned::Query(plan) => plan,
         _ => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::InvalidInput(format!(
                 "training set `{name}` did not plan as a query"
             )));
         }
@@ -206,7 +206,7 @@ fn lineage_change(name: &str, lineage: &Lineage) -> Result<Change> {
         kind: KIND_TRAINING_SET_VERSION.to_string(),
         name: format!("{name}@{}", lineage.version),
         definition: serde_json::to_string(lineage)
-            .map_err(|e| Error::Invalid(format!("cannot store lineage of `{name}`: {e}")))?,
+            .map_err(|e| Error::InvalidInput(format!("cannot store lineage of `{name}`: {e}")))?,
         replace: true,
     })
 }
@@ -236,14 +236,8 @@ pub(super) async fn create(engine: &Engine, c: CreateTrainingSet) -> Result<Outp
 async fn create_once(engine: &Engine, c: &CreateTrainingSet) -> Result<Option<Output>> {
     let name = object_name(&c.name);
     let registry = engine.registry();
-    let Some(exists) = super::feature_views::create_prologue(
-        engine,
-        KIND_TRAINING_SET,
-        "training set",
-        "TRAINING SET",
-        &name,
-        c.mode,
-    )?
+    let Some(exists) =
+        super::feature_views::create_prologue(engine, ObjectKind::TrainingSet, &name, c.mode)?
     else {
         return Ok(Some(Output::empty()));
     };
@@ -255,7 +249,7 @@ async fn create_once(engine: &Engine, c: &CreateTrainingSet) -> Result<Option<Ou
         .object(flywheel_catalog::objects::KIND_LABEL, &label)
         .is_none()
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::InvalidInput(format!(
             "training set `{name}` names label `{label}`, which does not exist; SHOW LABELS lists them"
         )));
     }
@@ -277,7 +271,7 @@ async fn create_once(engine: &Engine, c: &CreateTrainingSet) -> Result<Option<Ou
     super::lineage::refuse_cycle(engine, "training set", &name, &inputs)?;
     let (materialized, lineage) = build(engine, &name, &def).await?;
     let json = serde_json::to_string(&def)
-        .map_err(|e| Error::Invalid(format!("cannot store training set `{name}`: {e}")))?;
+        .map_err(|e| Error::InvalidInput(format!("cannot store training set `{name}`: {e}")))?;
     let definition = Change::CreateObject {
         kind: KIND_TRAINING_SET.to_string(),
         name: name.clone(),
@@ -288,8 +282,7 @@ async fn create_once(engine: &Engine, c: &CreateTrainingSet) -> Result<Option<Ou
     match commit_object(engine, materialized, vec![lineage, definition, schedule]).await {
         Ok(()) => {}
         Err(e) if lost_create_race(&e) => {
-            let names = (KIND_TRAINING_SET, "training set", "TRAINING SET");
-            return after_lost_race(engine, names, &name, c.mode).await;
+            return after_lost_race(engine, ObjectKind::TrainingSet, &name, c.mode).await;
         }
         Err(e) => return Err(e),
     }
@@ -302,16 +295,17 @@ fn ts_definition(engine: &Engine, name: &str) -> Result<TrainingSetDefinition> {
         .object(KIND_TRAINING_SET, name)
         .ok_or_else(|| not_found(name))?;
     serde_json::from_str(&entry.definition).map_err(|e| {
-        Error::Invalid(format!(
+        Error::InvalidInput(format!(
             "training set `{name}` has an unreadable definition: {e}"
         ))
     })
 }
 
 fn not_found(name: &str) -> Error {
-    Error::NotFound(format!(
-        "training set `{name}` not found; SHOW TRAINING SETS lists them"
-    ))
+    Error::NotFound {
+        kind: ObjectKind::TrainingSet,
+        name: name.to_string(),
+    }
 }
 
 impl Engine {

@@ -17,9 +17,12 @@ use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use flywheel_engine::Error;
 use tonic::Status;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::service::Interceptor;
+
+use super::to_status;
 
 /// The credentials a server accepts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -94,7 +97,7 @@ impl Authenticator {
         let mut sessions = self
             .sessions
             .write()
-            .map_err(|_| Status::internal("internal error: session table poisoned"))?;
+            .map_err(|_| to_status(Error::Internal("the session table is poisoned".into())))?;
         if sessions.len() >= MAX_SESSIONS {
             let mut used: Vec<u64> = sessions
                 .values()
@@ -170,14 +173,14 @@ impl Authenticator {
     pub fn bearer_header(token: &str) -> Result<MetadataValue<tonic::metadata::Ascii>, Status> {
         format!("Bearer {token}")
             .parse()
-            .map_err(|_| Status::internal("internal error: token is not a valid header"))
+            .map_err(|_| to_status(Error::Internal("a token is not a valid header".into())))
     }
 }
 
 fn refused(why: &str) -> Status {
-    Status::unauthenticated(format!(
+    to_status(Error::Unauthenticated(format!(
         "{why}: send `authorization: Bearer <token>`, or handshake with Basic user and password"
-    ))
+    )))
 }
 
 /// Whether two secrets are equal, in time that depends on their lengths only.

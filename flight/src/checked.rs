@@ -17,7 +17,10 @@ use arrow_flight::{
 use prost::Message as _;
 use tonic::{Request, Response, Status, Streaming};
 
+use flywheel_engine::Error;
+
 use super::service::FlywheelFlightSqlService;
+use super::to_status;
 
 /// The Flight service over [`FlywheelFlightSqlService`], with commands and tickets checked.
 #[derive(Debug, Clone)]
@@ -33,12 +36,13 @@ fn is_any(bytes: &[u8]) -> bool {
 /// Refuses a command descriptor that is not a protobuf `Any`: most often SQL text.
 fn check_descriptor(descriptor: &FlightDescriptor) -> Result<(), Status> {
     if descriptor.r#type == DescriptorType::Cmd as i32 && !is_any(&descriptor.cmd) {
-        return Err(Status::invalid_argument(
+        return Err(to_status(Error::InvalidInput(
             "this command descriptor does not hold a Flight SQL command (a protobuf Any): \
              from pyarrow.flight, ask for a query with FlightDescriptor.for_path(\"sql\", QUERY), \
              for a table or training set with for_path(\"table\" or \"training_set\", NAME) (see \
-             docs/serving.md), or use a Flight SQL client (ADBC)",
-        ));
+             docs/serving.md), or use a Flight SQL client (ADBC)"
+                .into(),
+        )));
     }
     Ok(())
 }
@@ -46,11 +50,12 @@ fn check_descriptor(descriptor: &FlightDescriptor) -> Result<(), Status> {
 /// Refuses a ticket that is not a protobuf `Any`.
 fn check_ticket(ticket: &Ticket) -> Result<(), Status> {
     if !is_any(&ticket.ticket) {
-        return Err(Status::invalid_argument(
+        return Err(to_status(Error::InvalidInput(
             "this ticket is not one Flywheel reads: redeem the tickets of GetFlightInfo's \
              endpoints as they are, or send a lookup ticket (a protobuf Any with type URL \
-             type.googleapis.com/flywheel.OnlineLookup; see docs/serving.md)",
-        ));
+             type.googleapis.com/flywheel.OnlineLookup; see docs/serving.md)"
+                .into(),
+        )));
     }
     Ok(())
 }

@@ -30,14 +30,14 @@ pub async fn ingest(
         .next()
         .await
         .transpose()
-        .map_err(|e| Status::invalid_argument(format!("bad ingest data: {e}")))?;
+        .map_err(|e| to_status(Error::InvalidInput(format!("bad ingest data: {e}"))))?;
     let schema = match (batches.schema(), &first) {
         (Some(s), _) => s.clone(),
         (None, Some(b)) => b.schema(),
         (None, None) => {
-            return Err(Status::invalid_argument(
-                "the ingest stream carried no schema and no rows",
-            ));
+            return Err(to_status(Error::InvalidInput(
+                "the ingest stream carried no schema and no rows".into(),
+            )));
         }
     };
     let rest = batches.map_err(|e| DataFusionError::External(Box::new(e)));
@@ -84,7 +84,9 @@ fn target(command: &CommandStatementIngest) -> Result<IngestTarget, Error> {
         });
     }
     if command.table.is_empty() {
-        return Err(Error::Invalid("the ingest command names no table".into()));
+        return Err(Error::InvalidInput(
+            "the ingest command names no table".into(),
+        ));
     }
     let options = command.table_definition_options.unwrap_or_default();
     let if_missing = match options.if_not_exist() {

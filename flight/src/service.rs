@@ -134,9 +134,9 @@ impl FlywheelFlightSqlService {
             url if url == TicketStatementQuery::type_url() => {
                 match TicketStatementQuery::decode(ticket.value.clone()) {
                     Ok(query) => self.statement_batches(&query.statement_handle).await,
-                    Err(e) => Err(Status::invalid_argument(format!(
+                    Err(e) => Err(to_status(Error::InvalidInput(format!(
                         "malformed statement ticket: {e}"
-                    ))),
+                    )))),
                 }
             }
             _ => return None,
@@ -179,7 +179,11 @@ impl FlywheelFlightSqlService {
     /// One online lookup: the answer is one record batch.
     async fn lookup_batches(&self, request: &[u8]) -> Result<Batches, Status> {
         let request: flywheel_engine::online::LookupRequest = serde_json::from_slice(request)
-            .map_err(|e| Status::invalid_argument(format!("malformed lookup request: {e}")))?;
+            .map_err(|e| {
+                to_status(Error::InvalidInput(format!(
+                    "malformed lookup request: {e}"
+                )))
+            })?;
         let now_us = chrono::Utc::now().timestamp_micros();
         let batch = self
             .engine
@@ -204,7 +208,7 @@ impl FlywheelFlightSqlService {
 fn schema_info(schema: &Schema, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
     Ok(FlightInfo::new()
         .try_with_schema(schema)
-        .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
+        .map_err(|e| to_status(Error::Internal(format!("cannot encode a schema: {e}"))))?
         .with_descriptor(descriptor)
         .with_total_records(-1)
         .with_total_bytes(-1))
@@ -267,20 +271,24 @@ async fn parameter_rows(request: Request<PeekableFlightDataStream>) -> Result<Re
     let mut batches = put_batches(request.into_inner());
     let mut rows = Vec::new();
     while let Some(batch) = batches.next().await {
-        rows.push(batch.map_err(|e| Status::invalid_argument(format!("bad parameters: {e}")))?);
+        rows.push(
+            batch.map_err(|e| to_status(Error::InvalidInput(format!("bad parameters: {e}"))))?,
+        );
     }
     let schema = batches
         .schema()
         .cloned()
         .unwrap_or_else(|| output_schema(&rows));
     arrow::compute::concat_batches(&schema, &rows)
-        .map_err(|e| Status::invalid_argument(format!("bad parameters: {e}")))
+        .map_err(|e| to_status(Error::InvalidInput(format!("bad parameters: {e}"))))
 }
 
 fn sql_info() -> Result<&'static SqlInfoData, Status> {
-    SQL_INFO
-        .as_ref()
-        .ok_or_else(|| Status::internal("internal error: server information could not be built"))
+    SQL_INFO.as_ref().ok_or_else(|| {
+        to_status(Error::Internal(
+            "server information could not be built".into(),
+        ))
+    })
 }
 
 fn decode_statement(handle: &[u8]) -> Result<Statement, Status> {
@@ -350,11 +358,12 @@ impl FlightSqlService for FlywheelFlightSqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         let descriptor = request.into_inner();
         if descriptor.r#type != flight_descriptor::DescriptorType::Path as i32 {
-            return Err(Status::unimplemented(format!(
-                "unknown command `{}`: Flywheel serves Flight SQL commands and path descriptors \
-                 ([\"training_set\", NAME], [\"table\", NAME], [\"sql\", QUERY])",
-                cmd.type_url()
-            )));
+            return Err(to_status(Error::Unsupported {
+                what: format!("command `{}`", cmd.type_url()),
+                hint: "Flywheel serves Flight SQL commands and path descriptors \
+                       ([\"training_set\", NAME], [\"table\", NAME], [\"sql\", QUERY])"
+                    .into(),
+            }));
         }
         let dataset = shards::DatasetRequest::from_path(&descriptor.path).map_err(to_status)?;
         let info = shards::flight_info(&self.engine, dataset, descriptor)
@@ -381,10 +390,10 @@ impl FlightSqlService for FlywheelFlightSqlService {
         message: Any,
     ) -> Result<Response<DoGetStream>, Status> {
         let (schema, batches) = self.ticket_batches(&message).await.unwrap_or_else(|| {
-            Err(Status::invalid_argument(format!(
+            Err(to_status(Error::InvalidInput(format!(
                 "unknown ticket type `{}`: redeem tickets from a Flywheel FlightInfo",
                 message.type_url
-            )))
+            ))))
         })?;
         Ok(Response::new(encode(schema, batches)))
     }
@@ -436,17 +445,20 @@ impl FlightSqlService for FlywheelFlightSqlService {
         _request: Request<PeekableFlightDataStream>,
         error: DoPutError,
     ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
-        Err(Status::invalid_argument(match error {
-            DoPutError::MissingCommand => {
-                "DoPut sent no messages, so it names no command (ADBC's adbc_ingest of a table \
+        Err(to_status(Error::InvalidInput(
+            match error {
+                DoPutError::MissingCommand => {
+                    "DoPut sent no messages, so it names no command (ADBC's adbc_ingest of a table \
                  without rows sends none): to create an empty table run CREATE TABLE name \
                  (columns); appending no rows needs no call"
-            }
-            DoPutError::MissingFlightDescriptor => {
-                "DoPut's first message has no flight descriptor: it must carry the Flight SQL \
+                }
+                DoPutError::MissingFlightDescriptor => {
+                    "DoPut's first message has no flight descriptor: it must carry the Flight SQL \
                  command (CommandStatementUpdate, CommandStatementIngest, a prepared statement)"
+                }
             }
-        }))
+            .into(),
+        )))
     }
 
     #[instrument(skip_all)]
@@ -635,14 +647,16 @@ impl FlightSqlService for FlywheelFlightSqlService {
 }
 
 fn xdbc_types() -> Result<&'static arrow_flight::sql::metadata::XdbcTypeInfoData, Status> {
-    XDBC_TYPE_INFO
-        .as_ref()
-        .ok_or_else(|| Status::internal("internal error: type information could not be built"))
+    XDBC_TYPE_INFO.as_ref().ok_or_else(|| {
+        to_status(Error::Internal(
+            "type information could not be built".into(),
+        ))
+    })
 }
 
 fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
     let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
         .try_into()
-        .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?;
+        .map_err(|e| to_status(Error::Internal(format!("cannot encode a schema: {e}"))))?;
     Ok(bytes)
 }

@@ -43,7 +43,7 @@ impl DatasetRequest {
     /// Parses a descriptor's path.
     pub fn from_path(path: &[String]) -> Result<Self> {
         let usage = || {
-            Error::Invalid(format!(
+            Error::InvalidInput(format!(
                 "unknown descriptor path {path:?}: use [\"training_set\", NAME, \"version=V\"?, \
                  \"shards=N\"?], [\"table\", NAME, ...] or [\"sql\", QUERY, \"shards=N\"?]"
             ))
@@ -61,7 +61,7 @@ impl DatasetRequest {
                 .count()
                 > 1
             {
-                return Err(Error::Invalid(format!(
+                return Err(Error::InvalidInput(format!(
                     "descriptor option `{}` is given more than once: give it once",
                     name.unwrap_or(option)
                 )));
@@ -71,14 +71,14 @@ impl DatasetRequest {
                 Some(("shards", n)) => {
                     let n = parse_number(option, n)?;
                     if n == 0 || n > MAX_SHARDS as u64 {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::InvalidInput(format!(
                             "`{option}`: ask for 1 to {MAX_SHARDS} shards"
                         )));
                     }
                     shards = Some(n as usize);
                 }
                 _ => {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::InvalidInput(format!(
                         "unknown descriptor option `{option}`: use `version=V` or `shards=N`"
                     )));
                 }
@@ -99,7 +99,7 @@ impl DatasetRequest {
                 query: subject.clone(),
                 shards,
             }),
-            "sql" => Err(Error::Invalid(
+            "sql" => Err(Error::InvalidInput(
                 "`version=` does not apply to a query: write `VERSION AS OF` in its SQL".into(),
             )),
             _ => Err(usage()),
@@ -109,7 +109,7 @@ impl DatasetRequest {
 
 fn parse_number(option: &str, v: &str) -> Result<u64> {
     v.parse()
-        .map_err(|_| Error::Invalid(format!("`{option}`: expected a non-negative integer")))
+        .map_err(|_| Error::InvalidInput(format!("`{option}`: expected a non-negative integer")))
 }
 
 /// The `FlightInfo` of a dataset request: schema, row count when known, one endpoint per shard.

@@ -15,12 +15,16 @@ pub fn to_status(e: Error) -> Status {
     }
     let message = e.user_message();
     match &e {
-        Error::Sql(_) | Error::Invalid(_) | Error::NotOneStatement { .. } | Error::Arrow(_) => {
-            Status::invalid_argument(message)
-        }
+        Error::Sql(_)
+        | Error::InvalidInput(_)
+        | Error::NotOneStatement { .. }
+        | Error::Arrow(_) => Status::invalid_argument(message),
         Error::Unsupported { .. } => Status::unimplemented(message),
-        Error::NotFound(_) | Error::NotServed { .. } => Status::not_found(message),
-        Error::Exists(_) => Status::already_exists(message),
+        Error::NotFound { .. } | Error::NotRefreshable { .. } | Error::NotServed { .. } => {
+            Status::not_found(message)
+        }
+        Error::AlreadyExists { .. } | Error::NameTaken { .. } => Status::already_exists(message),
+        Error::Unauthenticated(_) => Status::unauthenticated(message),
         Error::Catalog(c) => match c {
             C::TableNotFound { .. }
             | C::ObjectNotFound { .. }
@@ -50,14 +54,13 @@ pub fn to_status(e: Error) -> Status {
             tracing::warn!(error = %message, "unavailable");
             Status::unavailable(message)
         }
-        Error::Delta(_) | Error::Io(_) | Error::Transport(_) => internal(&e),
+        Error::Delta(_) | Error::Io(_) | Error::Transport(_) | Error::Internal(_) => internal(&e),
     }
 }
 
 fn datafusion_status(df: &DataFusionError, message: String, e: &Error) -> Status {
     match df.find_root() {
         DataFusionError::SQL(..) => Status::invalid_argument(message),
-        DataFusionError::Plan(m) if m.contains("not found") => Status::not_found(message),
         DataFusionError::SchemaError(..) | DataFusionError::Plan(_) => {
             Status::invalid_argument(message)
         }

@@ -68,7 +68,7 @@ impl ShardTicket {
             partitions: self.spec.partitions,
         };
         let value = serde_json::to_vec(&json)
-            .map_err(|e| Error::Invalid(format!("cannot encode a shard ticket: {e}")))?;
+            .map_err(|e| Error::InvalidInput(format!("cannot encode a shard ticket: {e}")))?;
         let any = Any {
             type_url: SHARD_TICKET_TYPE.to_string(),
             value: value.into(),
@@ -80,7 +80,7 @@ impl ShardTicket {
     /// checked when the shard is read ([`flywheel_engine::Engine::read_shard`]).
     pub fn from_any_value(value: &[u8]) -> Result<Self> {
         let malformed = |why: String| {
-            Error::Invalid(format!(
+            Error::InvalidInput(format!(
                 "malformed shard ticket ({why}): it was not issued by Flywheel"
             ))
         };
@@ -123,7 +123,7 @@ impl Statement {
 
     pub fn encode(&self) -> Result<Bytes> {
         let len = u32::try_from(self.sql.len())
-            .map_err(|_| Error::Invalid("statement text longer than 4 GiB".into()))?;
+            .map_err(|_| Error::InvalidInput("statement text longer than 4 GiB".into()))?;
         let mut out = Vec::with_capacity(self.sql.len() + 5);
         out.push(b'Q');
         out.extend_from_slice(&len.to_le_bytes());
@@ -185,7 +185,9 @@ impl StatementTicket {
 }
 
 fn malformed() -> Error {
-    Error::Invalid("malformed statement ticket or handle: it was not issued by Flywheel".into())
+    Error::InvalidInput(
+        "malformed statement ticket or handle: it was not issued by Flywheel".into(),
+    )
 }
 
 fn write_ipc(out: &mut Vec<u8>, batch: &RecordBatch) -> Result<()> {

@@ -49,9 +49,11 @@ impl Stream for GuardedBatches {
             Ok(poll) => poll,
             Err(_) => {
                 self.failed = true;
-                Poll::Ready(Some(Err(FlightError::Tonic(Box::new(
-                    tonic::Status::invalid_argument("the uploaded Arrow data is corrupt"),
-                )))))
+                Poll::Ready(Some(Err(FlightError::Tonic(Box::new(crate::to_status(
+                    flywheel_engine::Error::InvalidInput(
+                        "the uploaded Arrow data is corrupt".into(),
+                    ),
+                ))))))
             }
         }
     }

@@ -79,9 +79,9 @@ pub(super) fn hydrate(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBa
         .collect::<Result<Vec<_>, _>>()
         .and_then(|columns| RecordBatch::try_new(Arc::clone(schema), columns))
         .map_err(|e| {
-            Status::internal(format!(
-                "internal error: cannot send a column as its announced type: {e}"
-            ))
+            crate::to_status(flywheel_engine::Error::Internal(format!(
+                "cannot send a column as its announced type: {e}"
+            )))
         })?;
     Ok(columns)
 }

@@ -43,6 +43,28 @@ impl ObjectKind {
             ObjectKind::TrainingSet => "training set",
         }
     }
+
+    /// The kind as the warehouse registry records it (`feature_view`).
+    pub const fn registry_kind(&self) -> &'static str {
+        match self {
+            ObjectKind::Entity => "entity",
+            ObjectKind::FeatureView => "feature_view",
+            ObjectKind::Label => "label",
+            ObjectKind::TrainingSet => "training_set",
+        }
+    }
+
+    /// The kind the registry records as `kind`; `None` for the registry's other records.
+    pub fn from_registry_kind(kind: &str) -> Option<Self> {
+        [
+            ObjectKind::Entity,
+            ObjectKind::FeatureView,
+            ObjectKind::Label,
+            ObjectKind::TrainingSet,
+        ]
+        .into_iter()
+        .find(|k| k.registry_kind() == kind)
+    }
 }
 
 impl fmt::Display for ObjectKind {

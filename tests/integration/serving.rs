@@ -611,7 +611,6 @@ async fn credentials_are_required_when_configured() {
             user: Some(("ada".into(), "lovelace".into())),
         },
         tls: None,
-        ..ServeOptions::default()
     };
     let server = TestServer::start_with(dir.path(), options).await;
 
@@ -730,7 +729,6 @@ async fn tls_serves_clients_that_trust_the_certificate() {
     let options = ServeOptions {
         credentials: Credentials::default(),
         tls: Some((pem.clone(), std::fs::read(&key).expect("key"))),
-        ..ServeOptions::default()
     };
     let server = TestServer::start_with(&dir.path().join("wh"), options).await;
     let tls = tonic::transport::ClientTlsConfig::new()

@@ -98,7 +98,7 @@ fn marker_expr(condition: &Expr) -> Result<Expr> {
         .try_with_sql(&text)
         .and_then(|mut p| p.parse_expr())
         .map_err(|e| {
-            Error::Invalid(format!(
+            Error::InvalidInput(format!(
                 "invalid ASOF JOIN MATCH_CONDITION `{condition}`: {e}"
             ))
         })

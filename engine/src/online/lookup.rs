@@ -126,11 +126,12 @@ impl LookupPlan {
         for (item, snapshot) in items.iter().zip(snapshots) {
             let snapshot = snapshot.ok_or_else(|| Error::NotServed {
                 view: item.view.clone(),
+                reason: "is not served online".into(),
             })?;
             let columns = match &item.column {
                 Some(c) => {
                     if snapshot.batch.column_by_name(c).is_none() {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::InvalidInput(format!(
                             "feature view `{}` has no column `{c}`",
                             item.view
                         )));
@@ -152,13 +153,13 @@ impl LookupPlan {
             }
         }
         let Some((_, first, _)) = views.first() else {
-            return Err(Error::Invalid(
+            return Err(Error::InvalidInput(
                 "a lookup names at least one feature view".into(),
             ));
         };
         let keys = first.keys.clone();
         if let Some((v, _, _)) = views.iter().find(|(_, s, _)| s.keys != keys) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::InvalidInput(format!(
                 "feature views `{}` and `{v}` have different entity keys; look them up separately",
                 first.view
             )));
@@ -187,9 +188,9 @@ impl LookupPlan {
                     name.clone()
                 };
                 seen.insert(out_name.clone());
-                let (index, field) = schema
-                    .column_with_name(name)
-                    .ok_or_else(|| Error::Invalid(format!("no column `{name}` in `{view}`")))?;
+                let (index, field) = schema.column_with_name(name).ok_or_else(|| {
+                    Error::InvalidInput(format!("no column `{name}` in `{view}`"))
+                })?;
                 fields.push(Field::new(out_name, field.data_type().clone(), true));
                 columns.push(index);
             }
@@ -224,9 +225,9 @@ impl LookupPlan {
         now_us: i64,
         max_keys: usize,
     ) -> Result<RecordBatch> {
-        let first = snapshots
-            .first()
-            .ok_or_else(|| Error::Invalid("a lookup names at least one feature view".into()))?;
+        let first = snapshots.first().ok_or_else(|| {
+            Error::InvalidInput("a lookup names at least one feature view".into())
+        })?;
         let mut columns = key_columns(request, &first.keys, first.key_types(), max_keys)?;
         for (view, snapshot) in self.views.iter().zip(snapshots) {
             let rows: Vec<Option<u32>> = snapshot
@@ -288,7 +289,7 @@ fn parse_items(features: &[String]) -> Result<Vec<Item>> {
                 view: f.clone(),
                 column: None,
             }),
-            _ => Err(Error::Invalid(format!(
+            _ => Err(Error::InvalidInput(format!(
                 "`{f}` is not a feature: write `view` or `view.column`"
             ))),
         })
@@ -327,17 +328,16 @@ fn key_columns(
         Some(b64) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64)
-                .map_err(|e| Error::Invalid(format!("keys_arrow is not base64: {e}")))?;
+                .map_err(|e| Error::InvalidInput(format!("keys_arrow is not base64: {e}")))?;
             let (schema, batches) = crate::untrusted::read_ipc_stream(&bytes, |e| {
-                Error::Invalid(format!("keys_arrow is not an Arrow IPC stream: {e}"))
+                Error::InvalidInput(format!("keys_arrow is not an Arrow IPC stream: {e}"))
             })?;
             let batch = arrow::compute::concat_batches(&schema, &batches)?;
             keys.iter()
                 .map(|k| {
-                    batch
-                        .column_by_name(k)
-                        .cloned()
-                        .ok_or_else(|| Error::Invalid(format!("keys_arrow has no column `{k}`")))
+                    batch.column_by_name(k).cloned().ok_or_else(|| {
+                        Error::InvalidInput(format!("keys_arrow has no column `{k}`"))
+                    })
                 })
                 .collect::<Result<_>>()?
         }
@@ -362,7 +362,7 @@ fn key_as(column: &ArrayRef, key: &str, to: &DataType) -> Result<ArrayRef> {
         return Ok(Arc::clone(column));
     }
     if from.is_floating() && to.is_integer() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::InvalidInput(format!(
             "keys_arrow column `{key}` is {from}, but the key is {to}: send integers"
         )));
     }
@@ -371,7 +371,7 @@ fn key_as(column: &ArrayRef, key: &str, to: &DataType) -> Result<ArrayRef> {
         && let Some(i) = (0..column.len()).find(|&i| column.is_valid(i) && cast.is_null(i))
     {
         let value = arrow::util::display::array_value_to_string(column, i)?;
-        return Err(Error::Invalid(format!(
+        return Err(Error::InvalidInput(format!(
             "key {i} of the request: `{key}` = {value} does not convert to the key's type, {to}; \
              nothing was looked up"
         )));
@@ -389,12 +389,12 @@ fn json_keys(rows: &[serde_json::Value], keys: &[String]) -> Result<Vec<ArrayRef
                 .map(|k| {
                     o.get(k)
                         .cloned()
-                        .ok_or_else(|| Error::Invalid(format!("key {row} has no `{k}`")))
+                        .ok_or_else(|| Error::InvalidInput(format!("key {row} has no `{k}`")))
                 })
                 .collect::<Result<_>>()?,
             v if keys.len() == 1 && !v.is_array() => vec![v.clone()],
             _ => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::InvalidInput(format!(
                     "key {row} does not match the entity's keys ({})",
                     keys.join(", ")
                 )));

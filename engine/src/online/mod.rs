@@ -68,7 +68,7 @@ impl std::fmt::Debug for OnlineStore {
 }
 
 fn poisoned() -> Error {
-    Error::Invalid("online store lock poisoned".into())
+    Error::InvalidInput("online store lock poisoned".into())
 }
 
 /// The snapshot in an embedded store's file, if there is one.

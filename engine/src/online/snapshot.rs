@@ -113,7 +113,7 @@ impl Snapshot {
         let converter = RowConverter::new(key_types.iter().cloned().map(SortField::new).collect())?;
         let index = KeyIndex::new(converter.convert_columns(&key_columns)?);
         let Some(times) = batch.column_by_name(&event_time) else {
-            return Err(Error::Invalid(format!(
+            return Err(Error::InvalidInput(format!(
                 "online view `{view}` has no event time column `{event_time}`"
             )));
         };
@@ -289,7 +289,7 @@ impl Snapshot {
     /// slices of `bytes`, not copies (a snapshot can be gigabytes).
     pub fn decode(bytes: Vec<u8>, source: &str) -> Result<Self> {
         let bad = |what: &str| {
-            Error::Invalid(format!(
+            Error::InvalidInput(format!(
                 "online snapshot {source} is unreadable ({what}); REFRESH the feature view to rebuild it"
             ))
         };
@@ -397,7 +397,7 @@ fn event_times_us(c: &ArrayRef) -> Result<Option<Vec<Option<i64>>>> {
     let values = as_i64
         .as_any()
         .downcast_ref::<arrow::array::Int64Array>()
-        .ok_or_else(|| Error::Invalid("event time did not cast to integers".into()))?;
+        .ok_or_else(|| Error::InvalidInput("event time did not cast to integers".into()))?;
     Ok(Some(values.iter().map(|v| v.map(scale)).collect()))
 }
 
@@ -419,10 +419,9 @@ pub fn cast_keys(columns: &[ArrayRef], types: &[DataType]) -> Result<Vec<ArrayRe
 fn key_columns(batch: &RecordBatch, keys: &[String]) -> Result<Vec<ArrayRef>> {
     keys.iter()
         .map(|k| {
-            batch
-                .column_by_name(k)
-                .cloned()
-                .ok_or_else(|| Error::Invalid(format!("online snapshot has no key column `{k}`")))
+            batch.column_by_name(k).cloned().ok_or_else(|| {
+                Error::InvalidInput(format!("online snapshot has no key column `{k}`"))
+            })
         })
         .collect()
 }
