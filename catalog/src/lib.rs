@@ -17,6 +17,7 @@ mod registry;
 mod schema_provider;
 mod snapshots;
 mod system_schema;
+mod tables;
 mod time_travel;
 mod warehouse;
 
@@ -28,7 +29,8 @@ pub use registry::{
     Change, Committed, MAX_NAME_BYTES, ObjectEntry, Registry, TableEntry, TableKind, check_name,
     is_commit_race,
 };
-pub use schema_provider::{WarehouseSchemaProvider, load_table};
+pub use schema_provider::WarehouseSchemaProvider;
 pub use system_schema::{SYSTEM_SCHEMA, SystemSchemaProvider, SystemTableFn, batch_table};
-pub use time_travel::{TIME_TRAVEL_SCHEMA, TimeTravelSchemaProvider, TravelTarget};
+pub use tables::{TravelTarget, load_table};
+pub use time_travel::{TIME_TRAVEL_SCHEMA, TimeTravelSchemaProvider};
 pub use warehouse::{RESERVED_FOLDERS, Warehouse, resolve_location};

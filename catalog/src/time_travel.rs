@@ -11,40 +11,11 @@ use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::Result as DFResult;
 
-use crate::schema_provider::open_provider;
+use crate::tables::{TravelTarget, open_provider};
 use crate::{Error, Registry};
 
 /// The hidden schema that answers encoded time-travel names.
 pub const TIME_TRAVEL_SCHEMA: &str = "__flywheel_time_travel";
-
-/// Which past state of a table to read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TravelTarget {
-    /// A Delta table version.
-    Version(u64),
-    /// The latest version committed at or before an RFC 3339 timestamp.
-    Timestamp(String),
-}
-
-impl TravelTarget {
-    /// The name under which [`TimeTravelSchemaProvider`] resolves `table` at this target.
-    pub fn encode(&self, table: &str) -> String {
-        match self {
-            TravelTarget::Version(v) => format!("{table}@v{v}"),
-            TravelTarget::Timestamp(ts) => format!("{table}@ts{ts}"),
-        }
-    }
-
-    /// The inverse of [`TravelTarget::encode`].
-    pub fn decode(name: &str) -> Option<(&str, TravelTarget)> {
-        let (table, rest) = name.rsplit_once('@')?;
-        if let Some(ts) = rest.strip_prefix("ts") {
-            return Some((table, TravelTarget::Timestamp(ts.to_string())));
-        }
-        let v = rest.strip_prefix('v')?.parse().ok()?;
-        Some((table, TravelTarget::Version(v)))
-    }
-}
 
 /// Resolves encoded time-travel names; lists nothing.
 #[derive(Debug)]

@@ -38,7 +38,8 @@ use deltalake::protocol::SaveMode;
 use flywheel_catalog::{TableEntry, load_table};
 use futures::StreamExt as _;
 
-use super::{Engine, Output, ddl, ingest, parquet_files};
+use super::one_shot::one_shot_plan;
+use super::{Engine, Output, ddl, parquet_files};
 use crate::{Error, Result};
 
 /// The warehouse table and the input rows of `plan`, when it is an `INSERT INTO` (append) of a
@@ -73,7 +74,7 @@ pub(super) async fn append(engine: &Engine, entry: &TableEntry, input: LogicalPl
     let stream = engine.stream(input).await?;
     let conformed = stream.map(move |batch| conform.apply(&batch?));
     let conformed = Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&shape), conformed));
-    let counted = ingest::one_shot_plan(shape, conformed, Arc::clone(&rows))?;
+    let counted = one_shot_plan("ingest", shape, conformed, Some(Arc::clone(&rows)))?;
     WriteBuilder::new(table.log_store(), Some(snapshot))
         .with_input_plan(counted)
         .with_save_mode(SaveMode::Append)

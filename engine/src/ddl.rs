@@ -5,27 +5,15 @@
 //! and registered last, so a failure at any step leaves no registered half-table, and the clean-up
 //! of a failed or losing `CREATE` removes only the folder it wrote. The tables of feature views,
 //! labels and training sets are written the same way and registered in the same commit as their
-//! object ([`register`]).
-
-use std::collections::HashMap;
-use std::sync::Arc;
+//! object ([`register`]); the writes themselves are in `table_writes`.
 
 use datafusion::common::TableReference;
-use datafusion::logical_expr::{
-    CreateExternalTable, CreateMemoryTable, DropTable, LogicalPlan, WriteOp,
-};
-use deltalake::DeltaTable;
-use deltalake::kernel::StructField;
-use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::transaction::CommitProperties;
-use deltalake::operations::write::WriteBuilder;
-use deltalake::protocol::SaveMode;
-use flywheel_catalog::{
-    DEFAULT_CATALOG, DEFAULT_SCHEMA, TableEntry, TableKind, Warehouse, load_table,
-};
+use datafusion::logical_expr::{CreateExternalTable, CreateMemoryTable, DropTable, WriteOp};
+use flywheel_catalog::{DEFAULT_CATALOG, DEFAULT_SCHEMA, TableEntry, TableKind, load_table};
 use tracing::info;
 
-use super::{Engine, Output, conflicts, delta_types, parquet_files};
+use super::table_writes::{register, remove_files, replace_table, write_new_table};
+use super::{Engine, Output};
 use crate::{Error, Result};
 
 /// The bare table name of a reference in the warehouse's schema; `None` for other schemas.
@@ -89,268 +77,6 @@ pub(super) async fn create_table(engine: &Engine, c: CreateMemoryTable) -> Resul
     Ok(Output::empty())
 }
 
-/// Records the new table `written` together with `changes` in one registry commit. When the
-/// commit fails (the name was taken meanwhile, the registry is unreachable), the table's files are
-/// removed: they are in a folder of their own that nothing else refers to.
-pub(super) async fn register(
-    engine: &Engine,
-    written: &TableEntry,
-    changes: Vec<flywheel_catalog::Change>,
-) -> Result<()> {
-    let mut all = vec![flywheel_catalog::Change::CreateTable(written.clone())];
-    all.extend(changes);
-    if let Err(e) = engine.registry().commit(all).await {
-        discard(engine, written);
-        return Err(e.into());
-    }
-    Ok(())
-}
-
-/// Removes the files of a table this statement wrote and did not register.
-fn discard(engine: &Engine, written: &TableEntry) {
-    if let Err(e) = engine
-        .registry()
-        .warehouse()
-        .remove_table_files(&written.location)
-    {
-        tracing::warn!(table = %written.name, location = %written.location, error = %e,
-            "could not remove the files of a table this statement did not register");
-    }
-}
-
-/// Whether a CREATE TABLE's input is a bare column list (no rows to write).
-fn is_column_list(input: &LogicalPlan) -> bool {
-    matches!(input, LogicalPlan::EmptyRelation(e) if !e.produce_one_row)
-}
-
-/// Writes the rows of `input` as a new managed table `name` (version 0) in a new folder of its
-/// own, with `metadata` in its commit; returns its (not yet registered) entry. A failed write
-/// removes what it wrote.
-pub(super) async fn write_new_table(
-    engine: &Engine,
-    name: &str,
-    input: &LogicalPlan,
-    metadata: HashMap<String, serde_json::Value>,
-) -> Result<TableEntry> {
-    let warehouse = engine.registry().warehouse();
-    let entry = TableEntry {
-        name: name.to_string(),
-        location: warehouse.new_table_location()?,
-        kind: TableKind::Managed,
-    };
-    Warehouse::ensure_dir(&entry.location)?;
-    let written = async {
-        let table = DeltaTable::try_from_url(entry.location.clone()).await?;
-        let commit = CommitProperties::default().with_metadata(metadata);
-        if is_column_list(input) {
-            table
-                .create()
-                .with_table_name(name)
-                .with_columns(delta_columns(input)?)
-                .with_save_mode(SaveMode::ErrorIfExists)
-                .with_commit_properties(commit)
-                .await?;
-        } else {
-            let input = delta_types::storable_plan(input.clone())?;
-            let properties = parquet_files::writer_properties(
-                input.schema().as_arrow().fields(),
-                engine.data_pages,
-            );
-            let (input, session) = write_source(engine, input).await?;
-            WriteBuilder::new(table.log_store(), None)
-                .with_input_plan(input)
-                .with_table_name(name)
-                .with_save_mode(SaveMode::ErrorIfExists)
-                .with_writer_properties(properties)
-                .with_commit_properties(commit)
-                .with_session_state(session)
-                .await
-                .map_err(|e| value_refused(name, e))?;
-        }
-        Ok::<_, Error>(())
-    }
-    .await;
-    match written {
-        Ok(()) => Ok(entry),
-        Err(e) => {
-            discard(engine, &entry);
-            Err(e)
-        }
-    }
-}
-
-/// A value that does not fit its column's Delta type (a `uint64` above `BIGINT`'s maximum) said as
-/// such: delta-rs reports it as a failure to convert the schema.
-fn value_refused(table: &str, e: deltalake::DeltaTableError) -> Error {
-    let text = e.to_string();
-    match text.find("Cast error: ") {
-        Some(at) => Error::InvalidInput(format!(
-            "cannot create table `{table}`: {}; nothing was written",
-            &text[at..]
-        )),
-        None => e.into(),
-    }
-}
-
-/// `CREATE OR REPLACE TABLE` on a managed table (and a refresh of an object's table): one
-/// overwrite commit (schema included) with `metadata` in it, so readers see the old or the new
-/// table, and the old data stays reachable by time travel. Returns the new version. A writer that
-/// committed to the table meanwhile is retried over ([`conflicts`]).
-pub(super) async fn replace_table(
-    engine: &Engine,
-    existing: &TableEntry,
-    input: &LogicalPlan,
-    metadata: HashMap<String, serde_json::Value>,
-) -> Result<u64> {
-    let plan = if is_column_list(input) {
-        // No rows: an empty relation with the new schema.
-        LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
-            produce_one_row: false,
-            schema: Arc::clone(input.schema()),
-        })
-    } else {
-        delta_types::storable_plan(input.clone())?
-    };
-    let properties =
-        parquet_files::writer_properties(plan.schema().as_arrow().fields(), engine.data_pages);
-    conflicts::retry(&existing.name, || async {
-        let table = load_table(existing, None).await?;
-        let snapshot = table.snapshot()?.snapshot().clone();
-        let (input, session) = write_source(engine, plan.clone()).await?;
-        let written = WriteBuilder::new(table.log_store(), Some(snapshot))
-            .with_input_plan(input)
-            .with_save_mode(SaveMode::Overwrite)
-            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
-            .with_writer_properties(properties.clone())
-            .with_commit_properties(CommitProperties::default().with_metadata(metadata.clone()))
-            .with_session_state(session)
-            .await?;
-        Ok(written.version().unwrap_or_default())
-    })
-    .await
-}
-
-/// Appends `input`'s rows to `existing` as one commit carrying `metadata`, only if the table is
-/// still at version `expected` (no retry: a commit race fails it, see
-/// [`conflicts::is_conflict`]). Returns the version written.
-pub(super) async fn append_version(
-    engine: &Engine,
-    existing: &TableEntry,
-    input: &LogicalPlan,
-    metadata: HashMap<String, serde_json::Value>,
-    expected: u64,
-) -> Result<u64> {
-    let plan = delta_types::storable_plan(input.clone())?;
-    let properties =
-        parquet_files::writer_properties(plan.schema().as_arrow().fields(), engine.data_pages);
-    let target = flywheel_catalog::TravelTarget::Version(expected);
-    let table = load_table(existing, Some(&target)).await?;
-    let snapshot = table.snapshot()?.snapshot().clone();
-    let (input, session) = write_source(engine, plan).await?;
-    let written = WriteBuilder::new(table.log_store(), Some(snapshot))
-        .with_input_plan(input)
-        .with_save_mode(SaveMode::Append)
-        .with_writer_properties(properties)
-        .with_commit_properties(
-            CommitProperties::default()
-                .with_metadata(metadata)
-                .with_max_retries(0),
-        )
-        .with_session_state(session)
-        .await?;
-    Ok(written.version().unwrap_or_default())
-}
-
-/// The plan and session a write reads `input` with. delta-rs's write drops a sort that nothing above
-/// it asks for, so rows whose order matters (a `Sort` under the plan's top projections, as
-/// [`crate::asof::in_commit_order`] makes) are sorted here and handed to delta-rs as one ordered
-/// stream, read with a single-partition session so nothing splits it again. (delta-rs writes
-/// through one writer either way; the sort itself runs on all cores.)
-async fn write_source(
-    engine: &Engine,
-    input: LogicalPlan,
-) -> Result<(LogicalPlan, Arc<datafusion::execution::SessionState>)> {
-    let mut top = &input;
-    while let LogicalPlan::Projection(p) = top {
-        top = p.input.as_ref();
-    }
-    let sorted =
-        !std::ptr::eq(top, &input) && matches!(top, LogicalPlan::Sort(s) if s.fetch.is_none());
-    if !sorted {
-        return Ok((input, Arc::new(engine.context().state())));
-    }
-    let schema = Arc::clone(input.schema().inner());
-    let stream = engine.stream(input).await?;
-    let partition: Arc<dyn datafusion::physical_plan::streaming::PartitionStream> =
-        Arc::new(OneStream {
-            schema: Arc::clone(&schema),
-            stream: std::sync::Mutex::new(Some(stream)),
-        });
-    let table = datafusion::catalog::streaming::StreamingTable::try_new(schema, vec![partition])
-        .map_err(Error::from_datafusion)?;
-    let plan = datafusion::logical_expr::LogicalPlanBuilder::scan(
-        "__flywheel_ordered_rows",
-        datafusion::datasource::provider_as_source(Arc::new(table)),
-        None,
-    )
-    .and_then(datafusion::logical_expr::LogicalPlanBuilder::build)
-    .map_err(Error::from_datafusion)?;
-    let state = engine.context().state();
-    let config = state.config().clone().with_target_partitions(1);
-    let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
-        .with_config(config)
-        .build();
-    Ok((plan, Arc::new(state)))
-}
-
-/// A stream already running, read once as the one partition of a table.
-struct OneStream {
-    schema: arrow::datatypes::SchemaRef,
-    stream: std::sync::Mutex<Option<datafusion::execution::SendableRecordBatchStream>>,
-}
-
-impl std::fmt::Debug for OneStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OneStream").finish_non_exhaustive()
-    }
-}
-
-impl datafusion::physical_plan::streaming::PartitionStream for OneStream {
-    fn schema(&self) -> &arrow::datatypes::SchemaRef {
-        &self.schema
-    }
-
-    fn execute(
-        &self,
-        _ctx: Arc<datafusion::execution::TaskContext>,
-    ) -> datafusion::execution::SendableRecordBatchStream {
-        let taken = self.stream.lock().ok().and_then(|mut s| s.take());
-        match taken {
-            Some(stream) => stream,
-            None => Box::pin(
-                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-                    Arc::clone(&self.schema),
-                    futures::stream::once(async {
-                        Err(datafusion::error::DataFusionError::Execution(
-                            "the ordered rows of a write were read twice".into(),
-                        ))
-                    }),
-                ),
-            ),
-        }
-    }
-}
-
-fn delta_columns(input: &LogicalPlan) -> Result<Vec<StructField>> {
-    let fields = delta_types::storable_fields(input.schema().as_arrow().fields())?;
-    let st: deltalake::kernel::StructType = (&arrow::datatypes::Schema::new(fields))
-        .try_into_kernel()
-        .map_err(|e| {
-            Error::InvalidInput(format!("a column type has no Delta Lake equivalent: {e}"))
-        })?;
-    Ok(st.fields().cloned().collect())
-}
-
 /// `CREATE EXTERNAL TABLE x STORED AS DELTA LOCATION 'path'`: registers an existing Delta table.
 pub(super) async fn create_external_table(
     engine: &Engine,
@@ -407,9 +133,9 @@ pub(super) enum TableChange {
 /// label: its rows come from the object's definition (and its versions are what training sets are
 /// rebuilt from), so only the object's own statements change it.
 pub(super) fn refuse_object_table(engine: &Engine, name: &str, change: TableChange) -> Result<()> {
-    let (noun, sql) = if super::training_sets::exists(engine, name) {
+    let (noun, sql) = if super::definitions::is_training_set(engine, name) {
         ("training set", "TRAINING SET")
-    } else if let Some(kind) = super::feature_views::keyed_object(engine, name) {
+    } else if let Some(kind) = super::definitions::keyed_object(engine, name) {
         (kind.noun(), kind.sql())
     } else {
         return Ok(());
@@ -470,7 +196,7 @@ pub(super) fn unsupported_change(
 pub(super) async fn drop_table(engine: &Engine, d: DropTable, cascade: bool) -> Result<Output> {
     let name = table_name(&d.name)?;
     refuse_object_table(engine, &name, TableChange::Drop)?;
-    let readers = super::feature_views::reading_table(engine, &name);
+    let readers = super::definitions::reading_table(engine, &name);
     if !readers.is_empty() && engine.registry().table(&name).is_some() {
         if !cascade {
             let list: Vec<String> = readers
@@ -484,7 +210,7 @@ pub(super) async fn drop_table(engine: &Engine, d: DropTable, cascade: bool) -> 
             )));
         }
         for (kind, reader) in readers {
-            super::feature_views::drop(engine, kind, &reader, true, true).await?;
+            super::drops::drop_keyed(engine, kind, &reader, true, true).await?;
         }
     }
     let registry = engine.registry();
@@ -500,13 +226,4 @@ pub(super) async fn drop_table(engine: &Engine, d: DropTable, cascade: bool) -> 
     }
     info!(table = %name, "dropped table");
     Ok(Output::empty())
-}
-
-/// Deletes the files of managed table `entry` (already dropped from the registry).
-pub(super) async fn remove_files(engine: &Engine, entry: &TableEntry) -> Result<()> {
-    engine
-        .registry()
-        .warehouse()
-        .remove_table_files(&entry.location)?;
-    Ok(())
 }

@@ -16,48 +16,12 @@ use flywheel_catalog::objects::{
 use flywheel_catalog::{Change, TableEntry};
 use flywheel_sql::ast::{CreateFeatureView, ObjectKind};
 
+use super::definitions::{Keyed, definition};
 use super::incremental::{self, Decision, Outcome};
 use super::refresh_history::Mode;
 use super::schedules::{self, Schedule};
-use super::{Engine, Output, Planned, ddl, lineage, object_name};
+use super::{Engine, Output, Planned, lineage, object_name};
 use crate::{Error, Result};
-
-/// The two kinds of keyed, time-stamped, materialized queries: feature views and labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Keyed {
-    FeatureView,
-    Label,
-}
-
-impl Keyed {
-    /// The keyed kind of a statement's object kind; only `FEATURE VIEW` and `LABEL` are passed here.
-    pub(super) fn of(kind: flywheel_sql::ast::ObjectKind) -> Self {
-        match kind {
-            flywheel_sql::ast::ObjectKind::FeatureView => Keyed::FeatureView,
-            _ => Keyed::Label,
-        }
-    }
-
-    /// The object kind.
-    pub(super) fn kind(self) -> ObjectKind {
-        match self {
-            Keyed::FeatureView => ObjectKind::FeatureView,
-            Keyed::Label => ObjectKind::Label,
-        }
-    }
-
-    pub(super) fn registry_kind(self) -> &'static str {
-        self.kind().registry_kind()
-    }
-
-    pub(super) fn noun(self) -> &'static str {
-        self.kind().noun()
-    }
-
-    pub(super) fn sql(self) -> &'static str {
-        self.kind().sql()
-    }
-}
 
 fn is_integer_or_string(t: &DataType) -> Option<&'static str> {
     if t.is_integer() {
@@ -376,10 +340,10 @@ pub(super) async fn materialize(
     let plan = crate::asof::in_commit_order(plan);
     match engine.registry().table(name) {
         Some(existing) => Ok(Materialized::Version(
-            ddl::replace_table(engine, &existing, &plan, metadata).await?,
+            super::table_writes::replace_table(engine, &existing, &plan, metadata).await?,
         )),
         None => Ok(Materialized::New(
-            ddl::write_new_table(engine, name, &plan, metadata).await?,
+            super::table_writes::write_new_table(engine, name, &plan, metadata).await?,
         )),
     }
 }
@@ -392,7 +356,7 @@ pub(super) async fn commit_object(
     changes: Vec<Change>,
 ) -> Result<()> {
     match materialized {
-        Materialized::New(entry) => ddl::register(engine, &entry, changes).await,
+        Materialized::New(entry) => super::table_writes::register(engine, &entry, changes).await,
         Materialized::Version(_) => {
             engine.registry().commit(changes).await?;
             Ok(())
@@ -457,38 +421,6 @@ where
     ))
 }
 
-fn not_found(kind: Keyed, name: &str) -> Error {
-    Error::NotFound {
-        kind: kind.kind(),
-        name: name.to_string(),
-    }
-}
-
-pub(super) fn definition(
-    engine: &Engine,
-    kind: Keyed,
-    name: &str,
-) -> Result<FeatureViewDefinition> {
-    registry_definition(engine.registry(), kind, name)
-}
-
-/// [`definition`], from the registry alone (the online store's SQL function holds no engine).
-pub(super) fn registry_definition(
-    registry: &flywheel_catalog::Registry,
-    kind: Keyed,
-    name: &str,
-) -> Result<FeatureViewDefinition> {
-    let entry = registry
-        .object(kind.registry_kind(), name)
-        .ok_or_else(|| not_found(kind, name))?;
-    serde_json::from_str(&entry.definition).map_err(|e| {
-        Error::InvalidInput(format!(
-            "{} `{name}` has an unreadable definition: {e}",
-            kind.noun()
-        ))
-    })
-}
-
 /// `REFRESH FEATURE VIEW v` / `REFRESH LABEL l` (`ONLY`): a new version from the inputs' current
 /// versions, appended from what they gained when that gives what a full refresh would
 /// ([`incremental`]), else recomputed whole (always with `full`).
@@ -534,7 +466,8 @@ async fn refresh_once(
             let plan = incremental::over_appended_rows(registry, plan, &gained).await?;
             let plan = crate::asof::in_commit_order(plan);
             let written =
-                ddl::append_version(engine, &entry, &plan, metadata, built.version).await?;
+                super::table_writes::append_version(engine, &entry, &plan, metadata, built.version)
+                    .await?;
             let why = format!(
                 "its inputs only gained rows ({})",
                 incremental::gained_text(&gained)
@@ -587,48 +520,6 @@ pub(super) async fn alter(
     Ok(Output::empty())
 }
 
-/// `DROP FEATURE VIEW|LABEL [IF EXISTS] v`: forgets the object and removes its table.
-/// Training sets that read it are named in the error, or dropped first with `CASCADE`.
-pub(super) async fn drop(
-    engine: &Engine,
-    kind: Keyed,
-    name: &str,
-    if_exists: bool,
-    cascade: bool,
-) -> Result<Output> {
-    if engine
-        .registry()
-        .object(kind.registry_kind(), name)
-        .is_none()
-    {
-        if if_exists {
-            return Ok(Output::empty());
-        }
-        return Err(not_found(kind, name));
-    }
-    let dependents = super::training_sets::reading(engine, name);
-    if !dependents.is_empty() && !cascade {
-        return Err(Error::InvalidInput(format!(
-            "{} `{name}` is read by training set(s) {}; drop them first, or DROP {} {name} CASCADE",
-            kind.noun(),
-            dependents
-                .iter()
-                .map(|d| format!("`{d}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            kind.sql()
-        )));
-    }
-    for d in dependents {
-        super::training_sets::drop(engine, &d, true).await?;
-    }
-    drop_with_table(engine, kind.registry_kind(), name).await?;
-    if kind == Keyed::FeatureView {
-        engine.online().remove(name).await?;
-    }
-    Ok(Output::empty())
-}
-
 /// Forgets the object `kind`/`name` and its table in one registry commit, then removes the
 /// table's files.
 pub(super) async fn drop_with_table(engine: &Engine, kind: &str, name: &str) -> Result<()> {
@@ -646,7 +537,7 @@ pub(super) async fn drop_with_table(engine: &Engine, kind: &str, name: &str) -> 
     }
     let committed = engine.registry().commit(changes).await?;
     for entry in committed.dropped_tables {
-        super::ddl::remove_files(engine, &entry).await?;
+        super::table_writes::remove_files(engine, &entry).await?;
     }
     Ok(())
 }
@@ -683,50 +574,7 @@ pub(super) async fn describe(engine: &Engine, kind: Keyed, name: &str) -> Result
     rows.extend(
         super::freshness::describe_rows(engine.registry(), kind.registry_kind(), name).await?,
     );
-    super::training_sets::two_columns("property", "value", rows)
-}
-
-/// The kind of keyed object whose table `name` is, if any (DROP TABLE refuses those).
-pub(super) fn keyed_object(engine: &Engine, name: &str) -> Option<Keyed> {
-    [Keyed::FeatureView, Keyed::Label]
-        .into_iter()
-        .find(|k| engine.registry().object(k.registry_kind(), name).is_some())
-}
-
-impl Engine {
-    /// The definition of the feature view or label `name`, if there is one.
-    pub fn keyed_definition(&self, name: &str) -> Option<FeatureViewDefinition> {
-        let kind = keyed_object(self, name)?;
-        definition(self, kind, name).ok()
-    }
-}
-
-/// The feature views and labels whose queries read the table `table`, by kind and name.
-pub(super) fn reading_table(engine: &Engine, table: &str) -> Vec<(Keyed, String)> {
-    flywheel_catalog::lineage::dependencies(engine.registry())
-        .into_iter()
-        .filter(|d| d.input == table)
-        .filter_map(|d| match d.kind {
-            KIND_FEATURE_VIEW => Some((Keyed::FeatureView, d.object)),
-            KIND_LABEL => Some((Keyed::Label, d.object)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The feature views and labels keyed by `entity` (`feature view `v``, ...).
-pub(super) fn using_entity(engine: &Engine, entity: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for kind in [Keyed::FeatureView, Keyed::Label] {
-        for o in engine.registry().objects(kind.registry_kind()) {
-            if serde_json::from_str::<FeatureViewDefinition>(&o.definition)
-                .is_ok_and(|d| d.entity == entity)
-            {
-                out.push(format!("{} `{}`", kind.noun(), o.name));
-            }
-        }
-    }
-    out
+    super::output::two_columns("property", "value", rows)
 }
 
 /// `CREATE [OR REPLACE] LABEL [IF NOT EXISTS] l ENTITY e EVENT TIME ts FROM (query) | FROM table`:

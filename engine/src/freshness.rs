@@ -22,9 +22,9 @@ use flywheel_catalog::lineage;
 use flywheel_catalog::objects::{KIND_TRAINING_SET, TrainingSetDefinition};
 use flywheel_catalog::{Registry, SystemTableFn, load_table};
 
-use super::feature_views::{Keyed, registry_definition};
+use super::definitions::{Keyed, registry_definition};
 use super::lineage::{Staleness, latest_build, noun, staleness_of, table_version};
-use super::{leases, refresh_history, scheduler, schedules};
+use super::{leases, refresh_history, schedules};
 use crate::{Error, Result};
 
 fn schema() -> SchemaRef {
@@ -175,8 +175,7 @@ async fn row(
     };
     let schedule = schedules::entry(registry, &name).filter(|e| e.object_kind == kind);
     let next_run_us = schedule.as_ref().and_then(|e| {
-        scheduler::next_run(e, scheduler::last_tick(leases, &name), now)
-            .map(|t| t.timestamp_micros())
+        schedules::next_run(e, leases::last_tick(leases, &name), now).map(|t| t.timestamp_micros())
     });
     Ok(Row {
         kind: noun(kind),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use chrono::{DateTime, Utc};
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitProperties;
@@ -183,4 +184,12 @@ pub(crate) async fn swap(
         Err(e) if read_at.is_none() && e.to_string().contains("already exists") => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// When the latest scheduled run of `name` was for (its lease's tick), if it ran.
+pub(crate) fn last_tick(leases: &Leases, name: &str) -> Option<DateTime<Utc>> {
+    leases
+        .1
+        .get(name)
+        .and_then(|l| DateTime::from_timestamp_micros(l.tick_us))
 }

@@ -9,7 +9,8 @@ use flywheel_catalog::objects::{EntityDefinition, EntityKey, KIND_ENTITY, entiti
 use flywheel_sql::ast::{AlterAction, CreateEntity, FlywheelDdl, ObjectKind};
 use sqlparser::ast::DataType as SqlType;
 
-use super::feature_views::{self, Keyed};
+use super::definitions::Keyed;
+use super::feature_views;
 use super::{Engine, Output, object_name, training_sets};
 use crate::{Error, Result};
 
@@ -31,7 +32,7 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
             cascade: _,
         } => {
             let name = object_name(&name);
-            let users = feature_views::using_entity(engine, &name);
+            let users = super::definitions::using_entity(engine, &name);
             if !users.is_empty() {
                 return Err(Error::InvalidInput(format!(
                     "entity `{name}` is used by {}; drop them first",
@@ -55,15 +56,15 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
             full,
         } => {
             let keyed = Some(Keyed::of(kind));
-            super::lineage::refresh(engine, keyed, &object_name(&name), only, full).await
+            super::refresh::refresh(engine, keyed, &object_name(&name), only, full).await
         }
         FlywheelDdl::Refresh {
             kind: ObjectKind::TrainingSet,
             name,
             only,
             full,
-        } => super::lineage::refresh(engine, None, &object_name(&name), only, full).await,
-        FlywheelDdl::RefreshAll { full } => super::lineage::refresh_all(engine, full).await,
+        } => super::refresh::refresh(engine, None, &object_name(&name), only, full).await,
+        FlywheelDdl::RefreshAll { full } => super::refresh::refresh_all(engine, full).await,
         FlywheelDdl::CreateLabel(c) => feature_views::create_label(engine, *c).await,
         FlywheelDdl::Alter {
             kind: ObjectKind::FeatureView,
@@ -71,7 +72,7 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
             action: AlterAction::Set(options),
         } => feature_views::alter(engine, &object_name(&name), options).await,
         FlywheelDdl::Alter { kind, name, action } => {
-            super::lineage::alter_schedule(engine, kind, &object_name(&name), action).await
+            super::refresh::alter_schedule(engine, kind, &object_name(&name), action).await
         }
         FlywheelDdl::Drop {
             kind: kind @ (ObjectKind::FeatureView | ObjectKind::Label),
@@ -80,7 +81,7 @@ pub(super) async fn execute(engine: &Engine, ddl: FlywheelDdl) -> Result<Output>
             cascade,
         } => {
             let keyed = Keyed::of(kind);
-            feature_views::drop(engine, keyed, &object_name(&name), if_exists, cascade).await
+            super::drops::drop_keyed(engine, keyed, &object_name(&name), if_exists, cascade).await
         }
         FlywheelDdl::Show {
             kind: kind @ (ObjectKind::FeatureView | ObjectKind::Label),

@@ -13,7 +13,7 @@ use flywheel_catalog::Registry;
 use flywheel_catalog::objects::{FeatureViewDefinition, KIND_FEATURE_VIEW};
 
 use super::Engine;
-use super::feature_views::{Keyed, registry_definition};
+use super::definitions::{Keyed, registry_definition};
 use crate::online::{LookupRequest, Snapshot};
 use crate::{Error, Result};
 

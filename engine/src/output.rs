@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -105,4 +105,28 @@ impl Output {
         let counts = col.as_any().downcast_ref::<arrow::array::UInt64Array>()?;
         Some(counts.iter().flatten().sum())
     }
+}
+
+/// A two-column (`a`, `b`) string result.
+pub(super) fn two_columns(a: &str, b: &str, rows: Vec<(String, String)>) -> Result<Output> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(a, DataType::Utf8, false),
+        Field::new(b, DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.0.clone()))
+                    .collect::<StringArray>(),
+            ),
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.1.clone()))
+                    .collect::<StringArray>(),
+            ),
+        ],
+    )?;
+    Ok(Output::Batch(batch))
 }

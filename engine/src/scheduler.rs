@@ -24,10 +24,11 @@ use chrono::{DateTime, Utc};
 use flywheel_catalog::lineage;
 
 use super::Engine;
-use super::leases::{self, Lease, Leases};
-use super::lineage::{RefreshScope, staleness};
+use super::leases::{self, Lease, last_tick};
+use super::lineage::staleness;
+use super::refresh::RefreshScope;
 use super::refresh_history::Trigger;
-use super::schedules::{self, Schedule, ScheduleEntry};
+use super::schedules::{self, Schedule, last_run_us};
 use crate::{Error, Result};
 
 /// How long an `on change` object whose refresh failed waits before the next try.
@@ -36,41 +37,6 @@ pub const ON_CHANGE_RETRY: Duration = Duration::from_secs(60);
 /// How often a server re-reads the leases and tries again when another server changed them
 /// between its read and its write (each try re-checks that the lease is still free).
 const SWAP_ATTEMPTS: usize = 10;
-
-/// When the latest scheduled run of `name` was for (its lease's tick), if it ran.
-pub(crate) fn last_tick(leases: &Leases, name: &str) -> Option<DateTime<Utc>> {
-    leases
-        .1
-        .get(name)
-        .and_then(|l| DateTime::from_timestamp_micros(l.tick_us))
-}
-
-/// When a schedule next fires, as `flywheel.freshness` shows it (`None`: manual, `on change` or
-/// suspended). A tick in the past is overdue (its server is down or busy).
-pub(crate) fn next_run(
-    entry: &ScheduleEntry,
-    last_tick: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let schedule = entry.schedule();
-    if entry.suspended || !schedule.is_timed() {
-        return None;
-    }
-    let last = last_run_us(entry, last_tick);
-    match schedule.latest_tick(now) {
-        Some(tick) if tick.timestamp_micros() > last => Some(tick),
-        _ => schedule.next_tick(now),
-    }
-}
-
-/// The time before which ticks are not run: the later of the last run's tick and when the
-/// schedule was set or resumed.
-fn last_run_us(entry: &ScheduleEntry, last_tick: Option<DateTime<Utc>>) -> i64 {
-    last_tick
-        .map(|t| t.timestamp_micros())
-        .unwrap_or(i64::MIN)
-        .max(entry.set_at_us)
-}
 
 /// How the scheduler runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

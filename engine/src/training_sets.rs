@@ -9,10 +9,7 @@
 //! the training set is never changed and says what it was built from.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
-use arrow::array::{RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::logical_expr::LogicalPlan;
 use flywheel_catalog::Change;
 use flywheel_catalog::load_table;
@@ -22,9 +19,10 @@ use flywheel_catalog::objects::{
 };
 use flywheel_sql::ast::{CreateTrainingSet, ObjectKind};
 
+use super::definitions::{Keyed, definition};
+use super::definitions::{training_set_definition, training_set_not_found};
 use super::feature_views::{
-    Keyed, Materialized, after_lost_race, commit_object, definition, lost_create_race, materialize,
-    until_settled,
+    Materialized, after_lost_race, commit_object, lost_create_race, materialize, until_settled,
 };
 use super::incremental::{self, Decision, Outcome};
 use super::lineage::{lineage_in_commit, table_version};
@@ -289,42 +287,12 @@ async fn create_once(engine: &Engine, c: &CreateTrainingSet) -> Result<Option<Ou
     Ok(Some(Output::empty()))
 }
 
-fn ts_definition(engine: &Engine, name: &str) -> Result<TrainingSetDefinition> {
-    let entry = engine
-        .registry()
-        .object(KIND_TRAINING_SET, name)
-        .ok_or_else(|| not_found(name))?;
-    serde_json::from_str(&entry.definition).map_err(|e| {
-        Error::InvalidInput(format!(
-            "training set `{name}` has an unreadable definition: {e}"
-        ))
-    })
-}
-
-fn not_found(name: &str) -> Error {
-    Error::NotFound {
-        kind: ObjectKind::TrainingSet,
-        name: name.to_string(),
-    }
-}
-
-impl Engine {
-    /// `Ok` when training set `name` exists; otherwise the error naming it.
-    pub fn require_training_set(&self, name: &str) -> Result<()> {
-        if exists(self, name) {
-            Ok(())
-        } else {
-            Err(not_found(name))
-        }
-    }
-}
-
 /// `REFRESH TRAINING SET t` (`ONLY`): a new version from the inputs' current versions. When only
 /// its label gained rows, the new rows' point-in-time features are appended (each label row's
 /// features depend on that row and the feature views alone); otherwise, or with `full`, it is
 /// rebuilt ([`incremental`]).
 pub(super) async fn refresh(engine: &Engine, name: &str, full: bool) -> Result<Outcome> {
-    let def = ts_definition(engine, name)?;
+    let def = training_set_definition(engine, name)?;
     super::conflicts::retry(name, || refresh_once(engine, name, &def, full)).await
 }
 
@@ -346,7 +314,8 @@ async fn refresh_once(
         } => {
             let plan = incremental::over_appended_rows(registry, plan, &gained).await?;
             lineage.version =
-                super::ddl::append_version(engine, &entry, &plan, metadata, built.version).await?;
+                super::table_writes::append_version(engine, &entry, &plan, metadata, built.version)
+                    .await?;
             registry
                 .commit(vec![lineage_change(name, &lineage)?])
                 .await?;
@@ -375,34 +344,10 @@ pub(super) async fn drop(engine: &Engine, name: &str, if_exists: bool) -> Result
         if if_exists {
             return Ok(Output::empty());
         }
-        return Err(not_found(name));
+        return Err(training_set_not_found(name));
     }
     super::feature_views::drop_with_table(engine, KIND_TRAINING_SET, name).await?;
     Ok(Output::empty())
-}
-
-/// A two-column (`a`, `b`) string result.
-pub(super) fn two_columns(a: &str, b: &str, rows: Vec<(String, String)>) -> Result<Output> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new(a, DataType::Utf8, false),
-        Field::new(b, DataType::Utf8, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(
-                rows.iter()
-                    .map(|r| Some(r.0.clone()))
-                    .collect::<StringArray>(),
-            ),
-            Arc::new(
-                rows.iter()
-                    .map(|r| Some(r.1.clone()))
-                    .collect::<StringArray>(),
-            ),
-        ],
-    )?;
-    Ok(Output::Batch(batch))
 }
 
 /// `SHOW TRAINING SETS`: name and label (`flywheel.training_sets` has every column).
@@ -413,7 +358,7 @@ pub(super) fn show(engine: &Engine) -> Result<Output> {
 
 /// `DESCRIBE TRAINING SET t`: its definition, then the lineage of each version.
 pub(super) async fn describe(engine: &Engine, name: &str) -> Result<Output> {
-    let def = ts_definition(engine, name)?;
+    let def = training_set_definition(engine, name)?;
     let mut rows = vec![
         ("label".to_string(), def.label.clone()),
         (
@@ -442,7 +387,7 @@ pub(super) async fn describe(engine: &Engine, name: &str) -> Result<Output> {
             ),
         ));
     }
-    two_columns("property", "value", rows)
+    super::output::two_columns("property", "value", rows)
 }
 
 /// The lineage of every version of training set `name`, oldest first: from the registry and, for
@@ -470,23 +415,4 @@ async fn lineages(engine: &Engine, name: &str) -> Result<Vec<Lineage>> {
         }
     }
     Ok(versions.into_values().collect())
-}
-
-/// Whether `name` is a training set (DROP TABLE refuses its table).
-pub(super) fn exists(engine: &Engine, name: &str) -> bool {
-    engine.registry().object(KIND_TRAINING_SET, name).is_some()
-}
-
-/// The training sets that read the label or feature view `input`, sorted.
-pub(super) fn reading(engine: &Engine, input: &str) -> Vec<String> {
-    engine
-        .registry()
-        .objects(KIND_TRAINING_SET)
-        .into_iter()
-        .filter(|o| {
-            serde_json::from_str::<TrainingSetDefinition>(&o.definition)
-                .is_ok_and(|d| d.label == input || d.features.iter().any(|f| f.view == input))
-        })
-        .map(|o| o.name)
-        .collect()
 }

@@ -24,7 +24,7 @@ pub async fn ingest(
     data: PeekableFlightDataStream,
 ) -> Result<i64, Status> {
     let target = target(&command).map_err(to_status)?;
-    let mut batches = super::service::put_batches(data);
+    let mut batches = crate::untrusted::put_batches(data);
     // The schema arrives with the first message; read up to the first batch to learn it.
     let first = batches
         .next()

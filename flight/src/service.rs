@@ -7,10 +7,10 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::untrusted::put_batches;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::writer::IpcWriteOptions;
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
@@ -253,17 +253,6 @@ fn encode_batch(batch: Result<RecordBatch, Error>) -> Result<Response<DoGetStrea
         batch.schema(),
         stream::iter([Ok(batch)]).boxed(),
     )))
-}
-
-/// The record batches of a `DoPut` stream. Messages without an IPC header (a first message that
-/// only carries the descriptor, as some clients send) are skipped.
-/// Decoded from the client's bytes, so a corrupt message ends the stream with an error instead of
-/// panicking the task ([`crate::untrusted`]).
-pub(super) fn put_batches(data: PeekableFlightDataStream) -> crate::untrusted::GuardedBatches {
-    let data = data
-        .try_filter(|d| futures::future::ready(!d.data_header.is_empty()))
-        .map_err(FlightError::from);
-    crate::untrusted::GuardedBatches::new(FlightRecordBatchStream::new_from_flight_data(data))
 }
 
 /// The parameter rows a client sent in a `DoPut` (empty when it sent none), concatenated.

@@ -14,7 +14,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
-use futures::{Stream, StreamExt as _};
+use arrow_flight::sql::server::PeekableFlightDataStream;
+use futures::{Stream, StreamExt as _, TryStreamExt as _};
 
 /// The record batches of a Flight data stream a client uploaded (`DoPut`): a panic while
 /// decoding one ends the stream with an `INVALID_ARGUMENT` error as its last item.
@@ -57,4 +58,15 @@ impl Stream for GuardedBatches {
             }
         }
     }
+}
+
+/// The record batches of a `DoPut` stream. Messages without an IPC header (a first message that
+/// only carries the descriptor, as some clients send) are skipped.
+/// Decoded from the client's bytes, so a corrupt message ends the stream with an error instead of
+/// panicking the task.
+pub(crate) fn put_batches(data: PeekableFlightDataStream) -> GuardedBatches {
+    let data = data
+        .try_filter(|d| futures::future::ready(!d.data_header.is_empty()))
+        .map_err(FlightError::from);
+    GuardedBatches::new(FlightRecordBatchStream::new_from_flight_data(data))
 }
