@@ -300,6 +300,33 @@ pub(crate) async fn set(
     Ok(())
 }
 
+/// When a schedule next fires, as `flywheel.freshness` shows it (`None`: manual, `on change` or
+/// suspended). A tick in the past is overdue (its server is down or busy).
+pub(crate) fn next_run(
+    entry: &ScheduleEntry,
+    last_tick: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let schedule = entry.schedule();
+    if entry.suspended || !schedule.is_timed() {
+        return None;
+    }
+    let last = last_run_us(entry, last_tick);
+    match schedule.latest_tick(now) {
+        Some(tick) if tick.timestamp_micros() > last => Some(tick),
+        _ => schedule.next_tick(now),
+    }
+}
+
+/// The time before which ticks are not run: the later of the last run's tick and when the
+/// schedule was set or resumed.
+pub(super) fn last_run_us(entry: &ScheduleEntry, last_tick: Option<DateTime<Utc>>) -> i64 {
+    last_tick
+        .map(|t| t.timestamp_micros())
+        .unwrap_or(i64::MIN)
+        .max(entry.set_at_us)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,31 +376,4 @@ mod tests {
         assert_eq!(cron.next_tick(now), Some(at("2026-12-07T02:30:00Z")));
         assert_eq!(Schedule::OnChange.latest_tick(now), None);
     }
-}
-
-/// When a schedule next fires, as `flywheel.freshness` shows it (`None`: manual, `on change` or
-/// suspended). A tick in the past is overdue (its server is down or busy).
-pub(crate) fn next_run(
-    entry: &ScheduleEntry,
-    last_tick: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let schedule = entry.schedule();
-    if entry.suspended || !schedule.is_timed() {
-        return None;
-    }
-    let last = last_run_us(entry, last_tick);
-    match schedule.latest_tick(now) {
-        Some(tick) if tick.timestamp_micros() > last => Some(tick),
-        _ => schedule.next_tick(now),
-    }
-}
-
-/// The time before which ticks are not run: the later of the last run's tick and when the
-/// schedule was set or resumed.
-pub(super) fn last_run_us(entry: &ScheduleEntry, last_tick: Option<DateTime<Utc>>) -> i64 {
-    last_tick
-        .map(|t| t.timestamp_micros())
-        .unwrap_or(i64::MIN)
-        .max(entry.set_at_us)
 }
