@@ -5,9 +5,16 @@
 //!   [`bounded::MAX_OUTPUT_BYTES`]: such values are allocated outside the memory pool that
 //!   `memory_limit` bounds.
 //!
+//! - [`asof_marker`]: the marker that carries an `ASOF JOIN`'s match condition from the SQL text
+//!   to the engine's analyzer rule.
+//! - [`online`]: the `online(view [, key, ...])` table function, over any [`online::OnlineRows`]
+//!   (the engine's online store).
+//!
 //! Feature-engineering functions land here as the issues that need them add them.
 
+pub mod asof_marker;
 pub mod bounded;
+pub mod online;
 
 use std::sync::Arc;
 

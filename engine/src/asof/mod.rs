@@ -9,7 +9,7 @@
 //! sqlparser parses Snowflake's syntax; DataFusion 55 refuses to plan it. The pieces, in the order a
 //! statement meets them:
 //! 1. [`rewrite`]: before planning, each `ASOF JOIN` in the AST becomes a `LEFT JOIN` whose `ON` carries
-//!    the match condition inside a marker function ([`marker`]);
+//!    the match condition inside a marker function (`flywheel_udfs::asof_marker`);
 //! 2. [`analyzer`]: after type coercion, an analyzer rule turns every such join into an
 //!    [`AsOfJoinNode`] (and explains what is supported when the condition is not);
 //! 3. [`planner`]: the extension planner lowers the node to [`AsOfJoinExec`];
@@ -25,7 +25,6 @@ mod candidates;
 mod commit_order;
 mod exec;
 mod left_index;
-mod marker;
 mod node;
 mod planner;
 mod rewrite;
@@ -33,7 +32,7 @@ mod rewrite;
 pub use analyzer::AsOfJoinAnalyzer;
 pub use commit_order::in_commit_order;
 pub use exec::AsOfJoinExec;
-pub use marker::{ASOF_MATCH_FN, AsOfMatchUdf};
+pub use flywheel_udfs::asof_marker::{ASOF_MATCH_FN, AsOfMatchUdf};
 pub use node::{AsOfJoinNode, MatchOp};
 pub use planner::AsOfJoinPlanner;
 pub use rewrite::rewrite_asof_joins;

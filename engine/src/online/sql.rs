@@ -1,7 +1,6 @@
 //! The online store in SQL, so BI tools can inspect what is served:
-//! - `SELECT * FROM online('user_spend')`: every served row of a view (keys, event time, features);
-//! - `SELECT * FROM online('user_spend', 42)`: one key (composite keys: one argument per key
-//!   column), answered exactly as a lookup is (`<view>__found`, TTL applied now);
+//! - `online(view [, key, ...])` (the function is `flywheel_udfs::online`; its rows come from
+//!   the store here);
 //! - `flywheel.online_freshness`: per online feature view, the rows served, the latest event time
 //!   served, when it was loaded and with which cut-off.
 
@@ -11,89 +10,64 @@ use arrow::array::{
     ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::{ScalarValue, plan_err};
-use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result as DFResult};
-use datafusion::logical_expr::Expr;
 use flywheel_catalog::{Registry, SystemTableFn};
+use flywheel_udfs::online::{OnlineKey, OnlineRows};
 
 use super::{LookupRequest, OnlineStore};
 
-/// `online(view [, key, ...])`.
+/// `online(view [, key, ...])`, answered from `store` (see `flywheel_udfs::online`).
 pub fn online_function(
     store: Arc<OnlineStore>,
     registry: Arc<Registry>,
-) -> Arc<dyn TableFunctionImpl> {
-    Arc::new(OnlineFunction { store, registry })
+) -> Arc<dyn datafusion::catalog::TableFunctionImpl> {
+    flywheel_udfs::online::online_function(Arc::new(StoreRows { store, registry }))
 }
 
+/// The online store's rows, as `online(...)` shows them.
 #[derive(Debug)]
-struct OnlineFunction {
+struct StoreRows {
     store: Arc<OnlineStore>,
     /// Says why a view has nothing online.
     registry: Arc<Registry>,
-}
-
-fn literal(e: &Expr) -> Option<&ScalarValue> {
-    match e {
-        Expr::Literal(v, _) => Some(v),
-        _ => None,
-    }
 }
 
 fn external(e: crate::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-impl TableFunctionImpl for OnlineFunction {
-    fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
-        let exprs = args.exprs();
-        let view = match exprs.first().and_then(literal) {
-            Some(ScalarValue::Utf8(Some(v)) | ScalarValue::Utf8View(Some(v))) => v.clone(),
-            _ => {
-                return plan_err!(
-                    "online('view' [, key, ...]): the first argument is an online feature view's name"
-                );
-            }
-        };
+impl OnlineRows for StoreRows {
+    fn served(&self, view: &str) -> DFResult<RecordBatch> {
         let now_us = chrono::Utc::now().timestamp_micros();
-        let batch = if exprs.len() == 1 {
-            match self.store.cached(&view).map_err(external)? {
-                // The keys a lookup would find: values past the view's TTL are not served.
-                Some(s) => {
-                    let live: BooleanArray = (0..s.batch.num_rows())
-                        .map(|i| Some(!s.expired(i, now_us)))
-                        .collect();
-                    arrow::compute::filter_record_batch(&s.batch, &live)?
-                }
-                None => return Err(external(crate::not_served(&self.registry, &view))),
+        match self.store.cached(view).map_err(external)? {
+            // The keys a lookup would find: values past the view's TTL are not served.
+            Some(s) => {
+                let live: BooleanArray = (0..s.batch.num_rows())
+                    .map(|i| Some(!s.expired(i, now_us)))
+                    .collect();
+                Ok(arrow::compute::filter_record_batch(&s.batch, &live)?)
             }
-        } else {
-            let key = exprs[1..]
-                .iter()
-                .map(|e| match literal(e) {
-                    Some(ScalarValue::Int64(Some(v))) => Ok(serde_json::json!(v)),
-                    Some(ScalarValue::Int32(Some(v))) => Ok(serde_json::json!(v)),
-                    Some(ScalarValue::Utf8(Some(v)) | ScalarValue::Utf8View(Some(v))) => {
-                        Ok(serde_json::json!(v))
-                    }
-                    _ => plan_err!("online(): keys are integer or string literals, got {e}"),
-                })
-                .collect::<DFResult<Vec<_>>>()?;
-            let request = LookupRequest {
-                features: vec![view],
-                keys: vec![serde_json::Value::Array(key)],
-                keys_arrow: None,
-            };
-            self.store
-                .lookup_cached(&request, now_us)
-                .map_err(|e| external(crate::explain_online(&self.registry, e)))?
+            None => Err(external(crate::not_served(&self.registry, view))),
+        }
+    }
+
+    fn lookup(&self, view: &str, key: Vec<OnlineKey>) -> DFResult<RecordBatch> {
+        let now_us = chrono::Utc::now().timestamp_micros();
+        let key = key
+            .into_iter()
+            .map(|k| match k {
+                OnlineKey::Int(v) => serde_json::json!(v),
+                OnlineKey::Str(v) => serde_json::json!(v),
+            })
+            .collect();
+        let request = LookupRequest {
+            features: vec![view.to_string()],
+            keys: vec![serde_json::Value::Array(key)],
+            keys_arrow: None,
         };
-        Ok(Arc::new(MemTable::try_new(
-            batch.schema(),
-            vec![vec![batch]],
-        )?))
+        self.store
+            .lookup_cached(&request, now_us)
+            .map_err(|e| external(crate::explain_online(&self.registry, e)))
     }
 }
 
