@@ -309,7 +309,8 @@ impl Engine {
         }
     }
 
-    /// A scan of every column of table `name` at `version`.
+    /// A scan of every column of table `name` at `version` (its columns qualified by the hidden
+    /// time-travel name; alias it to name them otherwise).
     pub async fn table_version_plan(&self, name: &str, version: u64) -> Result<LogicalPlan> {
         let reference = TableReference::full(
             flywheel_catalog::DEFAULT_CATALOG,
@@ -318,10 +319,12 @@ impl Engine {
         );
         let provider = self
             .context()
-            .table_provider(reference)
+            .table_provider(reference.clone())
             .await
             .map_err(Error::from_datafusion)?;
-        LogicalPlanBuilder::scan(name, provider_as_source(provider), None)
+        // Named as `t VERSION AS OF n` is after the time-travel rewrite, which is what lineage and
+        // incremental refreshes recognise a pinned input by.
+        LogicalPlanBuilder::scan(reference, provider_as_source(provider), None)
             .and_then(LogicalPlanBuilder::build)
             .map_err(Error::from_datafusion)
     }

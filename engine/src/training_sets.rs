@@ -9,8 +9,11 @@
 //! the training set is never changed and says what it was built from.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::common::{Column, DFSchema, TableReference};
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder, ScalarUDF, when};
 use flywheel_catalog::Change;
 use flywheel_catalog::load_table;
 use flywheel_catalog::objects::{
@@ -18,6 +21,7 @@ use flywheel_catalog::objects::{
     Lineage, TrainingSetDefinition,
 };
 use flywheel_sql::ast::{CreateTrainingSet, ObjectKind};
+use flywheel_udfs::asof_marker::AsOfMatchUdf;
 
 use super::definitions::{Keyed, definition};
 use super::definitions::{training_set_definition, training_set_not_found};
@@ -27,30 +31,63 @@ use super::feature_views::{
 use super::incremental::{self, Decision, Outcome};
 use super::lineage::{lineage_in_commit, table_version};
 use super::schedules::{self, Schedule};
-use super::{Engine, Output, Planned, object_name};
+use super::{Engine, Output, object_name};
 use crate::{Error, Result};
 
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+/// A column of the relation aliased `relation`.
+fn column(relation: &str, name: &str) -> Expr {
+    Expr::Column(Column::new(Some(TableReference::bare(relation)), name))
 }
 
-/// Builds the training set's query with every input pinned at its current version.
-async fn build_query(
+/// `__flywheel_asof_match(condition)`: marks the join an `ASOF JOIN` for the analyzer rule, as the
+/// SQL rewrite of `MATCH_CONDITION` does.
+fn asof_marker(condition: Expr) -> Expr {
+    Expr::ScalarFunction(ScalarFunction::new_udf(
+        Arc::new(ScalarUDF::new_from_impl(AsOfMatchUdf::default())),
+        vec![condition],
+    ))
+}
+
+/// A scan of table `name` at `version`, aliased `alias`.
+async fn pinned_scan(
+    engine: &Engine,
+    name: &str,
+    version: u64,
+    alias: &str,
+) -> Result<LogicalPlan> {
+    LogicalPlanBuilder::from(engine.table_version_plan(name, version).await?)
+        .alias(alias)
+        .and_then(LogicalPlanBuilder::build)
+        .map_err(Error::from_datafusion)
+}
+
+/// The column names of a plan's output.
+fn names_of(plan: &LogicalPlan) -> Vec<String> {
+    plan.schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
+}
+
+/// The training set's plan, every input scanned at its current version: the label's rows (`l`),
+/// left-joined AS OF their event time with each feature view (`f0`, `f1`, ...) on its entity's
+/// keys, the views' TTLs applied. Returns the plan and the versions read.
+async fn build_plan(
     engine: &Engine,
     name: &str,
     def: &TrainingSetDefinition,
-) -> Result<(String, BTreeMap<String, u64>)> {
+) -> Result<(LogicalPlan, BTreeMap<String, u64>)> {
+    let df = |e| Error::from_datafusion(e);
     let label = definition(engine, Keyed::Label, &def.label)?;
     let mut inputs = BTreeMap::new();
     let lv = table_version(engine.registry(), &def.label).await?;
     inputs.insert(def.label.clone(), lv);
-    let label_cols = columns_of(engine, &def.label, lv).await?;
+    let label_scan = pinned_scan(engine, &def.label, lv, "l").await?;
+    let label_cols = names_of(&label_scan);
     let mut taken: HashSet<String> = label_cols.iter().cloned().collect();
-    let mut select: Vec<String> = label_cols
-        .iter()
-        .map(|c| format!("l.{}", quote(c)))
-        .collect();
-    let mut joins = Vec::new();
+    let mut select: Vec<Expr> = label_cols.iter().map(|c| column("l", c)).collect();
+    let mut plan = LogicalPlanBuilder::from(label_scan);
     // Whole views first expand to their columns; `view.column` items pick one.
     let mut by_view: Vec<(String, Vec<Option<String>>)> = Vec::new();
     for f in &def.features {
@@ -78,7 +115,8 @@ async fn build_query(
         let alias = format!("f{i}");
         let vv = table_version(engine.registry(), view).await?;
         inputs.insert(view.clone(), vv);
-        let view_cols = columns_of(engine, view, vv).await?;
+        let view_scan = pinned_scan(engine, view, vv, &alias).await?;
+        let view_cols = names_of(&view_scan);
         let keys: Vec<String> = entity.keys.iter().map(|k| k.name.clone()).collect();
         for k in &keys {
             if !label_cols.contains(k) {
@@ -109,13 +147,17 @@ async fn build_query(
             }
             out
         };
-        let fresh = vdef.ttl.as_ref().map(|ttl| {
-            format!(
-                "{alias}.{t} >= l.{lt} - {ttl}",
-                t = quote(&vdef.event_time),
-                lt = quote(&label.event_time)
-            )
-        });
+        // Within the TTL: the feature's event time is at most `ttl` before the label's.
+        let fresh = match &vdef.ttl {
+            Some(ttl) => {
+                let ttl = engine
+                    .context()
+                    .parse_sql_expr(ttl, &DFSchema::empty())
+                    .map_err(df)?;
+                Some(column(&alias, &vdef.event_time).gt_eq(column("l", &label.event_time) - ttl))
+            }
+            None => None,
+        };
         for c in wanted {
             let out_name = if taken.contains(&c) {
                 format!("{view}__{c}")
@@ -123,82 +165,45 @@ async fn build_query(
                 c.clone()
             };
             taken.insert(out_name.clone());
-            let value = format!("{alias}.{}", quote(&c));
+            let value = column(&alias, &c);
             let expr = match &fresh {
-                Some(cond) => format!("CASE WHEN {cond} THEN {value} END"),
+                Some(cond) => when(cond.clone(), value).end().map_err(df)?,
                 None => value,
             };
-            select.push(format!("{expr} AS {}", quote(&out_name)));
+            select.push(expr.alias(out_name));
         }
-        let on: Vec<String> = keys
+        let matched =
+            asof_marker(column("l", &label.event_time).gt_eq(column(&alias, &vdef.event_time)));
+        let on = keys
             .iter()
-            .map(|k| format!("l.{q} = {alias}.{q}", q = quote(k)))
-            .collect();
-        joins.push(format!(
-            "ASOF JOIN {} VERSION AS OF {vv} AS {alias} MATCH_CONDITION (l.{} >= {alias}.{}) ON {}",
-            quote(view),
-            quote(&label.event_time),
-            quote(&vdef.event_time),
-            on.join(" AND ")
-        ));
+            .map(|k| column("l", k).eq(column(&alias, k)))
+            .chain([matched])
+            .reduce(Expr::and);
+        plan = plan.join_on(view_scan, JoinType::Left, on).map_err(df)?;
     }
-    let query = format!(
-        "SELECT {} FROM {} VERSION AS OF {lv} AS l {}",
-        select.join(", "),
-        quote(&def.label),
-        joins.join(" ")
-    );
-    Ok((query, inputs))
+    let plan = plan
+        .project(select)
+        .and_then(LogicalPlanBuilder::build)
+        .map_err(df)?;
+    Ok((plan, inputs))
 }
 
-/// Column names of the table `name` at `version`.
-async fn columns_of(engine: &Engine, name: &str, version: u64) -> Result<Vec<String>> {
-    let statement = engine.parse(&format!(
-        "SELECT * FROM {} VERSION AS OF {version}",
-        quote(name)
-    ))?;
-    let planned = engine
-        .plan(
-            statement
-                .into_iter()
-                .next()
-                .ok_or(Error::NotOneStatement { found: 0 })?,
-        )
-        .await?;
-    Ok(planned
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect())
-}
-
-/// The training set's query planned with every input pinned at its current version, and the
-/// lineage its build records.
+/// The training set's plan with every input pinned at its current version, and the lineage its
+/// build records (the versions read, and the plan as text).
 async fn plan_query(
     engine: &Engine,
     name: &str,
     def: &TrainingSetDefinition,
 ) -> Result<(LogicalPlan, Lineage)> {
-    let (query, inputs) = build_query(engine, name, def).await?;
-    let mut statements = engine.parse(&query)?;
-    let plan = match engine.plan(statements.remove(0)).await? {
-        Planned::Query(plan) => plan,
-        _ => {
-            return Err(Error::InvalidInput(format!(
-                "training set `{name}` did not plan as a query"
-            )));
-        }
-    };
+    let (plan, inputs) = build_plan(engine, name, def).await?;
     let lineage = Lineage {
         version: 0,
         inputs,
-        query,
+        query: plan.display_indent().to_string(),
     };
     Ok((plan, lineage))
 }
 
-/// The registry change recording the lineage of version `lineage.version` of training set `name`.
 fn lineage_change(name: &str, lineage: &Lineage) -> Result<Change> {
     Ok(Change::CreateObject {
         kind: KIND_TRAINING_SET_VERSION.to_string(),

@@ -86,7 +86,7 @@ pub(super) async fn interactive(engine: &Engine, config: &Config) -> Result<Exit
                 }
                 buffer.push_str(&line);
                 buffer.push('\n');
-                if !trimmed.ends_with(';') {
+                if !ends_statement(&buffer) {
                     continue;
                 }
                 let sql = std::mem::take(&mut buffer);
@@ -108,4 +108,46 @@ pub(super) async fn interactive(engine: &Engine, config: &Config) -> Result<Exit
         let _ = editor.save_history(h);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `buffer` ends a statement: its last token, spaces and comments aside, is `;` (so
+/// `SELECT 1; -- why` runs). Text that does not tokenize yet (an open string or block comment)
+/// does not.
+fn ends_statement(buffer: &str) -> bool {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    match Tokenizer::new(&GenericDialect {}, buffer).tokenize() {
+        Ok(tokens) => tokens
+            .iter()
+            .rev()
+            .find(|t| !matches!(t, Token::Whitespace(_)))
+            .is_some_and(|t| *t == Token::SemiColon),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ends_statement;
+
+    #[test]
+    fn a_statement_ends_at_a_semicolon_whatever_follows_it_on_the_line() {
+        for done in [
+            "SELECT 1;",
+            "SELECT 1;   -- the first version\n",
+            "SELECT 1; /* note */",
+            "SELECT ';' AS s;",
+        ] {
+            assert!(ends_statement(done), "{done}");
+        }
+        for open in [
+            "SELECT 1",
+            "SELECT 1 -- not yet;",
+            "SELECT 'a;",
+            "SELECT ';' AS s",
+            "SELECT 1 /* ; */",
+        ] {
+            assert!(!ends_statement(open), "{open}");
+        }
+    }
 }
