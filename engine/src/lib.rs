@@ -43,6 +43,7 @@ mod output;
 mod params;
 mod parquet_files;
 mod planner;
+mod plans;
 mod references;
 mod refresh;
 mod refresh_history;

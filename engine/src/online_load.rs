@@ -7,15 +7,23 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, RecordBatch};
-use arrow::datatypes::DataType;
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, IntervalUnit};
+use datafusion::common::{Column, ScalarValue};
+use datafusion::datasource::provider_as_source;
+use datafusion::functions_aggregate::expr_fn::max;
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlanBuilder, col, lit};
 use flywheel_catalog::Registry;
 use flywheel_catalog::objects::{FeatureViewDefinition, KIND_FEATURE_VIEW};
 
-use super::Engine;
 use super::definitions::{Keyed, registry_definition};
+use super::plans::{asof_match, column, interval};
+use super::{Engine, Planned};
 use crate::online::{LookupRequest, Snapshot};
 use crate::{Error, Result};
+
+/// The column of the probe rows that holds the cut-off time.
+const CUTOFF: &str = "__flywheel_cutoff";
 
 /// Whether a feature view asks to be served online (`WITH (online = true)`).
 pub fn is_online(def: &FeatureViewDefinition) -> bool {
@@ -62,10 +70,6 @@ pub fn explain_online(registry: &Registry, error: Error) -> Error {
         Error::NotServed { view, .. } => not_served(registry, &view),
         other => other,
     }
-}
-
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 impl Engine {
@@ -193,52 +197,60 @@ impl Engine {
             })?
             .data_type()
             .clone();
-        let view = quote(name);
+        // The cut-off: now, for timestamps without a zone and dates; the latest event otherwise
+        // (integers, zoned timestamps), which serves the latest row per key.
         let (cutoff, cutoff_us) = match ts_type {
             DataType::Timestamp(_, None) => (
-                format!(
-                    "CAST('{}' AS TIMESTAMP)",
-                    now.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f")
-                ),
+                ScalarValue::TimestampMicrosecond(Some(loaded_at_us), None),
                 loaded_at_us,
             ),
             DataType::Date32 | DataType::Date64 => (
-                format!("CAST('{}' AS DATE)", now.date_naive()),
+                ScalarValue::Date32(Some(
+                    i32::try_from(loaded_at_us.div_euclid(86_400_000_000)).unwrap_or(i32::MAX),
+                )),
                 loaded_at_us,
             ),
-            // Other event times (integers, zoned timestamps): the latest row per key.
-            _ => (format!("(SELECT max({}) FROM {view})", quote(ts)), i64::MAX),
+            _ => (self.latest_event(name, &provider, ts).await?, i64::MAX),
         };
-        let key_list = keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+        let scan = |alias: &str| {
+            LogicalPlanBuilder::scan(name, provider_as_source(Arc::clone(&provider)), None)
+                .and_then(|b| b.alias(alias))
+        };
+        // The cut-off joins the keys after DISTINCT, not inside it: a constant among the grouping
+        // columns makes DataFusion aggregate as if sorted, emitting in batch-sized steps that
+        // each shift all remaining groups (3M keys: 2.3 s against 0.14 s).
+        let key_columns: Vec<Expr> = keys.iter().map(|k| column("d", k)).collect();
+        let probes = scan("d")
+            .and_then(|b| b.project(key_columns.clone()))
+            .and_then(|b| b.distinct())
+            .and_then(|b| b.project(key_columns.into_iter().chain([lit(cutoff).alias(CUTOFF)])))
+            .and_then(|b| b.alias("k"))
+            .map_err(Error::from_datafusion)?;
         let on = keys
             .iter()
-            .map(|k| format!("k.{0} = f.{0}", quote(k)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let select = keys
+            .map(|k| column("k", k).eq(column("f", k)))
+            .chain([asof_match(column("k", CUTOFF).gt_eq(column("f", ts)))])
+            .reduce(Expr::and);
+        let select: Vec<Expr> = keys
             .iter()
-            .map(|k| format!("k.{}", quote(k)))
+            .map(|k| column("k", k))
             .chain(
                 schema
                     .fields()
                     .iter()
                     .filter(|f| !keys.contains(f.name()))
-                    .map(|f| format!("f.{}", quote(f.name()))),
+                    .map(|f| column("f", f.name())),
             )
-            .collect::<Vec<_>>()
-            .join(", ");
-        // The cut-off joins the keys after DISTINCT, not inside it: a constant among the grouping
-        // columns makes DataFusion aggregate as if sorted, emitting in batch-sized steps that
-        // each shift all remaining groups (3M keys: 2.3 s against 0.14 s).
-        let sql = format!(
-            "SELECT {select} FROM (SELECT {key_list}, {cutoff} AS __flywheel_cutoff \
-             FROM (SELECT DISTINCT {key_list} FROM {view}) d) k \
-             ASOF JOIN {view} f MATCH_CONDITION (k.__flywheel_cutoff >= f.{t}) ON {on} \
-             WHERE f.{t} IS NOT NULL",
-            t = quote(ts)
-        );
+            .collect();
+        let plan = scan("f")
+            .and_then(|f| f.build())
+            .and_then(|f| probes.join_on(f, JoinType::Left, on))
+            .and_then(|b| b.filter(column("f", ts).is_not_null()))
+            .and_then(|b| b.project(select))
+            .and_then(|b| b.build())
+            .map_err(Error::from_datafusion)?;
         // Boxed: loading runs a query from inside a statement (CREATE / REFRESH / ALTER).
-        let output = Box::pin(self.sql(&sql)).await?;
+        let output = Box::pin(self.run(Planned::Query(plan))).await?;
         let schema = output.schema();
         let batches = output.collect().await?;
         // An empty view loads as an empty snapshot (every key: not found).
@@ -263,21 +275,38 @@ impl Engine {
     }
 
     /// An interval literal (`INTERVAL '30 days'`) in microseconds (a month counts 30 days).
-    async fn interval_micros(&self, interval: &str) -> Result<i64> {
-        let sql = format!("SELECT arrow_cast({interval}, 'Interval(MonthDayNano)')");
-        let batches = Box::pin(self.sql(&sql)).await?.collect().await?;
-        let value = batches
-            .first()
-            .and_then(|b| {
-                b.column(0)
-                    .as_any()
-                    .downcast_ref::<arrow::array::IntervalMonthDayNanoArray>()
-                    .filter(|a| !a.is_empty())
-                    .map(|a| a.value(0))
-            })
-            .ok_or_else(|| Error::InvalidInput(format!("TTL `{interval}` is not an interval")))?;
+    async fn interval_micros(&self, text: &str) -> Result<i64> {
+        let value = interval(self, text)?
+            .cast_to(&DataType::Interval(IntervalUnit::MonthDayNano))
+            .map_err(Error::from_datafusion)?;
+        let ScalarValue::IntervalMonthDayNano(Some(value)) = value else {
+            return Err(Error::InvalidInput(format!(
+                "TTL `{text}` is not an interval"
+            )));
+        };
         Ok(i64::from(value.months) * 30 * 86_400_000_000
             + i64::from(value.days) * 86_400_000_000
             + value.nanoseconds / 1_000)
+    }
+
+    /// The latest event time of the feature view `name` (its table `provider`).
+    async fn latest_event(
+        &self,
+        name: &str,
+        provider: &Arc<dyn datafusion::catalog::TableProvider>,
+        ts: &str,
+    ) -> Result<ScalarValue> {
+        let plan = LogicalPlanBuilder::scan(name, provider_as_source(Arc::clone(provider)), None)
+            .and_then(|b| b.aggregate(Vec::<Expr>::new(), [max(col(Column::new_unqualified(ts)))]))
+            .and_then(|b| b.build())
+            .map_err(Error::from_datafusion)?;
+        let batches = Box::pin(self.run(Planned::Query(plan)))
+            .await?
+            .collect()
+            .await?;
+        match batches.first().filter(|b| b.num_rows() > 0) {
+            Some(b) => ScalarValue::try_from_array(b.column(0), 0).map_err(Error::from_datafusion),
+            None => Ok(ScalarValue::Null),
+        }
     }
 }

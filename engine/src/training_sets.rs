@@ -9,11 +9,8 @@
 //! the training set is never changed and says what it was built from.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
-use datafusion::common::{Column, DFSchema, TableReference};
-use datafusion::logical_expr::expr::ScalarFunction;
-use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder, ScalarUDF, when};
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder, lit, when};
 use flywheel_catalog::Change;
 use flywheel_catalog::load_table;
 use flywheel_catalog::objects::{
@@ -21,7 +18,6 @@ use flywheel_catalog::objects::{
     Lineage, TrainingSetDefinition,
 };
 use flywheel_sql::ast::{CreateTrainingSet, ObjectKind};
-use flywheel_udfs::asof_marker::AsOfMatchUdf;
 
 use super::definitions::{Keyed, definition};
 use super::definitions::{training_set_definition, training_set_not_found};
@@ -30,45 +26,10 @@ use super::feature_views::{
 };
 use super::incremental::{self, Decision, Outcome};
 use super::lineage::{lineage_in_commit, table_version};
+use super::plans::{asof_match, column, interval, names_of, pinned_scan};
 use super::schedules::{self, Schedule};
 use super::{Engine, Output, object_name};
 use crate::{Error, Result};
-
-/// A column of the relation aliased `relation`.
-fn column(relation: &str, name: &str) -> Expr {
-    Expr::Column(Column::new(Some(TableReference::bare(relation)), name))
-}
-
-/// `__flywheel_asof_match(condition)`: marks the join an `ASOF JOIN` for the analyzer rule, as the
-/// SQL rewrite of `MATCH_CONDITION` does.
-fn asof_marker(condition: Expr) -> Expr {
-    Expr::ScalarFunction(ScalarFunction::new_udf(
-        Arc::new(ScalarUDF::new_from_impl(AsOfMatchUdf::default())),
-        vec![condition],
-    ))
-}
-
-/// A scan of table `name` at `version`, aliased `alias`.
-async fn pinned_scan(
-    engine: &Engine,
-    name: &str,
-    version: u64,
-    alias: &str,
-) -> Result<LogicalPlan> {
-    LogicalPlanBuilder::from(engine.table_version_plan(name, version).await?)
-        .alias(alias)
-        .and_then(LogicalPlanBuilder::build)
-        .map_err(Error::from_datafusion)
-}
-
-/// The column names of a plan's output.
-fn names_of(plan: &LogicalPlan) -> Vec<String> {
-    plan.schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect()
-}
 
 /// The training set's plan, every input scanned at its current version: the label's rows (`l`),
 /// left-joined AS OF their event time with each feature view (`f0`, `f1`, ...) on its entity's
@@ -149,13 +110,10 @@ async fn build_plan(
         };
         // Within the TTL: the feature's event time is at most `ttl` before the label's.
         let fresh = match &vdef.ttl {
-            Some(ttl) => {
-                let ttl = engine
-                    .context()
-                    .parse_sql_expr(ttl, &DFSchema::empty())
-                    .map_err(df)?;
-                Some(column(&alias, &vdef.event_time).gt_eq(column("l", &label.event_time) - ttl))
-            }
+            Some(ttl) => Some(
+                column(&alias, &vdef.event_time)
+                    .gt_eq(column("l", &label.event_time) - lit(interval(engine, ttl)?)),
+            ),
             None => None,
         };
         for c in wanted {
@@ -173,7 +131,7 @@ async fn build_plan(
             select.push(expr.alias(out_name));
         }
         let matched =
-            asof_marker(column("l", &label.event_time).gt_eq(column(&alias, &vdef.event_time)));
+            asof_match(column("l", &label.event_time).gt_eq(column(&alias, &vdef.event_time)));
         let on = keys
             .iter()
             .map(|k| column("l", k).eq(column(&alias, k)))

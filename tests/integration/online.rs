@@ -615,3 +615,34 @@ async fn lookups_arriving_together_fetch_a_new_snapshot_once() {
     a.stop().await.expect("clean shutdown");
     b.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn views_with_integer_and_date_event_times_serve_each_keys_latest_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = crate::common::engine_with(
+        dir.path(),
+        &[
+            "CREATE ENTITY user (user_id BIGINT)",
+            "CREATE TABLE seq (user_id BIGINT, n BIGINT, v DOUBLE)",
+            "INSERT INTO seq VALUES (1, 1, 1.0), (1, 5, 5.0), (2, 3, 3.0), (1, 4, 4.0)",
+            "CREATE FEATURE VIEW by_seq ENTITY user EVENT TIME n WITH (online = true) \
+             AS SELECT * FROM seq",
+            "CREATE TABLE daily (user_id BIGINT, day DATE, v DOUBLE)",
+            "INSERT INTO daily VALUES (1, DATE '2020-01-01', 1.0), (1, DATE '2020-01-03', 3.0), \
+             (2, DATE '2020-01-02', 2.0), (2, DATE '2999-01-01', 9.0)",
+            "CREATE FEATURE VIEW by_day ENTITY user EVENT TIME day WITH (online = true) \
+             AS SELECT * FROM daily",
+        ],
+    )
+    .await;
+    // An integer event time: the latest row per key, whatever its number.
+    assert_eq!(
+        crate::common::sql_rows(&engine, "SELECT user_id, n, v FROM online('by_seq')").await,
+        ["1,5,5.0", "2,3,3.0"]
+    );
+    // A date: the latest row at or before today (a row dated in the future is not served yet).
+    assert_eq!(
+        crate::common::sql_rows(&engine, "SELECT user_id, day, v FROM online('by_day')").await,
+        ["1,2020-01-03,3.0", "2,2020-01-02,2.0"]
+    );
+}
