@@ -45,6 +45,15 @@ pub enum Error {
     #[error("the warehouse registry at `{location}` is unreadable: {reason}")]
     CorruptRegistry { location: String, reason: String },
 
+    /// An object whose stored definition does not read (written by another version of Flywheel,
+    /// or damaged).
+    #[error("{kind} `{name}` has an unreadable definition: {reason}")]
+    UnreadableDefinition {
+        kind: String,
+        name: String,
+        reason: String,
+    },
+
     #[error(transparent)]
     Delta(#[from] deltalake::DeltaTableError),
 

@@ -106,14 +106,14 @@ pub fn inputs_of(registry: &Registry, kind: &str, name: &str) -> Vec<String> {
         return Vec::new();
     };
     let named: Vec<String> = if kind == KIND_TRAINING_SET {
-        match serde_json::from_str::<TrainingSetDefinition>(&entry.definition) {
+        match entry.decode::<TrainingSetDefinition>() {
             Ok(def) => std::iter::once(def.label)
                 .chain(def.features.into_iter().map(|f| f.view))
                 .collect(),
             Err(_) => Vec::new(),
         }
     } else {
-        match serde_json::from_str::<FeatureViewDefinition>(&entry.definition) {
+        match entry.decode::<FeatureViewDefinition>() {
             Ok(def) => query_relations(&def.query),
             Err(_) => Vec::new(),
         }

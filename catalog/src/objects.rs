@@ -106,7 +106,7 @@ pub fn entities_batch(registry: &Registry) -> Result<RecordBatch> {
     let defs: Vec<EntityDefinition> = objects
         .iter()
         .map(|o| {
-            serde_json::from_str(&o.definition).unwrap_or(EntityDefinition {
+            o.decode().unwrap_or(EntityDefinition {
                 keys: vec![],
                 sql: String::new(),
             })
@@ -145,10 +145,8 @@ fn created_field() -> Field {
 /// `flywheel.feature_views` (`labels` when `kind` is [`KIND_LABEL`]): one row per object.
 pub fn keyed_batch(registry: &Registry, kind: &str) -> Result<RecordBatch> {
     let objects = registry.objects(kind);
-    let defs: Vec<Option<FeatureViewDefinition>> = objects
-        .iter()
-        .map(|o| serde_json::from_str(&o.definition).ok())
-        .collect();
+    let defs: Vec<Option<FeatureViewDefinition>> =
+        objects.iter().map(|o| o.decode().ok()).collect();
     let text = |f: &dyn Fn(&FeatureViewDefinition) -> Option<String>| -> ArrayRef {
         Arc::new(
             defs.iter()
@@ -194,10 +192,8 @@ pub fn keyed_batch(registry: &Registry, kind: &str) -> Result<RecordBatch> {
 /// `flywheel.training_sets`: one row per training set.
 pub fn training_sets_batch(registry: &Registry) -> Result<RecordBatch> {
     let objects = registry.objects(KIND_TRAINING_SET);
-    let defs: Vec<Option<TrainingSetDefinition>> = objects
-        .iter()
-        .map(|o| serde_json::from_str(&o.definition).ok())
-        .collect();
+    let defs: Vec<Option<TrainingSetDefinition>> =
+        objects.iter().map(|o| o.decode().ok()).collect();
     let schema = Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, false),
         Field::new("label", DataType::Utf8, true),
@@ -310,7 +306,7 @@ pub fn lineage_batch(registry: &Registry) -> Result<RecordBatch> {
         let Some((set, _)) = o.name.rsplit_once('@') else {
             continue;
         };
-        let Ok(l) = serde_json::from_str::<Lineage>(&o.definition) else {
+        let Ok(l) = o.decode::<Lineage>() else {
             continue;
         };
         for (input, v) in &l.inputs {

@@ -580,7 +580,37 @@ pub struct ObjectEntry {
     pub created_at_us: i64,
 }
 
+impl ObjectEntry {
+    /// The definition as its type (`FeatureViewDefinition`, `TrainingSetDefinition`, ...); an
+    /// unreadable one is [`Error::UnreadableDefinition`], naming the object.
+    pub fn decode<D: serde::de::DeserializeOwned>(&self) -> Result<D> {
+        serde_json::from_str(&self.definition).map_err(|e| Error::UnreadableDefinition {
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
 impl Registry {
+    /// The typed definition of the live object `kind`/`name`; `None` when there is none.
+    pub fn definition<D: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<D>> {
+        self.object(kind, name).map(|o| o.decode()).transpose()
+    }
+
+    /// The live objects of `kind` with their typed definitions, sorted by name; objects whose
+    /// definition does not read as `D` are left out.
+    pub fn definitions<D: serde::de::DeserializeOwned>(&self, kind: &str) -> Vec<(ObjectEntry, D)> {
+        self.objects(kind)
+            .into_iter()
+            .filter_map(|o| o.decode().ok().map(|d| (o, d)))
+            .collect()
+    }
+
     /// The live objects of `kind`, sorted by name.
     pub fn objects(&self, kind: &str) -> Vec<ObjectEntry> {
         let state = self.read_state();

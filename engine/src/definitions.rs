@@ -70,15 +70,9 @@ pub(super) fn registry_definition(
     kind: Keyed,
     name: &str,
 ) -> Result<FeatureViewDefinition> {
-    let entry = registry
-        .object(kind.registry_kind(), name)
-        .ok_or_else(|| not_found(kind, name))?;
-    serde_json::from_str(&entry.definition).map_err(|e| {
-        Error::InvalidInput(format!(
-            "{} `{name}` has an unreadable definition: {e}",
-            kind.noun()
-        ))
-    })
+    registry
+        .definition(kind.registry_kind(), name)?
+        .ok_or_else(|| not_found(kind, name))
 }
 
 /// The kind of keyed object whose table `name` is, if any (DROP TABLE refuses those).
@@ -113,10 +107,11 @@ pub(super) fn reading_table(engine: &Engine, table: &str) -> Vec<(Keyed, String)
 pub(super) fn using_entity(engine: &Engine, entity: &str) -> Vec<String> {
     let mut out = Vec::new();
     for kind in [Keyed::FeatureView, Keyed::Label] {
-        for o in engine.registry().objects(kind.registry_kind()) {
-            if serde_json::from_str::<FeatureViewDefinition>(&o.definition)
-                .is_ok_and(|d| d.entity == entity)
-            {
+        for (o, d) in engine
+            .registry()
+            .definitions::<FeatureViewDefinition>(kind.registry_kind())
+        {
+            if d.entity == entity {
                 out.push(format!("{} `{}`", kind.noun(), o.name));
             }
         }
@@ -128,15 +123,10 @@ pub(super) fn training_set_definition(
     engine: &Engine,
     name: &str,
 ) -> Result<TrainingSetDefinition> {
-    let entry = engine
+    engine
         .registry()
-        .object(KIND_TRAINING_SET, name)
-        .ok_or_else(|| training_set_not_found(name))?;
-    serde_json::from_str(&entry.definition).map_err(|e| {
-        Error::InvalidInput(format!(
-            "training set `{name}` has an unreadable definition: {e}"
-        ))
-    })
+        .definition(KIND_TRAINING_SET, name)?
+        .ok_or_else(|| training_set_not_found(name))
 }
 
 pub(super) fn training_set_not_found(name: &str) -> Error {
@@ -166,12 +156,9 @@ pub(super) fn is_training_set(engine: &Engine, name: &str) -> bool {
 pub(super) fn training_sets_reading(engine: &Engine, input: &str) -> Vec<String> {
     engine
         .registry()
-        .objects(KIND_TRAINING_SET)
+        .definitions::<TrainingSetDefinition>(KIND_TRAINING_SET)
         .into_iter()
-        .filter(|o| {
-            serde_json::from_str::<TrainingSetDefinition>(&o.definition)
-                .is_ok_and(|d| d.label == input || d.features.iter().any(|f| f.view == input))
-        })
-        .map(|o| o.name)
+        .filter(|(_, d)| d.label == input || d.features.iter().any(|f| f.view == input))
+        .map(|(o, _)| o.name)
         .collect()
 }

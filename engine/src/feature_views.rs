@@ -68,18 +68,15 @@ async fn plan_and_check(
     def: &FeatureViewDefinition,
 ) -> Result<(LogicalPlan, Lineage)> {
     let noun = kind.noun();
-    let entity = engine.registry().object(KIND_ENTITY, &def.entity).ok_or_else(|| {
-        Error::InvalidInput(format!(
-            "{noun} `{name}` names entity `{}`, which does not exist; CREATE ENTITY it first (SHOW ENTITIES lists them)",
-            def.entity
-        ))
-    })?;
-    let entity: EntityDefinition = serde_json::from_str(&entity.definition).map_err(|e| {
-        Error::InvalidInput(format!(
-            "entity `{}` has an unreadable definition: {e}",
-            def.entity
-        ))
-    })?;
+    let entity: EntityDefinition = engine
+        .registry()
+        .definition(KIND_ENTITY, &def.entity)?
+        .ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "{noun} `{name}` names entity `{}`, which does not exist; CREATE ENTITY it first (SHOW ENTITIES lists them)",
+                def.entity
+            ))
+        })?;
     let (statement, pinned, inputs) = lineage::pin_query(engine, &def.query).await?;
     let record = Lineage {
         version: 0,

@@ -73,8 +73,7 @@ struct Row {
 /// label's.
 fn event_time_column(registry: &Registry, kind: &str, name: &str) -> Option<String> {
     if kind == KIND_TRAINING_SET {
-        let row = registry.object(KIND_TRAINING_SET, name)?;
-        let def: TrainingSetDefinition = serde_json::from_str(&row.definition).ok()?;
+        let def: TrainingSetDefinition = registry.definition(KIND_TRAINING_SET, name).ok()??;
         return registry_definition(registry, Keyed::Label, &def.label)
             .ok()
             .map(|d| d.event_time);

@@ -185,13 +185,10 @@ async fn create_entity(engine: &Engine, c: CreateEntity) -> Result<Output> {
 
 /// The stored definition of entity `name`.
 fn entity_definition(engine: &Engine, name: &str) -> Result<EntityDefinition> {
-    let entry = engine
+    engine
         .registry()
-        .object(KIND_ENTITY, name)
-        .ok_or_else(|| not_found(name))?;
-    serde_json::from_str(&entry.definition).map_err(|e| {
-        Error::InvalidInput(format!("entity `{name}` has an unreadable definition: {e}"))
-    })
+        .definition(KIND_ENTITY, name)?
+        .ok_or_else(|| not_found(name))
 }
 
 impl Engine {

@@ -35,13 +35,10 @@ pub fn is_online(def: &FeatureViewDefinition) -> bool {
 /// The feature views that ask to be served online, by name.
 pub fn online_views(registry: &Registry) -> Vec<String> {
     registry
-        .objects(KIND_FEATURE_VIEW)
+        .definitions::<FeatureViewDefinition>(KIND_FEATURE_VIEW)
         .into_iter()
-        .filter(|e| {
-            serde_json::from_str::<FeatureViewDefinition>(&e.definition)
-                .is_ok_and(|def| is_online(&def))
-        })
-        .map(|e| e.name)
+        .filter(|(_, def)| is_online(def))
+        .map(|(e, _)| e.name)
         .collect()
 }
 

@@ -255,8 +255,7 @@ pub(crate) fn drop_change(name: &str) -> Change {
 
 /// The schedule of object `name`, if it has one.
 pub(crate) fn entry(registry: &flywheel_catalog::Registry, name: &str) -> Option<ScheduleEntry> {
-    let row = registry.object(KIND_SCHEDULE, name)?;
-    serde_json::from_str(&row.definition).ok()
+    registry.definition(KIND_SCHEDULE, name).ok().flatten()
 }
 
 /// `ALTER <kind> x SUSPEND` (`suspend`) or `RESUME`.

@@ -65,8 +65,9 @@ async fn build_plan(
         })?;
         let entity = engine
             .registry()
-            .object(KIND_ENTITY, &vdef.entity)
-            .and_then(|o| serde_json::from_str::<EntityDefinition>(&o.definition).ok())
+            .definition::<EntityDefinition>(KIND_ENTITY, &vdef.entity)
+            .ok()
+            .flatten()
             .ok_or_else(|| {
                 Error::InvalidInput(format!(
                     "feature view `{view}` names a missing entity `{}`",
@@ -359,11 +360,10 @@ pub(super) async fn describe(engine: &Engine, name: &str) -> Result<Output> {
 async fn lineages(engine: &Engine, name: &str) -> Result<Vec<Lineage>> {
     let mut versions: BTreeMap<u64, Lineage> = engine
         .registry()
-        .objects(KIND_TRAINING_SET_VERSION)
+        .definitions::<Lineage>(KIND_TRAINING_SET_VERSION)
         .into_iter()
-        .filter(|o| o.name.rsplit_once('@').is_some_and(|(set, _)| set == name))
-        .filter_map(|o| serde_json::from_str::<Lineage>(&o.definition).ok())
-        .map(|l| (l.version, l))
+        .filter(|(o, _)| o.name.rsplit_once('@').is_some_and(|(set, _)| set == name))
+        .map(|(_, l)| (l.version, l))
         .collect();
     let Some(entry) = engine.registry().table(name) else {
         return Ok(versions.into_values().collect());

@@ -35,6 +35,7 @@ pub fn to_status(e: Error) -> Status {
                 Status::invalid_argument(message)
             }
             C::RegistryBusy { .. } => Status::aborted(message),
+            C::UnreadableDefinition { .. } => Status::failed_precondition(message),
             _ => internal(&e),
         },
         Error::DataFusion(df) => datafusion_status(df, message, &e),
