@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use arrow::datatypes::DataType;
 use datafusion::logical_expr::LogicalPlan;
 use flywheel_catalog::objects::{
-    EntityDefinition, FeatureViewDefinition, KIND_ENTITY, KIND_FEATURE_VIEW, KIND_LABEL, Lineage,
+    EntityDefinition, FeatureViewDefinition, KIND_ENTITY, KIND_FEATURE_VIEW, Lineage,
 };
 use flywheel_catalog::{Change, TableEntry};
 use flywheel_sql::ast::{CreateFeatureView, ObjectKind};
@@ -61,7 +61,7 @@ fn key_type_fits(declared: &str, found: &DataType) -> bool {
 
 /// Plans the view's query, with every input pinned at its current version, and checks it against
 /// the entity; returns the plan and the lineage to record in the commit of the version it builds.
-async fn plan_and_check(
+pub(super) async fn plan_and_check(
     engine: &Engine,
     kind: Keyed,
     name: &str,
@@ -157,15 +157,8 @@ async fn create_once(engine: &Engine, c: &CreateFeatureView) -> Result<Option<Ou
     };
     let ttl = match &c.ttl {
         Some(t) => {
-            // Checked by planning it: a TTL must be an interval.
-            let sql = format!("SELECT {t}");
-            let plan = engine
-                .context()
-                .state()
-                .create_logical_plan(&sql)
-                .await
-                .map_err(Error::from_datafusion)?;
-            if !matches!(plan.schema().field(0).data_type(), DataType::Interval(_)) {
+            // A TTL is an interval literal: training sets and online loads read it as one.
+            if super::plans::interval(engine, &t.to_string()).is_err() {
                 return Err(Error::InvalidInput(format!(
                     "feature view `{name}`: TTL must be an interval, e.g. TTL INTERVAL '30 days'; found {t}"
                 )));
@@ -229,7 +222,7 @@ const OPTIONS: [(&str, &str); 2] = [
 /// The options of a `WITH (...)` or `SET (...)` as stored (`(key, value)`); options a feature view
 /// does not know (a misspelled `onlin = true` would otherwise be stored and the view silently not
 /// served) and values they do not take are refused.
-fn checked_options(
+pub(super) fn checked_options(
     name: &str,
     options: &[flywheel_sql::ast::SqlOption],
 ) -> Result<Vec<(String, String)>> {
@@ -262,7 +255,7 @@ fn checked_options(
 
 /// Records a feature view's (new) definition, then loads it into the online store or takes it
 /// out, as its options say.
-async fn store(engine: &Engine, name: &str, def: &FeatureViewDefinition) -> Result<()> {
+pub(super) async fn store(engine: &Engine, name: &str, def: &FeatureViewDefinition) -> Result<()> {
     let change = object_change(KIND_FEATURE_VIEW, name, def, true)?;
     engine.registry().commit(vec![change]).await?;
     engine
@@ -272,7 +265,7 @@ async fn store(engine: &Engine, name: &str, def: &FeatureViewDefinition) -> Resu
 }
 
 /// The registry change that records `def` as the definition of `kind`/`name`.
-fn object_change(
+pub(super) fn object_change(
     kind: &str,
     name: &str,
     def: &FeatureViewDefinition,
@@ -290,7 +283,7 @@ fn object_change(
 
 /// `e`, from loading `view` into the online store after its definition (and table) were
 /// committed, saying so: the statement is not to be run again, the view is to be refreshed.
-fn online_load_failed(view: &str, done: &str, e: Error) -> Error {
+pub(super) fn online_load_failed(view: &str, done: &str, e: Error) -> Error {
     let say = |why: String| {
         format!(
             "feature view `{view}` was {done}, but loading it into the online store failed: \
@@ -483,7 +476,7 @@ async fn refresh_once(
 }
 
 /// The tables and objects a feature view's or label's query reads, per the registry now.
-fn registered_inputs(engine: &Engine, def: &FeatureViewDefinition) -> Vec<String> {
+pub(super) fn registered_inputs(engine: &Engine, def: &FeatureViewDefinition) -> Vec<String> {
     flywheel_catalog::lineage::query_relations(&def.query)
         .into_iter()
         .filter(|n| engine.registry().table(n).is_some())
@@ -572,55 +565,6 @@ pub(super) async fn describe(engine: &Engine, kind: Keyed, name: &str) -> Result
         super::freshness::describe_rows(engine.registry(), kind.registry_kind(), name).await?,
     );
     super::output::two_columns("property", "value", rows)
-}
-
-/// `CREATE [OR REPLACE] LABEL [IF NOT EXISTS] l ENTITY e EVENT TIME ts FROM (query) | FROM table`:
-/// checked like a feature view and materialized as a Delta table of its name.
-pub(super) async fn create_label(
-    engine: &Engine,
-    c: flywheel_sql::ast::CreateLabel,
-) -> Result<Output> {
-    until_settled(|| create_label_once(engine, &c)).await
-}
-
-/// One try of [`create_label`]; `Ok(None)` when it lost the race for the name and is to run again.
-async fn create_label_once(
-    engine: &Engine,
-    c: &flywheel_sql::ast::CreateLabel,
-) -> Result<Option<Output>> {
-    let name = object_name(&c.name);
-    let Some(exists) = create_prologue(engine, ObjectKind::Label, &name, c.mode)? else {
-        return Ok(Some(Output::empty()));
-    };
-    let query = match &c.source {
-        flywheel_sql::ast::LabelSource::Query(q) => q.to_string(),
-        flywheel_sql::ast::LabelSource::Table(t) => format!("SELECT * FROM {t}"),
-    };
-    let options = schedules::only_refresh_option("label", &name, &c.options)?;
-    let schedule = schedules::from_options("label", &name, &options)?.unwrap_or(Schedule::Manual);
-    let def = FeatureViewDefinition {
-        entity: object_name(&c.entity),
-        event_time: object_name(&c.event_time),
-        ttl: None,
-        options: vec![],
-        query,
-        sql: flywheel_sql::ast::FlywheelDdl::CreateLabel(Box::new(c.clone())).to_string(),
-    };
-    lineage::refuse_cycle(engine, "label", &name, &registered_inputs(engine, &def))?;
-    let (plan, record) = plan_and_check(engine, Keyed::Label, &name, &def).await?;
-    let metadata = lineage::commit_metadata(&name, &record)?;
-    let materialized = materialize(engine, &name, plan, metadata).await?;
-    let changes = vec![
-        object_change(KIND_LABEL, &name, &def, exists)?,
-        schedules::set_change(KIND_LABEL, &name, &schedule)?,
-    ];
-    match commit_object(engine, materialized, changes).await {
-        Ok(()) => Ok(Some(Output::empty())),
-        Err(e) if lost_create_race(&e) => {
-            after_lost_race(engine, ObjectKind::Label, &name, c.mode).await
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// The common start of a `CREATE` of a materialized object: `Ok(None)` when `IF NOT EXISTS` finds
