@@ -11,7 +11,7 @@ use crate::untrusted::put_batches;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::writer::IpcWriteOptions;
-use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::encode::{FlightDataEncoderBuilder, GRPC_TARGET_MAX_FLIGHT_SIZE_BYTES};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::SqlInfoData;
@@ -173,7 +173,18 @@ impl FlywheelFlightSqlService {
             .read_shard(&ticket.source, ticket.spec)
             .await
             .map_err(to_status)?;
-        Ok((batches.schema(), engine_batches(batches)))
+        let schema = batches.schema();
+        let pieces = engine_batches(batches)
+            .map_ok(|b| {
+                stream::iter(
+                    wire_types::compact_views(b, GRPC_TARGET_MAX_FLIGHT_SIZE_BYTES)
+                        .into_iter()
+                        .map(Ok),
+                )
+            })
+            .try_flatten()
+            .boxed();
+        Ok((schema, pieces))
     }
 
     /// One online lookup: the answer is one record batch.
