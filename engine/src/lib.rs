@@ -212,6 +212,18 @@ impl Engine {
         Ok(flywheel_sql::parse_sql(sql)?.into_iter().collect())
     }
 
+    /// Parses SQL text that must hold exactly one statement ([`Error::NotOneStatement`]
+    /// otherwise).
+    pub fn parse_one(&self, sql: &str) -> Result<FlywheelStatement> {
+        let mut statements = self.parse(sql)?;
+        if statements.len() != 1 {
+            return Err(Error::NotOneStatement {
+                found: statements.len(),
+            });
+        }
+        Ok(statements.remove(0))
+    }
+
     /// The limits statements run under.
     pub fn limits(&self) -> &limits::Limits {
         &self.limits
@@ -219,13 +231,7 @@ impl Engine {
 
     /// Parses, plans and runs exactly one statement.
     pub async fn sql(&self, sql: &str) -> Result<Output> {
-        let mut statements = self.parse(sql)?;
-        if statements.len() != 1 {
-            return Err(Error::NotOneStatement {
-                found: statements.len(),
-            });
-        }
-        let statement = statements.remove(0);
+        let statement = self.parse_one(sql)?;
         self.execute(statement).await
     }
 

@@ -65,13 +65,7 @@ pub(super) async fn pin_query(
             versions.insert(name.clone(), table_version(engine.registry(), &name).await?);
         }
     }
-    let mut statements = engine.parse(sql)?;
-    if statements.len() != 1 {
-        return Err(Error::NotOneStatement {
-            found: statements.len(),
-        });
-    }
-    let mut statement = statements.remove(0);
+    let mut statement = engine.parse_one(sql)?;
     if let FlywheelStatement::DataFusion(s) = &mut statement {
         super::visit_statement_mut(s, &mut Pin(&versions))?;
     }

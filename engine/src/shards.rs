@@ -290,22 +290,14 @@ impl Engine {
     pub async fn source_plan(&self, source: &ShardSource) -> Result<LogicalPlan> {
         match source {
             ShardSource::Table { name, version } => self.table_version_plan(name, *version).await,
-            ShardSource::Query(sql) => {
-                let mut statements = self.parse(sql)?;
-                if statements.len() != 1 {
-                    return Err(Error::NotOneStatement {
-                        found: statements.len(),
-                    });
-                }
-                match self.plan(statements.remove(0)).await? {
-                    Planned::Query(logical) => Ok(logical),
-                    _ => Err(Error::InvalidInput(
-                        "a sharded read takes a query (SELECT ...); run statements through \
+            ShardSource::Query(sql) => match self.plan(self.parse_one(sql)?).await? {
+                Planned::Query(logical) => Ok(logical),
+                _ => Err(Error::InvalidInput(
+                    "a sharded read takes a query (SELECT ...); run statements through \
                          Flight SQL"
-                            .into(),
-                    )),
-                }
-            }
+                        .into(),
+                )),
+            },
         }
     }
 

@@ -70,7 +70,7 @@ impl FlywheelFlightSqlService {
 
     /// Parses, plans and binds a statement.
     async fn plan(&self, statement: &Statement) -> Result<Planned, Status> {
-        let parsed = one_statement(&self.engine, &statement.sql)?;
+        let parsed = self.engine.parse_one(&statement.sql).map_err(to_status)?;
         let planned = self.engine.plan(parsed).await.map_err(to_status)?;
         match &statement.params {
             Some(params) => planned.bind(params).map_err(to_status),
@@ -230,16 +230,6 @@ fn output_schema(batches: &[RecordBatch]) -> SchemaRef {
         .first()
         .map(|b| b.schema())
         .unwrap_or_else(|| Arc::new(Schema::empty()))
-}
-
-fn one_statement(engine: &Engine, sql: &str) -> Result<flywheel_sql::FlywheelStatement, Status> {
-    let mut statements = engine.parse(sql).map_err(to_status)?;
-    if statements.len() != 1 {
-        return Err(to_status(Error::NotOneStatement {
-            found: statements.len(),
-        }));
-    }
-    Ok(statements.remove(0))
 }
 
 /// Encodes a stream of record batches as Flight data, batch by batch.
