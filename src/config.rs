@@ -24,6 +24,9 @@ use crate::{Error, Result};
 pub struct Config {
     /// Address the Flight SQL server listens on.
     pub listen: String,
+    /// Address the Postgres wire front door listens on, e.g. `127.0.0.1:5433` (default: none, the
+    /// door is closed). It takes the same credentials and TLS certificate as Flight.
+    pub pg_listen: Option<String>,
     /// Warehouse root: a local folder or an object-store URL.
     pub warehouse: String,
     /// Log filter in `tracing`'s env-filter syntax (`info`, `flywheel=debug`, ...).
@@ -82,6 +85,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:50051".into(),
+            pg_listen: None,
             warehouse: "./warehouse".into(),
             log: "info".into(),
             auth_token: None,
@@ -112,6 +116,7 @@ impl Default for Config {
 pub struct Overrides {
     pub config_file: Option<String>,
     pub listen: Option<String>,
+    pub pg_listen: Option<String>,
     pub warehouse: Option<String>,
     pub auth_token: Option<String>,
     pub auth_user: Option<String>,
@@ -173,6 +178,7 @@ impl Config {
             ),
             ("FLYWHEEL_TLS_CERT", &flags.tls_cert, &mut config.tls_cert),
             ("FLYWHEEL_TLS_KEY", &flags.tls_key, &mut config.tls_key),
+            ("FLYWHEEL_PG_LISTEN", &flags.pg_listen, &mut config.pg_listen),
             (
                 "FLYWHEEL_ONLINE_STORE",
                 &flags.online_store,
@@ -413,6 +419,28 @@ impl Config {
             token: self.auth_token.clone(),
             user: self.auth_user.clone().zip(self.auth_password.clone()),
         }
+    }
+
+    /// How the Postgres front door serves (`None`: `pg_listen` is not set): its address, and the
+    /// same credentials and TLS files as Flight.
+    pub fn pg_options(&self) -> Result<Option<(SocketAddr, flywheel_pg::PgOptions)>> {
+        let Some(listen) = &self.pg_listen else {
+            return Ok(None);
+        };
+        let addr = listen.parse().map_err(|e| {
+            Error::Config(format!(
+                "pg_listen address `{listen}` is not HOST:PORT ({e}); e.g. 127.0.0.1:5433"
+            ))
+        })?;
+        let flight = self.serve_options()?;
+        Ok(Some((
+            addr,
+            flywheel_pg::PgOptions {
+                credentials: flight.credentials,
+                tls: flight.tls,
+                max_connections: 0,
+            },
+        )))
     }
 
     /// The listen address, parsed.

@@ -1,6 +1,6 @@
-//! [`Error`]: everything an engine operation can fail with, as structured variants. Front doors
-//! choose their protocol's codes by variant, in one place each (the Flight front door's `status`
-//! module); no code is chosen by reading a message.
+//! [`Error`]: everything an engine operation can fail with, as structured variants. Each error has
+//! a class ([`crate::ErrorClass`]); front doors choose their protocol's codes by class, in one place
+//! each (the Flight front door's `status` module, the Postgres front door's `sqlstate`).
 
 use datafusion::error::DataFusionError;
 use flywheel_sql::ast::ObjectKind;
@@ -142,6 +142,10 @@ impl Error {
     pub fn user_message(&self) -> String {
         match self {
             Error::DataFusion(e) => datafusion_message(e),
+            Error::Delta(d) if flywheel_catalog::is_commit_race(d) => format!(
+                "{self}: another writer committed to the same table first; nothing was committed \
+                 by this statement, run it again"
+            ),
             other => other.to_string(),
         }
     }

@@ -17,7 +17,9 @@
 //! in both.
 
 pub mod asof;
+pub mod credentials;
 pub mod error;
+mod error_class;
 pub mod online;
 pub mod untrusted;
 
@@ -66,7 +68,9 @@ use flywheel_catalog::{Registry, Warehouse};
 use flywheel_sql::FlywheelStatement;
 use tracing::instrument;
 
+pub use credentials::Credentials;
 pub use error::{Error, Result};
+pub use error_class::ErrorClass;
 pub use file_access::FileAccess;
 pub use ingest::{IfExists, IfMissing, IngestTarget};
 pub use online_load::{explain_online, is_online, not_served, online_views};

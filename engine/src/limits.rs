@@ -62,7 +62,7 @@ impl Default for Limits {
 
 impl Limits {
     /// Refuses SQL text longer than [`Limits::max_statement_bytes`].
-    pub(super) fn check_text(&self, sql: &str) -> Result<()> {
+    pub fn check_text(&self, sql: &str) -> Result<()> {
         if sql.len() > self.max_statement_bytes {
             return Err(Error::Limit(format!(
                 "the statement is {} bytes long; the most this server takes is {} \

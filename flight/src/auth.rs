@@ -24,21 +24,7 @@ use tonic::service::Interceptor;
 
 use super::to_status;
 
-/// The credentials a server accepts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Credentials {
-    /// A static bearer token.
-    pub token: Option<String>,
-    /// A user and password for Basic authentication.
-    pub user: Option<(String, String)>,
-}
-
-impl Credentials {
-    /// Whether any credential is configured (otherwise every call is accepted).
-    pub fn enabled(&self) -> bool {
-        self.token.is_some() || self.user.is_some()
-    }
-}
+pub use flywheel_engine::Credentials;
 
 /// Session tokens kept; past this many, the least recently used tenth is forgotten.
 pub const MAX_SESSIONS: usize = 100_000;
@@ -130,12 +116,7 @@ impl Authenticator {
         match scheme.to_ascii_lowercase().as_str() {
             "bearer" => {
                 let value = value.trim();
-                let known = self
-                    .credentials
-                    .token
-                    .as_deref()
-                    .is_some_and(|t| same(t, value))
-                    || self.is_session(value);
+                let known = self.credentials.is_token(value) || self.is_session(value);
                 if known {
                     Ok(Caller::Bearer(value.to_string()))
                 } else {
@@ -149,10 +130,10 @@ impl Authenticator {
             "basic" => {
                 let (user, password) = decode_basic(value.trim())
                     .ok_or_else(|| refused("the Basic credentials are not base64 user:password"))?;
-                match &self.credentials.user {
-                    // Both compared whatever the first gives, in constant time.
-                    Some((u, p)) if same(u, &user) & same(p, &password) => Ok(Caller::User),
-                    _ => Err(refused("wrong user or password")),
+                if self.credentials.is_user(&user, &password) {
+                    Ok(Caller::User)
+                } else {
+                    Err(refused("wrong user or password"))
                 }
             }
             _ => Err(refused("unknown authorization scheme")),
@@ -181,12 +162,6 @@ fn refused(why: &str) -> Status {
     to_status(Error::Unauthenticated(format!(
         "{why}: send `authorization: Bearer <token>`, or handshake with Basic user and password"
     )))
-}
-
-/// Whether two secrets are equal, in time that depends on their lengths only.
-fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// `dXNlcjpwdw` (padded or not, as ADBC sends it) to (`user`, `pw`).
@@ -287,14 +262,5 @@ mod tests {
             .check(&with_header(&format!("Bearer {idle}")))
             .expect_err("forgotten");
         assert!(e.message().contains("handshake again"), "{e}");
-    }
-
-    #[test]
-    fn secrets_compare_equal_only_when_equal() {
-        assert!(same("t0ken", "t0ken"));
-        assert!(!same("t0ken", "t0kem"));
-        assert!(!same("t0ken", "t0ke"));
-        assert!(!same("", "x"));
-        assert!(same("", ""));
     }
 }

@@ -73,11 +73,15 @@ enum Command {
         #[arg(long)]
         full: bool,
     },
-    /// Serve Arrow Flight SQL.
+    /// Serve Arrow Flight SQL (and the Postgres wire protocol with --pg-listen).
     Serve {
         /// Address to listen on [default: 127.0.0.1:50051]. Also FLYWHEEL_LISTEN.
         #[arg(long)]
         listen: Option<String>,
+        /// Also serve the PostgreSQL wire protocol (psql, JDBC, psycopg, BI tools, dbt) on this
+        /// address, e.g. 127.0.0.1:5433 [default: off]. Also FLYWHEEL_PG_LISTEN.
+        #[arg(long)]
+        pg_listen: Option<String>,
         /// Require this bearer token on every call. Also FLYWHEEL_AUTH_TOKEN.
         #[arg(long)]
         auth_token: Option<String>,
@@ -109,6 +113,7 @@ pub fn main() -> ExitCode {
     };
     if let Command::Serve {
         listen,
+        pg_listen,
         auth_token,
         auth_user,
         auth_password,
@@ -117,6 +122,7 @@ pub fn main() -> ExitCode {
     } = &cli.command
     {
         overrides.listen = listen.clone();
+        overrides.pg_listen = pg_listen.clone();
         overrides.auth_token = auth_token.clone();
         overrides.auth_user = auth_user.clone();
         overrides.auth_password = auth_password.clone();
@@ -249,12 +255,48 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
                     ""
                 }
             );
+            let pg = match config.pg_options()? {
+                Some((addr, pg_options)) => {
+                    let listener = flywheel_pg::bind(addr).await?;
+                    flywheel_pg::open_catalog(&engine)?;
+                    println!(
+                        "Flywheel serving the Postgres protocol on {}{}",
+                        listener.local_addr()?,
+                        if pg_options.tls.is_some() {
+                            " (TLS offered)"
+                        } else {
+                            ""
+                        }
+                    );
+                    Some((listener, pg_options))
+                }
+                None => None,
+            };
             // Scheduled refreshes run beside the server, for as long as it serves.
             let scheduler = config.scheduler_options()?.map(|o| {
                 let scheduler = crate::engine::Scheduler::new(engine.clone(), o);
                 AbortOnDrop(tokio::spawn(scheduler.run(std::future::pending())))
             });
-            server::serve_with(engine, listener, options, server::shutdown_signal()).await?;
+            let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+            let pg = pg.map(|(listener, pg_options)| {
+                let engine = engine.clone();
+                let stop = std::sync::Arc::clone(&stop);
+                tokio::spawn(async move {
+                    flywheel_pg::serve(engine, listener, pg_options, async move {
+                        stop.notified().await
+                    })
+                    .await
+                })
+            });
+            let served = server::serve_with(engine, listener, options, server::shutdown_signal()).await;
+            stop.notify_one();
+            if let Some(pg) = pg {
+                match pg.await {
+                    Ok(result) => result?,
+                    Err(e) => return Err(crate::Error::Internal(format!("the Postgres front door stopped: {e}"))),
+                }
+            }
+            served?;
             drop(scheduler);
             Ok(ExitCode::SUCCESS)
         }

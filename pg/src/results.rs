@@ -1,0 +1,98 @@
+//! What a statement's [`Output`] becomes on the wire: rows (encoded from Arrow by `arrow-pg`, in
+//! text or binary as the client asked, batch by batch as the engine streams them) or a command's
+//! completion tag.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
+use arrow::record_batch::RecordBatch;
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
+use flywheel_engine::{Error, Output};
+use futures::{StreamExt as _, stream};
+use pgwire::api::portal::Format;
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::error::PgWireResult;
+use pgwire::messages::data::DataRow;
+use pgwire::types::format::FormatOptions;
+
+use crate::sqlstate::to_pg;
+use crate::statements::Completion;
+
+/// The columns of `schema` as the client is told them.
+pub fn fields(
+    schema: &Schema,
+    format: &Format,
+    options: Option<Arc<FormatOptions>>,
+) -> PgWireResult<Vec<FieldInfo>> {
+    arrow_schema_to_pg_fields(schema, format, options)
+}
+
+/// The response to a statement that ran: rows, or `completion`'s tag. `rows_described` says
+/// whether the client was told (or will be told) the statement's columns: a command that returns a
+/// report (`REFRESH`) sends it as rows only then.
+pub async fn respond(
+    output: Output,
+    completion: &Completion,
+    format: &Format,
+    options: Arc<FormatOptions>,
+    rows_described: bool,
+) -> PgWireResult<Response> {
+    match (completion, output) {
+        (Completion::Insert, Output::Batch(batch)) => Ok(Response::Execution(
+            Tag::new("INSERT").with_oid(0).with_rows(count(&batch)),
+        )),
+        (Completion::Command(tag), Output::Batch(batch))
+            if batch.num_columns() == 0 || !rows_described =>
+        {
+            Ok(Response::Execution(Tag::new(tag)))
+        }
+        (_, output) => rows(output, format, options).await.map(Response::Query),
+    }
+}
+
+/// The rows of `output`, streamed.
+pub async fn rows(
+    output: Output,
+    format: &Format,
+    options: Arc<FormatOptions>,
+) -> PgWireResult<QueryResponse> {
+    let schema = output.schema();
+    let fields = Arc::new(fields(&schema, format, Some(options))?);
+    let batches = output.into_stream().await.map_err(to_pg)?;
+    let encode_with = Arc::clone(&fields);
+    let rows = batches
+        .map(move |batch| {
+            let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> = match batch {
+                Ok(batch) => encode_recordbatch(Arc::clone(&encode_with), batch),
+                Err(e) => Box::new(std::iter::once(Err(to_pg(Error::from_datafusion(e))))),
+            };
+            stream::iter(rows)
+        })
+        .flatten();
+    Ok(QueryResponse::new(fields, rows))
+}
+
+/// One text column `name` holding `value`: the answer to `SHOW name`.
+pub async fn one_value(name: &str, value: &str, format: &Format) -> PgWireResult<QueryResponse> {
+    let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, true)]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(arrow::array::StringArray::from(vec![value]))],
+    )
+    .map_err(|e| to_pg(Error::Arrow(e)))?;
+    let output = Output::batches(schema, vec![batch]).map_err(to_pg)?;
+    rows(output, format, Arc::new(FormatOptions::default())).await
+}
+
+/// The row count a DML statement returned (its one value).
+fn count(batch: &RecordBatch) -> usize {
+    match batch.columns().first() {
+        Some(c) if c.len() > 0 => match c.data_type() {
+            DataType::UInt64 => c.as_primitive::<UInt64Type>().value(0) as usize,
+            DataType::Int64 => c.as_primitive::<arrow::datatypes::Int64Type>().value(0) as usize,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
