@@ -9,14 +9,17 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flywheel-target}"
 VENV="${FLYWHEEL_VENV:-$HOME/.cache/flywheel-venv}"
 
-# The Redis online-store tests start a real redis-server (Debian package).
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "== Installing redis-server (Debian package) for the online-store tests"
-  if [ "$(id -u)" = 0 ]; then apt_get=(apt-get); else apt_get=(sudo -n apt-get); fi
-  "${apt_get[@]}" install -y -q redis-server >/dev/null \
-    || { "${apt_get[@]}" update -q >/dev/null && "${apt_get[@]}" install -y -q redis-server >/dev/null; } \
-    || { echo "cannot install redis-server: install the Debian package redis-server and rerun" >&2; exit 1; }
-fi
+# The Redis online-store tests start a real redis-server; the Postgres front door's tests run
+# psql (Debian packages).
+if [ "$(id -u)" = 0 ]; then apt_get=(apt-get); else apt_get=(sudo -n apt-get); fi
+for need in redis-server:redis-server psql:postgresql-client; do
+  command -v "${need%%:*}" >/dev/null 2>&1 && continue
+  package=${need#*:}
+  echo "== Installing $package (Debian package) for the client tests"
+  "${apt_get[@]}" install -y -q "$package" >/dev/null \
+    || { "${apt_get[@]}" update -q >/dev/null && "${apt_get[@]}" install -y -q "$package" >/dev/null; } \
+    || { echo "cannot install $package: install the Debian package $package and rerun" >&2; exit 1; }
+done
 
 echo "== Crate walls: the engine links no front door's crates"
 walls=$(cargo tree -p flywheel-engine -e normal --prefix none | cut -d' ' -f1 \
@@ -43,6 +46,14 @@ want=$(sha256sum "$req" | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
   echo "$want" > "$stamp"
+fi
+# The dbt adapter of this repository, reinstalled whenever its files change.
+adapter_stamp="$VENV/.dbt-flywheel.sha"
+adapter=$(find dbt-flywheel -type f -not -path '*/build/*' -not -path '*.egg-info*' -not -name '*.pyc' \
+  | sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$adapter_stamp" 2>/dev/null || true)" != "$adapter" ]; then
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall ./dbt-flywheel
+  echo "$adapter" > "$adapter_stamp"
 fi
 cargo build --bin flywheel
 export FLYWHEEL_BIN="$CARGO_TARGET_DIR/debug/flywheel"

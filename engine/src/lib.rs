@@ -195,6 +195,17 @@ impl Engine {
             .map_err(Error::from_datafusion)
     }
 
+    /// Whether `name` (`schema` or `catalog.schema`) is a schema of the session.
+    fn schema_exists(&self, name: &str) -> bool {
+        let default_catalog = self.ctx.state().config().options().catalog.default_catalog.clone();
+        let (catalog, schema) = name
+            .split_once('.')
+            .unwrap_or((default_catalog.as_str(), name));
+        self.ctx
+            .catalog(catalog)
+            .is_some_and(|c| c.schema_names().iter().any(|s| s == schema))
+    }
+
     /// The DataFusion session (for embedding and tests).
     pub fn context(&self) -> &SessionContext {
         &self.ctx
@@ -383,6 +394,12 @@ impl Engine {
                 what: "CREATE VIEW".into(),
                 hint: "materialize it with CREATE TABLE name AS SELECT ...".into(),
             }),
+            // `CREATE SCHEMA IF NOT EXISTS public` (dbt and other tools send it) has nothing to do.
+            DdlStatement::CreateCatalogSchema(c)
+                if c.if_not_exists && self.schema_exists(&c.schema_name) =>
+            {
+                Ok(Output::empty())
+            }
             DdlStatement::CreateCatalogSchema(_)
             | DdlStatement::CreateCatalog(_)
             | DdlStatement::DropCatalogSchema(_) => Err(Error::Unsupported {

@@ -21,29 +21,48 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::settings::SERVER_VERSION;
 
-/// The startup of a connection: authentication when credentials are configured.
-pub struct Startup {
-    open: Open,
-    scram: Option<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
+/// What every connection's startup checks, prepared once per server.
+pub struct Authentication {
+    passwords: Option<Arc<Passwords>>,
+    connections: Arc<ConnectionManager>,
 }
 
-impl Startup {
+impl Authentication {
     pub fn new(credentials: &Credentials, connections: Arc<ConnectionManager>) -> Self {
-        let scram = credentials.enabled().then(|| {
+        Self {
+            passwords: credentials
+                .enabled()
+                .then(|| Arc::new(Passwords::new(credentials))),
+            connections,
+        }
+    }
+
+    /// The startup handler of a new connection (pgwire's SASL handler keeps the exchange's state,
+    /// so each connection has its own).
+    pub fn startup(&self) -> Startup {
+        let scram = self.passwords.as_ref().map(|passwords| {
             let mut parameters = DefaultServerParameterProvider::default();
             parameters.server_version = format!(
                 "{SERVER_VERSION} (Flywheel {})",
                 env!("CARGO_PKG_VERSION")
             );
             SASLAuthStartupHandler::new(Arc::new(parameters))
-                .with_scram(ScramAuth::new(Arc::new(Passwords::new(credentials))))
-                .with_connection_manager(Arc::clone(&connections))
+                .with_scram(ScramAuth::new(Arc::clone(passwords) as Arc<dyn AuthSource>))
+                .with_connection_manager(Arc::clone(&self.connections))
         });
-        Self {
-            open: Open { connections },
+        Startup {
+            open: Open {
+                connections: Arc::clone(&self.connections),
+            },
             scram,
         }
     }
+}
+
+/// The startup of one connection: authentication when credentials are configured.
+pub struct Startup {
+    open: Open,
+    scram: Option<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
 }
 
 #[async_trait]

@@ -168,13 +168,7 @@ impl QueryParser for StatementParser {
         let (parameters, columns) = match &parsed {
             Parsed::Engine(statement) => {
                 let planned = self.engine.plan(statement.clone()).await.map_err(to_pg)?;
-                let parameters = planned
-                    .parameter_schema()
-                    .map_err(to_pg)?
-                    .fields()
-                    .iter()
-                    .map(|f| f.data_type().clone())
-                    .collect();
+                let parameters = positional(&*planned.parameter_schema().map_err(to_pg)?);
                 let columns = if is_read_only_listing(statement) {
                     // Flywheel's listings know their columns only when they run.
                     self.engine.run(planned).await.map_err(to_pg)?.schema()
@@ -258,6 +252,23 @@ impl ExtendedQueryHandler for Service {
         )
         .await
     }
+}
+
+/// The type of each parameter by position (`$1` first); a position the plan does not use (a
+/// rewrite dropped it) is `Null`.
+fn positional(schema: &Schema) -> Vec<DataType> {
+    let mut types = Vec::new();
+    for field in schema.fields() {
+        if let Some(n) = field.name().strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
+            && (1..=u16::MAX as usize).contains(&n)
+        {
+            if types.len() < n {
+                types.resize(n, DataType::Null);
+            }
+            types[n - 1] = field.data_type().clone();
+        }
+    }
+    types
 }
 
 /// The portal's parameter values as one row (columns `$1`, `$2`, ...), each cast to the type

@@ -16,6 +16,8 @@
 //! connection's settings ([`settings`]).
 
 mod auth;
+mod compat;
+mod functions;
 mod handlers;
 mod results;
 mod settings;
@@ -27,8 +29,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
-use datafusion::scalar::ScalarValue;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use flywheel_engine::{Credentials, Engine, Error, Result};
 use pgwire::api::auth::StartupHandler;
@@ -64,33 +64,19 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 }
 
 /// Registers `pg_catalog` and the Postgres functions clients call (`current_schema()`,
-/// `pg_table_is_visible`, `format_type`, `version()`, ...) on the engine's session.
+/// `pg_table_is_visible`, `format_type`, `version()`, `to_regtype`, ...) on the engine's session.
 pub fn open_catalog(engine: &Engine) -> Result<()> {
     let ctx = engine.context();
     let catalog = ctx.state().config().options().catalog.default_catalog.clone();
     datafusion_pg_catalog::setup_pg_catalog(ctx, &catalog, EmptyContextProvider)
         .map_err(|e| Error::from_datafusion(*e))?;
-    ctx.register_udf(version_udf());
+    for function in functions::all() {
+        ctx.register_udf(function);
+    }
     Ok(())
 }
 
-/// `version()` as PostgreSQL clients parse it (`PostgreSQL 16.6 ...`).
-fn version_udf() -> ScalarUDF {
-    let version = format!(
-        "PostgreSQL {} (Flywheel {}, Apache DataFusion)",
-        settings::SERVER_VERSION,
-        env!("CARGO_PKG_VERSION")
-    );
-    create_udf(
-        "version",
-        vec![],
-        arrow::datatypes::DataType::Utf8,
-        Volatility::Stable,
-        Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(version.clone()))))),
-    )
-}
-
-/// The handlers of every connection.
+/// The handlers of one connection (the query service and the cancel handler are shared).
 struct Handlers {
     service: Arc<handlers::Service>,
     startup: Arc<auth::Startup>,
@@ -138,14 +124,9 @@ pub async fn serve(
         None => None,
     };
     let connections = Arc::new(ConnectionManager::new());
-    let handlers = Arc::new(Handlers {
-        service: Arc::new(handlers::Service::new(engine)),
-        startup: Arc::new(auth::Startup::new(
-            &options.credentials,
-            Arc::clone(&connections),
-        )),
-        cancel: Arc::new(DefaultCancelHandler::new(connections)),
-    });
+    let authentication = auth::Authentication::new(&options.credentials, Arc::clone(&connections));
+    let service = Arc::new(handlers::Service::new(engine));
+    let cancel = Arc::new(DefaultCancelHandler::new(connections));
     let max = match options.max_connections {
         0 => DEFAULT_MAX_CONNECTIONS,
         n => n,
@@ -169,7 +150,11 @@ pub async fn serve(
             continue;
         };
         let _ = socket.set_nodelay(true);
-        let handlers = Arc::clone(&handlers);
+        let handlers = Arc::new(Handlers {
+            service: Arc::clone(&service),
+            startup: Arc::new(authentication.startup()),
+            cancel: Arc::clone(&cancel),
+        });
         let tls = tls.clone();
         tokio::spawn(async move {
             if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {

@@ -16,6 +16,8 @@ use flywheel_sql::FlywheelStatement;
 use flywheel_sql::ast::FlywheelDdl;
 use sqlparser::ast::{Expr, Set, Statement, Value};
 
+use crate::compat;
+
 /// One statement of a client's text.
 #[derive(Debug, Clone)]
 pub enum Parsed {
@@ -29,8 +31,8 @@ pub enum Parsed {
     Set { name: String, value: String },
     /// `SHOW name`.
     Show(String),
-    /// A session statement with nothing to do here (`DISCARD ALL`, `DEALLOCATE`, `RESET`, other
-    /// `SET` forms), answered with its command tag.
+    /// A session statement with nothing to do here (`DISCARD ALL`, `DEALLOCATE`, `RESET`,
+    /// savepoints, other `SET` forms), answered with its command tag.
     Accepted(&'static str),
     /// A statement for the engine.
     Engine(FlywheelStatement),
@@ -91,7 +93,12 @@ fn reads_pg_catalog(sql: &str) -> bool {
         .any(|needle| lower.contains(needle))
 }
 
-fn classify(statement: FlywheelStatement) -> Parsed {
+fn classify(mut statement: FlywheelStatement) -> Parsed {
+    if let FlywheelStatement::DataFusion(df) = &mut statement
+        && let DFStatement::Statement(s) = df.as_mut()
+    {
+        compat::rewrite(s);
+    }
     let FlywheelStatement::DataFusion(df) = &statement else {
         return Parsed::Engine(statement);
     };
@@ -102,6 +109,10 @@ fn classify(statement: FlywheelStatement) -> Parsed {
         Statement::StartTransaction { .. } => Parsed::Begin,
         Statement::Commit { .. } => Parsed::Commit,
         Statement::Rollback { savepoint: None, .. } => Parsed::Rollback,
+        // Savepoints mark nothing: each statement has already committed.
+        Statement::Rollback { .. } => Parsed::Accepted("ROLLBACK"),
+        Statement::Savepoint { .. } => Parsed::Accepted("SAVEPOINT"),
+        Statement::ReleaseSavepoint { .. } => Parsed::Accepted("RELEASE"),
         Statement::Set(Set::SingleAssignment {
             variable, values, ..
         }) => Parsed::Set {

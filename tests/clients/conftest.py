@@ -37,11 +37,20 @@ class Server:
             text=True,
         )
         banner = self.proc.stdout.readline()
-        if "grpc://" not in banner:
+        scheme = "grpc+tls://" if "grpc+tls://" in banner else "grpc://"
+        if scheme not in banner:
             self.proc.kill()
             raise RuntimeError(f"flywheel serve did not start: {banner!r}")
-        self.address = banner.split("grpc://", 1)[1].split()[0]
-        self.uri = f"grpc://{self.address}"
+        self.address = banner.split(scheme, 1)[1].split()[0]
+        self.uri = f"{scheme}{self.address}"
+        # With --pg-listen, the second banner line names the Postgres front door's address.
+        self.pg_port = None
+        if "--pg-listen" in (args or []):
+            line = self.proc.stdout.readline()
+            if "Postgres protocol on " not in line:
+                self.proc.kill()
+                raise RuntimeError(f"flywheel serve --pg-listen did not start: {line!r}")
+            self.pg_port = int(line.split("Postgres protocol on ", 1)[1].split()[0].rsplit(":", 1)[1])
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -78,5 +87,13 @@ def warehouse(tmp_path: Path) -> Path:
 @pytest.fixture
 def server(warehouse: Path):
     s = Server(warehouse)
+    yield s
+    assert s.stop() == 0, "flywheel serve did not shut down cleanly on SIGTERM"
+
+
+@pytest.fixture
+def pg_server(warehouse: Path):
+    """`flywheel serve` with its Postgres front door too (`pg_port`)."""
+    s = Server(warehouse, ["--pg-listen", "127.0.0.1:0"])
     yield s
     assert s.stop() == 0, "flywheel serve did not shut down cleanly on SIGTERM"
