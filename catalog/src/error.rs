@@ -39,6 +39,22 @@ pub enum Error {
     #[error("`{location}` is not a Delta table (no _delta_log found): {reason}")]
     NotADeltaTable { location: String, reason: String },
 
+    /// A table of plain files (`STORED AS PARQUET|CSV|JSON`) asked for what only Delta tables
+    /// have: versions, appends, lineage.
+    #[error(
+        "`{name}` is an external {format} table (plain files: read-only, no versions); make it a \
+         Delta table first with CREATE TABLE <name> AS SELECT * FROM {name}"
+    )]
+    FilesNotDelta { name: String, format: &'static str },
+
+    /// The files of an external `PARQUET`/`CSV`/`JSON` table cannot be read.
+    #[error("cannot read the files of external table `{name}` at `{location}`: {message}")]
+    Files {
+        name: String,
+        location: String,
+        message: String,
+    },
+
     #[error("invalid warehouse location `{location}`: {reason}")]
     InvalidLocation { location: String, reason: String },
 

@@ -26,11 +26,12 @@ pub use catalog_provider::{DEFAULT_CATALOG, DEFAULT_SCHEMA, FlywheelCatalogProvi
 pub use error::{Error, Result};
 pub use orphans::ORPHAN_GRACE;
 pub use registry::{
-    Change, Committed, MAX_NAME_BYTES, ObjectEntry, Registry, TableEntry, TableKind, check_name,
+    Change, Committed, FileFormat, MAX_NAME_BYTES, ObjectEntry, Registry, TableEntry, TableKind,
+    check_name,
     is_commit_race,
 };
 pub use schema_provider::WarehouseSchemaProvider;
 pub use system_schema::{SYSTEM_SCHEMA, SystemSchemaProvider, SystemTableFn, batch_table};
-pub use tables::{TravelTarget, load_table};
+pub use tables::{TravelTarget, load_table, open_files};
 pub use time_travel::{TIME_TRAVEL_SCHEMA, TimeTravelSchemaProvider};
 pub use warehouse::{RESERVED_FOLDERS, Warehouse, resolve_location};

@@ -279,6 +279,9 @@ pub fn tables_batch(registry: &Registry) -> Result<RecordBatch> {
                     Some(match e.kind {
                         crate::TableKind::Managed => "managed",
                         crate::TableKind::External => "external",
+                        crate::TableKind::Files(crate::FileFormat::Parquet) => "external parquet",
+                        crate::TableKind::Files(crate::FileFormat::Csv { .. }) => "external csv",
+                        crate::TableKind::Files(crate::FileFormat::Json) => "external json",
                     })
                 })
                 .collect::<StringArray>(),

@@ -29,6 +29,35 @@ pub enum TableKind {
     Managed,
     /// Registered by `CREATE EXTERNAL TABLE ... LOCATION`; `DROP TABLE` only forgets it.
     External,
+    /// Plain files (`CREATE EXTERNAL TABLE ... STORED AS PARQUET|CSV|JSON`): read-only, no
+    /// versions; `DROP TABLE` only forgets them.
+    Files(FileFormat),
+}
+
+/// The format of a [`TableKind::Files`] table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    Parquet,
+    Csv {
+        /// Whether the first line names the columns.
+        has_header: bool,
+        /// The column delimiter.
+        delimiter: u8,
+    },
+    /// Newline-delimited JSON objects.
+    Json,
+}
+
+impl FileFormat {
+    /// The format's SQL name (`PARQUET`, `CSV`, `JSON`).
+    pub fn sql(&self) -> &'static str {
+        match self {
+            FileFormat::Parquet => "PARQUET",
+            FileFormat::Csv { .. } => "CSV",
+            FileFormat::Json => "JSON",
+        }
+    }
 }
 
 /// A table the registry knows.

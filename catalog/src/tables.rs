@@ -1,6 +1,8 @@
 //! Opening a registered table's Delta log, at its latest version or at a [`TravelTarget`], as a
 //! `DeltaTable` ([`load_table`]) or as a DataFusion table provider ([`open_provider`]). The
-//! warehouse schema and the hidden time-travel schema both open tables here.
+//! warehouse schema and the hidden time-travel schema both open tables here. A table of plain
+//! files (Parquet, CSV, JSON) opens as DataFusion's listing table, its schema inferred from the
+//! files; it has no Delta log, so [`load_table`] refuses it.
 
 use std::sync::Arc;
 
@@ -10,7 +12,7 @@ use deltalake::DeltaTable;
 use crate::bounded_pushdown::BoundedPushdownProvider;
 use crate::registry::is_not_a_table;
 use crate::snapshots;
-use crate::{Error, Result, TableEntry};
+use crate::{Error, FileFormat, Result, TableEntry, TableKind};
 
 /// Which past state of a table to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,14 +49,74 @@ pub(crate) async fn open_provider(
     entry: &TableEntry,
     target: Option<&TravelTarget>,
 ) -> Result<Arc<dyn TableProvider>> {
+    if let TableKind::Files(format) = entry.kind {
+        if target.is_some() {
+            return Err(not_delta(entry, format));
+        }
+        return open_files(entry, format).await;
+    }
     let table = load_table(entry, target).await?;
     let provider = table.table_provider().await?;
     Ok(Arc::new(BoundedPushdownProvider::of_delta(provider, table)))
 }
 
+/// The files of a [`TableKind::Files`] table as a listing table. Its schema is inferred from the
+/// files each time it is opened, so files added since are read.
+pub async fn open_files(entry: &TableEntry, format: FileFormat) -> Result<Arc<dyn TableProvider>> {
+    use datafusion::datasource::file_format::csv::CsvFormat;
+    use datafusion::datasource::file_format::json::JsonFormat;
+    use datafusion::datasource::file_format::parquet::ParquetFormat;
+    use datafusion::datasource::listing::{
+        ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+    };
+    let files = |e: datafusion::error::DataFusionError| Error::Files {
+        name: entry.name.clone(),
+        location: entry.location.to_string(),
+        message: e.strip_backtrace(),
+    };
+    let url = ListingTableUrl::parse(entry.location.as_str()).map_err(files)?;
+    let (file_format, extension): (Arc<dyn datafusion::datasource::file_format::FileFormat>, _) =
+        match format {
+            FileFormat::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
+            FileFormat::Csv {
+                has_header,
+                delimiter,
+            } => (
+                Arc::new(
+                    CsvFormat::default()
+                        .with_has_header(has_header)
+                        .with_delimiter(delimiter),
+                ),
+                ".csv",
+            ),
+            FileFormat::Json => (Arc::new(JsonFormat::default()), ".json"),
+        };
+    // A folder is read for the files of the format's extension; a file named is read whatever
+    // its name.
+    let extension = if url.is_collection() { extension } else { "" };
+    let options = ListingOptions::new(file_format).with_file_extension(extension);
+    let state = datafusion::prelude::SessionContext::new().state();
+    let schema = options.infer_schema(&state, &url).await.map_err(files)?;
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config).map_err(files)?))
+}
+
+/// The refusal of Delta operations (versions, appends, lineage) on a table of plain files.
+fn not_delta(entry: &TableEntry, format: FileFormat) -> Error {
+    Error::FilesNotDelta {
+        name: entry.name.clone(),
+        format: format.sql(),
+    }
+}
+
 /// Loads the Delta table of `entry`, at its latest version or at `target`. Snapshots loaded
 /// before are reused ([`crate::snapshots`]).
 pub async fn load_table(entry: &TableEntry, target: Option<&TravelTarget>) -> Result<DeltaTable> {
+    if let TableKind::Files(format) = entry.kind {
+        return Err(not_delta(entry, format));
+    }
     match target {
         None => load_latest(entry).await,
         Some(TravelTarget::Version(v)) => {

@@ -1,4 +1,5 @@
-//! DDL on the warehouse: `CREATE TABLE [AS]`, `CREATE EXTERNAL TABLE ... STORED AS DELTA`, `DROP TABLE`.
+//! DDL on the warehouse: `CREATE TABLE [AS]`, `CREATE EXTERNAL TABLE ... STORED AS
+//! DELTA|PARQUET|CSV|JSON`, `DROP TABLE`.
 //!
 //! Each statement is at most one Delta commit of table data plus one registry commit. A new managed
 //! table is written first, in a folder of its own (`tables/<id>/`, never a path made of its name),
@@ -9,7 +10,9 @@
 
 use datafusion::common::TableReference;
 use datafusion::logical_expr::{CreateExternalTable, CreateMemoryTable, DropTable, WriteOp};
-use flywheel_catalog::{DEFAULT_CATALOG, DEFAULT_SCHEMA, TableEntry, TableKind, load_table};
+use flywheel_catalog::{
+    DEFAULT_CATALOG, DEFAULT_SCHEMA, FileFormat, TableEntry, TableKind, load_table, open_files,
+};
 use tracing::info;
 
 use super::table_writes::{register, remove_files, replace_table, write_new_table};
@@ -77,20 +80,26 @@ pub(super) async fn create_table(engine: &Engine, c: CreateMemoryTable) -> Resul
     Ok(Output::empty())
 }
 
-/// `CREATE EXTERNAL TABLE x STORED AS DELTA LOCATION 'path'`: registers an existing Delta table.
+/// `CREATE EXTERNAL TABLE x STORED AS DELTA LOCATION 'path'`: registers an existing Delta table;
+/// `STORED AS PARQUET|CSV|JSON`: registers files, read-only (no versions, no appends), to read
+/// or to copy into a Delta table with `CREATE TABLE t AS SELECT * FROM x`.
 pub(super) async fn create_external_table(
     engine: &Engine,
     c: CreateExternalTable,
 ) -> Result<Output> {
     let name = table_name(&c.name)?;
-    let format = c.file_type.to_ascii_uppercase();
-    if format != "DELTA" && format != "DELTATABLE" {
-        return Err(Error::Unsupported {
-            what: format!("STORED AS {} (table `{name}`)", c.file_type),
-            hint: "external tables are Delta tables: STORED AS DELTA LOCATION '<path or URL>'"
-                .into(),
-        });
-    }
+    let kind = match c.file_type.to_ascii_uppercase().as_str() {
+        "DELTA" | "DELTATABLE" => TableKind::External,
+        "PARQUET" | "CSV" | "JSON" | "NDJSON" => TableKind::Files(file_format(&name, &c)?),
+        _ => {
+            return Err(Error::Unsupported {
+                what: format!("STORED AS {} (table `{name}`)", c.file_type),
+                hint: "external tables are Delta tables (STORED AS DELTA) or files (STORED AS \
+                       PARQUET, CSV or JSON)"
+                    .into(),
+            });
+        }
+    };
     let [location] = c.locations.as_slice() else {
         return Err(Error::InvalidInput(format!(
             "external table `{name}` needs exactly one LOCATION, found {}",
@@ -109,16 +118,80 @@ pub(super) async fn create_external_table(
         location,
         super::file_access::Use::ExternalTable,
     )?;
+    let mut url = url;
+    // Locations are checked as folders; files name a file unless they name a folder.
+    if matches!(kind, TableKind::Files(_))
+        && !location.ends_with('/')
+        && !url.to_file_path().is_ok_and(|p| p.is_dir())
+    {
+        let file = url.path().trim_end_matches('/').to_string();
+        url.set_path(&file);
+    }
     let entry = TableEntry {
         name: name.clone(),
         location: url,
-        kind: TableKind::External,
+        kind,
     };
-    // Refuse a location that holds no Delta table now, rather than at the first query.
-    load_table(&entry, None).await?;
+    // Refuse a location that holds no table now, rather than at the first query.
+    match kind {
+        TableKind::Files(format) => {
+            open_files(&entry, format).await?;
+        }
+        _ => {
+            load_table(&entry, None).await?;
+        }
+    }
     registry.create_table(&entry).await?;
     info!(table = %name, location = %entry.location, "registered external table");
     Ok(Output::empty())
+}
+
+/// The format of files `STORED AS PARQUET|CSV|JSON`, from the statement's options: CSV takes
+/// `'format.has_header'` (default true) and `'format.delimiter'` (default `,`). Columns are read
+/// from the files, so a column list or partition columns are refused.
+fn file_format(name: &str, c: &CreateExternalTable) -> Result<FileFormat> {
+    if !c.schema.fields().is_empty() || !c.table_partition_cols.is_empty() {
+        return Err(Error::Unsupported {
+            what: format!("a column list in CREATE EXTERNAL TABLE {name} STORED AS {}", c.file_type),
+            hint: "the columns are read from the files: leave the list out".into(),
+        });
+    }
+    let format = c.file_type.to_ascii_uppercase();
+    let mut has_header = true;
+    let mut delimiter = b',';
+    for (key, value) in &c.options {
+        match (format.as_str(), key.to_ascii_lowercase().as_str()) {
+            ("CSV", "format.has_header") => {
+                has_header = value.parse().map_err(|_| {
+                    Error::InvalidInput(format!(
+                        "'format.has_header' of table `{name}` is `{value}`; use 'true' or 'false'"
+                    ))
+                })?;
+            }
+            ("CSV", "format.delimiter") => match value.as_bytes() {
+                [d] => delimiter = *d,
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "'format.delimiter' of table `{name}` is `{value}`; use one character"
+                    )));
+                }
+            },
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "option '{key}' of table `{name}` is not one Flywheel reads; STORED AS CSV \
+                     takes 'format.has_header' and 'format.delimiter', PARQUET and JSON none"
+                )));
+            }
+        }
+    }
+    Ok(match format.as_str() {
+        "PARQUET" => FileFormat::Parquet,
+        "CSV" => FileFormat::Csv {
+            has_header,
+            delimiter,
+        },
+        _ => FileFormat::Json,
+    })
 }
 
 /// What a statement does to a table, for [`refuse_object_table`].
@@ -169,11 +242,18 @@ pub(super) fn unsupported_change(
         WriteOp::Update => "UPDATE",
         WriteOp::Truncate => "TRUNCATE",
         WriteOp::MergeInto(_) => "MERGE",
+        WriteOp::Insert(_) => "INSERT",
         _ => return None,
     };
     let name = warehouse_name(table)?;
     let entry = engine.registry().table(&name)?;
     let hint = match entry.kind {
+        TableKind::Files(format) => format!(
+            "`{name}` is an external {} table (plain files, read-only here): make it a Delta \
+             table with CREATE TABLE <name> AS SELECT * FROM {name}",
+            format.sql()
+        ),
+        _ if statement == "INSERT" => return None,
         TableKind::Managed => format!(
             "tables take appends and whole replacements: write the rows to keep with CREATE OR \
              REPLACE TABLE {name} AS SELECT ... FROM {name} (one new version; the earlier ones \

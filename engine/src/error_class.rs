@@ -71,9 +71,11 @@ impl Error {
                 | C::TimestampNotFound { .. } => K::UndefinedObject,
                 C::TableExists { .. } => K::DuplicateTable,
                 C::ObjectExists { .. } => K::DuplicateObject,
-                C::NotADeltaTable { .. } | C::InvalidLocation { .. } | C::InvalidName { .. } => {
-                    K::Invalid
-                }
+                C::NotADeltaTable { .. }
+                | C::InvalidLocation { .. }
+                | C::InvalidName { .. }
+                | C::FilesNotDelta { .. }
+                | C::Files { .. } => K::Invalid,
                 C::RegistryBusy { .. } => K::Conflict,
                 C::UnreadableDefinition { .. } => K::FailedPrecondition,
                 _ => K::Internal,

@@ -42,6 +42,9 @@ pub async fn respond(
         (Completion::Insert, Output::Batch(batch)) => Ok(Response::Execution(
             Tag::new("INSERT").with_oid(0).with_rows(count(&batch)),
         )),
+        (Completion::Copy, Output::Batch(batch)) => Ok(Response::Execution(
+            Tag::new("COPY").with_rows(count(&batch)),
+        )),
         (Completion::Command(tag), Output::Batch(batch))
             if batch.num_columns() == 0 || !rows_described =>
         {

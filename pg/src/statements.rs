@@ -155,6 +155,8 @@ fn setting_value(e: &Expr) -> String {
 pub enum Completion {
     /// `INSERT 0 n`: the count is the statement's one value.
     Insert,
+    /// `COPY n`, likewise.
+    Copy,
     /// A query (`SELECT n`).
     Rows,
     /// A command and its tag (`CREATE TABLE`, `CREATE FEATURE VIEW`, ...).
@@ -186,14 +188,14 @@ pub fn completion(statement: &FlywheelStatement) -> Completion {
                 Statement::Drop { object_type, .. } => {
                     Completion::Command(format!("DROP {object_type}"))
                 }
-                Statement::Copy { .. } => Completion::Command("COPY".into()),
+                Statement::Copy { .. } => Completion::Copy,
                 Statement::CreateView(_) => Completion::Command("CREATE VIEW".into()),
                 _ => Completion::Rows,
             },
             DFStatement::CreateExternalTable(_) => {
                 Completion::Command("CREATE EXTERNAL TABLE".into())
             }
-            DFStatement::CopyTo(_) => Completion::Command("COPY".into()),
+            DFStatement::CopyTo(_) => Completion::Copy,
             _ => Completion::Rows,
         },
     }
