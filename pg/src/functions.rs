@@ -7,8 +7,7 @@
 //!   (false: there are no temporary schemas), SQLAlchemy's and dbt's catalog queries;
 //! - `pg_get_indexdef(oid, column, pretty)`: NULL (Flywheel tables have no indexes);
 //! - `pg_cancel_backend(pid)` and `pg_terminate_backend(pid)`: false, as PostgreSQL answers for a
-//!   process it did not signal (a client cancels a running statement with the protocol's cancel
-//!   request, which this server honours).
+//!   process it did not signal (dbt calls them when interrupted).
 
 use std::sync::Arc;
 

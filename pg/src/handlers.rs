@@ -21,7 +21,7 @@ use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionHandle, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::types::format::FormatOptions;
@@ -87,7 +87,11 @@ impl Service {
                 }
                 let output = self.engine.run(planned).await.map_err(to_pg)?;
                 let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-                respond(output, &completion, format, options, rows_described).await
+                let cancel = client
+                    .session_extensions()
+                    .get::<Arc<ConnectionHandle>>()
+                    .map(|handle| Arc::clone(&*handle));
+                respond(output, &completion, format, options, rows_described, cancel).await
             }
         }
     }

@@ -1,6 +1,10 @@
 //! What a statement's [`Output`] becomes on the wire: rows (encoded from Arrow by `arrow-pg`, in
 //! text or binary as the client asked, batch by batch as the engine streams them) or a command's
 //! completion tag.
+//!
+//! pgwire honours a client's cancel request only while a statement is planned (`do_query`); rows
+//! stream after that, so the row stream listens for the connection's cancel request itself
+//! ([`Cancel`]) and ends with `57014 query_canceled`, dropping the query's execution.
 
 use std::sync::Arc;
 
@@ -10,9 +14,10 @@ use arrow::record_batch::RecordBatch;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use flywheel_engine::{Error, Output};
 use futures::{StreamExt as _, stream};
+use pgwire::api::ConnectionHandle;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
-use pgwire::error::PgWireResult;
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
 use pgwire::types::format::FormatOptions;
 
@@ -28,6 +33,9 @@ pub fn fields(
     arrow_schema_to_pg_fields(schema, format, options)
 }
 
+/// The connection's cancel handle, if the connection registered one (pgwire's startup does).
+pub type Cancel = Option<Arc<ConnectionHandle>>;
+
 /// The response to a statement that ran: rows, or `completion`'s tag. `rows_described` says
 /// whether the client was told (or will be told) the statement's columns: a command that returns a
 /// report (`REFRESH`) sends it as rows only then.
@@ -37,6 +45,7 @@ pub async fn respond(
     format: &Format,
     options: Arc<FormatOptions>,
     rows_described: bool,
+    cancel: Cancel,
 ) -> PgWireResult<Response> {
     match (completion, output) {
         (Completion::Insert, Output::Batch(batch)) => Ok(Response::Execution(
@@ -50,15 +59,18 @@ pub async fn respond(
         {
             Ok(Response::Execution(Tag::new(tag)))
         }
-        (_, output) => rows(output, format, options).await.map(Response::Query),
+        (_, output) => rows(output, format, options, cancel)
+            .await
+            .map(Response::Query),
     }
 }
 
-/// The rows of `output`, streamed.
+/// The rows of `output`, streamed until they end or the client cancels.
 pub async fn rows(
     output: Output,
     format: &Format,
     options: Arc<FormatOptions>,
+    cancel: Cancel,
 ) -> PgWireResult<QueryResponse> {
     let schema = output.schema();
     let fields = Arc::new(fields(&schema, format, Some(options))?);
@@ -73,7 +85,39 @@ pub async fn rows(
             stream::iter(rows)
         })
         .flatten();
-    Ok(QueryResponse::new(fields, rows))
+    Ok(QueryResponse::new(fields, until_cancelled(rows, cancel)))
+}
+
+/// `rows`, ended by an error when the connection's cancel request arrives. The listener is
+/// installed at the first poll, after pgwire's own (around planning) is done with.
+fn until_cancelled<S>(rows: S, cancel: Cancel) -> impl futures::Stream<Item = PgWireResult<DataRow>>
+where
+    S: futures::Stream<Item = PgWireResult<DataRow>> + Send + Unpin,
+{
+    let cancelled = Box::pin(async move {
+        if let Some(handle) = cancel
+            && handle.start_query().await.await.is_ok()
+        {
+            return;
+        }
+        // No handle, or a later statement replaced the listener: never cancelled here.
+        std::future::pending::<()>().await
+    });
+    stream::unfold(Some((rows, cancelled)), |state| async move {
+        let (mut rows, mut cancelled) = state?;
+        tokio::select! {
+            biased;
+            () = &mut cancelled => Some((
+                Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                    "ERROR".to_owned(),
+                    "57014".to_owned(),
+                    "canceling statement due to user request".to_owned(),
+                )))),
+                None,
+            )),
+            next = rows.next() => next.map(|row| (row, Some((rows, cancelled)))),
+        }
+    })
 }
 
 /// One text column `name` holding `value`: the answer to `SHOW name`.
@@ -85,7 +129,7 @@ pub async fn one_value(name: &str, value: &str, format: &Format) -> PgWireResult
     )
     .map_err(|e| to_pg(Error::Arrow(e)))?;
     let output = Output::batches(schema, vec![batch]).map_err(to_pg)?;
-    rows(output, format, Arc::new(FormatOptions::default())).await
+    rows(output, format, Arc::new(FormatOptions::default()), None).await
 }
 
 /// The row count a DML statement returned (its one value).

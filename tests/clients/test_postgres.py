@@ -251,3 +251,18 @@ def test_tls_from_the_servers_certificate(tmp_path):
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         assert server.stop() == 0
+
+
+def test_a_cancel_request_stops_a_running_query(pg_server):
+    import threading
+    import time
+
+    with connect(pg_server) as conn:
+        threading.Timer(1.0, conn.cancel).start()
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            # Billions of rows: minutes of work unless the cancel stops it.
+            conn.execute("SELECT count(*) FROM generate_series(1, 3000000000)").fetchall()
+        assert time.monotonic() - started < 60
+        # The connection goes on.
+        assert conn.execute("SELECT 1").fetchone() == (1,)
