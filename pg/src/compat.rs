@@ -245,7 +245,7 @@ mod tests {
     fn regclass_parameters_are_looked_up() {
         assert_eq!(
             rewritten("SELECT 1 WHERE x = CAST($1 AS REGCLASS)"),
-            "SELECT 1 WHERE x = (SELECT max(c.oid) FROM pg_catalog.pg_class AS c WHERE c.relname = \
+            "SELECT 1 WHERE x = (SELECT max(c.oid) FROM pg_catalog.pg_class c WHERE c.relname = \
              regexp_replace(CAST($1 AS TEXT), '^.*[.]', ''))"
         );
     }
