@@ -10,10 +10,15 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flywheel-target}"
 VENV="${FLYWHEEL_VENV:-$HOME/.cache/flywheel-venv}"
 
 # The Redis online-store tests start a real redis-server; the Postgres front door's tests run
-# psql (Debian packages).
+# psql and pgjdbc (Debian packages).
 if [ "$(id -u)" = 0 ]; then apt_get=(apt-get); else apt_get=(sudo -n apt-get); fi
-for need in redis-server:redis-server psql:postgresql-client; do
-  command -v "${need%%:*}" >/dev/null 2>&1 && continue
+needs=(redis-server:redis-server psql:postgresql-client)
+# pgjdbc for the JDBC test, where a JVM is present (the test is skipped without one).
+if command -v java >/dev/null 2>&1 && [ ! -e /usr/share/java/postgresql.jar ]; then
+  needs+=(/usr/share/java/postgresql.jar:libpostgresql-jdbc-java)
+fi
+for need in "${needs[@]}"; do
+  { command -v "${need%%:*}" >/dev/null 2>&1 || [ -e "${need%%:*}" ]; } && continue
   package=${need#*:}
   echo "== Installing $package (Debian package) for the client tests"
   "${apt_get[@]}" install -y -q "$package" >/dev/null \
@@ -23,7 +28,7 @@ done
 
 echo "== Crate walls: the engine links no front door's crates"
 walls=$(cargo tree -p flywheel-engine -e normal --prefix none | cut -d' ' -f1 \
-  | grep -xE 'tonic|arrow-flight|rustyline|clap|pgwire|flywheel-flight|flywheel' | sort -u || true)
+  | grep -xE 'tonic|arrow-flight|rustyline|clap|pgwire|arrow-pg|datafusion-pg-catalog|flywheel-flight|flywheel-pg|flywheel' | sort -u || true)
 if [ -n "$walls" ]; then
   echo "flywheel-engine depends on: $walls (front doors and the binary sit on the engine, not in it)" >&2
   exit 1

@@ -1,6 +1,6 @@
 """The Postgres front door with real Postgres clients: `psql` (Debian's postgresql-client),
 psycopg 3 (simple and extended protocol, parameters, prepared statements, types), SQLAlchemy's
-inspector; the same answers as Flight SQL (ADBC) for the same statements; SQLSTATE codes; SCRAM
+inspector, pgjdbc (Debian's libpostgresql-jdbc-java, where a JVM is present); the same answers as Flight SQL (ADBC) for the same statements; SQLSTATE codes; SCRAM
 authentication with the server's credentials; TLS from the server's certificate."""
 
 import datetime
@@ -266,3 +266,26 @@ def test_a_cancel_request_stops_a_running_query(pg_server):
         assert time.monotonic() - started < 60
         # The connection goes on.
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+PGJDBC = Path("/usr/share/java/postgresql.jar")
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="no JVM on this machine for pgjdbc")
+def test_pgjdbc_prepared_statements_and_metadata(tour):
+    assert PGJDBC.exists(), "pgjdbc is missing: scripts/test.sh installs libpostgresql-jdbc-java"
+    source = Path(__file__).parent / "jdbc" / "JdbcCheck.java"
+    run = subprocess.run(
+        ["java", "-cp", str(PGJDBC), str(source),
+         f"jdbc:postgresql://127.0.0.1:{tour.pg_port}/flywheel"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[:2] == ["row 1 25.0", "row 1 420.0"]
+    assert lines[2].startswith("product PostgreSQL 16")
+    assert "table transactions TABLE" in lines and "table user_txn VIEW" in lines
+    assert "table fraud_train VIEW" in lines
+    assert [l for l in lines if l.startswith("column ")] == [
+        "column user_id int8", "column ts timestamp", "column last_amount float8"]
+    assert "view user_txn" in lines
