@@ -178,7 +178,11 @@ impl Config {
             ),
             ("FLYWHEEL_TLS_CERT", &flags.tls_cert, &mut config.tls_cert),
             ("FLYWHEEL_TLS_KEY", &flags.tls_key, &mut config.tls_key),
-            ("FLYWHEEL_PG_LISTEN", &flags.pg_listen, &mut config.pg_listen),
+            (
+                "FLYWHEEL_PG_LISTEN",
+                &flags.pg_listen,
+                &mut config.pg_listen,
+            ),
             (
                 "FLYWHEEL_ONLINE_STORE",
                 &flags.online_store,

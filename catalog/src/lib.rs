@@ -27,8 +27,7 @@ pub use error::{Error, Result};
 pub use orphans::ORPHAN_GRACE;
 pub use registry::{
     Change, Committed, FileFormat, MAX_NAME_BYTES, ObjectEntry, Registry, TableEntry, TableKind,
-    check_name,
-    is_commit_race,
+    check_name, is_commit_race,
 };
 pub use schema_provider::WarehouseSchemaProvider;
 pub use system_schema::{SYSTEM_SCHEMA, SystemSchemaProvider, SystemTableFn, batch_table};

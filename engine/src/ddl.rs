@@ -152,7 +152,10 @@ pub(super) async fn create_external_table(
 fn file_format(name: &str, c: &CreateExternalTable) -> Result<FileFormat> {
     if !c.schema.fields().is_empty() || !c.table_partition_cols.is_empty() {
         return Err(Error::Unsupported {
-            what: format!("a column list in CREATE EXTERNAL TABLE {name} STORED AS {}", c.file_type),
+            what: format!(
+                "a column list in CREATE EXTERNAL TABLE {name} STORED AS {}",
+                c.file_type
+            ),
             hint: "the columns are read from the files: leave the list out".into(),
         });
     }

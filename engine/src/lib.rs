@@ -197,7 +197,14 @@ impl Engine {
 
     /// Whether `name` (`schema` or `catalog.schema`) is a schema of the session.
     fn schema_exists(&self, name: &str) -> bool {
-        let default_catalog = self.ctx.state().config().options().catalog.default_catalog.clone();
+        let default_catalog = self
+            .ctx
+            .state()
+            .config()
+            .options()
+            .catalog
+            .default_catalog
+            .clone();
         let (catalog, schema) = name
             .split_once('.')
             .unwrap_or((default_catalog.as_str(), name));

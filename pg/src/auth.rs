@@ -11,7 +11,9 @@ use flywheel_engine::credentials::same;
 use futures::Sink;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
-use pgwire::api::auth::sasl::scram::{SCRAM_ITERATIONS, ScramAuth, gen_salted_password, random_nonce};
+use pgwire::api::auth::sasl::scram::{
+    SCRAM_ITERATIONS, ScramAuth, gen_salted_password, random_nonce,
+};
 use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
@@ -42,10 +44,8 @@ impl Authentication {
     pub fn startup(&self) -> Startup {
         let scram = self.passwords.as_ref().map(|passwords| {
             let mut parameters = DefaultServerParameterProvider::default();
-            parameters.server_version = format!(
-                "{SERVER_VERSION} (Flywheel {})",
-                env!("CARGO_PKG_VERSION")
-            );
+            parameters.server_version =
+                format!("{SERVER_VERSION} (Flywheel {})", env!("CARGO_PKG_VERSION"));
             SASLAuthStartupHandler::new(Arc::new(parameters))
                 .with_scram(ScramAuth::new(Arc::clone(passwords) as Arc<dyn AuthSource>))
                 .with_connection_manager(Arc::clone(&self.connections))
@@ -67,7 +67,11 @@ pub struct Startup {
 
 #[async_trait]
 impl StartupHandler for Startup {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -108,7 +112,10 @@ impl Passwords {
         let salt = random_nonce().into_bytes();
         let salted = |secret: &str| gen_salted_password(secret, &salt, SCRAM_ITERATIONS);
         Self {
-            user: credentials.user.as_ref().map(|(u, p)| (u.clone(), salted(p))),
+            user: credentials
+                .user
+                .as_ref()
+                .map(|(u, p)| (u.clone(), salted(p))),
             token: credentials.token.as_deref().map(salted),
             nobody: salted(&random_nonce()),
             salt,

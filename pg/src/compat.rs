@@ -120,7 +120,11 @@ impl VisitorMut for LikeEscapes {
 struct ScalarSubqueries;
 
 /// Functions DataFusion does not have that clients call inside such subqueries.
-const UNAVAILABLE: &[&str] = &["json_build_object", "jsonb_build_object", "pg_get_serial_sequence"];
+const UNAVAILABLE: &[&str] = &[
+    "json_build_object",
+    "jsonb_build_object",
+    "pg_get_serial_sequence",
+];
 
 impl VisitorMut for ScalarSubqueries {
     type Break = ();
@@ -194,8 +198,17 @@ fn aggregates(item: &SelectItem) -> bool {
     match expr {
         Expr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|n| {
             [
-                "count", "max", "min", "sum", "avg", "array_agg", "string_agg", "bool_or",
-                "bool_and", "first_value", "last_value",
+                "count",
+                "max",
+                "min",
+                "sum",
+                "avg",
+                "array_agg",
+                "string_agg",
+                "bool_or",
+                "bool_and",
+                "first_value",
+                "last_value",
             ]
             .iter()
             .any(|a| n.value.eq_ignore_ascii_case(a))
@@ -253,7 +266,9 @@ mod tests {
     #[test]
     fn index_key_expansions_are_null() {
         assert_eq!(
-            rewritten("SELECT unnest(i.indkey) AS k, generate_subscripts(i.indkey, 1) FROM pg_index i"),
+            rewritten(
+                "SELECT unnest(i.indkey) AS k, generate_subscripts(i.indkey, 1) FROM pg_index i"
+            ),
             "SELECT NULL AS k, NULL FROM pg_index i"
         );
     }

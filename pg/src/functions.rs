@@ -43,7 +43,11 @@ fn version() -> ScalarUDF {
         vec![],
         DataType::Utf8,
         Volatility::Stable,
-        Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(version.clone()))))),
+        Arc::new(move |_| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                version.clone(),
+            ))))
+        }),
     )
 }
 
@@ -109,21 +113,31 @@ fn to_regtype() -> ScalarUDF {
         Volatility::Stable,
         Arc::new(|args: &[ColumnarValue]| {
             let [arg] = args else {
-                return Err(DataFusionError::Plan("to_regtype takes one type name".into()));
+                return Err(DataFusionError::Plan(
+                    "to_regtype takes one type name".into(),
+                ));
             };
             match arg {
                 ColumnarValue::Scalar(s) => {
                     let name = match s {
-                        ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v) => v.clone(),
+                        ScalarValue::Utf8(v)
+                        | ScalarValue::LargeUtf8(v)
+                        | ScalarValue::Utf8View(v) => v.clone(),
                         _ => None,
                     };
-                    Ok(ColumnarValue::Scalar(ScalarValue::Int32(name.as_deref().and_then(oid_of))))
+                    Ok(ColumnarValue::Scalar(ScalarValue::Int32(
+                        name.as_deref().and_then(oid_of),
+                    )))
                 }
                 ColumnarValue::Array(a) => {
                     let a = arrow::compute::cast(a, &DataType::Utf8)?;
                     let names = a.as_string::<i32>();
                     let oids: Int32Array = (0..names.len())
-                        .map(|i| (!names.is_null(i)).then(|| oid_of(names.value(i))).flatten())
+                        .map(|i| {
+                            (!names.is_null(i))
+                                .then(|| oid_of(names.value(i)))
+                                .flatten()
+                        })
                         .collect();
                     Ok(ColumnarValue::Array(Arc::new(oids) as ArrayRef))
                 }

@@ -60,7 +60,9 @@ impl Service {
     where
         C: ClientInfo + Send + Sync,
     {
-        let settings = client.session_extensions().get_or_insert_with(Settings::default);
+        let settings = client
+            .session_extensions()
+            .get_or_insert_with(Settings::default);
         match parsed {
             Parsed::Begin => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
             Parsed::Commit => Ok(Response::TransactionEnd(Tag::new("COMMIT"))),
@@ -263,7 +265,10 @@ impl ExtendedQueryHandler for Service {
 fn positional(schema: &Schema) -> Vec<DataType> {
     let mut types = Vec::new();
     for field in schema.fields() {
-        if let Some(n) = field.name().strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
+        if let Some(n) = field
+            .name()
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
             && (1..=u16::MAX as usize).contains(&n)
         {
             if types.len() < n {
@@ -277,7 +282,10 @@ fn positional(schema: &Schema) -> Vec<DataType> {
 
 /// The portal's parameter values as one row (columns `$1`, `$2`, ...), each cast to the type
 /// planning inferred for it (clients send a Python `int` as `int8` for an `INT` column).
-fn parameter_row(portal: &Portal<Arc<Prepared>>, inferred: &[DataType]) -> PgWireResult<RecordBatch> {
+fn parameter_row(
+    portal: &Portal<Arc<Prepared>>,
+    inferred: &[DataType],
+) -> PgWireResult<RecordBatch> {
     let hints: Vec<Option<&DataType>> = inferred
         .iter()
         .map(|t| (!matches!(t, DataType::Null)).then_some(t))
@@ -315,7 +323,11 @@ fn parameter_row(portal: &Portal<Arc<Prepared>>, inferred: &[DataType]) -> PgWir
                 .to_array_of_size(1)
                 .map_err(|e| to_pg(Error::from_datafusion(e)))?
         };
-        fields.push(Field::new(format!("${}", i + 1), column.data_type().clone(), true));
+        fields.push(Field::new(
+            format!("${}", i + 1),
+            column.data_type().clone(),
+            true,
+        ));
         columns.push(column);
     }
     if columns.is_empty() {

@@ -67,7 +67,13 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 /// `pg_table_is_visible`, `format_type`, `version()`, `to_regtype`, ...) on the engine's session.
 pub fn open_catalog(engine: &Engine) -> Result<()> {
     let ctx = engine.context();
-    let catalog = ctx.state().config().options().catalog.default_catalog.clone();
+    let catalog = ctx
+        .state()
+        .config()
+        .options()
+        .catalog
+        .default_catalog
+        .clone();
     datafusion_pg_catalog::setup_pg_catalog(ctx, &catalog, EmptyContextProvider)
         .map_err(|e| Error::from_datafusion(*e))?;
     for function in functions::all() {

@@ -135,7 +135,7 @@ pub async fn one_value(name: &str, value: &str, format: &Format) -> PgWireResult
 /// The row count a DML statement returned (its one value).
 fn count(batch: &RecordBatch) -> usize {
     match batch.columns().first() {
-        Some(c) if c.len() > 0 => match c.data_type() {
+        Some(c) if !c.is_empty() => match c.data_type() {
             DataType::UInt64 => c.as_primitive::<UInt64Type>().value(0) as usize,
             DataType::Int64 => c.as_primitive::<arrow::datatypes::Int64Type>().value(0) as usize,
             _ => 0,

@@ -88,9 +88,15 @@ impl Parser {
 /// Whether `sql` looks like a catalog query of a Postgres client.
 fn reads_pg_catalog(sql: &str) -> bool {
     let lower = sql.to_ascii_lowercase();
-    ["pg_", "::reg", "information_schema", "current_schema", "format_type"]
-        .iter()
-        .any(|needle| lower.contains(needle))
+    [
+        "pg_",
+        "::reg",
+        "information_schema",
+        "current_schema",
+        "format_type",
+    ]
+    .iter()
+    .any(|needle| lower.contains(needle))
 }
 
 fn classify(mut statement: FlywheelStatement) -> Parsed {
@@ -108,7 +114,9 @@ fn classify(mut statement: FlywheelStatement) -> Parsed {
     match s.as_ref() {
         Statement::StartTransaction { .. } => Parsed::Begin,
         Statement::Commit { .. } => Parsed::Commit,
-        Statement::Rollback { savepoint: None, .. } => Parsed::Rollback,
+        Statement::Rollback {
+            savepoint: None, ..
+        } => Parsed::Rollback,
         // Savepoints mark nothing: each statement has already committed.
         Statement::Rollback { .. } => Parsed::Accepted("ROLLBACK"),
         Statement::Savepoint { .. } => Parsed::Accepted("SAVEPOINT"),
@@ -117,7 +125,11 @@ fn classify(mut statement: FlywheelStatement) -> Parsed {
             variable, values, ..
         }) => Parsed::Set {
             name: variable.to_string().to_ascii_lowercase(),
-            value: values.iter().map(setting_value).collect::<Vec<_>>().join(", "),
+            value: values
+                .iter()
+                .map(setting_value)
+                .collect::<Vec<_>>()
+                .join(", "),
         },
         Statement::Set(Set::SetTimeZone { value, .. }) => Parsed::Set {
             name: "timezone".into(),
@@ -170,9 +182,7 @@ pub fn completion(statement: &FlywheelStatement) -> Completion {
             FlywheelDdl::CreateEntity(_) => Completion::Command("CREATE ENTITY".into()),
             FlywheelDdl::CreateFeatureView(_) => Completion::Command("CREATE FEATURE VIEW".into()),
             FlywheelDdl::CreateLabel(_) => Completion::Command("CREATE LABEL".into()),
-            FlywheelDdl::CreateTrainingSet(_) => {
-                Completion::Command("CREATE TRAINING SET".into())
-            }
+            FlywheelDdl::CreateTrainingSet(_) => Completion::Command("CREATE TRAINING SET".into()),
             FlywheelDdl::Alter { kind, .. } => Completion::Command(format!("ALTER {kind}")),
             FlywheelDdl::Drop { kind, .. } => Completion::Command(format!("DROP {kind}")),
             FlywheelDdl::Refresh { .. } | FlywheelDdl::RefreshAll { .. } => {
@@ -227,11 +237,16 @@ mod tests {
         assert!(matches!(one("COMMIT"), Parsed::Commit));
         assert!(matches!(one("ROLLBACK"), Parsed::Rollback));
         match one("SET application_name = 'psql'") {
-            Parsed::Set { name, value } => assert_eq!((name.as_str(), value.as_str()), ("application_name", "psql")),
+            Parsed::Set { name, value } => assert_eq!(
+                (name.as_str(), value.as_str()),
+                ("application_name", "psql")
+            ),
             other => panic!("{other:?}"),
         }
         match one("SET TIME ZONE 'UTC'") {
-            Parsed::Set { name, value } => assert_eq!((name.as_str(), value.as_str()), ("timezone", "UTC")),
+            Parsed::Set { name, value } => {
+                assert_eq!((name.as_str(), value.as_str()), ("timezone", "UTC"))
+            }
             other => panic!("{other:?}"),
         }
         match one("SHOW transaction isolation level") {
@@ -250,7 +265,10 @@ mod tests {
         };
         assert_eq!(c("INSERT INTO t VALUES (1)"), Completion::Insert);
         assert_eq!(c("SELECT 1"), Completion::Rows);
-        assert_eq!(c("CREATE TABLE t (a INT)"), Completion::Command("CREATE TABLE".into()));
+        assert_eq!(
+            c("CREATE TABLE t (a INT)"),
+            Completion::Command("CREATE TABLE".into())
+        );
         assert_eq!(
             c("CREATE ENTITY user (user_id BIGINT)"),
             Completion::Command("CREATE ENTITY".into())

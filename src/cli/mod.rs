@@ -288,12 +288,17 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
                     .await
                 })
             });
-            let served = server::serve_with(engine, listener, options, server::shutdown_signal()).await;
+            let served =
+                server::serve_with(engine, listener, options, server::shutdown_signal()).await;
             stop.notify_one();
             if let Some(pg) = pg {
                 match pg.await {
                     Ok(result) => result?,
-                    Err(e) => return Err(crate::Error::Internal(format!("the Postgres front door stopped: {e}"))),
+                    Err(e) => {
+                        return Err(crate::Error::Internal(format!(
+                            "the Postgres front door stopped: {e}"
+                        )));
+                    }
                 }
             }
             served?;
