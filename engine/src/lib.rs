@@ -195,16 +195,20 @@ impl Engine {
             .map_err(Error::from_datafusion)
     }
 
-    /// Whether `name` (`schema` or `catalog.schema`) is a schema of the session.
-    fn schema_exists(&self, name: &str) -> bool {
-        let default_catalog = self
-            .ctx
+    /// The session's default catalog (the warehouse's, `flywheel`).
+    pub fn default_catalog(&self) -> String {
+        self.ctx
             .state()
             .config()
             .options()
             .catalog
             .default_catalog
-            .clone();
+            .clone()
+    }
+
+    /// Whether `name` (`schema` or `catalog.schema`) is a schema of the session.
+    fn schema_exists(&self, name: &str) -> bool {
+        let default_catalog = self.default_catalog();
         let (catalog, schema) = name
             .split_once('.')
             .unwrap_or((default_catalog.as_str(), name));

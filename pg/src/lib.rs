@@ -67,14 +67,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 /// `pg_table_is_visible`, `format_type`, `version()`, `to_regtype`, ...) on the engine's session.
 pub fn open_catalog(engine: &Engine) -> Result<()> {
     let ctx = engine.context();
-    let catalog = ctx
-        .state()
-        .config()
-        .options()
-        .catalog
-        .default_catalog
-        .clone();
-    datafusion_pg_catalog::setup_pg_catalog(ctx, &catalog, EmptyContextProvider)
+    datafusion_pg_catalog::setup_pg_catalog(ctx, &engine.default_catalog(), EmptyContextProvider)
         .map_err(|e| Error::from_datafusion(*e))?;
     for function in functions::all() {
         ctx.register_udf(function);
@@ -116,13 +109,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let addr = listener.local_addr()?;
-    if engine.context().catalog_names().iter().all(|c| {
-        engine
-            .context()
-            .catalog(c)
-            .and_then(|c| c.schema("pg_catalog"))
-            .is_none()
-    }) {
+    let opened = engine
+        .context()
+        .catalog(&engine.default_catalog())
+        .and_then(|c| c.schema("pg_catalog"))
+        .is_some();
+    if !opened {
         open_catalog(&engine)?;
     }
     let tls = match &options.tls {
