@@ -16,7 +16,7 @@ use crate::{Engine, EngineOptions, Result, server};
 #[derive(Debug, Parser)]
 #[command(name = "flywheel", version, about)]
 pub struct Cli {
-    /// TOML config file (keys: listen, warehouse, log, auth_token, auth_user, auth_password,
+    /// TOML config file (keys: listen, pg_listen, warehouse, log, auth_token, auth_user, auth_password,
     /// tls_cert, tls_key, online_store, memory_limit, parquet_data_pages, allowed_paths,
     /// statement_timeout, max_statement_size,
     /// scheduler, on_change_poll_interval, schedule_lease_timeout,
