@@ -426,8 +426,11 @@ impl Config {
     }
 
     /// How the Postgres front door serves (`None`: `pg_listen` is not set): its address, and the
-    /// same credentials and TLS files as Flight.
-    pub fn pg_options(&self) -> Result<Option<(SocketAddr, flywheel_pg::PgOptions)>> {
+    /// credentials and TLS certificate of `flight` (the Flight front door's [`Config::serve_options`]).
+    pub fn pg_options(
+        &self,
+        flight: &crate::server::ServeOptions,
+    ) -> Result<Option<(SocketAddr, flywheel_pg::PgOptions)>> {
         let Some(listen) = &self.pg_listen else {
             return Ok(None);
         };
@@ -436,12 +439,11 @@ impl Config {
                 "pg_listen address `{listen}` is not HOST:PORT ({e}); e.g. 127.0.0.1:5433"
             ))
         })?;
-        let flight = self.serve_options()?;
         Ok(Some((
             addr,
             flywheel_pg::PgOptions {
-                credentials: flight.credentials,
-                tls: flight.tls,
+                credentials: flight.credentials.clone(),
+                tls: flight.tls.clone(),
                 max_connections: 0,
             },
         )))

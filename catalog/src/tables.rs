@@ -95,7 +95,9 @@ pub async fn open_files(entry: &TableEntry, format: FileFormat) -> Result<Arc<dy
     // its name.
     let extension = if url.is_collection() { extension } else { "" };
     let options = ListingOptions::new(file_format).with_file_extension(extension);
-    let state = datafusion::prelude::SessionContext::new().state();
+    // Inference needs the object store and the configuration only, not the functions a full
+    // session registers.
+    let state = datafusion::execution::SessionStateBuilder::new().build();
     let schema = options.infer_schema(&state, &url).await.map_err(files)?;
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)

@@ -4,7 +4,7 @@
 /// The credentials a server accepts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
-    /// A static bearer token (over Postgres: accepted as the password of any user).
+    /// A static bearer token (over Postgres: the password of any user but `user`'s).
     pub token: Option<String>,
     /// A user and password.
     pub user: Option<(String, String)>,
@@ -29,15 +29,6 @@ impl Credentials {
     pub fn is_token(&self, token: &str) -> bool {
         self.token.as_deref().is_some_and(|t| same(t, token))
     }
-
-    /// The password `user` must present: the configured user's password, otherwise the bearer
-    /// token (`None`: this user cannot log in).
-    pub fn password_of(&self, user: &str) -> Option<&str> {
-        match &self.user {
-            Some((u, p)) if same(u, user) => Some(p),
-            _ => self.token.as_deref(),
-        }
-    }
 }
 
 /// Whether two secrets are equal, in time that depends on their lengths only.
@@ -60,18 +51,13 @@ mod tests {
     }
 
     #[test]
-    fn the_user_has_its_password_and_others_the_token() {
+    fn the_user_and_the_token() {
         let c = Credentials {
             token: Some("t".into()),
             user: Some(("ada".into(), "pw".into())),
         };
-        assert_eq!(c.password_of("ada"), Some("pw"));
-        assert_eq!(c.password_of("bob"), Some("t"));
-        assert!(c.is_user("ada", "pw") && !c.is_user("ada", "t") && c.is_token("t"));
-        let user_only = Credentials {
-            token: None,
-            user: Some(("ada".into(), "pw".into())),
-        };
-        assert_eq!(user_only.password_of("bob"), None);
+        assert!(c.is_user("ada", "pw") && !c.is_user("ada", "t") && !c.is_user("bob", "pw"));
+        assert!(c.is_token("t") && !c.is_token("pw"));
+        assert!(!Credentials::default().is_token(""));
     }
 }

@@ -72,6 +72,22 @@ impl Planned {
         )))
     }
 
+    /// The type of each parameter by position (`$1` first, up to the highest one the plan uses);
+    /// a position the plan does not use, or whose type DataFusion could not infer, is `Null`.
+    pub fn parameter_types(&self) -> Result<Vec<arrow::datatypes::DataType>> {
+        let mut types = Vec::new();
+        for field in self.parameter_schema()?.fields() {
+            if let Some(n) = position(field.name()).filter(|n| (1..=u16::MAX as usize).contains(n))
+            {
+                if types.len() < n {
+                    types.resize(n, arrow::datatypes::DataType::Null);
+                }
+                types[n - 1] = field.data_type().clone();
+            }
+        }
+        Ok(types)
+    }
+
     /// Binds the rows of `values` (one column per parameter, in position order).
     pub fn bind(self, values: &RecordBatch) -> Result<Planned> {
         if values.num_columns() == 0 {

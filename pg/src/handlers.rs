@@ -33,7 +33,7 @@ use crate::statements::{Completion, Parsed, Parser, completion, is_read_only_lis
 
 /// Runs clients' statements on the engine.
 pub struct Service {
-    engine: Engine,
+    /// The engine and the parser, shared with the extended protocol's Parse step.
     parser: Arc<StatementParser>,
 }
 
@@ -41,11 +41,14 @@ impl Service {
     pub fn new(engine: Engine) -> Self {
         Self {
             parser: Arc::new(StatementParser {
-                engine: engine.clone(),
+                engine,
                 parser: Parser::new(),
             }),
-            engine,
         }
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.parser.engine
     }
 
     /// Runs one parsed statement, with `params` bound (extended protocol), answering in `format`.
@@ -83,11 +86,11 @@ impl Service {
             Parsed::Accepted(tag) => Ok(Response::Execution(Tag::new(tag))),
             Parsed::Engine(statement) => {
                 let completion = completion(statement);
-                let mut planned = self.engine.plan(statement.clone()).await.map_err(to_pg)?;
+                let mut planned = self.engine().plan(statement.clone()).await.map_err(to_pg)?;
                 if let Some(params) = params {
                     planned = planned.bind(&params).map_err(to_pg)?;
                 }
-                let output = self.engine.run(planned).await.map_err(to_pg)?;
+                let output = self.engine().run(planned).await.map_err(to_pg)?;
                 let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
                 let cancel = client
                     .session_extensions()
@@ -111,7 +114,7 @@ impl SimpleQueryHandler for Service {
         let statements = self
             .parser
             .parser
-            .parse(&self.engine, query)
+            .parse(self.engine(), query)
             .map_err(to_pg)?;
         let mut responses = Vec::with_capacity(statements.len());
         // Like PostgreSQL: the statements before a failing one keep their answers; the ones after
@@ -174,7 +177,7 @@ impl QueryParser for StatementParser {
         let (parameters, columns) = match &parsed {
             Parsed::Engine(statement) => {
                 let planned = self.engine.plan(statement.clone()).await.map_err(to_pg)?;
-                let parameters = positional(&*planned.parameter_schema().map_err(to_pg)?);
+                let parameters = planned.parameter_types().map_err(to_pg)?;
                 let columns = if is_read_only_listing(statement) {
                     // Flywheel's listings know their columns only when they run.
                     self.engine.run(planned).await.map_err(to_pg)?.schema()
@@ -260,28 +263,9 @@ impl ExtendedQueryHandler for Service {
     }
 }
 
-/// The type of each parameter by position (`$1` first); a position the plan does not use (a
-/// rewrite dropped it) is `Null`.
-fn positional(schema: &Schema) -> Vec<DataType> {
-    let mut types = Vec::new();
-    for field in schema.fields() {
-        if let Some(n) = field
-            .name()
-            .strip_prefix('$')
-            .and_then(|n| n.parse::<usize>().ok())
-            && (1..=u16::MAX as usize).contains(&n)
-        {
-            if types.len() < n {
-                types.resize(n, DataType::Null);
-            }
-            types[n - 1] = field.data_type().clone();
-        }
-    }
-    types
-}
-
-/// The portal's parameter values as one row (columns `$1`, `$2`, ...), each cast to the type
-/// planning inferred for it (clients send a Python `int` as `int8` for an `INT` column).
+/// The portal's parameter values (at least one) as one row (columns `$1`, `$2`, ...), each cast
+/// to the type planning inferred for it (clients send a Python `int` as `int8` for an `INT`
+/// column).
 fn parameter_row(
     portal: &Portal<Arc<Prepared>>,
     inferred: &[DataType],
@@ -329,10 +313,6 @@ fn parameter_row(
             true,
         ));
         columns.push(column);
-    }
-    if columns.is_empty() {
-        return RecordBatch::try_new(Arc::new(Schema::empty()), vec![])
-            .map_err(|e| to_pg(Error::Arrow(e)));
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| to_pg(Error::Arrow(e)))
 }

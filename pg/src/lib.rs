@@ -65,9 +65,18 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 
 /// Registers `pg_catalog` and the Postgres functions clients call (`current_schema()`,
 /// `pg_table_is_visible`, `format_type`, `version()`, `to_regtype`, ...) on the engine's session.
+/// Opening it again does nothing.
 pub fn open_catalog(engine: &Engine) -> Result<()> {
     let ctx = engine.context();
-    datafusion_pg_catalog::setup_pg_catalog(ctx, &engine.default_catalog(), EmptyContextProvider)
+    let catalog = engine.default_catalog();
+    if ctx
+        .catalog(&catalog)
+        .and_then(|c| c.schema("pg_catalog"))
+        .is_some()
+    {
+        return Ok(());
+    }
+    datafusion_pg_catalog::setup_pg_catalog(ctx, &catalog, EmptyContextProvider)
         .map_err(|e| Error::from_datafusion(*e))?;
     for function in functions::all() {
         ctx.register_udf(function);
@@ -101,7 +110,7 @@ impl PgWireServerHandlers for Handlers {
 }
 
 /// Serves the Postgres protocol on `listener` until `shutdown` completes; connections still open
-/// then are closed. `pg_catalog` is opened first if [`open_catalog`] was not called.
+/// then are closed. `pg_catalog` is opened first ([`open_catalog`]).
 pub async fn serve(
     engine: Engine,
     listener: TcpListener,
@@ -109,14 +118,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let addr = listener.local_addr()?;
-    let opened = engine
-        .context()
-        .catalog(&engine.default_catalog())
-        .and_then(|c| c.schema("pg_catalog"))
-        .is_some();
-    if !opened {
-        open_catalog(&engine)?;
-    }
+    open_catalog(&engine)?;
     let tls = match &options.tls {
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
         None => None,

@@ -8,8 +8,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use flywheel_engine::{Error, Output};
@@ -47,19 +46,20 @@ pub async fn respond(
     rows_described: bool,
     cancel: Cancel,
 ) -> PgWireResult<Response> {
-    match (completion, output) {
-        (Completion::Insert, Output::Batch(batch)) => Ok(Response::Execution(
-            Tag::new("INSERT").with_oid(0).with_rows(count(&batch)),
+    let count = || output.row_count().unwrap_or(0) as usize;
+    match (completion, &output) {
+        (Completion::Insert, Output::Batch(_)) => Ok(Response::Execution(
+            Tag::new("INSERT").with_oid(0).with_rows(count()),
         )),
-        (Completion::Copy, Output::Batch(batch)) => Ok(Response::Execution(
-            Tag::new("COPY").with_rows(count(&batch)),
-        )),
+        (Completion::Copy, Output::Batch(_)) => {
+            Ok(Response::Execution(Tag::new("COPY").with_rows(count())))
+        }
         (Completion::Command(tag), Output::Batch(batch))
             if batch.num_columns() == 0 || !rows_described =>
         {
             Ok(Response::Execution(Tag::new(tag)))
         }
-        (_, output) => rows(output, format, options, cancel)
+        _ => rows(output, format, options, cancel)
             .await
             .map(Response::Query),
     }
@@ -130,16 +130,4 @@ pub async fn one_value(name: &str, value: &str, format: &Format) -> PgWireResult
     .map_err(|e| to_pg(Error::Arrow(e)))?;
     let output = Output::batches(schema, vec![batch]).map_err(to_pg)?;
     rows(output, format, Arc::new(FormatOptions::default()), None).await
-}
-
-/// The row count a DML statement returned (its one value).
-fn count(batch: &RecordBatch) -> usize {
-    match batch.columns().first() {
-        Some(c) if !c.is_empty() => match c.data_type() {
-            DataType::UInt64 => c.as_primitive::<UInt64Type>().value(0) as usize,
-            DataType::Int64 => c.as_primitive::<arrow::datatypes::Int64Type>().value(0) as usize,
-            _ => 0,
-        },
-        _ => 0,
-    }
 }

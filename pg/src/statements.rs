@@ -51,14 +51,14 @@ impl Parser {
 
     /// The statements of `sql`, in order.
     pub fn parse(&self, engine: &Engine, sql: &str) -> Result<Vec<Parsed>> {
-        if reads_pg_catalog(sql)
-            && let Some(statements) = self.compat_parse(engine, sql)?
-        {
+        let catalog_query = reads_pg_catalog(sql);
+        if catalog_query && let Some(statements) = self.compat_parse(engine, sql)? {
             return Ok(statements);
         }
         match engine.parse(sql) {
             Ok(statements) => Ok(statements.into_iter().map(classify).collect()),
-            Err(e @ Error::Sql(_)) => match self.compat_parse(engine, sql)? {
+            // (A catalog query has been through the compatibility parser already.)
+            Err(e @ Error::Sql(_)) if !catalog_query => match self.compat_parse(engine, sql)? {
                 Some(statements) => Ok(statements),
                 None => Err(e),
             },

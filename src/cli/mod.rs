@@ -255,7 +255,7 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
                     ""
                 }
             );
-            let pg = match config.pg_options()? {
+            let pg = match config.pg_options(&options)? {
                 Some((addr, pg_options)) => {
                     let listener = flywheel_pg::bind(addr).await?;
                     flywheel_pg::open_catalog(&engine)?;
