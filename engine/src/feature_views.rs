@@ -77,7 +77,24 @@ pub(super) async fn plan_and_check(
                 def.entity
             ))
         })?;
-    let (statement, pinned, inputs) = lineage::pin_query(engine, &def.query).await?;
+    // A view with aggregate features materializes their inputs (its event log).
+    let split = match kind {
+        Keyed::FeatureView => {
+            let keys: Vec<String> = entity.keys.iter().map(|k| k.name.clone()).collect();
+            Some(crate::windows::split_with_keys(engine, name, def, &keys)?)
+        }
+        Keyed::Label => None,
+    };
+    let aggregates = split.as_ref().map(|s| s.aggregates.clone()).unwrap_or_default();
+    if !aggregates.is_empty()
+        && let Some(ttl) = &def.ttl
+    {
+        return Err(Error::InvalidInput(format!(
+            "feature view `{name}`: TTL {ttl} does not apply to aggregate features (their windows bound the events they read); drop the TTL"
+        )));
+    }
+    let query = split.map(|s| s.query).unwrap_or_else(|| def.query.clone());
+    let (statement, pinned, inputs) = lineage::pin_query(engine, &query).await?;
     let record = Lineage {
         version: 0,
         inputs,
@@ -140,6 +157,18 @@ pub(super) async fn plan_and_check(
             def.event_time,
             time.data_type()
         )));
+    }
+    if !aggregates.is_empty() && time_type.is_integer() {
+        return Err(Error::InvalidInput(format!(
+            "{noun} `{name}`: aggregate features need a timestamp or date event time; `{}` is {}",
+            def.event_time,
+            time.data_type()
+        )));
+    }
+    for a in &aggregates {
+        if let Some(field) = find(&a.name) {
+            a.func.output_type(&a.name, value_type(field.data_type()))?;
+        }
     }
     Ok((plan, record))
 }
@@ -561,6 +590,16 @@ pub(super) async fn describe(engine: &Engine, kind: Keyed, name: &str) -> Result
             .iter()
             .map(|(k, v)| (format!("option.{k}"), v.clone())),
     );
+    if kind == Keyed::FeatureView
+        && let Ok(split) = engine.split_view(name, &def)
+    {
+        rows.extend(
+            split
+                .columns
+                .iter()
+                .map(|(column, k)| (format!("column.{column}"), k.describe())),
+        );
+    }
     rows.extend(
         super::freshness::describe_rows(engine.registry(), kind.registry_kind(), name).await?,
     );

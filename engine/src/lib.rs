@@ -58,6 +58,7 @@ mod shards;
 mod table_writes;
 mod time_travel;
 mod training_sets;
+pub mod windows;
 
 use std::sync::Arc;
 

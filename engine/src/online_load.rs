@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, IntervalUnit};
+use arrow::datatypes::DataType;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::datasource::provider_as_source;
 use datafusion::functions_aggregate::expr_fn::max;
@@ -17,7 +17,7 @@ use flywheel_catalog::Registry;
 use flywheel_catalog::objects::{FeatureViewDefinition, KIND_FEATURE_VIEW};
 
 use super::definitions::{Keyed, registry_definition};
-use super::plans::{asof_match, column, interval};
+use super::plans::{asof_match, column};
 use super::{Engine, Planned};
 use crate::online::{LookupRequest, Snapshot};
 use crate::{Error, Result};
@@ -253,7 +253,7 @@ impl Engine {
         // An empty view loads as an empty snapshot (every key: not found).
         let batch = arrow::compute::concat_batches(&schema, &batches)?;
         let ttl_us = match &def.ttl {
-            Some(ttl) => Some(self.interval_micros(ttl).await?),
+            Some(ttl) => Some(super::plans::interval_us(self, ttl)?),
             None => None,
         };
         let snapshot = Snapshot::new(
@@ -269,21 +269,6 @@ impl Engine {
         self.online().publish(snapshot).await?;
         tracing::info!(view = %name, rows, "loaded into the online store");
         Ok(())
-    }
-
-    /// An interval literal (`INTERVAL '30 days'`) in microseconds (a month counts 30 days).
-    async fn interval_micros(&self, text: &str) -> Result<i64> {
-        let value = interval(self, text)?
-            .cast_to(&DataType::Interval(IntervalUnit::MonthDayNano))
-            .map_err(Error::from_datafusion)?;
-        let ScalarValue::IntervalMonthDayNano(Some(value)) = value else {
-            return Err(Error::InvalidInput(format!(
-                "TTL `{text}` is not an interval"
-            )));
-        };
-        Ok(i64::from(value.months) * 30 * 86_400_000_000
-            + i64::from(value.days) * 86_400_000_000
-            + value.nanoseconds / 1_000)
     }
 
     /// The latest event time of the feature view `name` (its table `provider`).

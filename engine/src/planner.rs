@@ -16,6 +16,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 use deltalake::delta_datafusion::planner::DeltaExtensionPlanner;
 
 use crate::asof::AsOfJoinPlanner;
+use crate::windows::WindowAggPlanner;
 
 /// Plans logical plans with DataFusion's default planner plus the extension planners.
 #[derive(Debug, Default)]
@@ -23,7 +24,11 @@ pub struct FlywheelQueryPlanner;
 
 impl FlywheelQueryPlanner {
     fn extension_planners() -> Vec<Arc<dyn ExtensionPlanner + Send + Sync>> {
-        vec![Arc::new(AsOfJoinPlanner), DeltaExtensionPlanner::new()]
+        vec![
+            Arc::new(AsOfJoinPlanner),
+            Arc::new(WindowAggPlanner),
+            DeltaExtensionPlanner::new(),
+        ]
     }
 }
 

@@ -52,6 +52,25 @@ pub(crate) fn names_of(plan: &LogicalPlan) -> Vec<String> {
 /// A stored SQL interval (a TTL: `INTERVAL '30 days'`) as an expression; anything but an
 /// interval literal is refused.
 pub(crate) fn interval(engine: &Engine, text: &str) -> Result<ScalarValue> {
+    interval_literal(engine, text, "TTL")
+}
+
+/// An interval literal (`INTERVAL '30 days'`) in microseconds (a month counts 30 days).
+pub(crate) fn interval_us(engine: &Engine, text: &str) -> Result<i64> {
+    let value = interval_literal(engine, text, "the interval")?
+        .cast_to(&arrow::datatypes::DataType::Interval(
+            arrow::datatypes::IntervalUnit::MonthDayNano,
+        ))
+        .map_err(Error::from_datafusion)?;
+    let ScalarValue::IntervalMonthDayNano(Some(value)) = value else {
+        return Err(Error::InvalidInput(format!("`{text}` is not an interval")));
+    };
+    Ok(i64::from(value.months) * 30 * 86_400_000_000
+        + i64::from(value.days) * 86_400_000_000
+        + value.nanoseconds / 1_000)
+}
+
+fn interval_literal(engine: &Engine, text: &str, what: &str) -> Result<ScalarValue> {
     let parsed = engine
         .context()
         .parse_sql_expr(text, &datafusion::common::DFSchema::empty())
@@ -64,7 +83,7 @@ pub(crate) fn interval(engine: &Engine, text: &str) -> Result<ScalarValue> {
             _,
         ) => Ok(v),
         _ => Err(Error::InvalidInput(format!(
-            "TTL `{text}` is not an interval"
+            "{what} `{text}` is not an interval"
         ))),
     }
 }

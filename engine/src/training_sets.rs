@@ -90,6 +90,61 @@ async fn build_plan(
                 )));
             }
         }
+        let split = engine.split_view(view, &vdef)?;
+        if !split.aggregates.is_empty() {
+            // Aggregate features: evaluated at each label row's time.
+            let mut chosen: Vec<crate::windows::Aggregate> = Vec::new();
+            if items.iter().any(|c| c.is_none()) {
+                chosen = split.aggregates.clone();
+            } else {
+                for c in items.iter().flatten() {
+                    let Some(a) = split.aggregates.iter().find(|a| &a.name == c) else {
+                        let names: Vec<&str> =
+                            split.aggregates.iter().map(|a| a.name.as_str()).collect();
+                        return Err(Error::InvalidInput(format!(
+                            "training set `{name}`: feature view `{view}` has no feature `{c}`; its features are {}",
+                            names.join(", ")
+                        )));
+                    };
+                    if !chosen.contains(a) {
+                        chosen.push(a.clone());
+                    }
+                }
+            }
+            for a in &chosen {
+                let out_name = if taken.contains(&a.name) {
+                    format!("{view}__{}", a.name)
+                } else {
+                    a.name.clone()
+                };
+                taken.insert(out_name.clone());
+                select.push(column(&alias, &a.name).alias(out_name));
+            }
+            let node = crate::windows::WindowAggNode::try_new(
+                plan.build().map_err(df)?,
+                view_scan,
+                keys.iter()
+                    .map(|k| (column("l", k), column(&alias, k)))
+                    .collect(),
+                column("l", &label.event_time),
+                column(&alias, &vdef.event_time),
+                chosen
+                    .into_iter()
+                    .map(|a| {
+                        let input = column(&alias, &a.name);
+                        (a, input)
+                    })
+                    .collect(),
+                Some(datafusion::common::TableReference::bare(alias.as_str())),
+            )
+            .map_err(df)?;
+            plan = LogicalPlanBuilder::from(LogicalPlan::Extension(
+                datafusion::logical_expr::Extension {
+                    node: std::sync::Arc::new(node),
+                },
+            ));
+            continue;
+        }
         let wanted: Vec<String> = if items.iter().any(|c| c.is_none()) {
             view_cols
                 .iter()

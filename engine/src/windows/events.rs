@@ -1,0 +1,756 @@
+//! [`Events`]: a view's events grouped by key and sorted by time once, with what each aggregate
+//! needs to answer "its value over `(t - window, t]`" for many probe times `t` in one sweep.
+//!
+//! - count, sum, avg, var_samp, stddev_samp: prefix sums, restarted at each key (a window's value
+//!   is a difference of two; variance sums are taken around the key's first value, so large
+//!   means do not cancel the digits that matter);
+//! - min, max: a monotonic deque per aggregate, swept along the key's probes in time order;
+//! - count(DISTINCT), approx_distinct: a sliding multiset of the values' row-format bytes;
+//! - first_value, last_value, last_k: the next / previous non-NULL event of each position.
+//!
+//! The window's bounds are found by moving two indexes along the key's events as the probes'
+//! times grow. Keys are split into ranges evaluated on separate threads.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, Float64Array, Int64Array, ListArray, RecordBatch, UInt32Array, UInt64Array,
+    make_comparator,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::compute::SortOptions;
+use arrow::datatypes::{DataType, Field, Int64Type, TimeUnit};
+use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
+
+use super::spec::{Aggregate, Func};
+use crate::{Error, Result};
+
+/// Times in microseconds since the epoch (timestamps of any unit and zone, dates); other types
+/// are refused.
+pub fn times_us(array: &ArrayRef) -> Result<Int64Array> {
+    let scale: fn(i64) -> i64 = match array.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => |v| v.saturating_mul(1_000_000),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => |v| v.saturating_mul(1_000),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => |v| v,
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => |v| v.div_euclid(1_000),
+        DataType::Date32 => |v| v.saturating_mul(86_400_000_000),
+        DataType::Date64 => |v| v.saturating_mul(1_000),
+        DataType::Dictionary(_, value) => {
+            let plain = arrow::compute::cast(array, value)?;
+            return times_us(&plain);
+        }
+        other => {
+            return Err(Error::InvalidInput(format!(
+                "aggregate features need a timestamp or date event time; found {other}"
+            )));
+        }
+    };
+    let raw = arrow::compute::cast(array, &DataType::Int64)?;
+    let raw = raw.as_any().downcast_ref::<Int64Array>().ok_or_else(|| {
+        Error::InvalidInput("event times did not convert to integers".into())
+    })?;
+    Ok(raw.unary::<_, Int64Type>(scale))
+}
+
+/// One aggregate's input, sorted like the events, and what answers it.
+struct Prepared {
+    func: Func,
+    window_us: i64,
+    /// The output type.
+    output: DataType,
+    /// The input, in event order.
+    values: ArrayRef,
+    /// Non-NULL inputs before each slot (see [`Events::slot`]).
+    counts: Vec<u32>,
+    /// Prefix sums (restarted per key) of the input (f64), and of squares, around `shift`.
+    sums: Vec<f64>,
+    squares: Vec<f64>,
+    /// Per key: the value sums are taken around (its first non-NULL input).
+    shift: Vec<f64>,
+    /// Wrapping prefix sums of an integer input (exact for any window sum that fits).
+    int_sums: Vec<i64>,
+    /// `next_valid[i]`: the first non-NULL input at or after position `i` (`n` when none).
+    next_valid: Vec<u32>,
+    /// `prev_valid[i]`: the last non-NULL input before position `i`, plus one (0 when none).
+    prev_valid: Vec<u32>,
+    /// The inputs in Arrow's row format (distinct counts).
+    rows: Option<Rows>,
+}
+
+/// A view's events by key, sorted by time; see the module docs.
+pub struct Events {
+    /// Event times, key by key, each key's in time order (ties in input order).
+    times: Vec<i64>,
+    /// Key `g`'s events are `starts[g]..starts[g + 1]`.
+    starts: Vec<usize>,
+    /// One row per key: its key columns.
+    keys: Vec<ArrayRef>,
+    converter: RowConverter,
+    index: HashMap<OwnedRow, u32>,
+    aggregates: Vec<(Aggregate, Prepared)>,
+    /// The events as given, sorted (key columns, event time, inputs), to persist them.
+    batch: RecordBatch,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("events", &self.times.len())
+            .field("keys", &self.key_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One output of an evaluation, by probe.
+enum Out {
+    Int(Vec<Option<i64>>),
+    UInt(Vec<Option<u64>>),
+    Float(Vec<Option<f64>>),
+    /// The event position whose input is the value.
+    Position(Vec<Option<u32>>),
+    /// Event positions, newest first (last_k).
+    Positions(Vec<Option<Vec<u32>>>),
+}
+
+impl Events {
+    /// Groups `batch`'s events by the key columns `keys` and sorts each key's by `time`; events
+    /// with a NULL key or time are left out. Each aggregate's input is the column named after it.
+    pub fn new(
+        batch: RecordBatch,
+        keys: &[String],
+        time: &str,
+        aggregates: &[Aggregate],
+    ) -> Result<Self> {
+        let column = |name: &str| {
+            batch.column_by_name(name).cloned().ok_or_else(|| {
+                Error::InvalidInput(format!("the events have no column `{name}`"))
+            })
+        };
+        let key_columns: Vec<ArrayRef> = keys.iter().map(|k| column(k)).collect::<Result<_>>()?;
+        let key_columns: Vec<ArrayRef> = key_columns
+            .iter()
+            .map(|c| match c.data_type() {
+                DataType::Dictionary(_, value) => Ok(arrow::compute::cast(c, value)?),
+                _ => Ok(Arc::clone(c)),
+            })
+            .collect::<Result<_>>()?;
+        let times = times_us(&column(time)?)?;
+        let converter = RowConverter::new(
+            key_columns
+                .iter()
+                .map(|c| SortField::new(c.data_type().clone()))
+                .collect(),
+        )?;
+        let rows = converter.convert_columns(&key_columns)?;
+        // Group ids in order of first appearance.
+        let mut index: HashMap<OwnedRow, u32> = HashMap::new();
+        let mut group = vec![u32::MAX; batch.num_rows()];
+        {
+            let mut seen: HashMap<arrow::row::Row<'_>, u32> = HashMap::new();
+            for (i, slot) in group.iter_mut().enumerate() {
+                if times.is_null(i) || key_columns.iter().any(|c| c.is_null(i)) {
+                    continue;
+                }
+                let row = rows.row(i);
+                let next = seen.len() as u32;
+                *slot = *seen.entry(row).or_insert(next);
+            }
+            for (row, g) in seen {
+                index.insert(row.owned(), g);
+            }
+        }
+        let groups = index.len();
+        // Counting sort by group (stable), then each group by time (stable).
+        let mut starts = vec![0usize; groups + 1];
+        for &g in &group {
+            if g != u32::MAX {
+                starts[g as usize + 1] += 1;
+            }
+        }
+        for g in 0..groups {
+            starts[g + 1] += starts[g];
+        }
+        let mut next = starts.clone();
+        let mut order = vec![0u32; starts[groups]];
+        for (i, &g) in group.iter().enumerate() {
+            if g != u32::MAX {
+                order[next[g as usize]] = i as u32;
+                next[g as usize] += 1;
+            }
+        }
+        let raw = times.values();
+        for g in 0..groups {
+            order[starts[g]..starts[g + 1]].sort_by_key(|&i| raw[i as usize]);
+        }
+        let take = UInt32Array::from(order);
+        let sorted = arrow::compute::take_record_batch(&batch, &take)?;
+        let times: Vec<i64> = take.values().iter().map(|&i| raw[i as usize]).collect();
+        let firsts = UInt32Array::from(
+            starts[..groups]
+                .iter()
+                .map(|&s| take.value(s))
+                .collect::<Vec<u32>>(),
+        );
+        let keys = key_columns
+            .iter()
+            .map(|c| Ok(arrow::compute::take(c.as_ref(), &firsts, None)?))
+            .collect::<Result<Vec<_>>>()?;
+        let mut events = Self {
+            times,
+            starts,
+            keys,
+            converter,
+            index,
+            aggregates: Vec::new(),
+            batch: sorted,
+        };
+        for a in aggregates {
+            let values = events.batch.column_by_name(&a.name).cloned().ok_or_else(|| {
+                Error::InvalidInput(format!("the events have no input column `{}`", a.name))
+            })?;
+            let prepared = events.prepare(a, values)?;
+            events.aggregates.push((a.clone(), prepared));
+        }
+        Ok(events)
+    }
+
+    /// The number of keys.
+    pub fn key_count(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    /// The number of events.
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Whether there are no events.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// One row per key: the key columns.
+    pub fn keys(&self) -> &[ArrayRef] {
+        &self.keys
+    }
+
+    /// The sorted events (key columns, time, inputs).
+    pub fn batch(&self) -> &RecordBatch {
+        &self.batch
+    }
+
+    /// The aggregates, in order.
+    pub fn aggregates(&self) -> impl Iterator<Item = &Aggregate> {
+        self.aggregates.iter().map(|(a, _)| a)
+    }
+
+    /// The output type of each aggregate.
+    pub fn output_types(&self) -> Vec<DataType> {
+        self.aggregates
+            .iter()
+            .map(|(_, p)| p.output.clone())
+            .collect()
+    }
+
+    /// The newest event time of key `g`.
+    pub fn latest_time(&self, g: usize) -> Option<i64> {
+        let end = *self.starts.get(g + 1)?;
+        (end > self.starts[g]).then(|| self.times[end - 1])
+    }
+
+    /// Approximate bytes held.
+    pub fn memory_size(&self) -> usize {
+        let prepared: usize = self
+            .aggregates
+            .iter()
+            .map(|(_, p)| {
+                p.counts.len() * 4
+                    + (p.sums.len() + p.squares.len() + p.shift.len()) * 8
+                    + p.int_sums.len() * 8
+                    + (p.next_valid.len() + p.prev_valid.len()) * 4
+                    + p.rows.as_ref().map_or(0, Rows::size)
+            })
+            .sum();
+        self.batch.get_array_memory_size()
+            + self.times.len() * 8
+            + self.starts.len() * 8
+            + self.index.len() * 48
+            + prepared
+    }
+
+    /// The key (group) of each row of `key_columns` (the key columns, any types that cast to
+    /// the events' key types), `None` when the key has no events.
+    pub fn find(&self, key_columns: &[ArrayRef]) -> Result<Vec<Option<u32>>> {
+        let cast = key_columns
+            .iter()
+            .zip(&self.keys)
+            .map(|(c, k)| {
+                if c.data_type() == k.data_type() {
+                    Ok(Arc::clone(c))
+                } else {
+                    Ok(arrow::compute::cast(c, k.data_type())?)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let rows = self.converter.convert_columns(&cast)?;
+        Ok((0..rows.num_rows())
+            .map(|i| {
+                if cast.iter().any(|c| c.is_null(i)) {
+                    return None;
+                }
+                self.index.get(&rows.row(i).owned()).copied()
+            })
+            .collect())
+    }
+
+    /// Slot of position `i` of key `g` in the prefix arrays: each key has one more slot than
+    /// events, so that its prefix restarts at zero.
+    fn slot(&self, g: usize, i: usize) -> usize {
+        i + g
+    }
+
+    fn prepare(&self, a: &Aggregate, values: ArrayRef) -> Result<Prepared> {
+        let n = self.times.len();
+        let groups = self.key_count();
+        let output = a.func.output_type(&a.name, values.data_type())?;
+        let mut p = Prepared {
+            func: a.func,
+            window_us: a.window_us,
+            output,
+            values: Arc::clone(&values),
+            counts: Vec::new(),
+            sums: Vec::new(),
+            squares: Vec::new(),
+            shift: Vec::new(),
+            int_sums: Vec::new(),
+            next_valid: Vec::new(),
+            prev_valid: Vec::new(),
+            rows: None,
+        };
+        let valid = |i: usize| values.is_valid(i);
+        if matches!(
+            a.func,
+            Func::Count | Func::Sum | Func::Avg | Func::StddevSamp | Func::VarSamp
+        ) {
+            let mut counts = vec![0u32; n + groups];
+            for g in 0..groups {
+                let mut c = 0u32;
+                for i in self.starts[g]..self.starts[g + 1] {
+                    counts[self.slot(g, i)] = c;
+                    c += u32::from(valid(i));
+                }
+                counts[self.slot(g, self.starts[g + 1])] = c;
+            }
+            p.counts = counts;
+        }
+        if a.func == Func::Sum && values.data_type().is_integer() {
+            let ints = arrow::compute::cast(&values, &DataType::Int64)?;
+            let ints = ints
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| Error::InvalidInput("integer input did not cast".into()))?;
+            let mut sums = vec![0i64; n + 1];
+            for i in 0..n {
+                let v = if ints.is_valid(i) { ints.value(i) } else { 0 };
+                sums[i + 1] = sums[i].wrapping_add(v);
+            }
+            p.int_sums = sums;
+        } else if matches!(
+            a.func,
+            Func::Sum | Func::Avg | Func::StddevSamp | Func::VarSamp
+        ) {
+            let floats = arrow::compute::cast(&values, &DataType::Float64)?;
+            let floats = floats
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .ok_or_else(|| Error::InvalidInput("numeric input did not cast".into()))?;
+            let squares_too = matches!(a.func, Func::StddevSamp | Func::VarSamp);
+            let mut sums = vec![0f64; n + groups];
+            let mut squares = vec![0f64; if squares_too { n + groups } else { 0 }];
+            let mut shift = vec![0f64; groups];
+            for g in 0..groups {
+                let (start, end) = (self.starts[g], self.starts[g + 1]);
+                let c = if squares_too {
+                    (start..end)
+                        .find(|&i| floats.is_valid(i))
+                        .map_or(0.0, |i| floats.value(i))
+                } else {
+                    0.0
+                };
+                shift[g] = c;
+                let (mut s, mut q) = (0f64, 0f64);
+                for i in start..end {
+                    let slot = self.slot(g, i);
+                    sums[slot] = s;
+                    if squares_too {
+                        squares[slot] = q;
+                    }
+                    if floats.is_valid(i) {
+                        let x = floats.value(i) - c;
+                        s += x;
+                        q += x * x;
+                    }
+                }
+                let slot = self.slot(g, end);
+                sums[slot] = s;
+                if squares_too {
+                    squares[slot] = q;
+                }
+            }
+            p.sums = sums;
+            p.squares = squares;
+            p.shift = shift;
+        }
+        if matches!(
+            a.func,
+            Func::FirstValue | Func::LastValue | Func::LastK(_)
+        ) {
+            let mut next_valid = vec![n as u32; n + 1];
+            for i in (0..n).rev() {
+                next_valid[i] = if valid(i) {
+                    i as u32
+                } else {
+                    next_valid[i + 1]
+                };
+            }
+            let mut prev_valid = vec![0u32; n + 1];
+            for i in 0..n {
+                prev_valid[i + 1] = if valid(i) {
+                    i as u32 + 1
+                } else {
+                    prev_valid[i]
+                };
+            }
+            p.next_valid = next_valid;
+            p.prev_valid = prev_valid;
+        }
+        if matches!(a.func, Func::CountDistinct | Func::ApproxDistinct) {
+            let converter = RowConverter::new(vec![SortField::new(values.data_type().clone())])?;
+            p.rows = Some(converter.convert_columns(&[Arc::clone(&values)])?);
+        }
+        Ok(p)
+    }
+
+    /// Every aggregate (or those in `which`, by index) at each probe `(key, time)`: one array
+    /// per aggregate, in probe order. A probe whose key has no events, or without a time, gets
+    /// NULL (0 for counts of a known time). Keys are split over `threads` threads.
+    pub fn evaluate(
+        &self,
+        probes: &[(Option<u32>, Option<i64>)],
+        which: &[usize],
+        threads: usize,
+    ) -> Result<Vec<ArrayRef>> {
+        let mut order: Vec<(u32, i64, u32)> = probes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (g, t))| Some(((*g)?, (*t)?, i as u32)))
+            .collect();
+        order.sort_unstable();
+        // Chunks of about equal size that never split a key.
+        let threads = threads.clamp(1, 16);
+        let target = order.len().div_ceil(threads).max(1);
+        let mut chunks: Vec<&[(u32, i64, u32)]> = Vec::new();
+        let mut rest = &order[..];
+        while !rest.is_empty() {
+            let mut cut = target.min(rest.len());
+            while cut < rest.len() && rest[cut].0 == rest[cut - 1].0 {
+                cut += 1;
+            }
+            let (head, tail) = rest.split_at(cut);
+            chunks.push(head);
+            rest = tail;
+        }
+        let parts: Vec<Vec<Out>> = if chunks.len() <= 1 {
+            chunks.iter().map(|c| self.sweep(c, which)).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = chunks
+                    .iter()
+                    .map(|c| scope.spawn(move || self.sweep(c, which)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().map_err(|_| {
+                            Error::InvalidInput("evaluating window aggregates failed".into())
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })?
+        };
+        let n = probes.len();
+        let mut outputs = Vec::with_capacity(which.len());
+        for (w, &a) in which.iter().enumerate() {
+            let (aggregate, p) = &self.aggregates[a];
+            let counts_zero = |i: usize| probes[i].1.is_some() && aggregate.func.is_count();
+            let mut out = match &p.output {
+                DataType::Int64 if aggregate.func.is_count() => {
+                    Out::Int((0..n).map(|i| counts_zero(i).then_some(0)).collect())
+                }
+                DataType::UInt64 if aggregate.func.is_count() => {
+                    Out::UInt((0..n).map(|i| counts_zero(i).then_some(0)).collect())
+                }
+                DataType::Int64 if aggregate.func == Func::Sum => Out::Int(vec![None; n]),
+                DataType::Float64 if is_float_func(aggregate.func) => Out::Float(vec![None; n]),
+                _ => match aggregate.func {
+                    Func::LastK(_) => Out::Positions(vec![None; n]),
+                    _ => Out::Position(vec![None; n]),
+                },
+            };
+            for (chunk, part) in chunks.iter().zip(&parts) {
+                let ids = chunk.iter().map(|(_, _, i)| *i as usize);
+                match (&mut out, &part[w]) {
+                    (Out::Int(o), Out::Int(v)) => ids.zip(v).for_each(|(i, v)| o[i] = *v),
+                    (Out::UInt(o), Out::UInt(v)) => ids.zip(v).for_each(|(i, v)| o[i] = *v),
+                    (Out::Float(o), Out::Float(v)) => ids.zip(v).for_each(|(i, v)| o[i] = *v),
+                    (Out::Position(o), Out::Position(v)) => {
+                        ids.zip(v).for_each(|(i, v)| o[i] = *v)
+                    }
+                    (Out::Positions(o), Out::Positions(v)) => {
+                        ids.zip(v).for_each(|(i, v)| o[i] = v.clone())
+                    }
+                    _ => {
+                        return Err(Error::InvalidInput(
+                            "window aggregate outputs disagree".into(),
+                        ));
+                    }
+                }
+            }
+            outputs.push(self.to_array(p, out)?);
+        }
+        Ok(outputs)
+    }
+
+    fn to_array(&self, p: &Prepared, out: Out) -> Result<ArrayRef> {
+        Ok(match out {
+            Out::Int(v) => Arc::new(Int64Array::from(v)),
+            Out::UInt(v) => Arc::new(UInt64Array::from(v)),
+            Out::Float(v) => Arc::new(Float64Array::from(v)),
+            Out::Position(v) => arrow::compute::take(&p.values, &UInt32Array::from(v), None)?,
+            Out::Positions(v) => {
+                let lengths: Vec<usize> = v.iter().map(|x| x.as_ref().map_or(0, Vec::len)).collect();
+                let nulls: Vec<bool> = v.iter().map(Option::is_some).collect();
+                let flat: Vec<u32> = v.into_iter().flatten().flatten().collect();
+                let values = arrow::compute::take(&p.values, &UInt32Array::from(flat), None)?;
+                let field = Arc::new(Field::new("item", p.values.data_type().clone(), true));
+                Arc::new(ListArray::try_new(
+                    field,
+                    OffsetBuffer::from_lengths(lengths),
+                    values,
+                    Some(nulls.into()),
+                )?)
+            }
+        })
+    }
+
+    /// The aggregates `which` at the probes `chunk` (sorted by key, then time).
+    fn sweep(&self, chunk: &[(u32, i64, u32)], which: &[usize]) -> Vec<Out> {
+        let mut outs: Vec<Out> = which
+            .iter()
+            .map(|&a| {
+                let (agg, p) = &self.aggregates[a];
+                let n = chunk.len();
+                match agg.func {
+                    Func::Count | Func::CountDistinct => Out::Int(Vec::with_capacity(n)),
+                    Func::ApproxDistinct => Out::UInt(Vec::with_capacity(n)),
+                    Func::Sum if p.output == DataType::Int64 => Out::Int(Vec::with_capacity(n)),
+                    f if is_float_func(f) => Out::Float(Vec::with_capacity(n)),
+                    Func::LastK(_) => Out::Positions(Vec::with_capacity(n)),
+                    _ => Out::Position(Vec::with_capacity(n)),
+                }
+            })
+            .collect();
+        // Min and max compare inputs of any orderable type.
+        let comparators: Vec<Option<arrow::array::DynComparator>> = which
+            .iter()
+            .map(|&a| {
+                let p = &self.aggregates[a].1;
+                matches!(p.func, Func::Min | Func::Max)
+                    .then(|| make_comparator(&p.values, &p.values, SortOptions::default()).ok())
+                    .flatten()
+            })
+            .collect();
+        let mut start = 0;
+        while start < chunk.len() {
+            let g = chunk[start].0;
+            let mut end = start;
+            while end < chunk.len() && chunk[end].0 == g {
+                end += 1;
+            }
+            self.sweep_key(g as usize, &chunk[start..end], which, &comparators, &mut outs);
+            start = end;
+        }
+        outs
+    }
+
+    /// One key's probes, in time order.
+    fn sweep_key(
+        &self,
+        g: usize,
+        probes: &[(u32, i64, u32)],
+        which: &[usize],
+        comparators: &[Option<arrow::array::DynComparator>],
+        outs: &mut [Out],
+    ) {
+        let (begin, end) = (self.starts[g], self.starts[g + 1]);
+        // Per aggregate: its window's lower bound, and the state of the stateful ones.
+        let mut lows = vec![begin; which.len()];
+        let mut added = vec![begin; which.len()];
+        let mut deques: Vec<VecDeque<u32>> = vec![VecDeque::new(); which.len()];
+        let mut multisets: Vec<HashMap<&[u8], u32>> = vec![HashMap::new(); which.len()];
+        let mut distinct = vec![0usize; which.len()];
+        let mut high = begin;
+        for &(_, t, _) in probes {
+            while high < end && self.times[high] <= t {
+                high += 1;
+            }
+            for (w, &a) in which.iter().enumerate() {
+                let p = &self.aggregates[a].1;
+                let floor = t.saturating_sub(p.window_us);
+                let mut low = lows[w];
+                while low < high && self.times[low] <= floor {
+                    low += 1;
+                }
+                // Stateful aggregates take the events that entered, then drop those that left.
+                match p.func {
+                    Func::Min | Func::Max => {
+                        let Some(cmp) = &comparators[w] else {
+                            continue;
+                        };
+                        let deque = &mut deques[w];
+                        let keep = if p.func == Func::Max {
+                            std::cmp::Ordering::Greater
+                        } else {
+                            std::cmp::Ordering::Less
+                        };
+                        for j in added[w].max(low)..high {
+                            if p.values.is_null(j) {
+                                continue;
+                            }
+                            while let Some(&back) = deque.back() {
+                                if cmp(back as usize, j) == keep {
+                                    break;
+                                }
+                                deque.pop_back();
+                            }
+                            deque.push_back(j as u32);
+                        }
+                        while deque.front().is_some_and(|&f| (f as usize) < low) {
+                            deque.pop_front();
+                        }
+                    }
+                    Func::CountDistinct | Func::ApproxDistinct => {
+                        let Some(rows) = &p.rows else {
+                            continue;
+                        };
+                        // The multiset holds the inputs of `lows[w]..added[w]`.
+                        let set = &mut multisets[w];
+                        for j in added[w]..high {
+                            if p.values.is_valid(j) {
+                                let c = set.entry(rows.row(j).data()).or_insert(0);
+                                if *c == 0 {
+                                    distinct[w] += 1;
+                                }
+                                *c += 1;
+                            }
+                        }
+                        for j in lows[w]..low {
+                            if p.values.is_valid(j)
+                                && let Some(c) = set.get_mut(rows.row(j).data())
+                            {
+                                *c -= 1;
+                                if *c == 0 {
+                                    distinct[w] -= 1;
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                added[w] = high;
+                lows[w] = low;
+                self.answer(g, p, low, high, &deques[w], distinct[w], &mut outs[w]);
+            }
+        }
+    }
+
+    /// The value of aggregate `p` over events `low..high` of key `g`.
+    #[allow(clippy::too_many_arguments)]
+    fn answer(
+        &self,
+        g: usize,
+        p: &Prepared,
+        low: usize,
+        high: usize,
+        deque: &VecDeque<u32>,
+        distinct: usize,
+        out: &mut Out,
+    ) {
+        let count = || {
+            if p.counts.is_empty() {
+                0
+            } else {
+                p.counts[self.slot(g, high)] - p.counts[self.slot(g, low)]
+            }
+        };
+        let float_sum = |v: &[f64]| v[self.slot(g, high)] - v[self.slot(g, low)];
+        match (p.func, out) {
+            (Func::Count, Out::Int(o)) => o.push(Some(i64::from(count()))),
+            (Func::CountDistinct, Out::Int(o)) => o.push(Some(distinct as i64)),
+            (Func::ApproxDistinct, Out::UInt(o)) => o.push(Some(distinct as u64)),
+            (Func::Sum, Out::Int(o)) => o.push(
+                (count() > 0).then(|| p.int_sums[high].wrapping_sub(p.int_sums[low])),
+            ),
+            (Func::Sum, Out::Float(o)) => {
+                let n = count();
+                o.push((n > 0).then(|| float_sum(&p.sums)));
+            }
+            (Func::Avg, Out::Float(o)) => {
+                let n = count();
+                o.push((n > 0).then(|| float_sum(&p.sums) / f64::from(n)));
+            }
+            (Func::VarSamp | Func::StddevSamp, Out::Float(o)) => {
+                let n = f64::from(count());
+                if n < 2.0 {
+                    o.push(None);
+                } else {
+                    let s = float_sum(&p.sums);
+                    let q = float_sum(&p.squares);
+                    let var = ((q - s * s / n) / (n - 1.0)).max(0.0);
+                    o.push(Some(if p.func == Func::VarSamp {
+                        var
+                    } else {
+                        var.sqrt()
+                    }));
+                }
+            }
+            (Func::Min | Func::Max, Out::Position(o)) => o.push(deque.front().copied()),
+            (Func::FirstValue, Out::Position(o)) => {
+                let first = p.next_valid[low] as usize;
+                o.push((first < high).then_some(first as u32));
+            }
+            (Func::LastValue, Out::Position(o)) => {
+                let last = p.prev_valid[high] as usize;
+                o.push((last > low).then(|| last as u32 - 1));
+            }
+            (Func::LastK(k), Out::Positions(o)) => {
+                let mut picked = Vec::new();
+                let mut at = p.prev_valid[high] as usize;
+                while at > low && picked.len() < k {
+                    picked.push(at as u32 - 1);
+                    at = p.prev_valid[at - 1] as usize;
+                }
+                o.push((!picked.is_empty()).then_some(picked));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn is_float_func(f: Func) -> bool {
+    matches!(
+        f,
+        Func::Sum | Func::Avg | Func::StddevSamp | Func::VarSamp
+    )
+}
