@@ -127,6 +127,8 @@ pub struct Engine {
     file_access: Arc<FileAccess>,
     /// What one statement may ask for.
     limits: limits::Limits,
+    /// The views `window_features(...)` calls read, opened before their statement is planned.
+    window_features: Arc<windows::adhoc::WindowFeatures>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -171,11 +173,18 @@ impl Engine {
             )?
             .with_max_keys(options.limits.max_lookup_keys),
         );
-        let ctx = session::build(Arc::clone(&registry), &online, options.memory_limit)?;
+        let window_features = Arc::new(windows::adhoc::WindowFeatures::default());
+        let ctx = session::build(
+            Arc::clone(&registry),
+            &online,
+            &window_features,
+            options.memory_limit,
+        )?;
         Ok(Self {
             ctx,
             registry,
             online,
+            window_features,
             data_pages: options.data_pages,
             file_access: Arc::new(options.file_access.clone()),
             limits: options.limits,
@@ -299,6 +308,7 @@ impl Engine {
             || matches!(&statement, DFStatement::Explain(_));
         let state = self.ctx.state();
         references::check_tables_exist(&state, &statement)?;
+        self.window_features.prepare(self, &statement).await?;
         let plan = state
             .statement_to_plan(statement)
             .await

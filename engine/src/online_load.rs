@@ -194,6 +194,12 @@ impl Engine {
             })?
             .data_type()
             .clone();
+        let split = crate::windows::split_with_keys(self, name, def, &keys)?;
+        if !split.aggregates.is_empty() {
+            return self
+                .load_aggregates(name, keys, provider, &ts_type, &split.aggregates, loaded_at_us)
+                .await;
+        }
         // The cut-off: now, for timestamps without a zone and dates; the latest event otherwise
         // (integers, zoned timestamps), which serves the latest row per key.
         let (cutoff, cutoff_us) = match ts_type {
@@ -268,6 +274,51 @@ impl Engine {
         let rows = snapshot.batch.num_rows();
         self.online().publish(snapshot).await?;
         tracing::info!(view = %name, rows, "loaded into the online store");
+        Ok(())
+    }
+
+    /// Loads a view of aggregate features: each key's events of the longest window before now
+    /// (and any later ones), evaluated at each lookup's time.
+    async fn load_aggregates(
+        &self,
+        name: &str,
+        keys: Vec<String>,
+        provider: Arc<dyn datafusion::catalog::TableProvider>,
+        ts_type: &DataType,
+        aggregates: &[crate::windows::Aggregate],
+        loaded_at_us: i64,
+    ) -> Result<()> {
+        let def = registry_definition(self.registry(), Keyed::FeatureView, name)?;
+        let ts = def.event_time;
+        let longest = aggregates.iter().map(|a| a.window_us).max().unwrap_or(0);
+        let floor = crate::windows::time_literal(loaded_at_us.saturating_sub(longest), ts_type)?;
+        let select: Vec<Expr> = keys
+            .iter()
+            .chain([&ts])
+            .chain(aggregates.iter().map(|a| &a.name))
+            .map(|c| col(Column::new_unqualified(c)))
+            .collect();
+        let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None)
+            .and_then(|b| b.filter(col(Column::new_unqualified(&ts)).gt(lit(floor))))
+            .and_then(|b| b.project(select))
+            .and_then(|b| b.build())
+            .map_err(Error::from_datafusion)?;
+        let output = Box::pin(self.run(Planned::Query(plan))).await?;
+        let schema = output.schema();
+        let batches = output.collect().await?;
+        let batch = arrow::compute::concat_batches(&schema, &batches)?;
+        let (view, aggregates) = (name.to_string(), aggregates.to_vec());
+        let snapshot = tokio::task::spawn_blocking(move || {
+            Snapshot::aggregated(view, keys, ts, loaded_at_us, loaded_at_us, batch, &aggregates)
+        })
+        .await
+        .map_err(|e| Error::Transport(format!("loading the aggregate features stopped: {e}")))??;
+        let (rows, events) = (
+            snapshot.batch.num_rows(),
+            snapshot.windows().map_or(0, |e| e.len()),
+        );
+        self.online().publish(snapshot).await?;
+        tracing::info!(view = %name, keys = rows, events, "loaded aggregate features into the online store");
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use flywheel_catalog::{DEFAULT_CATALOG, DEFAULT_SCHEMA, FlywheelCatalogProvider,
 pub(super) fn build(
     registry: Arc<Registry>,
     online: &Arc<crate::online::OnlineStore>,
+    window_features: &Arc<crate::windows::adhoc::WindowFeatures>,
     memory_limit: Option<usize>,
 ) -> crate::Result<SessionContext> {
     let mut config = SessionConfig::new()
@@ -55,6 +56,7 @@ pub(super) fn build(
         "online",
         crate::online::online_function(Arc::clone(online), Arc::clone(&registry)),
     );
+    ctx.register_udtf(crate::windows::adhoc::NAME, window_features.function());
     ctx.register_udf(ScalarUDF::new_from_impl(AsOfMatchUdf::default()));
     flywheel_udfs::register_all(&ctx);
     Ok(ctx)

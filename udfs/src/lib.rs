@@ -10,15 +10,19 @@
 //! - [`online`]: the `online(view [, key, ...])` table function, over any [`online::OnlineRows`]
 //!   (the engine's online store).
 //!
+//! - [`last_k`]: `last_k(value, k)`, the `k` most recent values, newest first (also an
+//!   aggregate feature of feature views).
+//!
 //! Feature-engineering functions land here as the issues that need them add them.
 
 pub mod asof_marker;
 pub mod bounded;
+pub mod last_k;
 pub mod online;
 
 use std::sync::Arc;
 
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
 /// Registers every Flywheel function into `ctx` (replacing the built-ins it bounds).
@@ -30,4 +34,5 @@ pub fn register_all(ctx: &SessionContext) {
             ctx.register_udf(ScalarUDF::new_from_impl(udf));
         }
     }
+    ctx.register_udaf(AggregateUDF::new_from_impl(last_k::LastK::default()));
 }

@@ -130,7 +130,7 @@ impl LookupPlan {
             })?;
             let columns = match &item.column {
                 Some(c) => {
-                    if snapshot.batch.column_by_name(c).is_none() {
+                    if !feature_columns(&snapshot).contains(c) {
                         return Err(Error::InvalidInput(format!(
                             "feature view `{}` has no column `{c}`",
                             item.view
@@ -178,7 +178,7 @@ impl LookupPlan {
                 DataType::Boolean,
                 false,
             ));
-            let schema = snapshot.batch.schema();
+            let schema = feature_schema(snapshot);
             let mut columns = Vec::with_capacity(wanted.len());
             for name in wanted {
                 let shared = all_names.iter().filter(|n| **n == name).count() > 1;
@@ -238,6 +238,13 @@ impl LookupPlan {
             columns.push(Arc::new(BooleanArray::from(
                 rows.iter().map(Option::is_some).collect::<Vec<_>>(),
             )));
+            if let Some(events) = snapshot.windows() {
+                // Aggregate features: evaluated now, over each key's events.
+                let probes: Vec<(Option<u32>, Option<i64>)> =
+                    rows.iter().map(|r| (*r, Some(now_us))).collect();
+                columns.extend(events.evaluate(&probes, &view.columns, 1)?);
+                continue;
+            }
             let take = UInt32Array::from(rows);
             for &index in &view.columns {
                 columns.push(arrow::compute::take(
@@ -296,15 +303,29 @@ fn parse_items(features: &[String]) -> Result<Vec<Item>> {
         .collect()
 }
 
-/// A view's features: every column but its keys and event time.
+/// A view's features: every column but its keys and event time, or its aggregate features.
 fn feature_columns(s: &Snapshot) -> Vec<String> {
-    s.batch
-        .schema()
+    feature_schema(s)
         .fields()
         .iter()
         .map(|f| f.name().clone())
         .filter(|n| !s.keys.contains(n) && *n != s.event_time)
         .collect()
+}
+
+/// The columns a lookup takes from `s`: its batch's, or (aggregate features) one per aggregate,
+/// whose index is the aggregate's.
+fn feature_schema(s: &Snapshot) -> SchemaRef {
+    match s.windows() {
+        Some(events) => Arc::new(Schema::new(
+            events
+                .aggregates()
+                .zip(events.output_types())
+                .map(|(a, t)| Field::new(&a.name, t, true))
+                .collect::<Vec<_>>(),
+        )),
+        None => s.batch.schema(),
+    }
 }
 
 /// The requested keys, one array per key column, cast to the view's key types; more than

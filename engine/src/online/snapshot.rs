@@ -15,6 +15,7 @@ use arrow::ipc::writer::FileWriter;
 use arrow::row::{RowConverter, Rows, SortField};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
+use crate::windows::{Aggregate, Events};
 use crate::{Error, Result};
 
 const META_VIEW: &str = "flywheel.view";
@@ -23,6 +24,7 @@ const META_EVENT_TIME: &str = "flywheel.event_time";
 const META_TTL_US: &str = "flywheel.ttl_us";
 const META_LOADED_AT_US: &str = "flywheel.loaded_at_us";
 const META_CUTOFF_US: &str = "flywheel.cutoff_us";
+const META_AGGREGATES: &str = "flywheel.aggregates";
 
 /// The served state of one online feature view.
 pub struct Snapshot {
@@ -43,6 +45,9 @@ pub struct Snapshot {
     index: KeyIndex,
     /// Each row's event time in microseconds (computed once; `None` for other time types).
     event_times_us: Option<Vec<Option<i64>>>,
+    /// A view of aggregate features: each key's events of its longest window (row `i` of
+    /// `batch` is key `i` of the events), evaluated at each lookup's time.
+    windows: Option<Arc<Events>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -130,7 +135,101 @@ impl Snapshot {
             key_types,
             index,
             event_times_us,
+            windows: None,
         })
+    }
+
+    /// The snapshot of a view of aggregate features: `events` (key columns, event time, each
+    /// aggregate's input) are grouped by key and kept; `batch` gets one row per key, with its
+    /// latest event time.
+    #[allow(clippy::too_many_arguments)]
+    pub fn aggregated(
+        view: String,
+        keys: Vec<String>,
+        event_time: String,
+        loaded_at_us: i64,
+        cutoff_us: i64,
+        events: RecordBatch,
+        aggregates: &[Aggregate],
+    ) -> Result<Self> {
+        let time_field = events
+            .schema()
+            .field_with_name(&event_time)
+            .map_err(|_| {
+                Error::InvalidInput(format!(
+                    "online view `{view}` has no event time column `{event_time}`"
+                ))
+            })?
+            .clone();
+        let grouped = Events::new(events, &keys, &event_time, aggregates)?;
+        let latest: arrow::array::TimestampMicrosecondArray = (0..grouped.key_count())
+            .map(|g| grouped.latest_time(g))
+            .collect();
+        let latest = match time_field.data_type() {
+            DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+                Arc::new(latest.with_timezone_opt(tz.clone())) as ArrayRef
+            }
+            _ => Arc::new(latest) as ArrayRef,
+        };
+        let mut fields: Vec<arrow::datatypes::Field> = keys
+            .iter()
+            .zip(grouped.keys())
+            .map(|(k, c)| arrow::datatypes::Field::new(k, c.data_type().clone(), true))
+            .collect();
+        fields.push(arrow::datatypes::Field::new(
+            &event_time,
+            latest.data_type().clone(),
+            true,
+        ));
+        let mut columns = grouped.keys().to_vec();
+        columns.push(latest);
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        let mut snapshot = Self::new(
+            view,
+            keys,
+            event_time,
+            None,
+            loaded_at_us,
+            cutoff_us,
+            batch,
+        )?;
+        snapshot.windows = Some(Arc::new(grouped));
+        Ok(snapshot)
+    }
+
+    /// Every row served at `now_us`: rows past the TTL left out; a view of aggregate features
+    /// gives each key with its latest event time and its aggregates evaluated at `now_us`.
+    pub fn served(&self, now_us: i64) -> Result<RecordBatch> {
+        if let Some(events) = &self.windows {
+            let probes: Vec<(Option<u32>, Option<i64>)> = (0..self.batch.num_rows())
+                .map(|g| (Some(g as u32), Some(now_us)))
+                .collect();
+            let which: Vec<usize> = (0..events.aggregates().count()).collect();
+            let values = events.evaluate(&probes, &which, 1)?;
+            let mut fields: Vec<arrow::datatypes::FieldRef> =
+                self.batch.schema().fields().iter().cloned().collect();
+            fields.extend(
+                events
+                    .aggregates()
+                    .zip(events.output_types())
+                    .map(|(a, t)| Arc::new(arrow::datatypes::Field::new(&a.name, t, true))),
+            );
+            let mut columns = self.batch.columns().to_vec();
+            columns.extend(values);
+            return Ok(RecordBatch::try_new(
+                Arc::new(Schema::new(fields)),
+                columns,
+            )?);
+        }
+        let live: arrow::array::BooleanArray = (0..self.batch.num_rows())
+            .map(|i| Some(!self.expired(i, now_us)))
+            .collect();
+        Ok(arrow::compute::filter_record_batch(&self.batch, &live)?)
+    }
+
+    /// The events of a view of aggregate features.
+    pub fn windows(&self) -> Option<&Arc<Events>> {
+        self.windows.as_ref()
     }
 
     /// The row of each requested key (`key_columns` in the entity's key order), or `None`.
@@ -182,6 +281,10 @@ impl Snapshot {
         loaded_at_us: i64,
         cutoff_us: i64,
     ) -> Result<Option<(Snapshot, usize)>> {
+        if self.windows.is_some() {
+            // Aggregate features are loaded whole.
+            return Ok(None);
+        }
         // The fresh rows with this snapshot's columns, in its order and types.
         let schema = self.batch.schema();
         let mut columns = Vec::with_capacity(schema.fields().len());
@@ -266,11 +369,23 @@ impl Snapshot {
         }
         metadata.insert(META_LOADED_AT_US.into(), self.loaded_at_us.to_string());
         metadata.insert(META_CUTOFF_US.into(), self.cutoff_us.to_string());
+        // A view of aggregate features persists its events; the rows per key derive from them.
+        let batch = match &self.windows {
+            Some(events) => {
+                let aggregates: Vec<&Aggregate> = events.aggregates().collect();
+                let json = serde_json::to_string(&aggregates).map_err(|e| {
+                    Error::InvalidInput(format!("cannot encode the aggregates: {e}"))
+                })?;
+                metadata.insert(META_AGGREGATES.into(), json);
+                events.batch()
+            }
+            None => &self.batch,
+        };
         let schema = Arc::new(Schema::new_with_metadata(
-            self.batch.schema().fields().clone(),
+            batch.schema().fields().clone(),
             metadata,
         ));
-        let batch = self.batch.clone().with_schema(Arc::clone(&schema))?;
+        let batch = batch.clone().with_schema(Arc::clone(&schema))?;
         let mut w = FileWriter::try_new(out, &schema)?;
         w.write(&batch)?;
         w.finish()?;
@@ -280,7 +395,11 @@ impl Snapshot {
     /// The snapshot as an Arrow IPC file, in memory (sized up front: growing a buffer of
     /// hundreds of megabytes by doubling copies it and faults in fresh pages each time).
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(self.batch.get_array_memory_size() + (64 << 10));
+        let size = match &self.windows {
+            Some(events) => events.batch().get_array_memory_size(),
+            None => self.batch.get_array_memory_size(),
+        };
+        let mut out = Vec::with_capacity(size + (64 << 10));
         self.encode_to(&mut out)?;
         Ok(out)
     }
@@ -338,12 +457,26 @@ impl Snapshot {
             1 => batches.remove(0),
             _ => arrow::compute::concat_batches(&plain, &batches)?,
         };
+        let keys: Vec<String> = get(META_KEYS)?
+            .split('\u{1f}')
+            .map(str::to_string)
+            .collect();
+        if let Some(json) = meta.get(META_AGGREGATES) {
+            let aggregates: Vec<Aggregate> =
+                serde_json::from_str(json).map_err(|_| bad(META_AGGREGATES))?;
+            return Self::aggregated(
+                get(META_VIEW)?,
+                keys,
+                get(META_EVENT_TIME)?,
+                num(META_LOADED_AT_US)?,
+                num(META_CUTOFF_US)?,
+                batch,
+                &aggregates,
+            );
+        }
         Self::new(
             get(META_VIEW)?,
-            get(META_KEYS)?
-                .split('\u{1f}')
-                .map(str::to_string)
-                .collect(),
+            keys,
             get(META_EVENT_TIME)?,
             meta.get(META_TTL_US).and_then(|v| v.parse().ok()),
             num(META_LOADED_AT_US)?,

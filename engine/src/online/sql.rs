@@ -41,12 +41,7 @@ impl OnlineRows for StoreRows {
         let now_us = chrono::Utc::now().timestamp_micros();
         match self.store.cached(view).map_err(external)? {
             // The keys a lookup would find: values past the view's TTL are not served.
-            Some(s) => {
-                let live: BooleanArray = (0..s.batch.num_rows())
-                    .map(|i| Some(!s.expired(i, now_us)))
-                    .collect();
-                Ok(arrow::compute::filter_record_batch(&s.batch, &live)?)
-            }
+            Some(s) => s.served(now_us).map_err(external),
             None => Err(external(crate::not_served(&self.registry, view))),
         }
     }

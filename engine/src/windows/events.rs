@@ -53,6 +53,32 @@ pub fn times_us(array: &ArrayRef) -> Result<Int64Array> {
     Ok(raw.unary::<_, Int64Type>(scale))
 }
 
+/// The value of type `t` (a timestamp of any unit and zone, or a date) at `us` microseconds
+/// since the epoch, rounded down.
+pub fn time_literal(us: i64, t: &DataType) -> Result<datafusion::common::ScalarValue> {
+    use datafusion::common::ScalarValue as V;
+    Ok(match t {
+        DataType::Timestamp(TimeUnit::Second, tz) => {
+            V::TimestampSecond(Some(us.div_euclid(1_000_000)), tz.clone())
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, tz) => {
+            V::TimestampMillisecond(Some(us.div_euclid(1_000)), tz.clone())
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => V::TimestampMicrosecond(Some(us), tz.clone()),
+        DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
+            V::TimestampNanosecond(Some(us.saturating_mul(1_000)), tz.clone())
+        }
+        DataType::Date32 => V::Date32(i32::try_from(us.div_euclid(86_400_000_000)).ok()),
+        DataType::Date64 => V::Date64(Some(us.div_euclid(1_000))),
+        DataType::Dictionary(_, value) => return time_literal(us, value),
+        other => {
+            return Err(Error::InvalidInput(format!(
+                "aggregate features need a timestamp or date event time; found {other}"
+            )));
+        }
+    })
+}
+
 /// One aggregate's input, sorted like the events, and what answers it.
 struct Prepared {
     func: Func,

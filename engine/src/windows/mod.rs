@@ -21,7 +21,7 @@ mod node;
 mod planner;
 mod spec;
 
-pub use events::{Events, times_us};
+pub use events::{Events, time_literal, times_us};
 pub use exec::{Probes, WindowAggExec};
 pub use node::WindowAggNode;
 pub use planner::WindowAggPlanner;
