@@ -280,8 +280,18 @@ fn maintainable(plan: &LogicalPlan, moved: &BTreeSet<String>) -> std::result::Re
             LogicalPlan::Window(_) => Some("its query has window functions".into()),
             LogicalPlan::Distinct(_) => Some("its query is DISTINCT".into()),
             LogicalPlan::Limit(_) | LogicalPlan::Sort(_) => Some("its query has a LIMIT".into()),
+            // Aggregate features at each probe row: like a left join, each probe row's values
+            // depend on that row and the events alone.
+            LogicalPlan::Extension(e)
+                if e.node
+                    .as_any()
+                    .downcast_ref::<crate::windows::WindowAggNode>()
+                    .is_some_and(|w| !reads(&w.events, moved)) =>
+            {
+                None
+            }
             LogicalPlan::Extension(_) => {
-                Some("its query has an ASOF JOIN or another operator Flywheel adds".into())
+                Some("its query has an ASOF JOIN or another operator Flywheel adds, over inputs that gained rows".into())
             }
             other => Some(format!(
                 "its query uses {}, which is not maintained incrementally",
