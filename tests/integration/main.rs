@@ -14,3 +14,4 @@ mod online;
 mod persistence;
 mod schedules;
 mod serving;
+mod windows;

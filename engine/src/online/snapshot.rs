@@ -161,7 +161,7 @@ impl Snapshot {
                 ))
             })?
             .clone();
-        let grouped = Events::new(events, &keys, &event_time, aggregates)?;
+        let grouped = Events::new(events, &keys, &event_time, aggregates, true)?;
         let latest: arrow::array::TimestampMicrosecondArray = (0..grouped.key_count())
             .map(|g| grouped.latest_time(g))
             .collect();

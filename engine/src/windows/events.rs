@@ -11,7 +11,9 @@
 //! The window's bounds are found by moving two indexes along the key's events as the probes'
 //! times grow. Keys are split into ranges evaluated on separate threads.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use hashbrown::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -115,7 +117,8 @@ pub struct Events {
     converter: RowConverter,
     index: HashMap<OwnedRow, u32>,
     aggregates: Vec<(Aggregate, Prepared)>,
-    /// The events as given, sorted (key columns, event time, inputs), to persist them.
+    /// The events as given, sorted (key columns, event time, inputs), to persist them; only
+    /// the inputs when they are not to be persisted.
     batch: RecordBatch,
 }
 
@@ -142,11 +145,14 @@ enum Out {
 impl Events {
     /// Groups `batch`'s events by the key columns `keys` and sorts each key's by `time`; events
     /// with a NULL key or time are left out. Each aggregate's input is the column named after it.
+    /// With `persist`, [`Events::batch`] holds every column of `batch`, sorted; otherwise only
+    /// the inputs.
     pub fn new(
         batch: RecordBatch,
         keys: &[String],
         time: &str,
         aggregates: &[Aggregate],
+        persist: bool,
     ) -> Result<Self> {
         let column = |name: &str| {
             batch.column_by_name(name).cloned().ok_or_else(|| {
@@ -210,7 +216,18 @@ impl Events {
             order[starts[g]..starts[g + 1]].sort_by_key(|&i| raw[i as usize]);
         }
         let take = UInt32Array::from(order);
-        let sorted = arrow::compute::take_record_batch(&batch, &take)?;
+        let sorted = if persist {
+            arrow::compute::take_record_batch(&batch, &take)?
+        } else {
+            let mut names: Vec<&str> = aggregates.iter().map(|a| a.name.as_str()).collect();
+            names.dedup();
+            let indices = names
+                .iter()
+                .map(|n| batch.schema().index_of(n))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            arrow::compute::take_record_batch(&batch.project(&indices)?, &take)?
+        };
+        drop(batch);
         let times: Vec<i64> = take.values().iter().map(|&i| raw[i as usize]).collect();
         let firsts = UInt32Array::from(
             starts[..groups]
@@ -355,10 +372,13 @@ impl Events {
             rows: None,
         };
         let valid = |i: usize| values.is_valid(i);
-        if matches!(
-            a.func,
-            Func::Count | Func::Sum | Func::Avg | Func::StddevSamp | Func::VarSamp
-        ) {
+        // Without NULLs, a window's count is its length.
+        if values.null_count() > 0
+            && matches!(
+                a.func,
+                Func::Count | Func::Sum | Func::Avg | Func::StddevSamp | Func::VarSamp
+            )
+        {
             let mut counts = vec![0u32; n + groups];
             for g in 0..groups {
                 let mut c = 0u32;
@@ -715,7 +735,7 @@ impl Events {
     ) {
         let count = || {
             if p.counts.is_empty() {
-                0
+                (high - low) as u32
             } else {
                 p.counts[self.slot(g, high)] - p.counts[self.slot(g, low)]
             }

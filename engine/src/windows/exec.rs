@@ -170,7 +170,9 @@ const TIME: &str = "__flywheel_time";
 impl Run {
     async fn run(self, context: Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
         let threads = context.session_config().target_partitions();
+        let started = std::time::Instant::now();
         let batches = read_all(&self.events, &context).await?;
+        let read = started.elapsed();
         // The events with the columns `Events` reads: keys, time, each aggregate's input.
         let mut fields = Vec::new();
         let mut columns: Vec<Vec<ArrayRef>> = Vec::new();
@@ -205,9 +207,10 @@ impl Run {
         let events = blocking(move || {
             let batch = arrow::compute::concat_batches(&events_schema, &event_batches)?;
             drop(event_batches);
-            Events::new(batch, &key_names, TIME, &aggregates).map_err(df)
+            Events::new(batch, &key_names, TIME, &aggregates, false).map_err(df)
         })
         .await?;
+        let grouped = started.elapsed();
         let reservation = MemoryConsumer::new("WindowAggExec").register(context.memory_pool());
         reservation.try_grow(events.memory_size()).map_err(|e| {
             DataFusionError::ResourcesExhausted(format!(
@@ -261,24 +264,29 @@ impl Run {
             Probes::At { time, keys, .. } => {
                 let at = times_us(&time.to_array()?).map_err(df)?;
                 let at = at.is_valid(0).then(|| at.value(0));
-                let groups: Vec<u32> = match keys {
-                    None => (0..events.key_count() as u32).collect(),
-                    Some(values) => {
-                        let arrays = values
-                            .iter()
-                            .map(ScalarValue::to_array)
-                            .collect::<Result<Vec<_>>>()?;
-                        events.find(&arrays).map_err(df)?.into_iter().flatten().collect()
-                    }
-                };
-                let probes: Vec<(Option<u32>, Option<i64>)> =
-                    groups.iter().map(|&g| (Some(g), at)).collect();
-                let take = arrow::array::UInt32Array::from(groups);
-                let mut columns = Vec::new();
-                for k in events.keys() {
-                    columns.push(arrow::compute::take(k.as_ref(), &take, None)?);
-                }
-                columns.push(time.to_array_of_size(take.len())?);
+                // Every key with events, or the keys asked for (found or not).
+                let (probes, mut columns): (Vec<(Option<u32>, Option<i64>)>, Vec<ArrayRef>) =
+                    match keys {
+                        None => {
+                            let groups: Vec<u32> = (0..events.key_count() as u32).collect();
+                            let take = arrow::array::UInt32Array::from(groups.clone());
+                            let columns = events
+                                .keys()
+                                .iter()
+                                .map(|k| Ok(arrow::compute::take(k.as_ref(), &take, None)?))
+                                .collect::<Result<Vec<_>>>()?;
+                            (groups.into_iter().map(|g| (Some(g), at)).collect(), columns)
+                        }
+                        Some(values) => {
+                            let arrays = values
+                                .iter()
+                                .map(ScalarValue::to_array)
+                                .collect::<Result<Vec<_>>>()?;
+                            let groups = events.find(&arrays).map_err(df)?;
+                            (groups.into_iter().map(|g| (g, at)).collect(), arrays)
+                        }
+                    };
+                columns.push(time.to_array_of_size(probes.len())?);
                 let events = Arc::clone(&events);
                 columns.extend(
                     blocking(move || events.evaluate(&probes, &which, threads).map_err(df))
@@ -299,6 +307,14 @@ impl Run {
             }
         };
         drop(reservation);
+        tracing::info!(
+            events = events.len(),
+            keys = events.key_count(),
+            read_s = read.as_secs_f64(),
+            grouped_s = (grouped - read).as_secs_f64(),
+            evaluated_s = (started.elapsed() - grouped).as_secs_f64(),
+            "aggregate features evaluated"
+        );
         Ok(out)
     }
 }
