@@ -81,6 +81,106 @@ pub fn time_literal(us: i64, t: &DataType) -> Result<datafusion::common::ScalarV
     })
 }
 
+/// Each key's group number.
+enum KeyMap {
+    /// One integer key column, by value.
+    Int(HashMap<i64, u32>),
+    /// Any other keys, by their bytes in Arrow's row format.
+    Rows {
+        converter: RowConverter,
+        index: HashMap<OwnedRow, u32>,
+    },
+}
+
+/// One integer key column as `i64`s, when the keys are that.
+fn integer_key(columns: &[ArrayRef]) -> Result<Option<Int64Array>> {
+    match columns {
+        [c] if c.data_type().is_integer() => {
+            let cast = arrow::compute::cast(c, &DataType::Int64)?;
+            Ok(cast.as_any().downcast_ref::<Int64Array>().cloned())
+        }
+        _ => Ok(None),
+    }
+}
+
+impl KeyMap {
+    /// The map of `columns`' keys (numbered in order of first appearance) and each row's group
+    /// (`u32::MAX` for rows that are not `valid`).
+    fn build(columns: &[ArrayRef], valid: impl Fn(usize) -> bool) -> Result<(Self, Vec<u32>)> {
+        let n = columns.first().map_or(0, |c| c.len());
+        let mut group = vec![u32::MAX; n];
+        if let Some(ints) = integer_key(columns)? {
+            let mut map: HashMap<i64, u32> = HashMap::new();
+            let values = ints.values();
+            for (i, slot) in group.iter_mut().enumerate() {
+                if valid(i) {
+                    let next = map.len() as u32;
+                    *slot = *map.entry(values[i]).or_insert(next);
+                }
+            }
+            return Ok((KeyMap::Int(map), group));
+        }
+        let converter = RowConverter::new(
+            columns
+                .iter()
+                .map(|c| SortField::new(c.data_type().clone()))
+                .collect(),
+        )?;
+        let rows = converter.convert_columns(columns)?;
+        let mut index: HashMap<OwnedRow, u32> = HashMap::new();
+        {
+            let mut seen: HashMap<arrow::row::Row<'_>, u32> = HashMap::new();
+            for (i, slot) in group.iter_mut().enumerate() {
+                if valid(i) {
+                    let next = seen.len() as u32;
+                    *slot = *seen.entry(rows.row(i)).or_insert(next);
+                }
+            }
+            for (row, g) in seen {
+                index.insert(row.owned(), g);
+            }
+        }
+        Ok((KeyMap::Rows { converter, index }, group))
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            KeyMap::Int(map) => map.len(),
+            KeyMap::Rows { index, .. } => index.len(),
+        }
+    }
+
+    /// The group of each row of `columns` (of the keys' types).
+    fn find(&self, columns: &[ArrayRef]) -> Result<Vec<Option<u32>>> {
+        let n = columns.first().map_or(0, |c| c.len());
+        let valid = |i: usize| columns.iter().all(|c| c.is_valid(i));
+        match self {
+            KeyMap::Int(map) => {
+                let ints = integer_key(columns)?.ok_or_else(|| {
+                    Error::InvalidInput("an integer key did not convert".into())
+                })?;
+                Ok((0..n)
+                    .map(|i| {
+                        ints.is_valid(i)
+                            .then(|| map.get(&ints.value(i)).copied())
+                            .flatten()
+                    })
+                    .collect())
+            }
+            KeyMap::Rows { converter, index } => {
+                let rows = converter.convert_columns(columns)?;
+                Ok((0..n)
+                    .map(|i| {
+                        valid(i)
+                            .then(|| index.get(&rows.row(i).owned()).copied())
+                            .flatten()
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
 /// One aggregate's input, sorted like the events, and what answers it.
 struct Prepared {
     func: Func,
@@ -114,8 +214,7 @@ pub struct Events {
     starts: Vec<usize>,
     /// One row per key: its key columns.
     keys: Vec<ArrayRef>,
-    converter: RowConverter,
-    index: HashMap<OwnedRow, u32>,
+    index: KeyMap,
     aggregates: Vec<(Aggregate, Prepared)>,
     /// The events as given, sorted (key columns, event time, inputs), to persist them; only
     /// the inputs when they are not to be persisted.
@@ -168,32 +267,11 @@ impl Events {
             })
             .collect::<Result<_>>()?;
         let times = times_us(&column(time)?)?;
-        let converter = RowConverter::new(
-            key_columns
-                .iter()
-                .map(|c| SortField::new(c.data_type().clone()))
-                .collect(),
-        )?;
-        let rows = converter.convert_columns(&key_columns)?;
-        // Group ids in order of first appearance.
-        let mut index: HashMap<OwnedRow, u32> = HashMap::new();
-        let mut group = vec![u32::MAX; batch.num_rows()];
-        {
-            let mut seen: HashMap<arrow::row::Row<'_>, u32> = HashMap::new();
-            for (i, slot) in group.iter_mut().enumerate() {
-                if times.is_null(i) || key_columns.iter().any(|c| c.is_null(i)) {
-                    continue;
-                }
-                let row = rows.row(i);
-                let next = seen.len() as u32;
-                *slot = *seen.entry(row).or_insert(next);
-            }
-            for (row, g) in seen {
-                index.insert(row.owned(), g);
-            }
-        }
+        let valid = |i: usize| times.is_valid(i) && key_columns.iter().all(|c| c.is_valid(i));
+        let (index, group) = KeyMap::build(&key_columns, valid)?;
         let groups = index.len();
-        // Counting sort by group (stable), then each group by time (stable).
+        // Counting sort by group (stable), carrying each event's time, then each group's
+        // (time, position) pairs sorted in place: ties keep the input order.
         let mut starts = vec![0usize; groups + 1];
         for &g in &group {
             if g != u32::MAX {
@@ -204,20 +282,23 @@ impl Events {
             starts[g + 1] += starts[g];
         }
         let mut next = starts.clone();
-        let mut order = vec![0u32; starts[groups]];
+        let raw = times.values();
+        let mut pairs = vec![(0i64, 0u32); starts[groups]];
         for (i, &g) in group.iter().enumerate() {
             if g != u32::MAX {
-                order[next[g as usize]] = i as u32;
+                pairs[next[g as usize]] = (raw[i], i as u32);
                 next[g as usize] += 1;
             }
         }
-        let raw = times.values();
+        drop(group);
         for g in 0..groups {
-            order[starts[g]..starts[g + 1]].sort_by_key(|&i| raw[i as usize]);
+            pairs[starts[g]..starts[g + 1]].sort_unstable();
         }
+        let times: Vec<i64> = pairs.iter().map(|p| p.0).collect();
+        let order: Vec<u32> = pairs.into_iter().map(|p| p.1).collect();
         let take = UInt32Array::from(order);
-        let sorted = if persist {
-            arrow::compute::take_record_batch(&batch, &take)?
+        let kept = if persist {
+            batch.clone()
         } else {
             let mut names: Vec<&str> = aggregates.iter().map(|a| a.name.as_str()).collect();
             names.dedup();
@@ -225,10 +306,33 @@ impl Events {
                 .iter()
                 .map(|n| batch.schema().index_of(n))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
-            arrow::compute::take_record_batch(&batch.project(&indices)?, &take)?
+            batch.project(&indices)?
         };
+        // Each column gathered into event order on a thread of its own.
+        let columns: Vec<Result<ArrayRef>> = std::thread::scope(|scope| {
+            let take = &take;
+            let handles: Vec<_> = kept
+                .columns()
+                .iter()
+                .map(|c| scope.spawn(move || Ok(arrow::compute::take(c.as_ref(), take, None)?)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::InvalidInput("sorting the events failed".into()))
+                    })
+                })
+                .collect()
+        });
+        let columns = columns.into_iter().collect::<Result<Vec<_>>>()?;
+        let sorted = RecordBatch::try_new_with_options(
+            kept.schema(),
+            columns,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(take.len())),
+        )?;
+        drop(kept);
         drop(batch);
-        let times: Vec<i64> = take.values().iter().map(|&i| raw[i as usize]).collect();
         let firsts = UInt32Array::from(
             starts[..groups]
                 .iter()
@@ -243,17 +347,35 @@ impl Events {
             times,
             starts,
             keys,
-            converter,
             index,
             aggregates: Vec::new(),
             batch: sorted,
         };
-        for a in aggregates {
-            let values = events.batch.column_by_name(&a.name).cloned().ok_or_else(|| {
-                Error::InvalidInput(format!("the events have no input column `{}`", a.name))
-            })?;
-            let prepared = events.prepare(a, values)?;
-            events.aggregates.push((a.clone(), prepared));
+        // Each aggregate's prefix sums and indexes, on a thread each.
+        let prepared: Vec<Result<Prepared>> = std::thread::scope(|scope| {
+            let events = &events;
+            let handles: Vec<_> = aggregates
+                .iter()
+                .map(|a| {
+                    scope.spawn(move || {
+                        let values = events.batch.column_by_name(&a.name).cloned().ok_or_else(
+                            || Error::InvalidInput(format!("the events have no input `{}`", a.name)),
+                        )?;
+                        events.prepare(a, values)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::InvalidInput("preparing window aggregates failed".into()))
+                    })
+                })
+                .collect()
+        });
+        for (a, p) in aggregates.iter().zip(prepared) {
+            events.aggregates.push((a.clone(), p?));
         }
         Ok(events)
     }
@@ -336,15 +458,7 @@ impl Events {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        let rows = self.converter.convert_columns(&cast)?;
-        Ok((0..rows.num_rows())
-            .map(|i| {
-                if cast.iter().any(|c| c.is_null(i)) {
-                    return None;
-                }
-                self.index.get(&rows.row(i).owned()).copied()
-            })
-            .collect())
+        self.index.find(&cast)
     }
 
     /// Slot of position `i` of key `g` in the prefix arrays: each key has one more slot than
