@@ -914,3 +914,152 @@ fn is_float_func(f: Func) -> bool {
         Func::Sum | Func::Avg | Func::StddevSamp | Func::VarSamp
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::Schema;
+
+    /// A small deterministic generator (no dependency needed for the test).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    fn agg(name: &str, func: Func, window_us: i64) -> Aggregate {
+        Aggregate {
+            name: name.into(),
+            func,
+            window: String::new(),
+            window_us,
+            filter: None,
+            argument: String::new(),
+        }
+    }
+
+    /// Every aggregate at random probes equals a direct computation over the events in
+    /// `(t - w, t]`, on data with many equal times, NULL inputs and empty windows.
+    #[test]
+    fn the_sweep_equals_a_direct_computation() {
+        let mut rng = Lcg(7);
+        let n = 3000;
+        let keys: Vec<i64> = (0..n).map(|_| rng.next(6) as i64).collect();
+        let times: Vec<i64> = (0..n).map(|_| rng.next(400) as i64 * 10).collect();
+        let xs: Vec<Option<f64>> = (0..n)
+            .map(|_| (rng.next(5) != 0).then(|| rng.next(100) as f64 - 30.0))
+            .collect();
+        let ss: Vec<Option<String>> = (0..n)
+            .map(|_| (rng.next(4) != 0).then(|| format!("m{}", rng.next(7))))
+            .collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            Field::new("x", DataType::Float64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let aggregates = vec![
+            (agg("x", Func::Count, 100), 'x'),
+            (agg("x", Func::Sum, 250), 'x'),
+            (agg("x", Func::Avg, 70), 'x'),
+            (agg("x", Func::Min, 300), 'x'),
+            (agg("x", Func::Max, 120), 'x'),
+            (agg("x", Func::VarSamp, 500), 'x'),
+            (agg("s", Func::CountDistinct, 200), 's'),
+            (agg("x", Func::FirstValue, 90), 'x'),
+            (agg("s", Func::LastValue, 90), 's'),
+            (agg("s", Func::LastK(3), 150), 's'),
+        ];
+        let probes: Vec<(i64, i64)> = (0..800)
+            .map(|_| (rng.next(7) as i64, rng.next(4200) as i64 - 50))
+            .collect();
+        for (a, input) in &aggregates {
+            // One aggregate at a time, its input under the aggregate's name.
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(Int64Array::from(keys.clone())),
+                    Arc::new(TimestampMicrosecondArray::from(times.clone())),
+                    Arc::new(Float64Array::from(xs.clone())),
+                    Arc::new(StringArray::from(ss.clone())),
+                ],
+            )
+            .expect("batch");
+            let events = Events::new(batch, &["k".into()], "t", std::slice::from_ref(a), false)
+                .expect("events");
+            let groups = events
+                .find(&[Arc::new(Int64Array::from(
+                    probes.iter().map(|p| p.0).collect::<Vec<_>>(),
+                )) as ArrayRef])
+                .expect("find");
+            let at: Vec<(Option<u32>, Option<i64>)> = groups
+                .into_iter()
+                .zip(&probes)
+                .map(|(g, p)| (g, Some(p.1)))
+                .collect();
+            let out = events.evaluate(&at, &[0], 2).expect("evaluate").remove(0);
+            for (i, &(k, t)) in probes.iter().enumerate() {
+                // The window's events in time order, ties in input order.
+                let mut window: Vec<usize> = (0..n)
+                    .filter(|&j| keys[j] == k && times[j] > t - a.window_us && times[j] <= t)
+                    .collect();
+                window.sort_by_key(|&j| times[j]);
+                let x: Vec<f64> = window.iter().filter_map(|&j| xs[j]).collect();
+                let s: Vec<&String> = window.iter().filter_map(|&j| ss[j].as_ref()).collect();
+                let got = ScalarValueText::of(&out, i);
+                let want = match (a.func, input) {
+                    (Func::Count, _) => x.len().to_string(),
+                    (Func::Sum, _) if !x.is_empty() => format!("{:.6}", x.iter().sum::<f64>()),
+                    (Func::Avg, _) if !x.is_empty() => {
+                        format!("{:.6}", x.iter().sum::<f64>() / x.len() as f64)
+                    }
+                    (Func::Min, _) if !x.is_empty() => {
+                        format!("{:.6}", x.iter().cloned().fold(f64::MAX, f64::min))
+                    }
+                    (Func::Max, _) if !x.is_empty() => {
+                        format!("{:.6}", x.iter().cloned().fold(f64::MIN, f64::max))
+                    }
+                    (Func::VarSamp, _) if x.len() > 1 => {
+                        let m = x.iter().sum::<f64>() / x.len() as f64;
+                        let v = x.iter().map(|v| (v - m) * (v - m)).sum::<f64>()
+                            / (x.len() - 1) as f64;
+                        format!("{v:.6}")
+                    }
+                    (Func::CountDistinct, _) => {
+                        let mut d = s.clone();
+                        d.sort();
+                        d.dedup();
+                        d.len().to_string()
+                    }
+                    (Func::FirstValue, _) if !x.is_empty() => format!("{:.6}", x[0]),
+                    (Func::LastValue, _) if !s.is_empty() => s[s.len() - 1].clone(),
+                    (Func::LastK(k), _) if !s.is_empty() => {
+                        let newest: Vec<String> =
+                            s.iter().rev().take(k).map(|v| v.to_string()).collect();
+                        format!("[{}]", newest.join(", "))
+                    }
+                    _ => "NULL".into(),
+                };
+                assert_eq!(got, want, "{:?} at key {k}, time {t}", a.func);
+            }
+        }
+    }
+
+    /// A value of an output as the test writes it.
+    struct ScalarValueText;
+    impl ScalarValueText {
+        fn of(array: &ArrayRef, i: usize) -> String {
+            if array.is_null(i) {
+                return "NULL".into();
+            }
+            let v = datafusion::common::ScalarValue::try_from_array(array, i).expect("value");
+            match v {
+                datafusion::common::ScalarValue::Float64(Some(f)) => format!("{f:.6}"),
+                other => other.to_string(),
+            }
+        }
+    }
+}
