@@ -85,7 +85,10 @@ pub(super) async fn plan_and_check(
         }
         Keyed::Label => None,
     };
-    let aggregates = split.as_ref().map(|s| s.aggregates.clone()).unwrap_or_default();
+    let aggregates = split
+        .as_ref()
+        .map(|s| s.aggregates.clone())
+        .unwrap_or_default();
     if !aggregates.is_empty()
         && let Some(ttl) = &def.ttl
     {

@@ -197,7 +197,14 @@ impl Engine {
         let split = crate::windows::split_with_keys(self, name, def, &keys)?;
         if !split.aggregates.is_empty() {
             return self
-                .load_aggregates(name, keys, provider, &ts_type, &split.aggregates, loaded_at_us)
+                .load_aggregates(
+                    name,
+                    keys,
+                    provider,
+                    &ts_type,
+                    &split.aggregates,
+                    loaded_at_us,
+                )
                 .await;
         }
         // The cut-off: now, for timestamps without a zone and dates; the latest event otherwise
@@ -309,7 +316,15 @@ impl Engine {
         let batch = arrow::compute::concat_batches(&schema, &batches)?;
         let (view, aggregates) = (name.to_string(), aggregates.to_vec());
         let snapshot = tokio::task::spawn_blocking(move || {
-            Snapshot::aggregated(view, keys, ts, loaded_at_us, loaded_at_us, batch, &aggregates)
+            Snapshot::aggregated(
+                view,
+                keys,
+                ts,
+                loaded_at_us,
+                loaded_at_us,
+                batch,
+                &aggregates,
+            )
         })
         .await
         .map_err(|e| Error::Transport(format!("loading the aggregate features stopped: {e}")))??;

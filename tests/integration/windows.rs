@@ -45,11 +45,17 @@ fn assert_same(ours: &[RecordBatch], oracle: &[RecordBatch], names: &[&str]) {
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         for (j, (p, q)) in x.iter().zip(y).enumerate() {
             let same = match (p, q) {
-                (Cell::Float(p), Cell::Float(q)) => (p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0),
+                (Cell::Float(p), Cell::Float(q)) => {
+                    (p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0)
+                }
                 (Cell::Text(p), Cell::Text(q)) => p == q,
                 _ => false,
             };
-            assert!(same, "row {i}, column {}: ours {p:?}, oracle {q:?}", names[j]);
+            assert!(
+                same,
+                "row {i}, column {}: ours {p:?}, oracle {q:?}",
+                names[j]
+            );
         }
     }
 }
@@ -108,8 +114,21 @@ const ORACLE: &str = "SELECT p.rid, \
      GROUP BY p.rid ORDER BY p.rid";
 
 const COLUMNS: [&str; 15] = [
-    "rid", "n_1h", "na_3h", "sum_1h", "qty_90m", "avg_x_1d", "min_3h", "max_m_3h", "sd_1d",
-    "var_3h", "dm_3h", "adm_3h", "first_1h", "last_m_90m", "lk_3h",
+    "rid",
+    "n_1h",
+    "na_3h",
+    "sum_1h",
+    "qty_90m",
+    "avg_x_1d",
+    "min_3h",
+    "max_m_3h",
+    "sd_1d",
+    "var_3h",
+    "dm_3h",
+    "adm_3h",
+    "first_1h",
+    "last_m_90m",
+    "lk_3h",
 ];
 
 #[tokio::test]
@@ -144,7 +163,10 @@ async fn every_aggregate_at_each_label_time_equals_a_range_join_over_the_events(
          count(*) FILTER (WHERE sum_1h IS NULL), count(*) FILTER (WHERE lk_3h IS NOT NULL) FROM train",
     )
     .await;
-    let counts: Vec<i64> = shape[0].split(',').map(|v| v.parse().expect("a count")).collect();
+    let counts: Vec<i64> = shape[0]
+        .split(',')
+        .map(|v| v.parse().expect("a count"))
+        .collect();
     assert!(counts.iter().all(|&c| c > 10), "{counts:?}");
     // The ordinary view's feature is the ASOF value, as without aggregates.
     let asof = run_sql(
@@ -268,8 +290,8 @@ async fn online_lookups_equal_the_offline_evaluation_at_the_lookup_time_and_deca
                 ),
             )
             .await;
-            let online_row: Vec<Cell> = cells(&[online.project(&[2, 3, 4, 5]).expect("project")])
-                .remove(key);
+            let online_row: Vec<Cell> =
+                cells(&[online.project(&[2, 3, 4, 5]).expect("project")]).remove(key);
             // A key without events in the window (key 5 has none at all): counts 0, the rest NULL.
             assert_eq!(vec![online_row], cells(&offline), "key {key} at +{later}us");
         }
@@ -291,12 +313,18 @@ async fn online_lookups_equal_the_offline_evaluation_at_the_lookup_time_and_deca
         keys: vec![serde_json::json!([1])],
         keys_arrow: None,
     };
-    let before = engine.online_lookup(&request, now_us).await.expect("lookup");
+    let before = engine
+        .online_lookup(&request, now_us)
+        .await
+        .expect("lookup");
     drop(engine);
     let reopened = flywheel::Engine::open(dir.path().to_str().expect("utf-8"))
         .await
         .expect("reopens");
-    let after = reopened.online_lookup(&request, now_us).await.expect("lookup");
+    let after = reopened
+        .online_lookup(&request, now_us)
+        .await
+        .expect("lookup");
     assert_eq!(cells(&[before]), cells(&[after]));
 }
 
@@ -371,7 +399,11 @@ async fn aggregate_views_refresh_incrementally_and_training_sets_append_new_labe
         vec!["full", "incremental"]
     );
     assert_eq!(
-        sql_rows(&engine, "SELECT user_id, CAST(ts AS VARCHAR), spend_7d FROM train").await,
+        sql_rows(
+            &engine,
+            "SELECT user_id, CAST(ts AS VARCHAR), spend_7d FROM train"
+        )
+        .await,
         vec![
             "1,2026-01-05T00:00:00,15.0",
             // The 4 January event is more than 7 days before 12 January: an empty window.

@@ -49,13 +49,12 @@ fn k_of(args: &AccumulatorArgs) -> Result<usize> {
         .and_then(|e| e.downcast_ref::<Literal>())
         .map(|l| l.value().clone());
     let k = match literal {
-        Some(v) if v.data_type().is_integer() => v
-            .cast_to(&DataType::Int64)
-            .ok()
-            .and_then(|v| match v {
+        Some(v) if v.data_type().is_integer() => {
+            v.cast_to(&DataType::Int64).ok().and_then(|v| match v {
                 ScalarValue::Int64(Some(k)) => usize::try_from(k).ok(),
                 _ => None,
-            }),
+            })
+        }
         _ => None,
     };
     match k.filter(|k| (1..=MAX_K).contains(k)) {
@@ -129,7 +128,8 @@ impl LastKAccumulator {
     fn push(&mut self, array: &ArrayRef) -> Result<()> {
         for i in 0..array.len() {
             if array.is_valid(i) {
-                self.values.push_back(ScalarValue::try_from_array(array, i)?);
+                self.values
+                    .push_back(ScalarValue::try_from_array(array, i)?);
                 if !self.sliding && self.values.len() > self.k {
                     self.values.pop_front();
                 }
@@ -171,12 +171,7 @@ impl Accumulator for LastKAccumulator {
     }
 
     fn size(&self) -> usize {
-        size_of::<Self>()
-            + self
-                .values
-                .iter()
-                .map(ScalarValue::size)
-                .sum::<usize>()
+        size_of::<Self>() + self.values.iter().map(ScalarValue::size).sum::<usize>()
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {

@@ -184,15 +184,7 @@ impl Snapshot {
         let mut columns = grouped.keys().to_vec();
         columns.push(latest);
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-        let mut snapshot = Self::new(
-            view,
-            keys,
-            event_time,
-            None,
-            loaded_at_us,
-            cutoff_us,
-            batch,
-        )?;
+        let mut snapshot = Self::new(view, keys, event_time, None, loaded_at_us, cutoff_us, batch)?;
         snapshot.windows = Some(Arc::new(grouped));
         Ok(snapshot)
     }

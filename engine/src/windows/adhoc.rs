@@ -124,12 +124,12 @@ impl Visitor for Calls {
             ..
         } = factor
             && name.to_string().eq_ignore_ascii_case(NAME)
-            && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(
-                sqlparser::ast::Expr::Value(ValueWithSpan {
+            && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(sqlparser::ast::Expr::Value(
+                ValueWithSpan {
                     value: Value::SingleQuotedString(view),
                     ..
-                }),
-            ))) = args.args.first()
+                },
+            )))) = args.args.first()
         {
             self.0.push(view.clone());
         }
@@ -322,7 +322,10 @@ impl TableProvider for WindowFeaturesTable {
                     .iter()
                     .map(|&i| {
                         let name = self.schema.field(i).name().clone();
-                        (Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>, name)
+                        (
+                            Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>,
+                            name,
+                        )
                     })
                     .collect();
                 Ok(Arc::new(ProjectionExec::try_new(exprs, exec)?))

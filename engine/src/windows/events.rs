@@ -49,9 +49,10 @@ pub fn times_us(array: &ArrayRef) -> Result<Int64Array> {
         }
     };
     let raw = arrow::compute::cast(array, &DataType::Int64)?;
-    let raw = raw.as_any().downcast_ref::<Int64Array>().ok_or_else(|| {
-        Error::InvalidInput("event times did not convert to integers".into())
-    })?;
+    let raw = raw
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| Error::InvalidInput("event times did not convert to integers".into()))?;
     Ok(raw.unary::<_, Int64Type>(scale))
 }
 
@@ -66,7 +67,9 @@ pub fn time_literal(us: i64, t: &DataType) -> Result<datafusion::common::ScalarV
         DataType::Timestamp(TimeUnit::Millisecond, tz) => {
             V::TimestampMillisecond(Some(us.div_euclid(1_000)), tz.clone())
         }
-        DataType::Timestamp(TimeUnit::Microsecond, tz) => V::TimestampMicrosecond(Some(us), tz.clone()),
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+            V::TimestampMicrosecond(Some(us), tz.clone())
+        }
         DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
             V::TimestampNanosecond(Some(us.saturating_mul(1_000)), tz.clone())
         }
@@ -156,9 +159,8 @@ impl KeyMap {
         let valid = |i: usize| columns.iter().all(|c| c.is_valid(i));
         match self {
             KeyMap::Int(map) => {
-                let ints = integer_key(columns)?.ok_or_else(|| {
-                    Error::InvalidInput("an integer key did not convert".into())
-                })?;
+                let ints = integer_key(columns)?
+                    .ok_or_else(|| Error::InvalidInput("an integer key did not convert".into()))?;
                 Ok((0..n)
                     .map(|i| {
                         ints.is_valid(i)
@@ -254,9 +256,10 @@ impl Events {
         persist: bool,
     ) -> Result<Self> {
         let column = |name: &str| {
-            batch.column_by_name(name).cloned().ok_or_else(|| {
-                Error::InvalidInput(format!("the events have no column `{name}`"))
-            })
+            batch
+                .column_by_name(name)
+                .cloned()
+                .ok_or_else(|| Error::InvalidInput(format!("the events have no column `{name}`")))
         };
         let key_columns: Vec<ArrayRef> = keys.iter().map(|k| column(k)).collect::<Result<_>>()?;
         let key_columns: Vec<ArrayRef> = key_columns
@@ -358,9 +361,17 @@ impl Events {
                 .iter()
                 .map(|a| {
                     scope.spawn(move || {
-                        let values = events.batch.column_by_name(&a.name).cloned().ok_or_else(
-                            || Error::InvalidInput(format!("the events have no input `{}`", a.name)),
-                        )?;
+                        let values =
+                            events
+                                .batch
+                                .column_by_name(&a.name)
+                                .cloned()
+                                .ok_or_else(|| {
+                                    Error::InvalidInput(format!(
+                                        "the events have no input `{}`",
+                                        a.name
+                                    ))
+                                })?;
                         events.prepare(a, values)
                     })
                 })
@@ -369,7 +380,9 @@ impl Events {
                 .into_iter()
                 .map(|h| {
                     h.join().unwrap_or_else(|_| {
-                        Err(Error::InvalidInput("preparing window aggregates failed".into()))
+                        Err(Error::InvalidInput(
+                            "preparing window aggregates failed".into(),
+                        ))
                     })
                 })
                 .collect()
@@ -529,7 +542,7 @@ impl Events {
             let mut sums = vec![0f64; n + groups];
             let mut squares = vec![0f64; if squares_too { n + groups } else { 0 }];
             let mut shift = vec![0f64; groups];
-            for g in 0..groups {
+            for (g, around) in shift.iter_mut().enumerate() {
                 let (start, end) = (self.starts[g], self.starts[g + 1]);
                 let c = if squares_too {
                     (start..end)
@@ -538,7 +551,7 @@ impl Events {
                 } else {
                     0.0
                 };
-                shift[g] = c;
+                *around = c;
                 let (mut s, mut q) = (0f64, 0f64);
                 for i in start..end {
                     let slot = self.slot(g, i);
@@ -562,10 +575,7 @@ impl Events {
             p.squares = squares;
             p.shift = shift;
         }
-        if matches!(
-            a.func,
-            Func::FirstValue | Func::LastValue | Func::LastK(_)
-        ) {
+        if matches!(a.func, Func::FirstValue | Func::LastValue | Func::LastK(_)) {
             let mut next_valid = vec![n as u32; n + 1];
             for i in (0..n).rev() {
                 next_valid[i] = if valid(i) {
@@ -664,9 +674,7 @@ impl Events {
                     (Out::Int(o), Out::Int(v)) => ids.zip(v).for_each(|(i, v)| o[i] = *v),
                     (Out::UInt(o), Out::UInt(v)) => ids.zip(v).for_each(|(i, v)| o[i] = *v),
                     (Out::Float(o), Out::Float(v)) => ids.zip(v).for_each(|(i, v)| o[i] = *v),
-                    (Out::Position(o), Out::Position(v)) => {
-                        ids.zip(v).for_each(|(i, v)| o[i] = *v)
-                    }
+                    (Out::Position(o), Out::Position(v)) => ids.zip(v).for_each(|(i, v)| o[i] = *v),
                     (Out::Positions(o), Out::Positions(v)) => {
                         ids.zip(v).for_each(|(i, v)| o[i] = v.clone())
                     }
@@ -689,7 +697,8 @@ impl Events {
             Out::Float(v) => Arc::new(Float64Array::from(v)),
             Out::Position(v) => arrow::compute::take(&p.values, &UInt32Array::from(v), None)?,
             Out::Positions(v) => {
-                let lengths: Vec<usize> = v.iter().map(|x| x.as_ref().map_or(0, Vec::len)).collect();
+                let lengths: Vec<usize> =
+                    v.iter().map(|x| x.as_ref().map_or(0, Vec::len)).collect();
                 let nulls: Vec<bool> = v.iter().map(Option::is_some).collect();
                 let flat: Vec<u32> = v.into_iter().flatten().flatten().collect();
                 let values = arrow::compute::take(&p.values, &UInt32Array::from(flat), None)?;
@@ -738,7 +747,13 @@ impl Events {
             while end < chunk.len() && chunk[end].0 == g {
                 end += 1;
             }
-            self.sweep_key(g as usize, &chunk[start..end], which, &comparators, &mut outs);
+            self.sweep_key(
+                g as usize,
+                &chunk[start..end],
+                which,
+                &comparators,
+                &mut outs,
+            );
             start = end;
         }
         outs
@@ -859,9 +874,9 @@ impl Events {
             (Func::Count, Out::Int(o)) => o.push(Some(i64::from(count()))),
             (Func::CountDistinct, Out::Int(o)) => o.push(Some(distinct as i64)),
             (Func::ApproxDistinct, Out::UInt(o)) => o.push(Some(distinct as u64)),
-            (Func::Sum, Out::Int(o)) => o.push(
-                (count() > 0).then(|| p.int_sums[high].wrapping_sub(p.int_sums[low])),
-            ),
+            (Func::Sum, Out::Int(o)) => {
+                o.push((count() > 0).then(|| p.int_sums[high].wrapping_sub(p.int_sums[low])))
+            }
             (Func::Sum, Out::Float(o)) => {
                 let n = count();
                 o.push((n > 0).then(|| float_sum(&p.sums)));
@@ -909,10 +924,7 @@ impl Events {
 }
 
 fn is_float_func(f: Func) -> bool {
-    matches!(
-        f,
-        Func::Sum | Func::Avg | Func::StddevSamp | Func::VarSamp
-    )
+    matches!(f, Func::Sum | Func::Avg | Func::StddevSamp | Func::VarSamp)
 }
 
 #[cfg(test)]
@@ -925,7 +937,10 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self, n: u64) -> u64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (self.0 >> 33) % n
         }
     }
@@ -1024,8 +1039,8 @@ mod tests {
                     }
                     (Func::VarSamp, _) if x.len() > 1 => {
                         let m = x.iter().sum::<f64>() / x.len() as f64;
-                        let v = x.iter().map(|v| (v - m) * (v - m)).sum::<f64>()
-                            / (x.len() - 1) as f64;
+                        let v =
+                            x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (x.len() - 1) as f64;
                         format!("{v:.6}")
                     }
                     (Func::CountDistinct, _) => {

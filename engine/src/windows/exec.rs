@@ -145,11 +145,14 @@ async fn read_all(
     let read = futures::future::try_join_all(
         streams
             .into_iter()
-            .map(|s| datafusion::physical_plan::common::collect(s)),
+            .map(datafusion::physical_plan::common::collect),
     )
     .await?;
     Ok(read.into_iter().flatten().collect())
 }
+
+/// A probe: its key's group among the events (if any) and its time in microseconds.
+type Probe = (Option<u32>, Option<i64>);
 
 /// What one execution needs, owned by its future.
 struct Run {
@@ -209,7 +212,12 @@ impl Run {
             for c in 0..width {
                 let pieces: Vec<ArrayRef> = columns
                     .iter_mut()
-                    .map(|row| std::mem::replace(&mut row[c], arrow::array::new_null_array(&DataType::Null, 0)))
+                    .map(|row| {
+                        std::mem::replace(
+                            &mut row[c],
+                            arrow::array::new_null_array(&DataType::Null, 0),
+                        )
+                    })
                     .collect();
                 let refs: Vec<&dyn Array> = pieces.iter().map(|a| a.as_ref()).collect();
                 joined.push(if refs.is_empty() {
@@ -248,12 +256,7 @@ impl Run {
                         .collect::<Result<Vec<_>>>()?;
                     let times = times_us(&time.evaluate(batch)?.into_array(n)?).map_err(df)?;
                     let groups = events.find(&key_columns).map_err(df)?;
-                    probes.extend(
-                        groups
-                            .into_iter()
-                            .zip(times.iter())
-                            .map(|(g, t)| (g, t)),
-                    );
+                    probes.extend(groups.into_iter().zip(times.iter()));
                 }
                 let events = Arc::clone(&events);
                 let outputs =
@@ -278,32 +281,30 @@ impl Run {
                 let at = times_us(&time.to_array()?).map_err(df)?;
                 let at = at.is_valid(0).then(|| at.value(0));
                 // Every key with events, or the keys asked for (found or not).
-                let (probes, mut columns): (Vec<(Option<u32>, Option<i64>)>, Vec<ArrayRef>) =
-                    match keys {
-                        None => {
-                            let groups: Vec<u32> = (0..events.key_count() as u32).collect();
-                            let take = arrow::array::UInt32Array::from(groups.clone());
-                            let columns = events
-                                .keys()
-                                .iter()
-                                .map(|k| Ok(arrow::compute::take(k.as_ref(), &take, None)?))
-                                .collect::<Result<Vec<_>>>()?;
-                            (groups.into_iter().map(|g| (Some(g), at)).collect(), columns)
-                        }
-                        Some(values) => {
-                            let arrays = values
-                                .iter()
-                                .map(ScalarValue::to_array)
-                                .collect::<Result<Vec<_>>>()?;
-                            let groups = events.find(&arrays).map_err(df)?;
-                            (groups.into_iter().map(|g| (g, at)).collect(), arrays)
-                        }
-                    };
+                let (probes, mut columns): (Vec<Probe>, Vec<ArrayRef>) = match keys {
+                    None => {
+                        let groups: Vec<u32> = (0..events.key_count() as u32).collect();
+                        let take = arrow::array::UInt32Array::from(groups.clone());
+                        let columns = events
+                            .keys()
+                            .iter()
+                            .map(|k| Ok(arrow::compute::take(k.as_ref(), &take, None)?))
+                            .collect::<Result<Vec<_>>>()?;
+                        (groups.into_iter().map(|g| (Some(g), at)).collect(), columns)
+                    }
+                    Some(values) => {
+                        let arrays = values
+                            .iter()
+                            .map(ScalarValue::to_array)
+                            .collect::<Result<Vec<_>>>()?;
+                        let groups = events.find(&arrays).map_err(df)?;
+                        (groups.into_iter().map(|g| (g, at)).collect(), arrays)
+                    }
+                };
                 columns.push(time.to_array_of_size(probes.len())?);
                 let events = Arc::clone(&events);
                 columns.extend(
-                    blocking(move || events.evaluate(&probes, &which, threads).map_err(df))
-                        .await?,
+                    blocking(move || events.evaluate(&probes, &which, threads).map_err(df)).await?,
                 );
                 let columns = columns
                     .into_iter()

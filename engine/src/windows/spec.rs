@@ -381,8 +381,7 @@ fn aggregate_of(
         }
         (
             "count" | "approx_distinct" | "sum" | "avg" | "mean" | "min" | "max" | "stddev_samp"
-            | "stddev" | "var_samp" | "variance" | "var" | "first_value" | "last_value"
-            | "last_k",
+            | "stddev" | "var_samp" | "variance" | "var" | "first_value" | "last_value" | "last_k",
             _,
             _,
         ) => {
@@ -403,7 +402,9 @@ fn aggregate_of(
         (Func::Count, None) => ("*".to_string(), number_one()),
         (_, Some(e)) => (e.to_string(), e),
         (_, None) => {
-            return refuse(format!("{name}(...) needs a plain expression as its argument"));
+            return refuse(format!(
+                "{name}(...) needs a plain expression as its argument"
+            ));
         }
     };
     let input = match &f.filter {
@@ -460,7 +461,7 @@ mod tests {
         let s = run("SELECT user_id, ts, sum(amount) OVER (RANGE INTERVAL '7 days' PRECEDING) AS s7, \
              count(*) FILTER (WHERE cat = 'x') OVER (RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW) AS c1, \
              last_k(m, 3) OVER (RANGE INTERVAL '30 days' PRECEDING) AS lm FROM t WHERE amount > 0")
-        .unwrap();
+        .expect("splits");
         assert_eq!(s.aggregates.len(), 3);
         assert_eq!(s.aggregates[0].func, Func::Sum);
         assert_eq!(s.aggregates[0].window_us, 7 * 86_400_000_000);
@@ -475,24 +476,24 @@ mod tests {
     #[test]
     fn plain_columns_beside_aggregates_and_bad_windows_are_refused_by_name() {
         let e = run("SELECT user_id, ts, amount, sum(amount) OVER (RANGE INTERVAL '7 days' PRECEDING) AS s FROM t")
-            .unwrap_err()
+            .expect_err("refused")
             .to_string();
         assert!(e.contains("column `amount` is neither"), "{e}");
         let e = run("SELECT user_id, ts, sum(amount) OVER (ROWS 5 PRECEDING) AS s FROM t")
-            .unwrap_err()
+            .expect_err("refused")
             .to_string();
         assert!(e.contains("RANGE INTERVAL"), "{e}");
         let e = run(
             "SELECT user_id, ts, median(amount) OVER (RANGE INTERVAL '7 days' PRECEDING) AS s FROM t",
         )
-        .unwrap_err()
+        .expect_err("refused")
         .to_string();
         assert!(e.contains("median is not an aggregate"), "{e}");
     }
 
     #[test]
     fn windows_with_partitions_stay_row_windows() {
-        let s = run("SELECT user_id, ts, sum(a) OVER (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL '7 days' PRECEDING AND CURRENT ROW) AS s FROM t").unwrap();
+        let s = run("SELECT user_id, ts, sum(a) OVER (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL '7 days' PRECEDING AND CURRENT ROW) AS s FROM t").expect("splits");
         assert!(s.aggregates.is_empty());
         assert_eq!(s.columns[2].1, ColumnKind::RowWindow);
     }
