@@ -412,3 +412,71 @@ async fn aggregate_views_refresh_incrementally_and_training_sets_append_new_labe
         ]
     );
 }
+
+#[tokio::test]
+async fn under_a_memory_limit_the_events_are_read_in_passes_with_the_same_answer() {
+    // About 12 MB of events against a 4 MiB limit.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let location = dir.path().to_str().expect("utf-8");
+    let unlimited = engine_with(
+        dir.path(),
+        &[
+            "CREATE ENTITY user (user_id BIGINT)",
+            "CREATE TABLE tx AS SELECT value % 1000 AS user_id, \
+             CAST(to_timestamp_seconds(1767225600 + (value * 7919) % 8640000) AS TIMESTAMP) AS ts, \
+             CAST(value % 97 AS DOUBLE) AS amount FROM range(0, 300000)",
+            "CREATE TABLE cb AS SELECT value % 1200 AS user_id, \
+             CAST(to_timestamp_seconds(1767225600 + (value * 104729) % 8640000) AS TIMESTAMP) AS ts, \
+             value % 2 = 0 AS y FROM range(0, 20000)",
+            "CREATE FEATURE VIEW spend ENTITY user EVENT TIME ts AS SELECT user_id, ts, \
+             sum(amount) OVER (RANGE INTERVAL '7 days' PRECEDING) AS s7, \
+             max(amount) OVER (RANGE INTERVAL '1 day' PRECEDING) AS m1, \
+             count(*) OVER (RANGE INTERVAL '30 days' PRECEDING) AS n30 FROM tx",
+            "CREATE LABEL fraud ENTITY user EVENT TIME ts FROM cb",
+            "CREATE TRAINING SET whole LABEL fraud FEATURES spend",
+        ],
+    )
+    .await;
+    let limited = flywheel::Engine::open_with(
+        location,
+        &flywheel::EngineOptions {
+            memory_limit: Some(4 << 20),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("engine");
+    // The limit binds: the events do not fit in one pass.
+    let one_pass = limited
+        .sql("SELECT * FROM window_features('spend', TIMESTAMP '2026-03-01 00:00:00')")
+        .await;
+    let refused = match one_pass {
+        Ok(out) => out.collect().await.err().map(|e| e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    assert!(
+        refused.as_ref().is_some_and(|e| e.contains("memory_limit")),
+        "{refused:?}"
+    );
+    // A training set reads them in passes and gets what the unlimited engine got.
+    run_sql(
+        &limited,
+        "CREATE TRAINING SET limited LABEL fraud FEATURES spend",
+    )
+    .await;
+    let query =
+        |t: &str| format!("SELECT user_id, ts, y, s7, m1, n30 FROM {t} ORDER BY user_id, ts, y");
+    let (want, got) = (
+        run_sql(&unlimited, &query("whole")).await,
+        run_sql(&unlimited, &query("limited")).await,
+    );
+    assert_same(&got, &want, &["user_id", "ts", "y", "s7", "m1", "n30"]);
+    assert_eq!(
+        sql_rows(
+            &unlimited,
+            "SELECT count(*) > 15000 FROM whole WHERE n30 > 0"
+        )
+        .await,
+        vec!["true"]
+    );
+}

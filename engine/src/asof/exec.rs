@@ -401,11 +401,14 @@ impl JoinInputs {
 const MAX_PASSES: usize = 64;
 
 /// Whether `e` is the memory pool refusing a reservation.
-fn is_exhausted(e: &DataFusionError) -> bool {
+pub(crate) fn is_exhausted(e: &DataFusionError) -> bool {
     match e {
         DataFusionError::ResourcesExhausted(_) => true,
         DataFusionError::Shared(inner) => is_exhausted(inner),
         DataFusionError::Context(_, inner) => is_exhausted(inner),
+        DataFusionError::External(inner) => inner
+            .downcast_ref::<DataFusionError>()
+            .is_some_and(is_exhausted),
         _ => false,
     }
 }
