@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-DAY_US = 86_400_000_000
+from pit_vs_peers import measured  # runs a command, returns its stdout and peak RSS (MiB)
 
 VIEW = (
     "CREATE FEATURE VIEW w ENTITY user EVENT TIME ts AS SELECT user_id, ts, "
@@ -43,25 +43,6 @@ VIEW = (
     "avg(f2) OVER (RANGE INTERVAL '30 days' PRECEDING) AS a30 FROM features"
 )
 CHECK = "SELECT count(*), sum(s7), sum(n1), sum(m1), sum(a30) FROM {t}"
-
-
-def measured(cmd, env=None):
-    """Runs `cmd`; returns its stdout and its peak resident memory in MiB."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.dup2(w, 1)
-        os.close(r)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.execvpe(cmd[0], cmd, env or os.environ)
-    os.close(w)
-    with os.fdopen(r) as f:
-        out = f.read()
-    _, status, usage = os.wait4(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(cmd)} failed: {out}")
-    return out, usage.ru_maxrss / 1024.0
 
 
 def table_row(out, line=3):

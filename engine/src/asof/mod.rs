@@ -34,6 +34,7 @@ pub use commit_order::in_commit_order;
 pub use exec::AsOfJoinExec;
 pub(crate) use exec::is_exhausted;
 pub use flywheel_udfs::asof_marker::{ASOF_MATCH_FN, AsOfMatchUdf};
+pub(crate) use node::column_indices;
 pub use node::{AsOfJoinNode, MatchOp};
 pub use planner::AsOfJoinPlanner;
 pub use rewrite::rewrite_asof_joins;

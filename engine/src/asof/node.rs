@@ -124,8 +124,8 @@ impl PartialOrd for AsOfJoinNode {
     }
 }
 
-/// Indices (in `schema`) of the columns `exprs` reference.
-fn column_indices<'a>(
+/// Indices (in `plan`'s schema) of the columns `exprs` reference.
+pub(crate) fn column_indices<'a>(
     plan: &LogicalPlan,
     exprs: impl Iterator<Item = &'a Expr>,
 ) -> Option<HashSet<usize>> {

@@ -48,7 +48,7 @@ pub enum Probes {
 }
 
 /// Physical aggregate features; see the module docs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WindowAggExec {
     probes: Probes,
     events: Arc<dyn ExecutionPlan>,
@@ -155,16 +155,6 @@ async fn read_all(
 /// A probe: its key's group among the events (if any) and its time in microseconds.
 type Probe = (Option<u32>, Option<i64>);
 
-/// What one execution needs, owned by its future.
-struct Run {
-    probes: Probes,
-    events: Arc<dyn ExecutionPlan>,
-    event_keys: Vec<Arc<dyn PhysicalExpr>>,
-    event_time: Arc<dyn PhysicalExpr>,
-    aggregates: Vec<(Aggregate, Arc<dyn PhysicalExpr>)>,
-    schema: SchemaRef,
-}
-
 /// The name of key column `i` and of the time in the events batch [`Events`] reads.
 fn key_name(i: usize) -> String {
     format!("__flywheel_key{i}")
@@ -232,7 +222,7 @@ fn join_columns(schema: &SchemaRef, mut pieces: Vec<Vec<ArrayRef>>) -> Result<Re
     Ok(RecordBatch::try_new(Arc::clone(schema), joined)?)
 }
 
-impl Run {
+impl WindowAggExec {
     /// The events (of `pass`, when the keys are split into passes) grouped and sorted, and the
     /// reservation of the memory they hold.
     async fn read_events(
@@ -652,14 +642,7 @@ impl ExecutionPlan for WindowAggExec {
         if partition != 0 {
             return internal_err!("WindowAggExec has one partition, not {partition}");
         }
-        let run = Run {
-            probes: self.probes.clone(),
-            events: Arc::clone(&self.events),
-            event_keys: self.event_keys.clone(),
-            event_time: Arc::clone(&self.event_time),
-            aggregates: self.aggregates.clone(),
-            schema: Arc::clone(&self.schema),
-        };
+        let run = self.clone();
         let stream = futures::stream::once(async move {
             let batches = run.run(context).await?;
             Ok::<_, DataFusionError>(futures::stream::iter(batches.into_iter().map(Ok)))

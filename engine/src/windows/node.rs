@@ -1,6 +1,5 @@
 //! [`WindowAggNode`]: the logical "aggregate features of each probe row".
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -8,6 +7,7 @@ use datafusion::common::{DFSchema, DFSchemaRef, Result, TableReference, plan_err
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, UserDefinedLogicalNodeCore};
 
 use super::spec::Aggregate;
+use crate::asof::column_indices;
 
 /// For every row of `probes`: its columns, then each aggregate over the `events` with equal keys
 /// and time in `(probe_time - window, probe_time]`. One output row per probe row.
@@ -85,20 +85,6 @@ impl PartialOrd for WindowAggNode {
                 &other.aggregates,
             ))
     }
-}
-
-/// Indices (in `plan`'s schema) of the columns `exprs` reference.
-fn column_indices<'a>(
-    plan: &LogicalPlan,
-    exprs: impl Iterator<Item = &'a Expr>,
-) -> Option<HashSet<usize>> {
-    let mut out = HashSet::new();
-    for e in exprs {
-        for c in e.column_refs() {
-            out.insert(plan.schema().index_of_column(c).ok()?);
-        }
-    }
-    Some(out)
 }
 
 impl UserDefinedLogicalNodeCore for WindowAggNode {
