@@ -65,9 +65,14 @@ pub(crate) fn interval_us(engine: &Engine, text: &str) -> Result<i64> {
     let ScalarValue::IntervalMonthDayNano(Some(value)) = value else {
         return Err(Error::InvalidInput(format!("`{text}` is not an interval")));
     };
-    Ok(i64::from(value.months) * 30 * 86_400_000_000
-        + i64::from(value.days) * 86_400_000_000
-        + value.nanoseconds / 1_000)
+    let micros = i128::from(value.months) * 30 * 86_400_000_000
+        + i128::from(value.days) * 86_400_000_000
+        + i128::from(value.nanoseconds / 1_000);
+    i64::try_from(micros).map_err(|_| {
+        Error::InvalidInput(format!(
+            "the interval `{text}` is too long: at most about 292,000 years fit in microseconds"
+        ))
+    })
 }
 
 fn interval_literal(engine: &Engine, text: &str, what: &str) -> Result<ScalarValue> {
