@@ -206,16 +206,30 @@ impl TableFunctionImpl for Function {
                 opened.keys.join(", ")
             );
         }
-        let key_values = if keys.is_empty() {
-            None
-        } else {
-            Some(keys.iter().map(constant).collect::<DFResult<Vec<_>>>()?)
-        };
         let mut fields = opened
             .keys
             .iter()
             .map(|k| field(k))
             .collect::<DFResult<Vec<_>>>()?;
+        // Each key value in its column's type, checked here: `'x'` for a BIGINT key is an error,
+        // not a key that silently matches nothing.
+        let key_values = if keys.is_empty() {
+            None
+        } else {
+            let values = keys.iter().zip(&fields).map(|(expr, key)| {
+                let value = constant(expr)?;
+                match value.cast_to(key.data_type()) {
+                    Ok(v) if !v.is_null() => Ok(v),
+                    _ => plan_err!(
+                        "{NAME}: the key value `{value}` is not a {} (the type of `{}`); give a \
+                         non-NULL value of that type",
+                        key.data_type(),
+                        key.name()
+                    ),
+                }
+            });
+            Some(values.collect::<DFResult<Vec<_>>>()?)
+        };
         fields.push(time_field);
         for a in &opened.aggregates {
             let input = field(&a.name)?;
