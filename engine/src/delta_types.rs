@@ -16,6 +16,9 @@
 //!
 //! A type Delta cannot hold at all (times of day, durations, intervals) is refused up front, naming
 //! the column and what to cast it to.
+//!
+//! Read back, a partitioned table's partition columns come dictionary-encoded: [`value_type`] is
+//! the type of their values.
 
 use std::sync::Arc;
 
@@ -125,6 +128,15 @@ pub(super) fn storable_plan(input: LogicalPlan) -> Result<LogicalPlan> {
         .project(columns)
         .and_then(LogicalPlanBuilder::build)
         .map_err(Error::from_datafusion)
+}
+
+/// The type of a column's values: a dictionary column's value type (a partitioned Delta table's
+/// partition columns come back dictionary-encoded), any other column's own type.
+pub(crate) fn value_type(t: &DataType) -> &DataType {
+    match t {
+        DataType::Dictionary(_, value) => value,
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use super::incremental::{self, Decision, Outcome};
 use super::refresh_history::Mode;
 use super::schedules::{self, Schedule};
 use super::{Engine, Output, Planned, lineage, object_name};
+use crate::delta_types::value_type;
 use crate::{Error, Result};
 
 fn is_integer_or_string(t: &DataType) -> Option<&'static str> {
@@ -30,15 +31,6 @@ fn is_integer_or_string(t: &DataType) -> Option<&'static str> {
         Some("string")
     } else {
         None
-    }
-}
-
-/// The type of a column's values: a dictionary column's value type (a partitioned Delta table's
-/// partition columns come back dictionary-encoded), any other column's own type.
-fn value_type(t: &DataType) -> &DataType {
-    match t {
-        DataType::Dictionary(_, value) => value,
-        other => other,
     }
 }
 

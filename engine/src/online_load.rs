@@ -187,21 +187,18 @@ impl Engine {
             .map_err(Error::from_datafusion)?;
         let schema = provider.schema();
         let ts = &def.event_time;
-        let ts_type = schema
-            .field_with_name(ts)
-            .map_err(|_| {
-                Error::InvalidInput(format!("feature view `{name}` has no column `{ts}`"))
-            })?
-            .data_type()
-            .clone();
+        let time_field = schema.field_with_name(ts).map_err(|_| {
+            Error::InvalidInput(format!("feature view `{name}` has no column `{ts}`"))
+        })?;
+        let ts_type = time_field.data_type().clone();
         let split = crate::windows::split_with_keys(self, name, def, &keys)?;
         if !split.aggregates.is_empty() {
             return self
                 .load_aggregates(
                     name,
                     keys,
+                    time_field,
                     provider,
-                    &ts_type,
                     &split.aggregates,
                     loaded_at_us,
                 )
@@ -290,23 +287,24 @@ impl Engine {
         &self,
         name: &str,
         keys: Vec<String>,
+        time: &arrow::datatypes::Field,
         provider: Arc<dyn datafusion::catalog::TableProvider>,
-        ts_type: &DataType,
         aggregates: &[crate::windows::Aggregate],
         loaded_at_us: i64,
     ) -> Result<()> {
-        let def = registry_definition(self.registry(), Keyed::FeatureView, name)?;
-        let ts = def.event_time;
+        let ts = time.name().as_str();
         let longest = aggregates.iter().map(|a| a.window_us).max().unwrap_or(0);
-        let floor = crate::windows::time_literal(loaded_at_us.saturating_sub(longest), ts_type)?;
+        let floor =
+            crate::windows::time_literal(loaded_at_us.saturating_sub(longest), time.data_type())?;
         let select: Vec<Expr> = keys
             .iter()
-            .chain([&ts])
-            .chain(aggregates.iter().map(|a| &a.name))
+            .map(String::as_str)
+            .chain([ts])
+            .chain(aggregates.iter().map(|a| a.name.as_str()))
             .map(|c| col(Column::new_unqualified(c)))
             .collect();
         let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None)
-            .and_then(|b| b.filter(col(Column::new_unqualified(&ts)).gt(lit(floor))))
+            .and_then(|b| b.filter(col(Column::new_unqualified(ts)).gt(lit(floor))))
             .and_then(|b| b.project(select))
             .and_then(|b| b.build())
             .map_err(Error::from_datafusion)?;
@@ -314,8 +312,8 @@ impl Engine {
         let schema = output.schema();
         let batches = output.collect().await?;
         let batch = arrow::compute::concat_batches(&schema, &batches)?;
-        let (view, aggregates) = (name.to_string(), aggregates.to_vec());
-        let snapshot = tokio::task::spawn_blocking(move || {
+        let (view, ts, aggregates) = (name.to_string(), ts.to_string(), aggregates.to_vec());
+        let snapshot = crate::online::off_thread(move || {
             Snapshot::aggregated(
                 view,
                 keys,
@@ -326,8 +324,7 @@ impl Engine {
                 &aggregates,
             )
         })
-        .await
-        .map_err(|e| Error::Transport(format!("loading the aggregate features stopped: {e}")))??;
+        .await?;
         let (rows, events) = (
             snapshot.batch.num_rows(),
             snapshot.windows().map_or(0, |e| e.len()),

@@ -112,13 +112,7 @@ async fn build_plan(
                 }
             }
             for a in &chosen {
-                let out_name = if taken.contains(&a.name) {
-                    format!("{view}__{}", a.name)
-                } else {
-                    a.name.clone()
-                };
-                taken.insert(out_name.clone());
-                select.push(column(&alias, &a.name).alias(out_name));
+                select.push(column(&alias, &a.name).alias(output_name(&mut taken, view, &a.name)));
             }
             let node = crate::windows::WindowAggNode::try_new(
                 plan.build().map_err(df)?,
@@ -173,12 +167,7 @@ async fn build_plan(
             None => None,
         };
         for c in wanted {
-            let out_name = if taken.contains(&c) {
-                format!("{view}__{c}")
-            } else {
-                c.clone()
-            };
-            taken.insert(out_name.clone());
+            let out_name = output_name(&mut taken, view, &c);
             let value = column(&alias, &c);
             let expr = match &fresh {
                 Some(cond) => when(cond.clone(), value).end().map_err(df)?,
@@ -433,4 +422,16 @@ async fn lineages(engine: &Engine, name: &str) -> Result<Vec<Lineage>> {
         }
     }
     Ok(versions.into_values().collect())
+}
+
+/// The output column of feature `feature` of `view`: its own name, or `view__feature` when an
+/// earlier column took it; recorded in `taken`.
+fn output_name(taken: &mut HashSet<String>, view: &str, feature: &str) -> String {
+    let name = if taken.contains(feature) {
+        format!("{view}__{feature}")
+    } else {
+        feature.to_string()
+    };
+    taken.insert(name.clone());
+    name
 }

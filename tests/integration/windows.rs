@@ -207,6 +207,19 @@ async fn every_aggregate_at_each_label_time_equals_a_range_join_over_the_events(
     )
     .await;
     assert_same(&adhoc, &train, &["n_1h", "sum_1h", "dm_3h", "lk_3h"]);
+    // EXPLAIN shows the operator, evaluating only the aggregates the query asks for.
+    let plan = sql_rows(
+        &engine,
+        &format!(
+            "EXPLAIN SELECT sum_1h FROM window_features('agg', TIMESTAMP '{}')",
+            parts[0]
+        ),
+    )
+    .await
+    .join("\n");
+    assert!(plan.contains("WindowAggExec: every key at"), "{plan}");
+    assert!(plan.contains("aggregates=[sum_1h := sum("), "{plan}");
+    assert!(!plan.contains("n_1h :="), "{plan}");
 }
 
 #[tokio::test]

@@ -414,7 +414,7 @@ pub(crate) fn is_exhausted(e: &DataFusionError) -> bool {
 }
 
 /// Reads every partition of `plan` concurrently.
-async fn read_partitions(
+pub(crate) async fn read_partitions(
     plan: &Arc<dyn ExecutionPlan>,
     context: &Arc<TaskContext>,
 ) -> Result<Vec<Vec<RecordBatch>>> {
@@ -455,7 +455,9 @@ async fn join_all<T: Send + 'static>(tasks: Vec<SpawnedTask<Result<T>>>) -> Resu
 }
 
 /// Runs CPU-heavy work off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))?

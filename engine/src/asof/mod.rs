@@ -32,7 +32,7 @@ mod rewrite;
 pub use analyzer::AsOfJoinAnalyzer;
 pub use commit_order::in_commit_order;
 pub use exec::AsOfJoinExec;
-pub(crate) use exec::is_exhausted;
+pub(crate) use exec::{blocking, is_exhausted, read_partitions};
 pub use flywheel_udfs::asof_marker::{ASOF_MATCH_FN, AsOfMatchUdf};
 pub(crate) use node::column_indices;
 pub use node::{AsOfJoinNode, MatchOp};

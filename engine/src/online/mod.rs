@@ -79,14 +79,14 @@ fn read_file(path: &Path) -> Result<Option<Snapshot>> {
     Snapshot::read(path).map(Some)
 }
 
-/// Runs `work` (reading, decoding and indexing a snapshot of millions of keys) off the async
+/// Runs `work` (reading, decoding, building and indexing a snapshot of millions of keys) off the async
 /// threads.
-async fn off_thread<T: Send + 'static>(
+pub(crate) async fn off_thread<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| Error::Transport(format!("online snapshot reading stopped: {e}")))?
+        .map_err(|e| Error::Transport(format!("work on an online snapshot stopped: {e}")))?
 }
 
 impl OnlineStore {

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{DFSchema, Result as DFResult, ScalarValue, plan_err};
@@ -37,6 +37,7 @@ use sqlparser::ast::{
 use super::exec::{Probes, WindowAggExec};
 use super::spec::Aggregate;
 use super::{time_literal, times_us};
+use crate::delta_types::value_type;
 use crate::{Engine, Error, Result};
 
 /// The function's name in SQL.
@@ -69,8 +70,11 @@ impl WindowFeatures {
         engine: &Engine,
         statement: &datafusion::sql::parser::Statement,
     ) -> Result<()> {
-        let datafusion::sql::parser::Statement::Statement(s) = statement else {
-            return Ok(());
+        use datafusion::sql::parser::Statement as DFStatement;
+        let s = match statement {
+            DFStatement::Statement(s) => s,
+            DFStatement::Explain(e) => return Box::pin(self.prepare(engine, &e.statement)).await,
+            _ => return Ok(()),
         };
         let mut calls = Calls(Vec::new());
         let _ = s.visit(&mut calls);
@@ -180,11 +184,7 @@ impl TableFunctionImpl for Function {
         let source = opened.provider.schema();
         let field = |name: &str| -> DFResult<Field> {
             let f = source.field_with_name(name)?;
-            let t = match f.data_type() {
-                DataType::Dictionary(_, value) => value.as_ref().clone(),
-                other => other.clone(),
-            };
-            Ok(Field::new(name, t, true))
+            Ok(Field::new(name, value_type(f.data_type()).clone(), true))
         };
         let time_field = field(&opened.event_time)?;
         let at = constant(time)?;
@@ -275,25 +275,31 @@ impl TableProvider for WindowFeaturesTable {
         _limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         let o = &self.opened;
+        let n_keys = o.keys.len();
+        // Only the aggregates asked for are read and evaluated (column n_keys + 1 + i of the
+        // output is aggregate i).
+        let chosen: Vec<&Aggregate> = o
+            .aggregates
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| projection.is_none_or(|p| p.contains(&(n_keys + 1 + i))))
+            .map(|(_, a)| a)
+            .collect();
         let source = o.provider.schema();
         let names: Vec<&String> = o
             .keys
             .iter()
             .chain([&o.event_time])
-            .chain(o.aggregates.iter().map(|a| &a.name))
+            .chain(chosen.iter().map(|a| &a.name))
             .collect();
         let needed = names
             .iter()
             .map(|n| source.index_of(n))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let events = o.provider.scan(state, Some(&needed), &[], None).await?;
-        // Column i of the scan is names[i].
-        let column =
-            |i: usize| -> Arc<dyn PhysicalExpr> { Arc::new(Column::new(names[i].as_str(), i)) };
-        let n_keys = o.keys.len();
-        let time = column(n_keys);
-        // Only the events of the longest window before the time can count.
-        let time_type = events.schema().field(n_keys).data_type().clone();
+        // Only the events of the view's longest window before the time can count (the keys
+        // listed are those with events in it, whichever aggregates are asked for): the bounds
+        // go to the table, which skips the files outside them, and are applied to the rows.
+        let time_type = value_type(source.field(needed[n_keys]).data_type()).clone();
         let at_us = times_us(&self.at.to_array()?)
             .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?
             .value(0);
@@ -302,17 +308,26 @@ impl TableProvider for WindowFeaturesTable {
             time_literal(us, &time_type)
                 .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))
         };
-        let after: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
-            Arc::clone(&time),
-            Operator::Gt,
-            lit(bound(at_us.saturating_sub(longest))?),
+        let (after, until) = (bound(at_us.saturating_sub(longest))?, bound(at_us)?);
+        let ts = Expr::Column(datafusion::common::Column::new_unqualified(&o.event_time));
+        let pushed = [
+            ts.clone().gt(Expr::Literal(after.clone(), None)),
+            ts.lt_eq(Expr::Literal(until.clone(), None)),
+        ];
+        let events = o.provider.scan(state, Some(&needed), &pushed, None).await?;
+        // Column i of the scan is names[i].
+        let column =
+            |i: usize| -> Arc<dyn PhysicalExpr> { Arc::new(Column::new(names[i].as_str(), i)) };
+        let time = column(n_keys);
+        let predicate = Arc::new(BinaryExpr::new(
+            Arc::new(BinaryExpr::new(Arc::clone(&time), Operator::Gt, lit(after))),
+            Operator::And,
+            Arc::new(BinaryExpr::new(
+                Arc::clone(&time),
+                Operator::LtEq,
+                lit(until),
+            )),
         ));
-        let until: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
-            Arc::clone(&time),
-            Operator::LtEq,
-            lit(bound(at_us)?),
-        ));
-        let predicate = Arc::new(BinaryExpr::new(after, Operator::And, until));
         let events: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(predicate, events)?);
         let exec: Arc<dyn ExecutionPlan> = Arc::new(WindowAggExec::try_new(
             Probes::At {
@@ -324,27 +339,47 @@ impl TableProvider for WindowFeaturesTable {
             events,
             (0..n_keys).map(column).collect(),
             time,
-            o.aggregates
+            chosen
                 .iter()
                 .enumerate()
-                .map(|(i, a)| (a.clone(), column(n_keys + 1 + i)))
+                .map(|(i, a)| ((*a).clone(), column(n_keys + 1 + i)))
                 .collect(),
         )?);
-        match projection {
-            Some(p) if !p.iter().copied().eq(0..self.schema.fields().len()) => {
-                let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = p
-                    .iter()
-                    .map(|&i| {
-                        let name = self.schema.field(i).name().clone();
-                        (
-                            Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>,
-                            name,
-                        )
-                    })
-                    .collect();
-                Ok(Arc::new(ProjectionExec::try_new(exprs, exec)?))
-            }
-            _ => Ok(exec),
+        let Some(p) = projection else {
+            return Ok(exec);
+        };
+        // Where each projected column is in the operator's output (keys, time, the chosen
+        // aggregates in order).
+        let chosen_at = |i: usize| {
+            chosen
+                .iter()
+                .position(|a| std::ptr::eq(*a, &o.aggregates[i]))
+        };
+        let positions: Vec<usize> = p
+            .iter()
+            .map(|&i| match i.checked_sub(n_keys + 1) {
+                Some(a) => chosen_at(a).map_or(i, |c| n_keys + 1 + c),
+                None => i,
+            })
+            .collect();
+        if positions
+            .iter()
+            .copied()
+            .eq(0..exec.schema().fields().len())
+        {
+            return Ok(exec);
         }
+        let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = p
+            .iter()
+            .zip(positions)
+            .map(|(&i, at)| {
+                let name = self.schema.field(i).name().clone();
+                (
+                    Arc::new(Column::new(&name, at)) as Arc<dyn PhysicalExpr>,
+                    name,
+                )
+            })
+            .collect();
+        Ok(Arc::new(ProjectionExec::try_new(exprs, exec)?))
     }
 }

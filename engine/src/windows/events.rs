@@ -312,23 +312,9 @@ impl Events {
             batch.project(&indices)?
         };
         // Each column gathered into event order on a thread of its own.
-        let columns: Vec<Result<ArrayRef>> = std::thread::scope(|scope| {
-            let take = &take;
-            let handles: Vec<_> = kept
-                .columns()
-                .iter()
-                .map(|c| scope.spawn(move || Ok(arrow::compute::take(c.as_ref(), take, None)?)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::InvalidInput("sorting the events failed".into()))
-                    })
-                })
-                .collect()
-        });
-        let columns = columns.into_iter().collect::<Result<Vec<_>>>()?;
+        let columns = on_threads(kept.columns(), "sorting the events", |c| {
+            Ok(arrow::compute::take(c.as_ref(), &take, None)?)
+        })?;
         let sorted = RecordBatch::try_new_with_options(
             kept.schema(),
             columns,
@@ -355,41 +341,17 @@ impl Events {
             batch: sorted,
         };
         // Each aggregate's prefix sums and indexes, on a thread each.
-        let prepared: Vec<Result<Prepared>> = std::thread::scope(|scope| {
-            let events = &events;
-            let handles: Vec<_> = aggregates
-                .iter()
-                .map(|a| {
-                    scope.spawn(move || {
-                        let values =
-                            events
-                                .batch
-                                .column_by_name(&a.name)
-                                .cloned()
-                                .ok_or_else(|| {
-                                    Error::InvalidInput(format!(
-                                        "the events have no input `{}`",
-                                        a.name
-                                    ))
-                                })?;
-                        events.prepare(a, values)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::InvalidInput(
-                            "preparing window aggregates failed".into(),
-                        ))
-                    })
-                })
-                .collect()
-        });
-        for (a, p) in aggregates.iter().zip(prepared) {
-            events.aggregates.push((a.clone(), p?));
-        }
+        let prepared = on_threads(aggregates, "preparing window aggregates", |a| {
+            let values = events
+                .batch
+                .column_by_name(&a.name)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!("the events have no input `{}`", a.name))
+                })?;
+            events.prepare(a, values)
+        })?;
+        events.aggregates = aggregates.iter().cloned().zip(prepared).collect();
         Ok(events)
     }
 
@@ -631,43 +593,23 @@ impl Events {
             chunks.push(head);
             rest = tail;
         }
-        let parts: Vec<Vec<Out>> = if chunks.len() <= 1 {
-            chunks.iter().map(|c| self.sweep(c, which)).collect()
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = chunks
-                    .iter()
-                    .map(|c| scope.spawn(move || self.sweep(c, which)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join().map_err(|_| {
-                            Error::InvalidInput("evaluating window aggregates failed".into())
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })?
-        };
+        let parts = on_threads(&chunks, "evaluating window aggregates", |c| {
+            Ok(self.sweep(c, which))
+        })?;
         let n = probes.len();
         let mut outputs = Vec::with_capacity(which.len());
         for (w, &a) in which.iter().enumerate() {
-            let (aggregate, p) = &self.aggregates[a];
-            let counts_zero = |i: usize| probes[i].1.is_some() && aggregate.func.is_count();
-            let mut out = match &p.output {
-                DataType::Int64 if aggregate.func.is_count() => {
-                    Out::Int((0..n).map(|i| counts_zero(i).then_some(0)).collect())
-                }
-                DataType::UInt64 if aggregate.func.is_count() => {
-                    Out::UInt((0..n).map(|i| counts_zero(i).then_some(0)).collect())
-                }
-                DataType::Int64 if aggregate.func == Func::Sum => Out::Int(vec![None; n]),
-                DataType::Float64 if is_float_func(aggregate.func) => Out::Float(vec![None; n]),
-                _ => match aggregate.func {
-                    Func::LastK(_) => Out::Positions(vec![None; n]),
-                    _ => Out::Position(vec![None; n]),
-                },
-            };
+            let p = &self.aggregates[a].1;
+            // Probes without events: 0 for counts of a known time, else NULL.
+            let mut out = p.empty_out(n);
+            let counts_zero = |i: usize| (p.func.is_count() && probes[i].1.is_some()).then_some(0);
+            match &mut out {
+                Out::Int(o) => o.extend((0..n).map(counts_zero)),
+                Out::UInt(o) => o.extend((0..n).map(|i| counts_zero(i).map(|z| z as u64))),
+                Out::Float(o) => o.resize(n, None),
+                Out::Position(o) => o.resize(n, None),
+                Out::Positions(o) => o.resize(n, None),
+            }
             for (chunk, part) in chunks.iter().zip(&parts) {
                 let ids = chunk.iter().map(|(_, _, i)| *i as usize);
                 match (&mut out, &part[w]) {
@@ -717,18 +659,7 @@ impl Events {
     fn sweep(&self, chunk: &[(u32, i64, u32)], which: &[usize]) -> Vec<Out> {
         let mut outs: Vec<Out> = which
             .iter()
-            .map(|&a| {
-                let (agg, p) = &self.aggregates[a];
-                let n = chunk.len();
-                match agg.func {
-                    Func::Count | Func::CountDistinct => Out::Int(Vec::with_capacity(n)),
-                    Func::ApproxDistinct => Out::UInt(Vec::with_capacity(n)),
-                    Func::Sum if p.output == DataType::Int64 => Out::Int(Vec::with_capacity(n)),
-                    f if is_float_func(f) => Out::Float(Vec::with_capacity(n)),
-                    Func::LastK(_) => Out::Positions(Vec::with_capacity(n)),
-                    _ => Out::Position(Vec::with_capacity(n)),
-                }
-            })
+            .map(|&a| self.aggregates[a].1.empty_out(chunk.len()))
             .collect();
         // Min and max compare inputs of any orderable type.
         let comparators: Vec<Option<arrow::array::DynComparator>> = which
@@ -923,8 +854,48 @@ impl Events {
     }
 }
 
-fn is_float_func(f: Func) -> bool {
-    matches!(f, Func::Sum | Func::Avg | Func::StddevSamp | Func::VarSamp)
+impl Prepared {
+    /// An empty output of this aggregate's kind, with room for `n` probes.
+    fn empty_out(&self, n: usize) -> Out {
+        match self.func {
+            Func::Count | Func::CountDistinct => Out::Int(Vec::with_capacity(n)),
+            Func::ApproxDistinct => Out::UInt(Vec::with_capacity(n)),
+            Func::Sum if self.output == DataType::Int64 => Out::Int(Vec::with_capacity(n)),
+            Func::Sum | Func::Avg | Func::StddevSamp | Func::VarSamp => {
+                Out::Float(Vec::with_capacity(n))
+            }
+            Func::LastK(_) => Out::Positions(Vec::with_capacity(n)),
+            Func::Min | Func::Max | Func::FirstValue | Func::LastValue => {
+                Out::Position(Vec::with_capacity(n))
+            }
+        }
+    }
+}
+
+/// `f` of each item, each on a thread of its own (one item: on this thread); `what` names the
+/// work should a thread panic.
+fn on_threads<I: Sync, T: Send>(
+    items: &[I],
+    what: &str,
+    f: impl Fn(&I) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    if items.len() <= 1 {
+        return items.iter().map(f).collect();
+    }
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = items
+            .iter()
+            .map(|item| scope.spawn(move || f(item)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::InvalidInput(format!("{what} failed"))))
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]

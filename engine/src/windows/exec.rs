@@ -26,7 +26,8 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::events::{Events, times_us};
 use super::spec::Aggregate;
-use crate::asof::is_exhausted;
+use crate::asof::{blocking, is_exhausted, read_partitions};
+use crate::delta_types::value_type;
 
 /// Where the probe times come from.
 #[derive(Debug, Clone)]
@@ -97,11 +98,8 @@ impl WindowAggExec {
             } => {
                 let mut fields = Vec::new();
                 for (name, key) in key_names.iter().zip(&event_keys) {
-                    let t = match key.data_type(&events_schema)? {
-                        DataType::Dictionary(_, value) => *value,
-                        other => other,
-                    };
-                    fields.push(Field::new(name, t, true));
+                    let t = key.data_type(&events_schema)?;
+                    fields.push(Field::new(name, value_type(&t).clone(), true));
                 }
                 fields.push(Field::new(time_name, time.data_type(), true));
                 fields
@@ -131,25 +129,6 @@ impl WindowAggExec {
             properties,
         })
     }
-}
-
-/// Reads every partition of `plan` concurrently.
-async fn read_all(
-    plan: &Arc<dyn ExecutionPlan>,
-    context: &Arc<TaskContext>,
-) -> Result<Vec<RecordBatch>> {
-    let partitions = plan.output_partitioning().partition_count();
-    let mut streams = Vec::with_capacity(partitions);
-    for p in 0..partitions {
-        streams.push(plan.execute(p, Arc::clone(context))?);
-    }
-    let read = futures::future::try_join_all(
-        streams
-            .into_iter()
-            .map(datafusion::physical_plan::common::collect),
-    )
-    .await?;
-    Ok(read.into_iter().flatten().collect())
 }
 
 /// A probe: its key's group among the events (if any) and its time in microseconds.
@@ -394,7 +373,11 @@ impl WindowAggExec {
         keys: &[Arc<dyn PhysicalExpr>],
         time: &Arc<dyn PhysicalExpr>,
     ) -> Result<Vec<RecordBatch>> {
-        let probe_batches = read_all(&input, context).await?;
+        let probe_batches: Vec<RecordBatch> = read_partitions(&input, context)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         let held = MemoryConsumer::new("WindowAggExec probes").register(context.memory_pool());
         let bytes: usize = probe_batches
             .iter()
@@ -416,14 +399,12 @@ impl WindowAggExec {
             let mut row = Vec::with_capacity(keys.len());
             for (k, e) in keys.iter().zip(&self.event_keys) {
                 let column = k.evaluate(batch)?.into_array(n)?;
-                let to = match e.data_type(&events_schema)? {
-                    DataType::Dictionary(_, value) => *value,
-                    other => other,
-                };
-                row.push(if column.data_type() == &to {
+                let event_type = e.data_type(&events_schema)?;
+                let to = value_type(&event_type);
+                row.push(if column.data_type() == to {
                     column
                 } else {
-                    arrow::compute::cast(&column, &to)?
+                    arrow::compute::cast(&column, to)?
                 });
             }
             key_pieces.push(row);
@@ -541,19 +522,12 @@ impl WindowAggExec {
     }
 }
 
-/// Runs CPU-heavy work off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))?
-}
-
 impl DisplayAs for WindowAggExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let aggs: Vec<String> = self
             .aggregates
             .iter()
-            .map(|(a, input)| format!("{} := {}({input}) over {}", a.name, a.func.sql(), a.window))
+            .map(|(a, input)| a.explain(input))
             .collect();
         let probes = match &self.probes {
             Probes::Rows { time, .. } => format!("at={time}"),

@@ -114,7 +114,7 @@ impl UserDefinedLogicalNodeCore for WindowAggNode {
         let aggs: Vec<String> = self
             .aggregates
             .iter()
-            .map(|(a, input)| format!("{} := {}({input}) over {}", a.name, a.func.sql(), a.window))
+            .map(|(a, input)| a.explain(input))
             .collect();
         write!(
             f,

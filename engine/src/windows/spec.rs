@@ -125,6 +125,16 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
+    /// How `EXPLAIN` shows the aggregate over its input: `s7 := sum(s7) over INTERVAL '7 days'`.
+    pub fn explain(&self, input: &dyn std::fmt::Display) -> String {
+        format!(
+            "{} := {}({input}) over {}",
+            self.name,
+            self.func.sql(),
+            self.window
+        )
+    }
+
     /// How `DESCRIBE FEATURE VIEW` says what the feature is: `sum(amount) over 7 days`.
     pub fn describe(&self) -> String {
         let call = match self.func {
@@ -190,9 +200,10 @@ pub fn split(
     event_time: &str,
     interval_us: &dyn Fn(&str) -> Result<i64>,
 ) -> Result<Split> {
-    let dialect = sqlparser::dialect::GenericDialect {};
-    let mut statements = sqlparser::parser::Parser::parse_sql(&dialect, query)
-        .map_err(|e| Error::InvalidInput(format!("feature view `{view}`: {e}")))?;
+    // The dialect every statement is parsed with (`t VERSION AS OF 3` in a view's query).
+    let mut statements =
+        sqlparser::parser::Parser::parse_sql(&flywheel_sql::FlywheelDialect, query)
+            .map_err(|e| Error::InvalidInput(format!("feature view `{view}`: {e}")))?;
     let unchanged = |columns| Split {
         query: query.to_string(),
         aggregates: Vec::new(),
@@ -275,8 +286,11 @@ pub fn split(
 
 /// Whether `expr` calls a window function.
 fn has_window(expr: &Expr) -> bool {
-    let text = expr.to_string();
-    text.contains(" OVER ") || text.contains(" OVER(")
+    sqlparser::ast::visit_expressions(expr, |e| match e {
+        Expr::Function(f) if f.over.is_some() => std::ops::ControlFlow::Break(()),
+        _ => std::ops::ControlFlow::Continue(()),
+    })
+    .is_break()
 }
 
 /// The aggregate feature `expr` defines, with the expression of its input, if it is one; an
@@ -489,6 +503,17 @@ mod tests {
         .expect_err("refused")
         .to_string();
         assert!(e.contains("median is not an aggregate"), "{e}");
+    }
+
+    #[test]
+    fn queries_in_flywheel_sql_split_and_keep_their_time_travel() {
+        let s = run("SELECT user_id, ts, sum(a) OVER (RANGE INTERVAL '7 days' PRECEDING) AS s FROM t VERSION AS OF 3")
+            .expect("splits");
+        assert_eq!(s.query, "SELECT user_id, ts, a AS s FROM t VERSION AS OF 3");
+        let s =
+            run("SELECT user_id, ts, 'a OVER b' AS note FROM t VERSION AS OF 3").expect("splits");
+        assert!(s.aggregates.is_empty());
+        assert_eq!(s.columns[2].1, ColumnKind::Plain);
     }
 
     #[test]
