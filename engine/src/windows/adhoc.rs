@@ -278,13 +278,10 @@ impl TableProvider for WindowFeaturesTable {
         let n_keys = o.keys.len();
         // Only the aggregates asked for are read and evaluated (column n_keys + 1 + i of the
         // output is aggregate i).
-        let chosen: Vec<&Aggregate> = o
-            .aggregates
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| projection.is_none_or(|p| p.contains(&(n_keys + 1 + i))))
-            .map(|(_, a)| a)
+        let picked: Vec<usize> = (0..o.aggregates.len())
+            .filter(|i| projection.is_none_or(|p| p.contains(&(n_keys + 1 + i))))
             .collect();
+        let chosen: Vec<&Aggregate> = picked.iter().map(|&i| &o.aggregates[i]).collect();
         let source = o.provider.schema();
         let names: Vec<&String> = o
             .keys
@@ -350,15 +347,10 @@ impl TableProvider for WindowFeaturesTable {
         };
         // Where each projected column is in the operator's output (keys, time, the chosen
         // aggregates in order).
-        let chosen_at = |i: usize| {
-            chosen
-                .iter()
-                .position(|a| std::ptr::eq(*a, &o.aggregates[i]))
-        };
         let positions: Vec<usize> = p
             .iter()
             .map(|&i| match i.checked_sub(n_keys + 1) {
-                Some(a) => chosen_at(a).map_or(i, |c| n_keys + 1 + c),
+                Some(a) => picked.binary_search(&a).map_or(i, |c| n_keys + 1 + c),
                 None => i,
             })
             .collect();
